@@ -1,0 +1,123 @@
+/**
+ * Primitives for real PostgreSQL 15 clusters on this machine: initdb, start, stop. Postgres refuses
+ * to run as root, so when we are root every server-side command runs as the `postgres` user.
+ */
+import { execFile } from 'node:child_process';
+import { appendFile, chown, mkdir, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
+
+/** Server binaries of the pinned major version (Debian's layout). */
+export const pgBinDir = process.env.DBOPS_PG_BINDIR ?? '/usr/lib/postgresql/15/bin';
+
+const runningAsRoot = process.getuid?.() === 0;
+
+export interface ClusterSettings {
+  port: number;
+  /** Directory for the Unix socket (kept short: socket paths are limited to ~100 bytes). */
+  socketDir: string;
+  /** Extra `postgresql.conf` lines, e.g. archive settings. */
+  extraConf?: Record<string, string>;
+}
+
+/** Runs a Postgres server binary, as the postgres user when we are root. */
+export async function runPgBinary(
+  name: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<{ stdout: string; stderr: string }> {
+  const binary = path.join(pgBinDir, name);
+  const [file, argv] = runningAsRoot
+    ? ['runuser', ['-u', 'postgres', '--', binary, ...args]]
+    : [binary, args];
+  try {
+    return await execFileAsync(file, argv, {
+      env: { ...process.env, LC_ALL: 'C.UTF-8', ...options.env },
+      timeout: options.timeoutMs ?? 120_000,
+      maxBuffer: 16 * 1024 * 1024,
+      cwd: '/',
+    });
+  } catch (error) {
+    const failure = error as { stderr?: string; message: string };
+    throw new Error(`${name} ${args.join(' ')} failed: ${(failure.stderr ?? '').trim() || failure.message}`);
+  }
+}
+
+let postgresIds: Promise<{ uid: number; gid: number }> | undefined;
+
+/** Hands a file or directory to the postgres user when we are root (no-op otherwise). */
+export async function chownToPostgres(file: string): Promise<void> {
+  if (!runningAsRoot) return;
+  postgresIds ??= Promise.all([
+    execFileAsync('id', ['-u', 'postgres']),
+    execFileAsync('id', ['-g', 'postgres']),
+  ]).then(([uid, gid]) => ({ uid: Number(uid.stdout), gid: Number(gid.stdout) }));
+  const { uid, gid } = await postgresIds;
+  await chown(file, uid, gid);
+}
+
+/** Creates `dir` (mode 700) for the postgres user. */
+export async function makePostgresDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chownToPostgres(dir);
+}
+
+/** initdb with trust auth on loopback only, then our settings appended to postgresql.conf. */
+export async function initCluster(dataDir: string, settings: ClusterSettings): Promise<void> {
+  await makePostgresDir(dataDir);
+  await makePostgresDir(settings.socketDir);
+  await runPgBinary('initdb', [
+    '--pgdata',
+    dataDir,
+    '--username',
+    'postgres',
+    '--auth-local',
+    'trust',
+    '--auth-host',
+    'trust',
+    '--encoding',
+    'UTF8',
+    '--locale',
+    'C.UTF-8',
+    '--no-sync',
+  ]);
+  const conf = {
+    listen_addresses: "'127.0.0.1'",
+    port: String(settings.port),
+    unix_socket_directories: `'${settings.socketDir}'`,
+    shared_preload_libraries: "'pg_stat_statements'",
+    ...settings.extraConf,
+  };
+  // Our settings live in their own file, included last so they win over initdb's defaults.
+  const ours = path.join(dataDir, 'dbops.conf');
+  const lines = Object.entries(conf).map(([key, value]) => `${key} = ${value}`);
+  await writeFile(ours, `# written by dbops\n${lines.join('\n')}\n`, { mode: 0o600 });
+  await chownToPostgres(ours);
+  await appendFile(path.join(dataDir, 'postgresql.conf'), "\ninclude 'dbops.conf'\n");
+}
+
+export async function startCluster(dataDir: string, logFile: string): Promise<void> {
+  await runPgBinary('pg_ctl', ['start', '--pgdata', dataDir, '--log', logFile, '--wait', '--timeout', '60']);
+}
+
+/** Stops a running cluster; a cluster that is not running is left as it is. */
+export async function stopCluster(dataDir: string, mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+  if (!(await isClusterRunning(dataDir))) return;
+  await runPgBinary('pg_ctl', ['stop', '--pgdata', dataDir, '--mode', mode, '--wait', '--timeout', '60']);
+}
+
+export async function isClusterRunning(dataDir: string): Promise<boolean> {
+  try {
+    await stat(path.join(dataDir, 'postmaster.pid'));
+  } catch {
+    return false;
+  }
+  try {
+    await runPgBinary('pg_ctl', ['status', '--pgdata', dataDir]);
+    return true;
+  } catch {
+    return false;
+  }
+}

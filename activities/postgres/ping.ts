@@ -1,0 +1,33 @@
+import type { DatabaseConfig } from '../../workers/config';
+import { withClient } from './connect';
+
+export interface PingResult {
+  database: string;
+  serverVersion: string;
+  /** Installed pgvector version, or null when the extension is not installed in this database. */
+  pgvectorVersion: string | null;
+  roundTripMs: number;
+}
+
+export function createPingActivities(db: DatabaseConfig) {
+  return {
+    /** Connects, asks the server who it is and whether pgvector is installed. */
+    async pingDatabase(): Promise<PingResult> {
+      return withClient(db, async (client) => {
+        const started = performance.now();
+        const { rows } = await client.query<{ database: string; version: string; vector: string | null }>(
+          `SELECT current_database() AS database,
+                  current_setting('server_version') AS version,
+                  (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS vector`,
+        );
+        const row = rows[0]!;
+        return {
+          database: row.database,
+          serverVersion: row.version,
+          pgvectorVersion: row.vector,
+          roundTripMs: Math.round((performance.now() - started) * 10) / 10,
+        };
+      });
+    },
+  };
+}

@@ -1,0 +1,56 @@
+import eslint from '@eslint/js';
+import prettier from 'eslint-config-prettier';
+import tseslint from 'typescript-eslint';
+import { builtinModules } from 'node:module';
+
+// Workflow code is replayed deterministically in a sandbox: it may import activity TYPES,
+// never Node built-ins or activity implementations.
+const nodeBuiltins = builtinModules.flatMap((name) => [name, `node:${name}`]);
+
+export default tseslint.config(
+  { ignores: ['node_modules/', '.tools/', '.dbops/', 'eslint.config.mjs'] },
+  eslint.configs.recommended,
+  ...tseslint.configs.recommendedTypeChecked,
+  {
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
+    },
+  },
+  {
+    files: ['workflows/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          paths: nodeBuiltins.map((name) => ({
+            name,
+            message: 'Workflows are deterministic: do side effects in an activity.',
+          })),
+          patterns: [
+            {
+              group: ['**/activities', '**/activities/**'],
+              allowTypeImports: true,
+              message: 'Workflows import activity types only (import type ...), never implementations.',
+            },
+            {
+              group: [
+                'pg',
+                'pg/*',
+                '@aws-sdk/*',
+                '@temporalio/worker',
+                '@temporalio/activity',
+                '@temporalio/client',
+              ],
+              message: 'Workflows run in the deterministic sandbox: use activities for I/O.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  prettier,
+);

@@ -1,0 +1,79 @@
+/**
+ * `npm start`: the embedded stack. Starts a Temporal dev server with its Web UI, the local
+ * database, and the worker; runs one ping so the UI shows a real run; on Ctrl-C stops the worker,
+ * then everything it started, in reverse order.
+ */
+import path from 'node:path';
+
+import { Client, Connection } from '@temporalio/client';
+
+import { ping } from '../workflows';
+import { loadConfig } from './config';
+import { startDevServer } from './dev-server';
+import { startEmbeddedDatabase } from './embedded-database';
+import { createWorker } from './worker';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const temporalPort = Number(config.temporal.address.split(':').pop());
+  const stops: (() => Promise<void>)[] = [];
+  const stopAll = async () => {
+    for (const stop of stops.reverse()) await stop().catch((error: Error) => console.error(error.message));
+  };
+
+  try {
+    console.log('[start] Temporal dev server ...');
+    const server = await startDevServer({
+      port: temporalPort,
+      uiPort: config.temporal.uiPort,
+      namespace: config.temporal.namespace,
+      dir: path.join(config.stateDir, 'temporal'),
+    });
+    stops.push(server.stop);
+
+    console.log(`[start] local database ${config.instanceId} ...`);
+    const db = await startEmbeddedDatabase(config.stateDir, config.instanceId);
+    stops.push(db.stop);
+
+    const { worker, close } = await createWorker(config.temporal, { database: db.database });
+    stops.push(close);
+
+    console.log(`
+dbops is running
+  Temporal Web UI: http://localhost:${config.temporal.uiPort}
+  Temporal:        ${config.temporal.address} (namespace ${config.temporal.namespace})
+  Task queue:      ${config.temporal.taskQueue}
+  Database:        postgres://${db.database.user}@${db.database.host}:${db.database.port}/${db.database.database}
+Press Ctrl-C to stop everything.
+`);
+    // The worker's runtime turns SIGINT / SIGTERM into a graceful shutdown: run() then resolves.
+    const running = worker.run();
+    await firstPing(config.temporal.address, config.temporal.namespace, config.temporal.taskQueue).catch(
+      (error: Error) => console.error(`[start] ping failed: ${error.message}`),
+    );
+    await running;
+  } finally {
+    console.log('[start] stopping ...');
+    await stopAll();
+    console.log('[start] stopped');
+  }
+}
+
+/** One ping so the first look at the Web UI shows a completed run. */
+async function firstPing(address: string, namespace: string, taskQueue: string): Promise<void> {
+  const connection = await Connection.connect({ address });
+  try {
+    const client = new Client({ connection, namespace });
+    const result = await client.workflow.execute(ping, { taskQueue, workflowId: `ping-${Date.now()}` });
+    console.log(
+      `[start] ping: PostgreSQL ${result.serverVersion}, pgvector ${result.pgvectorVersion ?? 'not installed'}, ${result.roundTripMs} ms`,
+    );
+  } finally {
+    await connection.close();
+  }
+}
+
+main().catch((error: Error) => {
+  console.error(`dbops start failed: ${error.message}`);
+  process.exitCode = 1;
+});

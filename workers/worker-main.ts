@@ -1,0 +1,19 @@
+/** `npm run worker`: the worker alone, against the Temporal server and database in the environment. */
+import { loadConfig } from './config';
+import { createWorker } from './worker';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const { worker, close } = await createWorker(config.temporal, { database: config.database });
+  console.log(`dbops worker polling task queue ${config.temporal.taskQueue} on ${config.temporal.address}`);
+  try {
+    await worker.run(); // until SIGINT / SIGTERM
+  } finally {
+    await close();
+  }
+}
+
+main().catch((error: Error) => {
+  console.error(`dbops worker failed: ${error.message}`);
+  process.exitCode = 1;
+});

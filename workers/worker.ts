@@ -1,0 +1,23 @@
+import { NativeConnection, Worker } from '@temporalio/worker';
+
+import { createActivities, type ActivityDeps } from '../activities';
+import type { TemporalConfig } from './config';
+
+export interface RunningWorker {
+  worker: Worker;
+  /** Closes the connection; call after `worker.run()` has returned. */
+  close: () => Promise<void>;
+}
+
+/** The dbops worker: every workflow in `workflows/`, every activity built from `deps`. */
+export async function createWorker(temporal: TemporalConfig, deps: ActivityDeps): Promise<RunningWorker> {
+  const connection = await NativeConnection.connect({ address: temporal.address });
+  const worker = await Worker.create({
+    connection,
+    namespace: temporal.namespace,
+    taskQueue: temporal.taskQueue,
+    workflowsPath: require.resolve('../workflows'),
+    activities: createActivities(deps),
+  });
+  return { worker, close: () => connection.close() };
+}

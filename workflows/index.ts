@@ -1,0 +1,2 @@
+// Every workflow type the worker registers: one workflow per file.
+export { ping } from './ping';
