@@ -1,0 +1,156 @@
+import assert from 'node:assert/strict';
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { chmod, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+import { Client, Connection } from '@temporalio/client';
+
+import { projectRoot } from '../../workers/config';
+import { freePort, isPortOpen } from '../../workers/ports';
+
+const execFileAsync = promisify(execFile);
+
+/** `npm start` as a user runs it, in its own process group so a test can "press Ctrl-C". */
+class NpmStart {
+  readonly child: ChildProcess;
+  output = '';
+  constructor(env: NodeJS.ProcessEnv) {
+    this.child = spawn('npm', ['start'], {
+      cwd: projectRoot,
+      env: { ...process.env, ...env },
+      detached: true,
+    });
+    this.child.stdout?.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
+    this.child.stderr?.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
+  }
+
+  async waitFor(pattern: RegExp, timeoutMs = 240_000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const match = pattern.exec(this.output);
+      if (match) return match;
+      if (this.child.exitCode !== null)
+        throw new Error(`npm start exited ${this.child.exitCode}:\n${this.output}`);
+      if (Date.now() > deadline) throw new Error(`no ${pattern} in npm start output:\n${this.output}`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+
+  /** SIGINT to the whole process group, as a terminal's Ctrl-C does. */
+  async pressCtrlC(): Promise<number | null> {
+    const exited = new Promise<number | null>((resolve) => this.child.once('exit', (code) => resolve(code)));
+    process.kill(-this.child.pid!, 'SIGINT');
+    return exited;
+  }
+}
+
+describe('npm start (the embedded stack)', () => {
+  let stateDir: string;
+  let temporalPort: number;
+  let uiPort: number;
+  let env: NodeJS.ProcessEnv;
+  let running: NpmStart | undefined;
+
+  before(async () => {
+    stateDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-start-'));
+    await chmod(stateDir, 0o755); // the postgres user must reach the clusters inside
+    temporalPort = await freePort();
+    uiPort = await freePort();
+    env = {
+      TEMPORAL_ADDRESS: `127.0.0.1:${temporalPort}`,
+      DBOPS_UI_PORT: String(uiPort),
+      DBOPS_STATE_DIR: stateDir,
+    };
+  });
+  after(async () => {
+    if (running?.child.exitCode === null) await running.pressCtrlC();
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('brings up Temporal, the Web UI, the database and the worker, and runs a ping', async () => {
+    running = new NpmStart(env);
+    await running.waitFor(/Temporal Web UI: http:\/\/localhost:\d+/);
+    assert.match(running.output, /Task queue: +dbops/);
+    await running.waitFor(/\[start\] ping: PostgreSQL 15\.\d+, pgvector 0\.8\.0/);
+  });
+
+  it('serves the Temporal Web UI, which lists the ping run (headless Chromium)', async () => {
+    const response = await fetch(`http://127.0.0.1:${uiPort}/`);
+    assert.equal(response.status, 200);
+    const profile = await mkdtemp(path.join(os.tmpdir(), 'dbops-chromium-'));
+    const screenshot = path.join(stateDir, 'web-ui.png');
+    try {
+      const { stdout: dom } = await execFileAsync(
+        'chromium',
+        [...chromiumFlags(profile), '--dump-dom', `http://localhost:${uiPort}/namespaces/default/workflows`],
+        { maxBuffer: 32 * 1024 * 1024, timeout: 90_000 },
+      );
+      assert.match(dom, /ping-\d+/, 'the workflows page does not list the ping run');
+      await execFileAsync(
+        'chromium',
+        [
+          ...chromiumFlags(profile),
+          `--screenshot=${screenshot}`,
+          '--window-size=1280,800',
+          `http://localhost:${uiPort}/`,
+        ],
+        { timeout: 90_000 },
+      );
+      const png = await readFile(screenshot);
+      assert.equal(png.subarray(1, 4).toString(), 'PNG');
+      assert.ok((await stat(screenshot)).size > 10_000, 'the screenshot is (nearly) empty');
+    } finally {
+      await rm(profile, { recursive: true, force: true });
+    }
+  });
+
+  it('stops everything it started on Ctrl-C', async () => {
+    const code = await running!.pressCtrlC();
+    assert.equal(code, 0, running!.output);
+    assert.match(running!.output, /\[start\] stopped/);
+    assert.equal(await isPortOpen(temporalPort), false, 'the Temporal server still listens');
+    assert.equal(await isPortOpen(uiPort), false, 'the Web UI still listens');
+    const postmasterPids = await findFiles(stateDir, 'postmaster.pid');
+    assert.deepEqual(postmasterPids, [], 'a Postgres cluster is still running');
+  });
+
+  it('starts again on the same state and keeps the earlier history', async () => {
+    running = new NpmStart(env);
+    await running.waitFor(/\[start\] ping: /);
+    const connection = await Connection.connect({ address: `127.0.0.1:${temporalPort}` });
+    try {
+      const client = new Client({ connection });
+      const runs: string[] = [];
+      for await (const run of client.workflow.list({ query: `WorkflowType = 'ping'` }))
+        runs.push(run.workflowId);
+      assert.equal(runs.length, 2, `expected the ping runs of both starts, got ${runs.join(', ')}`);
+    } finally {
+      await connection.close();
+    }
+    assert.equal(await running.pressCtrlC(), 0);
+  });
+});
+
+function chromiumFlags(profile: string): string[] {
+  return [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    `--user-data-dir=${profile}`,
+    '--virtual-time-budget=15000',
+  ];
+}
+
+async function findFiles(dir: string, name: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries
+    .filter((entry) => entry.name === name)
+    .map((entry) => path.join(entry.parentPath, entry.name));
+}
