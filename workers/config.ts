@@ -28,6 +28,41 @@ export interface AwsConfig {
   region: string;
   /** Custom endpoint (a local AWS API peer); unset in production. */
   endpoint: string | undefined;
+  rds: RdsConfig;
+  /** Unset: exports are refused with a message naming the missing variables. */
+  exports: ExportConfig | undefined;
+  connection: AwsConnectionConfig;
+}
+
+/** What every instance dbops creates or restores gets; RDS would fall back to defaults otherwise. */
+export interface RdsConfig {
+  subnetGroup: string;
+  securityGroupIds: string[];
+  multiAz: boolean;
+  parameterGroup: string;
+  instanceClass: string;
+  /** Only for `createInstance`: restores take them from the snapshot. */
+  engineVersion: string;
+  allocatedStorageGb: number;
+  tags: Record<string, string>;
+}
+
+export interface ExportConfig {
+  /** The bucket backups export to by default. */
+  bucket: string;
+  /** The role RDS assumes to write to the bucket. */
+  iamRoleArn: string;
+  /** The KMS key RDS encrypts the exported files with. */
+  kmsKeyId: string;
+}
+
+export interface AwsConnectionConfig {
+  /** `iam`: a 15-minute token per connection; `password`: `.pgpass` or PGPASSWORD. */
+  auth: 'iam' | 'password';
+  /** The CA bundle the server certificate must chain to (TLS is always required on aws). */
+  caBundlePath: string;
+  /** Read-only activities go here when set (the read/write split). */
+  replica: { host: string; port: number } | undefined;
 }
 
 export interface Config {
@@ -73,14 +108,79 @@ export function loadConfig(env: Env = process.env): Config {
       database: text(env, 'PGDATABASE', 'mcp_db'),
       user: text(env, 'PGUSER', 'postgres'),
     },
-    aws:
-      provider === 'aws'
-        ? {
-            region: required(env, 'AWS_REGION', 'an AWS region such as us-east-1'),
-            endpoint: url(env, 'DBOPS_AWS_ENDPOINT'),
-          }
-        : undefined,
+    aws: provider === 'aws' ? loadAwsConfig(env) : undefined,
     stateDir: path.resolve(text(env, 'DBOPS_STATE_DIR', path.join(projectRoot, '.dbops', 'state'))),
+  };
+}
+
+function loadAwsConfig(env: Env): AwsConfig {
+  const region = required(env, 'AWS_REGION', 'an AWS region such as us-east-1');
+  const endpoint = url(env, 'DBOPS_AWS_ENDPOINT');
+  const replicaHost = raw(env, 'DBOPS_DB_REPLICA_HOST');
+  return {
+    region,
+    endpoint,
+    rds: {
+      subnetGroup: required(env, 'DBOPS_RDS_SUBNET_GROUP', 'the DB subnet group name for new instances'),
+      securityGroupIds: securityGroups(env, 'DBOPS_RDS_SECURITY_GROUP_IDS'),
+      multiAz: boolean(env, 'DBOPS_RDS_MULTI_AZ', true),
+      parameterGroup: required(env, 'DBOPS_RDS_PARAMETER_GROUP', 'the DB parameter group name'),
+      instanceClass: matching(
+        env,
+        'DBOPS_RDS_INSTANCE_CLASS',
+        'db.r5.large',
+        /^db\.[a-z0-9-]+\.[a-z0-9]+$/,
+        'an instance class such as db.r5.large',
+      ),
+      engineVersion: matching(
+        env,
+        'DBOPS_RDS_ENGINE_VERSION',
+        '15.7',
+        /^15(\.\d+)?$/,
+        'a PostgreSQL 15 version such as 15.7',
+      ),
+      allocatedStorageGb: integer(env, 'DBOPS_RDS_ALLOCATED_STORAGE_GB', 100, 20, 65536),
+      tags: tags(env, 'DBOPS_RDS_TAGS'),
+    },
+    exports: exportConfig(env),
+    connection: {
+      auth: oneOf(env, 'DBOPS_DB_AUTH', ['iam', 'password'] as const, 'iam'),
+      caBundlePath: path.resolve(
+        required(env, 'PGSSLROOTCERT', 'the path of the RDS CA bundle (TLS is required on aws)'),
+      ),
+      replica:
+        replicaHost === undefined
+          ? undefined
+          : { host: replicaHost, port: port(env, 'DBOPS_DB_REPLICA_PORT', port(env, 'PGPORT', 5432)) },
+    },
+  };
+}
+
+const EXPORT_VARIABLES = ['DBOPS_EXPORT_BUCKET', 'DBOPS_EXPORT_IAM_ROLE_ARN', 'DBOPS_EXPORT_KMS_KEY_ID'];
+
+/** All three or none: a half-configured export would only fail at the first backup. */
+function exportConfig(env: Env): ExportConfig | undefined {
+  const missing = EXPORT_VARIABLES.filter((name) => raw(env, name) === undefined);
+  if (missing.length === EXPORT_VARIABLES.length) return undefined;
+  if (missing.length > 0) {
+    throw new ConfigError(missing[0]!, `is not set; exports need all of ${EXPORT_VARIABLES.join(', ')}`);
+  }
+  return {
+    bucket: matching(
+      env,
+      'DBOPS_EXPORT_BUCKET',
+      '',
+      /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
+      'an S3 bucket name',
+    ),
+    iamRoleArn: matching(
+      env,
+      'DBOPS_EXPORT_IAM_ROLE_ARN',
+      '',
+      /^arn:aws[a-z-]*:iam::\d{12}:role\/\S+$/,
+      'an IAM role ARN',
+    ),
+    kmsKeyId: matching(env, 'DBOPS_EXPORT_KMS_KEY_ID', '', /^\S+$/, 'a KMS key ARN, id or alias'),
   };
 }
 
@@ -145,4 +245,58 @@ function rdsIdentifier(env: Env, name: string, fallback: string): string {
     );
   }
   return value;
+}
+
+function matching(env: Env, name: string, fallback: string, rule: RegExp, expected: string): string {
+  const value = raw(env, name) ?? fallback;
+  if (!rule.test(value)) throw new ConfigError(name, `is ${JSON.stringify(value)}; expected ${expected}`);
+  return value;
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  return oneOf(env, name, ['true', 'false'] as const, fallback ? 'true' : 'false') === 'true';
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const value = raw(env, name);
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < min || n > max) {
+    throw new ConfigError(name, `is ${JSON.stringify(value)}; expected a whole number from ${min} to ${max}`);
+  }
+  return n;
+}
+
+function securityGroups(env: Env, name: string): string[] {
+  const ids = required(env, name, 'comma-separated security group ids such as sg-0123abcd')
+    .split(',')
+    .map((id) => id.trim());
+  const bad = ids.find((id) => !/^sg-[0-9a-f]{8,17}$/.test(id));
+  if (bad !== undefined) {
+    throw new ConfigError(
+      name,
+      `has ${JSON.stringify(bad)}; expected security group ids such as sg-0123abcd`,
+    );
+  }
+  return ids;
+}
+
+/** `Key=Value,Key=Value` (the AWS CLI's shorthand), keys and values as RDS allows them. */
+function tags(env: Env, name: string): Record<string, string> {
+  const value = raw(env, name);
+  if (value === undefined) return {};
+  const result: Record<string, string> = {};
+  for (const pair of value.split(',')) {
+    const match = /^\s*([\p{L}\p{N}\s_.:/+@-]{1,128}?)\s*=\s*([\p{L}\p{N}\s_.:/=+@-]{0,256}?)\s*$/u.exec(
+      pair,
+    );
+    if (!match || match[1]!.startsWith('aws:')) {
+      throw new ConfigError(
+        name,
+        `has ${JSON.stringify(pair)}; expected Key=Value pairs separated by commas (keys not starting with aws:)`,
+      );
+    }
+    result[match[1]!] = match[2]!;
+  }
+  return result;
 }
