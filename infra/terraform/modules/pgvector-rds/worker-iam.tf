@@ -1,0 +1,144 @@
+# The dbops worker's policy: exactly the RDS and S3 actions its aws provider calls, and the
+# permissions AWS checks alongside them. test/infra/iam-policy.test.ts derives that list from the
+# provider's code and fails when the two drift apart.
+
+locals {
+  # Instances the worker snapshots, restores into and deletes; the production instance is among the
+  # first two and is protected from deletion below.
+  worker_instance_arns = [
+    aws_db_instance.primary.arn,
+    aws_db_instance.replica.arn,
+    "${local.rds_arn_prefix}:db:${var.operations_prefix}*",
+  ]
+  # Manual snapshots the worker takes, and the automated ones RDS names rds:<instance>-<date>.
+  worker_snapshot_arns = [
+    "${local.rds_arn_prefix}:snapshot:${var.operations_prefix}*",
+    "${local.rds_arn_prefix}:snapshot:rds:${var.identifier}-*",
+  ]
+  # A restore or create names the subnet group, parameter group and (implicitly) the default option
+  # group; RDS authorizes the request against each of them.
+  worker_restore_dependency_arns = [
+    "${local.rds_arn_prefix}:subgrp:${aws_db_subnet_group.this.name}",
+    "${local.rds_arn_prefix}:pg:${aws_db_parameter_group.postgres15.name}",
+    "${local.rds_arn_prefix}:og:default:postgres-15",
+  ]
+}
+
+data "aws_iam_policy_document" "worker" {
+  # Listing and polling. Listing all instances is authorized against db:* itself, so these
+  # read-only actions cannot be narrowed to a name prefix; they stay within the account and region.
+  statement {
+    sid = "DescribeInstancesSnapshotsAndBackups"
+    actions = [
+      "rds:DescribeDBInstanceAutomatedBackups",
+      "rds:DescribeDBInstances",
+      "rds:DescribeDBSnapshots",
+    ]
+    resources = [
+      "${local.rds_arn_prefix}:db:*",
+      "${local.rds_arn_prefix}:snapshot:*",
+      "${local.rds_arn_prefix}:auto-backup:*",
+    ]
+  }
+
+  # Snapshots, restores, instance creation and the deletion of temporary (DR test, restored)
+  # instances. Creating a resource with tags is also authorized as rds:AddTagsToResource on it.
+  statement {
+    sid = "SnapshotRestoreAndRemoveOwnInstances"
+    actions = [
+      "rds:AddTagsToResource",
+      "rds:CreateDBInstance",
+      "rds:CreateDBSnapshot",
+      "rds:DeleteDBInstance",
+      "rds:DeleteDBSnapshot",
+      "rds:RestoreDBInstanceFromDBSnapshot",
+      "rds:RestoreDBInstanceToPointInTime",
+    ]
+    resources = concat(local.worker_instance_arns, local.worker_snapshot_arns, local.worker_restore_dependency_arns)
+  }
+
+  # An instance created with ManageMasterUserPassword gets its master secret created (and tagged)
+  # by RDS as the caller; RDS names these secrets rds!db-<uuid>.
+  statement {
+    sid       = "CreateManagedMasterSecret"
+    actions   = ["secretsmanager:CreateSecret", "secretsmanager:TagResource"]
+    resources = ["arn:${local.partition}:secretsmanager:${local.region}:${local.account_id}:secret:rds!db-*"]
+  }
+
+  # Exports of the worker's own and of the automated snapshots.
+  statement {
+    sid       = "ExportSnapshots"
+    actions   = ["rds:StartExportTask"]
+    resources = local.worker_snapshot_arns
+  }
+
+  # Looking an export task up by its id names no snapshot, so the request is authorized against
+  # "*"; the action only reads, and the condition keeps it in the database's region.
+  statement {
+    sid       = "DescribeExportTasks"
+    actions   = ["rds:DescribeExportTasks"]
+    resources = ["*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestedRegion"
+      values   = [local.region]
+    }
+  }
+
+  # StartExportTask hands the export role to RDS ...
+  statement {
+    sid       = "PassExportRole"
+    actions   = ["iam:PassRole"]
+    resources = [aws_iam_role.export.arn]
+  }
+
+  # ... and lets RDS create a grant on the key that encrypts the exported files.
+  statement {
+    sid       = "GrantExportKeyToRds"
+    actions   = ["kms:CreateGrant", "kms:DescribeKey"]
+    resources = [aws_kms_key.rds.arn]
+    condition {
+      test     = "Bool"
+      variable = "kms:GrantIsForAWSResource"
+      values   = ["true"]
+    }
+  }
+
+  # Listing what an export wrote.
+  statement {
+    sid       = "ListExports"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.exports.arn]
+  }
+
+  # IAM database authentication as the worker's database user. A DR test restores into a new
+  # instance whose resource id is unknown in advance, so the user, not the instance, is the scope.
+  statement {
+    sid       = "ConnectAsWorkerDatabaseUser"
+    actions   = ["rds-db:connect"]
+    resources = ["arn:${local.partition}:rds-db:${local.region}:${local.account_id}:dbuser:*/${var.iam_database_user}"]
+  }
+
+  # The production primary and its replica share the operations prefix; whatever else is allowed
+  # above, the worker never deletes them (deletion protection is the second guard).
+  statement {
+    sid       = "NeverDeleteProduction"
+    effect    = "Deny"
+    actions   = ["rds:DeleteDBInstance"]
+    resources = [aws_db_instance.primary.arn, aws_db_instance.replica.arn]
+  }
+}
+
+resource "aws_iam_policy" "worker" {
+  name        = "${var.identifier}-dbops-worker"
+  description = "dbops worker: snapshots, restores, exports and IAM database login for ${var.identifier}"
+  policy      = data.aws_iam_policy_document.worker.json
+  tags        = var.tags
+}
+
+resource "aws_iam_role_policy_attachment" "worker" {
+  for_each = toset(var.worker_role_names)
+
+  role       = each.value
+  policy_arn = aws_iam_policy.worker.arn
+}
