@@ -1,0 +1,199 @@
+/**
+ * What the runbook's alerts watch, measured in one pass on the database: connections, replication,
+ * pg_stat_statements, cache hit ratio, and an EXPLAIN (ANALYZE, BUFFERS) of the kNN query. The
+ * thresholds are applied by the workflow (`workflows/lib/health-findings.ts`).
+ */
+import type { Client } from 'pg';
+
+import type { DatabaseConfig } from '../../workers/config';
+import { withClient } from './connect';
+
+export interface StatementStats {
+  /** Normalized text (constants replaced by $n), cut to 500 characters. */
+  query: string;
+  calls: number;
+  meanMs: number;
+  maxMs: number;
+  totalMs: number;
+  rows: number;
+}
+
+export interface ReplicaLag {
+  /** application_name of the standby (primary side) or `self` (measured on a replica). */
+  name: string;
+  lagSeconds: number | null;
+}
+
+export interface KnnExplain {
+  table: string;
+  /** The distance operator that matches the vector index's operator class. */
+  operator: string;
+  /** The vector index the plan scans, or null (a sequential scan and sort). */
+  indexUsed: string | null;
+  executionMs: number;
+  sharedHitBlocks: number;
+  sharedReadBlocks: number;
+  /** The plan as EXPLAIN prints it. */
+  plan: string;
+}
+
+export interface HealthSnapshot {
+  measuredAt: string;
+  connections: { used: number; max: number };
+  isReplica: boolean;
+  replicas: ReplicaLag[];
+  cache: { hits: number; reads: number };
+  /** Null when pg_stat_statements is not available; `statementsProblem` then says why. */
+  slowest: StatementStats[] | null;
+  mostFrequent: StatementStats[] | null;
+  statementsProblem: string | null;
+  knn: KnnResult;
+}
+
+export type KnnResult =
+  | { status: 'no-table' }
+  | { status: 'no-embeddings'; table: string }
+  | ({ status: 'explained' } & KnnExplain);
+
+/** The vector operator class of an index decides which operator lets the planner use it. */
+const OPERATOR_BY_OPCLASS: Record<string, string> = {
+  vector_l2_ops: '<->',
+  vector_ip_ops: '<#>',
+  vector_cosine_ops: '<=>',
+  vector_l1_ops: '<+>',
+};
+
+export function createHealthActivities(db: DatabaseConfig) {
+  return {
+    async measureHealth(): Promise<HealthSnapshot> {
+      return withClient(db, async (client) => {
+        const statements = await statementStats(client);
+        return {
+          measuredAt: new Date().toISOString(),
+          connections: await connections(client),
+          isReplica: await isReplica(client),
+          replicas: await replicationLag(client),
+          cache: await cacheCounters(client),
+          ...statements,
+          knn: await explainKnn(client),
+        };
+      });
+    },
+  };
+}
+
+async function connections(client: Client): Promise<{ used: number; max: number }> {
+  const { rows } = await client.query<{ used: number; max: number }>(
+    `SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int AS used,
+            current_setting('max_connections')::int AS max`,
+  );
+  return rows[0]!;
+}
+
+async function isReplica(client: Client): Promise<boolean> {
+  const { rows } = await client.query<{ recovery: boolean }>('SELECT pg_is_in_recovery() AS recovery');
+  return rows[0]!.recovery;
+}
+
+/** On a primary: every standby's replay lag; on a replica: how far behind its own replay is. */
+async function replicationLag(client: Client): Promise<ReplicaLag[]> {
+  const { rows } = await client.query<ReplicaLag>(
+    `SELECT application_name AS name, extract(epoch FROM replay_lag)::float8 AS "lagSeconds"
+       FROM pg_stat_replication
+      WHERE NOT pg_is_in_recovery()
+     UNION ALL
+     SELECT 'self', extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
+      WHERE pg_is_in_recovery()`,
+  );
+  return rows;
+}
+
+async function cacheCounters(client: Client): Promise<{ hits: number; reads: number }> {
+  const { rows } = await client.query<{ hits: number; reads: number }>(
+    `SELECT blks_hit::float8 AS hits, blks_read::float8 AS reads
+       FROM pg_stat_database WHERE datname = current_database()`,
+  );
+  return rows[0]!;
+}
+
+async function statementStats(
+  client: Client,
+): Promise<Pick<HealthSnapshot, 'slowest' | 'mostFrequent' | 'statementsProblem'>> {
+  try {
+    // The clusters preload the library; the extension (its views) may still be missing in this database.
+    await client.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+    const top = async (order: string) => {
+      const { rows } = await client.query<StatementStats>(
+        `SELECT left(query, 500) AS query, calls::float8 AS calls,
+                round(mean_exec_time::numeric, 3)::float8 AS "meanMs",
+                round(max_exec_time::numeric, 3)::float8 AS "maxMs",
+                round(total_exec_time::numeric, 3)::float8 AS "totalMs", rows::float8 AS rows
+           FROM pg_stat_statements
+          WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+          ORDER BY ${order} DESC
+          LIMIT 10`,
+      );
+      return rows.map(redactPasswords);
+    };
+    return {
+      slowest: await top('mean_exec_time'),
+      mostFrequent: await top('calls'),
+      statementsProblem: null,
+    };
+  } catch (error) {
+    return { slowest: null, mostFrequent: null, statementsProblem: (error as Error).message };
+  }
+}
+
+/** Utility statements keep their literals (ALTER ROLE ... PASSWORD '...'): never let one into history. */
+function redactPasswords(statement: StatementStats): StatementStats {
+  return /password/i.test(statement.query)
+    ? { ...statement, query: '(statement mentioning a password, not shown)' }
+    : statement;
+}
+
+/** EXPLAIN (ANALYZE, BUFFERS) of the application's kNN query, with a stored embedding as the probe. */
+async function explainKnn(client: Client): Promise<KnnResult> {
+  const { rows: columns } = await client.query<{ table: string }>(
+    `SELECT c.oid::regclass::text AS table
+       FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+      WHERE c.oid = to_regclass('conversation_chunks') AND a.attname = 'embedding' AND NOT a.attisdropped`,
+  );
+  if (columns.length === 0) return { status: 'no-table' };
+  const table = columns[0]!.table;
+
+  const { rows: opclasses } = await client.query<{ opclass: string }>(
+    `SELECT op.opcname AS opclass
+       FROM pg_index i
+       JOIN pg_class c ON c.oid = i.indexrelid
+       JOIN pg_am am ON am.oid = c.relam
+       JOIN pg_opclass op ON op.oid = i.indclass[0]
+      WHERE i.indrelid = 'conversation_chunks'::regclass AND am.amname IN ('hnsw', 'ivfflat')
+      ORDER BY am.amname = 'hnsw' DESC
+      LIMIT 1`,
+  );
+  const operator = OPERATOR_BY_OPCLASS[opclasses[0]?.opclass ?? ''] ?? '<=>';
+
+  const { rows: probes } = await client.query<{ embedding: string }>(
+    'SELECT embedding::text AS embedding FROM conversation_chunks WHERE embedding IS NOT NULL LIMIT 1',
+  );
+  if (probes.length === 0) return { status: 'no-embeddings', table };
+  const { rows } = await client.query<{ 'QUERY PLAN': string }>(
+    `EXPLAIN (ANALYZE, BUFFERS)
+     SELECT id FROM conversation_chunks ORDER BY embedding ${operator} $1::vector LIMIT 10`,
+    [probes[0]!.embedding],
+  );
+  const plan = rows.map((row) => row['QUERY PLAN']).join('\n');
+  // The first Buffers line belongs to the top node, which sums its children.
+  const buffers = /Buffers: shared(?: hit=(\d+))?(?: read=(\d+))?/.exec(plan);
+  return {
+    status: 'explained',
+    table,
+    operator,
+    indexUsed: /Index Scan using (\S+)/.exec(plan)?.[1] ?? null,
+    executionMs: Number(/Execution Time: ([\d.]+) ms/.exec(plan)?.[1] ?? 0),
+    sharedHitBlocks: Number(buffers?.[1] ?? 0),
+    sharedReadBlocks: Number(buffers?.[2] ?? 0),
+    plan,
+  };
+}

@@ -1,0 +1,69 @@
+import { ApplicationFailure, log, proxyActivities } from '@temporalio/workflow';
+
+import type { Activities } from '../activities';
+import type { HealthSnapshot } from '../activities/postgres/health';
+import { InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
+import {
+  DEFAULT_THRESHOLDS,
+  evaluateHealth,
+  type Finding,
+  type HealthThresholds,
+  type Severity,
+} from './lib/health-findings';
+import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
+
+export interface HealthCheckInput {
+  /** The instance, for the record (the worker's configured database is the one measured). */
+  instanceId?: string;
+  thresholds?: Partial<HealthThresholds>;
+}
+
+export interface HealthCheckResult extends HealthSnapshot {
+  instanceId: string | null;
+  findings: Finding[];
+  /** The most severe finding, or `ok` when there is none above info. */
+  status: 'ok' | Exclude<Severity, 'info'>;
+}
+
+const { measureHealth } = proxyActivities<Activities>({
+  startToCloseTimeout: '2 minutes',
+  retry: { maximumAttempts: 3, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+});
+
+/** The runbook's alert conditions, checked on the database itself; every finding is logged. */
+export async function healthCheck(input: HealthCheckInput = {}): Promise<HealthCheckResult> {
+  const thresholds = validate(input);
+  const snapshot = await measureHealth();
+  const findings = evaluateHealth(snapshot, thresholds);
+  for (const finding of findings) {
+    const fields = { check: finding.check, severity: finding.severity, instanceId: input.instanceId };
+    if (finding.severity === 'critical') log.error(finding.message, fields);
+    else if (finding.severity === 'warning') log.warn(finding.message, fields);
+    else log.info(finding.message, fields);
+  }
+  const status = findings.some((f) => f.severity === 'critical')
+    ? 'critical'
+    : findings.some((f) => f.severity === 'warning')
+      ? 'warning'
+      : 'ok';
+  return { ...snapshot, instanceId: input.instanceId ?? null, findings, status };
+}
+
+function validate(input: HealthCheckInput): HealthThresholds {
+  if (input.instanceId !== undefined && !isRdsIdentifier(input.instanceId)) {
+    throw ApplicationFailure.nonRetryable(
+      `instanceId ${JSON.stringify(input.instanceId)} is not valid: ${RDS_IDENTIFIER_RULE}`,
+      InvalidInputError.name,
+    );
+  }
+  const thresholds = { ...DEFAULT_THRESHOLDS, ...input.thresholds };
+  for (const [name, value] of Object.entries(thresholds)) {
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+      throw ApplicationFailure.nonRetryable(
+        `thresholds.${name} is ${JSON.stringify(value)}; expected a number >= 0`,
+        InvalidInputError.name,
+      );
+    }
+  }
+  return thresholds;
+}
