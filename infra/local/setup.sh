@@ -34,6 +34,11 @@ if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
   PATH="$PATH:/usr/local/go/bin"
 fi
 
+if [ "$(id -u)" -ne 0 ]; then
+  echo "[setup] must run as root (apt-get install, make install)" >&2
+  exit 1
+fi
+
 mkdir -p "$CACHE" "$LOG_DIR"
 
 # One set-up at a time per cache (npm test and npm start may race).
@@ -43,26 +48,22 @@ if ! flock -n 9; then
   flock 9
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "[setup] must run as root (apt-get install, make install)" >&2
-  exit 1
-fi
-
 # ---------------------------------------------------------------- helpers
 
 now_us() { local t=$EPOCHREALTIME; echo "${t/[.,]/}"; }
 fmt_us() { local us=$1; printf '%d.%ds' $((us / 1000000)) $(((us / 100000) % 10)); }
 
 # Status word that a step writes for the summary line ("ok" when it writes nothing).
-STATUS_FILE=$(mktemp)
-trap 'rm -f "$STATUS_FILE"' EXIT
+STATUS_FILE="$CACHE/.setup.status"
 status() { printf '%s' "$*" >"$STATUS_FILE"; }
 
 T_TOTAL=$(now_us)
 
 # run_step LABEL FUNCTION
-# Runs FUNCTION in a subshell with errexit in force (not in an `if`, which would disable it),
+# Runs FUNCTION in a subshell with errexit in force (set -e again inside: the caller's `set +e`
+# and any `if` around it would otherwise switch it off for the whole function),
 # logs its output to <cache>/logs/FUNCTION.log and prints one line with its status and time.
+# A failing step prints the end of its log and stops the set-up (exit 1).
 run_step() {
   local label=$1 fn=$2 log="$LOG_DIR/$2.log" t0 rc dots n
   t0=$(now_us)
@@ -73,13 +74,15 @@ run_step() {
   set +e
   if [ "${DBOPS_SETUP_VERBOSE:-0}" = 1 ]; then
     echo "[setup] $label ..."
-    ("$fn") 2>&1 | tee "$log"
+    (set -e; "$fn") 2>&1 | tee "$log.new"
     rc=${PIPESTATUS[0]}
   else
-    ("$fn") >"$log" 2>&1
+    (set -e; "$fn") >"$log.new" 2>&1
     rc=$?
   fi
   set -e
+  # Keep the log of the last run that did something (a warm run writes nothing).
+  if [ "$rc" -ne 0 ] || [ -s "$log.new" ]; then mv -f "$log.new" "$log"; else rm -f "$log.new"; fi
   local st
   st=$(cat "$STATUS_FILE")
   if [ "$rc" -eq 0 ]; then
@@ -170,20 +173,31 @@ step_debs() {
     apt_install "${missing[@]}"
     status "installed: ${missing[*]}"
   fi
-  # promtool only: no prometheus server may be left running or enabled.
-  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-    if systemctl is-enabled --quiet prometheus 2>/dev/null || systemctl is-active --quiet prometheus 2>/dev/null; then
-      systemctl disable --now prometheus
+  # We want promtool only: a prometheus server that our install brought must be neither left
+  # running nor enabled at boot (policy-rc.d above kept it from starting).  A prometheus that
+  # was already on the machine is left alone.
+  if printf '%s\n' "${missing[@]}" | grep -qx prometheus; then
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now prometheus || true
+    elif command -v update-rc.d >/dev/null 2>&1; then
+      update-rc.d prometheus disable || true
     fi
-  fi
-  if pgrep -x prometheus >/dev/null 2>&1; then
-    service prometheus stop || true
-    pgrep -x prometheus >/dev/null 2>&1 && { echo "a prometheus server is running; stop it" >&2; return 1; }
+    if pgrep -x prometheus >/dev/null 2>&1; then
+      service prometheus stop || true
+      sleep 1
+      if pgrep -x prometheus >/dev/null 2>&1; then
+        echo "a prometheus server is still running after the install; stop it" >&2
+        return 1
+      fi
+    fi
   fi
   # Checks that later steps and the TS harness rely on.
   id -u postgres >/dev/null
-  [ -x "$PG_BINDIR/initdb" ] && [ -x "$PG_BINDIR/pg_ctl" ] && [ -x "$PG_CONFIG" ]
-  command -v promtool >/dev/null
+  local f
+  for f in "$PG_BINDIR/initdb" "$PG_BINDIR/pg_ctl" "$PG_CONFIG"; do
+    [ -x "$f" ] || { echo "missing: $f" >&2; return 1; }
+  done
+  command -v promtool >/dev/null || { echo "missing: promtool" >&2; return 1; }
 }
 
 step_pgvector() {
@@ -237,7 +251,7 @@ step_pgvector() {
     chmod 755 "$build/src"
     rm -rf "$tree"
     mv "$build/src" "$tree"
-    rmdir "$build"
+    rm -rf "$build" # dpkg-source leaves the .orig tarball beside the tree
     status "built + installed"
   else
     status "installed from cached build"
@@ -249,7 +263,10 @@ step_pgvector() {
 }
 
 temporal_cli_ok() {
-  [ -x "$1" ] && "$1" --version 2>/dev/null | grep -qF "temporal version ${TEMPORAL_CLI_VERSION#v} "
+  local v
+  [ -x "$1" ] || return 1
+  v=$("$1" --version 2>/dev/null) || return 1
+  [[ $v == "temporal version ${TEMPORAL_CLI_VERSION#v} "* ]]
 }
 
 step_temporal_cli() {
@@ -287,11 +304,11 @@ step_test_server() {
   local tmp
   rm -rf "$dir".tmp.*
   tmp=$(mktemp -d "$dir.tmp.XXXXXX")
-  mvn -B -q -f "$SCRIPT_DIR/test-server-pom.xml" \
+  mvn -B -q -Dstyle.color=never -f "$SCRIPT_DIR/test-server-pom.xml" \
     -Dtemporal.test.server.version="$TEMPORAL_TEST_SERVER_VERSION" \
     -Dmaven.dependency.plugin.version="$MAVEN_DEPENDENCY_PLUGIN_VERSION" \
     dependency:copy-dependencies -DoutputDirectory="$tmp/jars"
-  ls "$tmp/jars" | grep -q "^temporal-test-server-$TEMPORAL_TEST_SERVER_VERSION\.jar$"
+  [ -f "$tmp/jars/temporal-test-server-$TEMPORAL_TEST_SERVER_VERSION.jar" ]
   mkdir -p "$tmp/bin"
   cat >"$tmp/bin/temporal-test-server" <<'EOF'
 #!/bin/sh

@@ -44,10 +44,11 @@ describe('moto server (AWS API peer on loopback)', () => {
     assert.equal(snapshot.DBSnapshot?.DBInstanceIdentifier, 'mcp-demo-prod');
 
     const listed = await rds.send(new DescribeDBSnapshotsCommand({ DBInstanceIdentifier: 'mcp-demo-prod' }));
-    assert.deepEqual(
-      listed.DBSnapshots?.map((s) => s.DBSnapshotIdentifier),
-      ['mcp-demo-manual-20261127-120000'],
-    );
+    const byType = (type: string) =>
+      listed.DBSnapshots?.filter((s) => s.SnapshotType === type).map((s) => s.DBSnapshotIdentifier);
+    assert.deepEqual(byType('manual'), ['mcp-demo-manual-20261127-120000']);
+    // Like RDS, moto takes an automated backup of a new instance.
+    assert.equal(byType('automated')?.length, 1);
   });
 
   it('starts empty again after a reset', async () => {
