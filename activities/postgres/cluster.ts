@@ -16,8 +16,11 @@ const runningAsRoot = process.getuid?.() === 0;
 
 export interface ClusterSettings {
   port: number;
-  /** Directory for the Unix socket (kept short: socket paths are limited to ~100 bytes). */
-  socketDir: string;
+  /**
+   * Directory for the Unix socket (kept short: socket paths are limited to ~100 bytes). Without
+   * it the cluster listens on TCP loopback only.
+   */
+  socketDir?: string;
   /** Extra `postgresql.conf` lines, e.g. archive settings. */
   extraConf?: Record<string, string>;
 }
@@ -67,7 +70,7 @@ export async function makePostgresDir(dir: string): Promise<void> {
 /** initdb with trust auth on loopback only, then our settings appended to postgresql.conf. */
 export async function initCluster(dataDir: string, settings: ClusterSettings): Promise<void> {
   await makePostgresDir(dataDir);
-  await makePostgresDir(settings.socketDir);
+  if (settings.socketDir !== undefined) await makePostgresDir(settings.socketDir);
   await runPgBinary('initdb', [
     '--pgdata',
     dataDir,
@@ -83,23 +86,36 @@ export async function initCluster(dataDir: string, settings: ClusterSettings): P
     'C.UTF-8',
     '--no-sync',
   ]);
+  await writeClusterSettings(dataDir, settings);
+  // Our settings live in their own file, included last so they win over initdb's defaults.
+  await appendFile(path.join(dataDir, 'postgresql.conf'), "\ninclude 'dbops.conf'\n");
+}
+
+/**
+ * (Re)writes our own settings file `dbops.conf` of a cluster made by initCluster, e.g. for a copy
+ * of a cluster (a restored base backup) that must get its own port and archive.
+ */
+export async function writeClusterSettings(dataDir: string, settings: ClusterSettings): Promise<void> {
   const conf = {
     listen_addresses: "'127.0.0.1'",
     port: String(settings.port),
-    unix_socket_directories: `'${settings.socketDir}'`,
+    unix_socket_directories: `'${settings.socketDir ?? ''}'`,
     shared_preload_libraries: "'pg_stat_statements'",
     ...settings.extraConf,
   };
-  // Our settings live in their own file, included last so they win over initdb's defaults.
   const ours = path.join(dataDir, 'dbops.conf');
   const lines = Object.entries(conf).map(([key, value]) => `${key} = ${value}`);
   await writeFile(ours, `# written by dbops\n${lines.join('\n')}\n`, { mode: 0o600 });
   await chownToPostgres(ours);
-  await appendFile(path.join(dataDir, 'postgresql.conf'), "\ninclude 'dbops.conf'\n");
 }
 
-export async function startCluster(dataDir: string, logFile: string): Promise<void> {
-  await runPgBinary('pg_ctl', ['start', '--pgdata', dataDir, '--log', logFile, '--wait', '--timeout', '60']);
+/** Starts a cluster and waits until it accepts connections (a standby: until it is consistent). */
+export async function startCluster(dataDir: string, logFile: string, timeoutSeconds = 60): Promise<void> {
+  await runPgBinary(
+    'pg_ctl',
+    ['start', '--pgdata', dataDir, '--log', logFile, '--wait', '--timeout', String(timeoutSeconds)],
+    { timeoutMs: (timeoutSeconds + 10) * 1000 },
+  );
 }
 
 /** Stops a running cluster; a cluster that is not running is left as it is. */
