@@ -1,0 +1,487 @@
+/**
+ * The local provider's background jobs: the slow part of create, restore, snapshot, export and
+ * delete, run in a detached process (`node local-jobs.ts <stateDir> <job> <id>`) so they go on
+ * when the caller's process ends, as RDS operations do. A job records its progress in the state
+ * directory; if it dies, the provider's next describe settles what it left (see local.ts).
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+
+import { freePort } from '../../workers/ports';
+import {
+  chownToPostgres,
+  initCluster,
+  isClusterRunning,
+  makePostgresDir,
+  runPgBinary,
+  startCluster,
+  stopCluster,
+  writeClusterSettings,
+} from '../postgres/cluster';
+import { withClient } from '../postgres/connect';
+import {
+  StateLayout,
+  readJson,
+  updateRecord,
+  writeJsonAtomic,
+  type ExportRecord,
+  type InstanceRecord,
+  type SnapshotRecord,
+} from './local-state';
+
+const execFileAsync = promisify(execFile);
+
+/** The database every local instance serves (the application's), and the user of its endpoint. */
+export const APP_DATABASE = 'mcp_db';
+export const ADMIN_USER = 'postgres';
+
+/** Environment variable limiting pg_basebackup's transfer rate (e.g. `32k`, `10M`): less I/O impact. */
+export const BACKUP_MAX_RATE_ENV = 'DBOPS_LOCAL_BACKUP_MAX_RATE';
+
+export type JobName = 'create-instance' | 'restore-instance' | 'delete-instance' | 'snapshot' | 'export';
+
+/** Quotes a string for a single-quoted postgresql.conf value. */
+function confString(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
+/** Quotes a path for /bin/sh. */
+function shellWord(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * WAL archiving into the instance's own archive. Copy to a temporary name, then rename: a crash
+ * mid-copy never leaves a truncated segment under its real name, and an existing segment is never
+ * overwritten.
+ */
+export function instanceSettings(layout: StateLayout, instanceId: string): Record<string, string> {
+  const archive = layout.archiveDir(instanceId);
+  const target = shellWord(path.join(archive, '%f'));
+  const temp = shellWord(path.join(archive, '%f.tmp'));
+  return {
+    wal_level: 'replica',
+    archive_mode: 'on',
+    archive_command: confString(`test ! -f ${target} && cp %p ${temp} && mv ${temp} ${target}`),
+    // Like RDS's five-minute upload of transaction logs: a quiet instance still archives.
+    archive_timeout: '300',
+  };
+}
+
+/** Settings for replaying an instance's archive up to a target, then promoting. */
+function recoverySettings(archiveDir: string, targetTime: string | undefined): Record<string, string> {
+  const settings: Record<string, string> = {
+    restore_command: confString(`cp ${shellWord(path.join(archiveDir, '%f'))} %p`),
+  };
+  if (targetTime !== undefined) {
+    settings.recovery_target_time = confString(targetTime);
+    settings.recovery_target_action = "'promote'";
+  }
+  return settings;
+}
+
+export function adminEndpoint(port: number, database = 'postgres') {
+  return { host: '127.0.0.1', port, database, user: ADMIN_USER };
+}
+
+/** The databases of a cluster that hold data: every one that accepts connections and is not a template. */
+async function listDatabases(port: number): Promise<string[]> {
+  return withClient(adminEndpoint(port), async (client) => {
+    const { rows } = await client.query<{ datname: string }>(
+      'SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname',
+    );
+    return rows.map((row) => row.datname);
+  });
+}
+
+/** Exact row count of every user table of every database that accepts connections, keyed `db.schema.table`. */
+export async function countTableRows(port: number): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {};
+  for (const database of await listDatabases(port)) {
+    await withClient(adminEndpoint(port, database), async (client) => {
+      // One snapshot for all the tables of a database.
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const { rows: tables } = await client.query<{ schema: string; name: string }>(
+        `SELECT n.nspname AS schema, c.relname AS name
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+            AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+          ORDER BY 1, 2`,
+      );
+      for (const table of tables) {
+        const qualified = `${client.escapeIdentifier(table.schema)}.${client.escapeIdentifier(table.name)}`;
+        const { rows } = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ${qualified}`);
+        counts[`${database}.${table.schema}.${table.name}`] = Number(rows[0]?.n);
+      }
+      await client.query('COMMIT');
+    });
+  }
+  return counts;
+}
+
+async function directorySize(dir: string): Promise<number> {
+  const { stdout } = await execFileAsync('du', ['-sb', dir]);
+  return Number(stdout.split('\t')[0]);
+}
+
+/** Copies a verified backup (or any cluster directory) keeping owners and modes. */
+async function copyCluster(from: string, to: string): Promise<void> {
+  await execFileAsync('cp', ['-a', from, to], { maxBuffer: 1024 * 1024 });
+}
+
+/** The end of the backup in the WAL, from pg_basebackup's manifest. */
+async function backupEndLsn(backupDir: string): Promise<string | undefined> {
+  const manifest = JSON.parse(await readFile(path.join(backupDir, 'backup_manifest'), 'utf8')) as {
+    'WAL-Ranges'?: { 'End-LSN': string }[];
+  };
+  return manifest['WAL-Ranges']?.at(-1)?.['End-LSN'];
+}
+
+async function tailOf(file: string, lines = 8): Promise<string> {
+  const text = await readFile(file, 'utf8').catch(() => '');
+  return text.trim().split('\n').slice(-lines).join('\n');
+}
+
+/**
+ * Takes a base backup of a running instance into the snapshot's directory, verifies it with
+ * pg_verifybackup and only then marks it available. The snapshot record exists (status creating).
+ */
+export async function runSnapshot(layout: StateLayout, snapshotId: string): Promise<void> {
+  const file = layout.record('snapshots', snapshotId);
+  const snapshot = await readJson<SnapshotRecord>(file);
+  if (snapshot === undefined) throw new Error(`snapshot ${snapshotId} has no record`);
+  const instance = await readJson<InstanceRecord>(layout.record('instances', snapshot.instanceId));
+  if (instance === undefined) throw new Error(`instance ${snapshot.instanceId} no longer exists`);
+  const partial = layout.partialBackupDir(snapshotId);
+  try {
+    await rm(partial, { recursive: true, force: true });
+    const maxRate = process.env[BACKUP_MAX_RATE_ENV];
+    await runPgBinary(
+      'pg_basebackup',
+      [
+        ...['--host', '127.0.0.1', '--port', String(instance.port), '--username', ADMIN_USER],
+        ...['--pgdata', partial, '--format', 'plain', '--wal-method', 'stream', '--checkpoint', 'fast'],
+        ...(maxRate ? ['--max-rate', maxRate] : []),
+      ],
+      { timeoutMs: 0 },
+    );
+    const createdAt = new Date().toISOString();
+    await updateRecord<SnapshotRecord>(file, (r) => ({ ...r, percentProgress: 70 }));
+    await runPgBinary('pg_verifybackup', [partial], { timeoutMs: 0 });
+    const tableRowCounts = await countTableRows(instance.port);
+    const sizeBytes = await directorySize(partial);
+    const endLsn = await backupEndLsn(partial);
+    await rename(partial, layout.backupDir(snapshotId));
+    await updateRecord<SnapshotRecord>(file, (r) => ({
+      ...r,
+      status: 'available',
+      createdAt,
+      percentProgress: 100,
+      sizeBytes,
+      endLsn,
+      tableRowCounts,
+    }));
+  } catch (error) {
+    await rm(partial, { recursive: true, force: true });
+    await updateRecord<SnapshotRecord>(file, (r) => ({
+      ...r,
+      status: 'failed',
+      failureCause: (error as Error).message,
+    }));
+    throw error;
+  }
+}
+
+/** RDS's automated snapshot name: `rds:<instance>-YYYY-MM-DD-HH-MM`, made unique if needed. */
+export function automatedSnapshotId(instanceId: string, at: Date, attempt: number): string {
+  const stamp = at.toISOString().slice(0, 16).replace(/[T:]/g, '-');
+  return `rds:${instanceId}-${stamp}${attempt > 0 ? `-${attempt + 1}` : ''}`;
+}
+
+/** Creates the record of a new snapshot (its directory must not exist: that is the lock). */
+export async function createSnapshotRecord(
+  layout: StateLayout,
+  record: Omit<SnapshotRecord, 'status' | 'createdAt' | 'requestedAt' | 'percentProgress'>,
+): Promise<SnapshotRecord> {
+  await layout.ensureDir('snapshots');
+  const dir = layout.dir('snapshots', record.snapshotId);
+  await mkdir(dir, { mode: 0o700 });
+  await chownToPostgres(dir);
+  const full: SnapshotRecord = {
+    ...record,
+    status: 'creating',
+    createdAt: undefined,
+    requestedAt: new Date().toISOString(),
+    percentProgress: 0,
+  };
+  await writeJsonAtomic(layout.record('snapshots', record.snapshotId), full);
+  return full;
+}
+
+/** The automated backup taken when an instance is created or restored, so PITR works from then on. */
+async function takeAutomatedSnapshot(layout: StateLayout, instance: InstanceRecord): Promise<void> {
+  const now = new Date();
+  for (let attempt = 0; ; attempt++) {
+    const snapshotId = automatedSnapshotId(instance.instanceId, now, attempt);
+    try {
+      await createSnapshotRecord(layout, {
+        snapshotId,
+        instanceId: instance.instanceId,
+        incarnation: instance.incarnation,
+        type: 'automated',
+        engineVersion: instance.engineVersion,
+        tags: {},
+      });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      throw error;
+    }
+    await writeJsonAtomic(layout.job('snapshots', snapshotId), {
+      pid: process.pid,
+      startedAt: now.toISOString(),
+    });
+    await runSnapshot(layout, snapshotId);
+    return;
+  }
+}
+
+async function createInstance(layout: StateLayout, instanceId: string): Promise<void> {
+  const file = layout.record('instances', instanceId);
+  const instance = (await readJson<InstanceRecord>(file))!;
+  const dataDir = layout.dataDir(instanceId);
+  await makePostgresDir(layout.archiveDir(instanceId));
+  await initCluster(dataDir, { port: instance.port, extraConf: instanceSettings(layout, instanceId) });
+  await startCluster(dataDir, layout.serverLog(instanceId));
+  await withClient(adminEndpoint(instance.port), (client) => client.query(`CREATE DATABASE ${APP_DATABASE}`));
+  await withClient(adminEndpoint(instance.port, APP_DATABASE), (client) =>
+    client.query('CREATE EXTENSION vector'),
+  );
+  await takeAutomatedSnapshot(layout, instance);
+  await updateRecord<InstanceRecord>(file, (r) => ({ ...r, status: 'available' }));
+}
+
+/** Waits until a restored cluster has finished recovery (promoted) or has died. */
+async function waitForPromotion(layout: StateLayout, instanceId: string, port: number): Promise<void> {
+  for (;;) {
+    if (!(await isClusterRunning(layout.dataDir(instanceId)))) {
+      throw new Error(`recovery stopped: ${await tailOf(layout.serverLog(instanceId))}`);
+    }
+    const inRecovery = await withClient(adminEndpoint(port), async (client) => {
+      const { rows } = await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
+      return rows[0]?.r;
+    }).catch(() => true);
+    if (!inRecovery) return;
+    await sleep(50);
+  }
+}
+
+/**
+ * Restores a snapshot (or the base backup of a point-in-time restore) as a new cluster with its
+ * own port and archive. A snapshot restore starts the self-contained backup as it is; a
+ * point-in-time restore replays the source's archive up to the target, then promotes.
+ */
+async function restoreInstance(layout: StateLayout, instanceId: string): Promise<void> {
+  const file = layout.record('instances', instanceId);
+  const instance = (await readJson<InstanceRecord>(file))!;
+  const { origin } = instance;
+  if (origin.kind === 'new') throw new Error(`instance ${instanceId} is not a restore`);
+  const dataDir = layout.dataDir(instanceId);
+  const log = layout.serverLog(instanceId);
+  const snapshotId = origin.kind === 'snapshot' ? origin.snapshotId : origin.baseSnapshotId;
+  await copyCluster(layout.backupDir(snapshotId), dataDir);
+  await makePostgresDir(layout.archiveDir(instanceId));
+  const own = { port: instance.port, extraConf: instanceSettings(layout, instanceId) };
+
+  if (origin.kind === 'snapshot') {
+    await writeClusterSettings(dataDir, own);
+    await startCluster(dataDir, log);
+  } else {
+    const sourceArchive = layout.archiveDir(origin.sourceInstanceId);
+    const targetTime = origin.target === 'latest' ? undefined : origin.target.time;
+    await writeClusterSettings(dataDir, {
+      ...own,
+      extraConf: { ...own.extraConf, ...recoverySettings(sourceArchive, targetTime) },
+    });
+    const signal = path.join(dataDir, 'recovery.signal');
+    await writeFile(signal, '');
+    await chownToPostgres(signal);
+    try {
+      await startCluster(dataDir, log, 600);
+      await waitForPromotion(layout, instanceId, instance.port);
+    } catch (error) {
+      // Every archived commit is older than the target: the data at the target is the end of the
+      // archive, so replay to its end (recovery resumes where it stopped).
+      if (!/recovery ended before configured recovery target was reached/.test(await tailOf(log, 20))) {
+        throw error;
+      }
+      await stopCluster(dataDir, 'immediate');
+      await writeClusterSettings(dataDir, {
+        ...own,
+        extraConf: { ...own.extraConf, ...recoverySettings(sourceArchive, undefined) },
+      });
+      await startCluster(dataDir, log, 600);
+      await waitForPromotion(layout, instanceId, instance.port);
+    }
+    // Promoted: drop the recovery settings so they can never apply again.
+    await writeClusterSettings(dataDir, own);
+  }
+  const available = await updateRecord<InstanceRecord>(file, (r) => ({ ...r, status: 'available' }));
+  await takeAutomatedSnapshot(layout, available);
+}
+
+/** Stops an instance's cluster and removes it: renamed away first, so removal is all or nothing. */
+export async function removeInstance(layout: StateLayout, instanceId: string): Promise<void> {
+  const dir = layout.dir('instances', instanceId);
+  await stopCluster(layout.dataDir(instanceId), 'immediate').catch(() => undefined);
+  const trash = await layout.ensureDir('trash');
+  const doomed = path.join(trash, `${instanceId}-${Date.now()}`);
+  try {
+    await rename(dir, doomed);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw error;
+  }
+  await rm(doomed, { recursive: true, force: true });
+}
+
+/** Delete with a final snapshot: the snapshot first; the instance goes only once it is available. */
+async function deleteInstance(layout: StateLayout, instanceId: string): Promise<void> {
+  const file = layout.record('instances', instanceId);
+  const instance = (await readJson<InstanceRecord>(file))!;
+  try {
+    await runSnapshot(layout, instance.finalSnapshotId!);
+  } catch (error) {
+    await updateRecord<InstanceRecord>(file, (r) => ({
+      ...r,
+      status: 'failed',
+      failureCause: `final snapshot failed: ${(error as Error).message}`,
+    }));
+    throw error;
+  }
+  await removeInstance(layout, instanceId);
+}
+
+async function sha256(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/**
+ * Logical export of a snapshot: starts a temporary cluster from a copy of the backup on a free
+ * port (archiving off), dumps every database with pg_dump (plain SQL), writes a manifest with row
+ * counts and checksums last, then removes the temporary cluster.
+ */
+async function exportSnapshot(layout: StateLayout, exportId: string): Promise<void> {
+  const file = layout.record('exports', exportId);
+  const record = (await readJson<ExportRecord>(file))!;
+  const snapshot = (await readJson<SnapshotRecord>(layout.record('snapshots', record.snapshotId)))!;
+  const work = layout.exportWorkDir(exportId);
+  const dataDir = path.join(work, 'data');
+  const output = layout.exportOutputDir(record);
+  try {
+    await makePostgresDir(work);
+    await copyCluster(layout.backupDir(record.snapshotId), dataDir);
+    const port = await freePort();
+    await writeClusterSettings(dataDir, { port, extraConf: { archive_mode: 'off' } });
+    await startCluster(dataDir, path.join(work, 'server.log'));
+    await updateRecord<ExportRecord>(file, (r) => ({ ...r, status: 'in-progress', percentProgress: 10 }));
+
+    await layout.ensureDir(path.relative(layout.stateDir, output));
+    const tableRowCounts = await countTableRows(port);
+    const databases = await listDatabases(port);
+    const files = [];
+    for (const [index, database] of databases.entries()) {
+      const name = `${database}.sql`;
+      await runPgBinary(
+        'pg_dump',
+        [
+          ...['--host', '127.0.0.1', '--port', String(port), '--username', ADMIN_USER],
+          ...['--dbname', database, '--format', 'plain', '--file', path.join(output, name)],
+        ],
+        { timeoutMs: 0 },
+      );
+      const full = path.join(output, name);
+      files.push({ name, database, bytes: (await stat(full)).size, sha256: await sha256(full) });
+      const percentProgress = 10 + Math.round((80 * (index + 1)) / databases.length);
+      await updateRecord<ExportRecord>(file, (r) => ({ ...r, percentProgress }));
+    }
+    await stopCluster(dataDir, 'immediate');
+    await writeJsonAtomic(path.join(output, 'manifest.json'), {
+      exportId,
+      snapshotId: snapshot.snapshotId,
+      sourceInstanceId: snapshot.instanceId,
+      snapshotCreatedAt: snapshot.createdAt,
+      engineVersion: snapshot.engineVersion,
+      format: 'pg_dump plain SQL, one file per database',
+      files,
+      tableRowCounts,
+    });
+    await rm(work, { recursive: true, force: true });
+    await updateRecord<ExportRecord>(file, (r) => ({ ...r, status: 'complete', percentProgress: 100 }));
+  } catch (error) {
+    await stopCluster(dataDir, 'immediate').catch(() => undefined);
+    await rm(work, { recursive: true, force: true });
+    await rm(output, { recursive: true, force: true });
+    await updateRecord<ExportRecord>(file, (r) => ({
+      ...r,
+      status: 'failed',
+      failureCause: (error as Error).message,
+    }));
+    throw error;
+  }
+}
+
+/** Marks an instance whose job failed as failed, stopping whatever cluster it started. */
+async function failInstance(layout: StateLayout, instanceId: string, error: Error): Promise<void> {
+  await stopCluster(layout.dataDir(instanceId), 'immediate').catch(() => undefined);
+  await updateRecord<InstanceRecord>(layout.record('instances', instanceId), (r) => ({
+    ...r,
+    status: 'failed',
+    failureCause: error.message,
+  }));
+}
+
+export async function runJob(layout: StateLayout, job: JobName, id: string): Promise<void> {
+  switch (job) {
+    case 'create-instance':
+      return createInstance(layout, id).catch(async (error: Error) => {
+        await failInstance(layout, id, error);
+        throw error;
+      });
+    case 'restore-instance':
+      return restoreInstance(layout, id).catch(async (error: Error) => {
+        const record = await readJson<InstanceRecord>(layout.record('instances', id));
+        // A failed automated snapshot after the restore leaves the instance available.
+        if (record?.status !== 'available') await failInstance(layout, id, error);
+        throw error;
+      });
+    case 'delete-instance':
+      return deleteInstance(layout, id);
+    case 'snapshot':
+      return runSnapshot(layout, id);
+    case 'export':
+      return exportSnapshot(layout, id);
+  }
+}
+
+if (require.main === module) {
+  const [stateDir, job, id] = process.argv.slice(2);
+  if (stateDir === undefined || job === undefined || id === undefined) {
+    console.error('usage: local-jobs.ts <stateDir> <job> <id>');
+    process.exit(2);
+  }
+  const started = Date.now();
+  runJob(new StateLayout(stateDir), job as JobName, id).then(
+    () => console.log(`${new Date().toISOString()} ${job} ${id}: done in ${Date.now() - started} ms`),
+    (error: Error) => {
+      console.error(`${new Date().toISOString()} ${job} ${id} failed: ${error.stack ?? error.message}`);
+      process.exitCode = 1;
+    },
+  );
+}
