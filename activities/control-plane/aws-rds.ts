@@ -1,0 +1,580 @@
+/**
+ * The `aws` ControlPlane: Amazon RDS for instances, snapshots, restores and exports, S3 for what an
+ * export wrote. Every AWS call is spelled out as `new XxxCommand(` in this file: the IAM policy
+ * (docs/aws-provider.md, the Terraform policy test) is derived from that list.
+ */
+import {
+  CreateDBInstanceCommand,
+  CreateDBSnapshotCommand,
+  DeleteDBInstanceCommand,
+  DeleteDBSnapshotCommand,
+  DescribeDBInstanceAutomatedBackupsCommand,
+  DescribeDBInstancesCommand,
+  DescribeDBSnapshotsCommand,
+  DescribeExportTasksCommand,
+  RDSClient,
+  RestoreDBInstanceFromDBSnapshotCommand,
+  RestoreDBInstanceToPointInTimeCommand,
+  StartExportTaskCommand,
+  type DBInstance,
+  type DBSnapshot,
+  type ExportTask,
+  type RDSClientConfig,
+  type Tag,
+} from '@aws-sdk/client-rds';
+import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+
+import type { ExportConfig, RdsConfig } from '../../workers/config';
+import {
+  InvalidInputError,
+  InvalidStateError,
+  NotFoundError,
+  RestoreTimeOutOfRangeError,
+} from '../../workflows/lib/errors';
+import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../../workflows/lib/identifiers';
+import { mapAwsErrors } from './aws-errors';
+import type {
+  ControlPlane,
+  CreateInstanceOptions,
+  DeleteInstanceOptions,
+  ExportDescription,
+  ExportDestination,
+  ExportStatus,
+  InstanceDescription,
+  InstanceStatus,
+  RestoreTarget,
+  SnapshotDescription,
+  SnapshotStatus,
+} from './control-plane';
+
+/**
+ * The SDK retries throttling, 5xx and connection errors itself, with jittered exponential backoff.
+ * Three attempts absorb a short burst inside one activity attempt; a longer outage surfaces as a
+ * TransientError and Temporal's retry policy takes over with its own, longer backoff. More SDK
+ * attempts would only hide an outage inside one activity (and its start-to-close timeout).
+ */
+export const AWS_MAX_ATTEMPTS = 3;
+
+export interface AwsClientOptions {
+  region: string;
+  /** A local AWS API peer; unset in production. */
+  endpoint?: string | undefined;
+  /** Unset in production: the default provider chain (instance role, environment, profile). */
+  credentials?: RDSClientConfig['credentials'];
+}
+
+export function createAwsClients(options: AwsClientOptions): { rds: RDSClient; s3: S3Client } {
+  const common = {
+    region: options.region,
+    maxAttempts: AWS_MAX_ATTEMPTS,
+    ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint }),
+    ...(options.credentials === undefined ? {} : { credentials: options.credentials }),
+  };
+  // Path-style S3 addressing only where a custom endpoint cannot serve bucket subdomains.
+  return {
+    rds: new RDSClient(common),
+    s3: new S3Client({ ...common, forcePathStyle: options.endpoint !== undefined }),
+  };
+}
+
+export interface AwsRdsDeps {
+  rds: RDSClient;
+  s3: S3Client;
+  settings: RdsConfig;
+  /** Unset: exports are refused with a message naming the variables to set. */
+  exports: ExportConfig | undefined;
+  /** The database and user dbops connects as (IAM auth): what every endpoint carries. */
+  connectAs: { database: string; user: string };
+}
+
+/** One file an export wrote. */
+export interface ExportFile {
+  /** `s3://bucket/key`. */
+  location: string;
+  sizeBytes: number;
+}
+
+export class AwsRdsControlPlane implements ControlPlane {
+  readonly provider = 'aws';
+
+  constructor(private readonly deps: AwsRdsDeps) {}
+
+  async describeInstance(instanceId: string): Promise<InstanceDescription> {
+    const instance = await this.findInstance(instanceId);
+    return toInstance(instance, this.deps.connectAs, await this.earliestRestorableTime(instanceId));
+  }
+
+  /** `earliestRestorableTime` is left out here (one more call per instance); describeInstance has it. */
+  async listInstances(): Promise<InstanceDescription[]> {
+    const instances: InstanceDescription[] = [];
+    let marker: string | undefined;
+    do {
+      const page = await mapAwsErrors('listing DB instances', () =>
+        this.deps.rds.send(new DescribeDBInstancesCommand({ Marker: marker })),
+      );
+      for (const instance of page.DBInstances ?? []) {
+        instances.push(toInstance(instance, this.deps.connectAs, undefined));
+      }
+      marker = page.Marker;
+    } while (marker);
+    return instances;
+  }
+
+  async createInstance(
+    instanceId: string,
+    options: CreateInstanceOptions = {},
+  ): Promise<InstanceDescription> {
+    requireIdentifier('instanceId', instanceId);
+    const { settings, connectAs } = this.deps;
+    const response = await mapAwsErrors(`creating instance "${instanceId}"`, () =>
+      this.deps.rds.send(
+        new CreateDBInstanceCommand({
+          DBInstanceIdentifier: instanceId,
+          Engine: 'postgres',
+          EngineVersion: settings.engineVersion,
+          AllocatedStorage: settings.allocatedStorageGb,
+          StorageType: 'gp3',
+          StorageEncrypted: true,
+          DBName: connectAs.database,
+          MasterUsername: connectAs.user,
+          // RDS keeps the master password in Secrets Manager: no password passes through dbops.
+          ManageMasterUserPassword: true,
+          BackupRetentionPeriod: 30,
+          ...this.placement(options.tags),
+        }),
+      ),
+    );
+    return toInstance(required(response.DBInstance, 'DBInstance'), connectAs, undefined);
+  }
+
+  async deleteInstance(instanceId: string, options: DeleteInstanceOptions): Promise<void> {
+    requireIdentifier('instanceId', instanceId);
+    if (!options.skipFinalSnapshot) {
+      if (options.finalSnapshotId === undefined) {
+        throw new InvalidInputError(
+          `deleting instance "${instanceId}": finalSnapshotId is required unless skipFinalSnapshot is true`,
+        );
+      }
+      requireIdentifier('finalSnapshotId', options.finalSnapshotId);
+    }
+    const what = `deleting instance "${instanceId}"`;
+    try {
+      await mapAwsErrors(what, () =>
+        this.deps.rds.send(
+          new DeleteDBInstanceCommand({
+            DBInstanceIdentifier: instanceId,
+            SkipFinalSnapshot: options.skipFinalSnapshot,
+            FinalDBSnapshotIdentifier: options.skipFinalSnapshot ? undefined : options.finalSnapshotId,
+            // RDS would delete the automated backups (the point-in-time history) by default.
+            DeleteAutomatedBackups: options.deleteAutomatedBackups ?? false,
+          }),
+        ),
+      );
+    } catch (error) {
+      // Idempotent: a retry after a lost response finds the instance gone or already deleting.
+      if (error instanceof NotFoundError) return;
+      if (error instanceof InvalidStateError && (await this.isBeingDeleted(instanceId))) return;
+      throw error;
+    }
+  }
+
+  async createSnapshot(
+    instanceId: string,
+    snapshotId: string,
+    tags: Record<string, string> = {},
+  ): Promise<SnapshotDescription> {
+    requireIdentifier('instanceId', instanceId);
+    requireIdentifier('snapshotId', snapshotId);
+    const response = await mapAwsErrors(`creating snapshot "${snapshotId}" of instance "${instanceId}"`, () =>
+      this.deps.rds.send(
+        new CreateDBSnapshotCommand({
+          DBInstanceIdentifier: instanceId,
+          DBSnapshotIdentifier: snapshotId,
+          Tags: toTagList(tags),
+        }),
+      ),
+    );
+    return toSnapshot(required(response.DBSnapshot, 'DBSnapshot'));
+  }
+
+  async describeSnapshot(snapshotId: string): Promise<SnapshotDescription> {
+    return toSnapshot(await this.findSnapshot(snapshotId));
+  }
+
+  async listSnapshots(instanceId: string): Promise<SnapshotDescription[]> {
+    requireIdentifier('instanceId', instanceId);
+    const snapshots: SnapshotDescription[] = [];
+    let marker: string | undefined;
+    do {
+      const page = await mapAwsErrors(`listing snapshots of instance "${instanceId}"`, () =>
+        this.deps.rds.send(
+          new DescribeDBSnapshotsCommand({ DBInstanceIdentifier: instanceId, Marker: marker }),
+        ),
+      );
+      snapshots.push(...(page.DBSnapshots ?? []).map(toSnapshot));
+      marker = page.Marker;
+    } while (marker);
+    return newestFirst(snapshots);
+  }
+
+  async deleteSnapshot(snapshotId: string): Promise<void> {
+    requireSnapshotId(snapshotId);
+    await mapAwsErrors(`deleting snapshot "${snapshotId}"`, () =>
+      this.deps.rds.send(new DeleteDBSnapshotCommand({ DBSnapshotIdentifier: snapshotId })),
+    );
+  }
+
+  async restoreFromSnapshot(
+    snapshotId: string,
+    targetInstanceId: string,
+    tags: Record<string, string> = {},
+  ): Promise<InstanceDescription> {
+    requireSnapshotId(snapshotId);
+    requireIdentifier('targetInstanceId', targetInstanceId);
+    const response = await mapAwsErrors(
+      `restoring snapshot "${snapshotId}" as instance "${targetInstanceId}"`,
+      () =>
+        this.deps.rds.send(
+          new RestoreDBInstanceFromDBSnapshotCommand({
+            DBSnapshotIdentifier: snapshotId,
+            DBInstanceIdentifier: targetInstanceId,
+            ...this.placement(tags),
+          }),
+        ),
+    );
+    return toInstance(required(response.DBInstance, 'DBInstance'), this.deps.connectAs, undefined);
+  }
+
+  async restoreToPointInTime(
+    sourceInstanceId: string,
+    targetInstanceId: string,
+    target: RestoreTarget,
+    tags: Record<string, string> = {},
+  ): Promise<InstanceDescription> {
+    requireIdentifier('targetInstanceId', targetInstanceId);
+    const restoreTime = target === 'latest' ? undefined : parseRestoreTime(target.time);
+    if (restoreTime !== undefined) {
+      // Checked here so the error carries the valid range; RDS only says the time is invalid.
+      assertRestorable(await this.describeInstance(sourceInstanceId), restoreTime);
+    } else {
+      requireIdentifier('sourceInstanceId', sourceInstanceId);
+    }
+    const response = await mapAwsErrors(
+      `restoring instance "${sourceInstanceId}" to ${restoreTime?.toISOString() ?? 'its latest restorable time'} as instance "${targetInstanceId}"`,
+      () =>
+        this.deps.rds.send(
+          new RestoreDBInstanceToPointInTimeCommand({
+            SourceDBInstanceIdentifier: sourceInstanceId,
+            TargetDBInstanceIdentifier: targetInstanceId,
+            ...(restoreTime === undefined ? { UseLatestRestorableTime: true } : { RestoreTime: restoreTime }),
+            ...this.placement(tags),
+          }),
+        ),
+    );
+    return toInstance(required(response.DBInstance, 'DBInstance'), this.deps.connectAs, undefined);
+  }
+
+  async startExport(
+    exportId: string,
+    snapshotId: string,
+    destination: ExportDestination,
+  ): Promise<ExportDescription> {
+    requireIdentifier('exportId', exportId);
+    const exports = this.deps.exports;
+    if (exports === undefined) {
+      throw new InvalidInputError(
+        `exporting snapshot "${snapshotId}": exports are not configured (set DBOPS_EXPORT_BUCKET, DBOPS_EXPORT_IAM_ROLE_ARN and DBOPS_EXPORT_KMS_KEY_ID)`,
+      );
+    }
+    const snapshot = await this.findSnapshot(snapshotId);
+    const response = await mapAwsErrors(
+      `exporting snapshot "${snapshotId}" to s3://${destination.bucket}/${destination.prefix} as export "${exportId}"`,
+      () =>
+        this.deps.rds.send(
+          new StartExportTaskCommand({
+            ExportTaskIdentifier: exportId,
+            SourceArn: required(snapshot.DBSnapshotArn, 'DBSnapshotArn'),
+            S3BucketName: destination.bucket,
+            S3Prefix: destination.prefix,
+            IamRoleArn: exports.iamRoleArn,
+            KmsKeyId: exports.kmsKeyId,
+          }),
+        ),
+    );
+    return toExport(response);
+  }
+
+  async describeExport(exportId: string): Promise<ExportDescription> {
+    return toExport(await this.findExport(exportId));
+  }
+
+  /** What the export wrote to S3 (RDS writes under `<prefix>/<export id>/`), in key order. */
+  async listExportFiles(exportId: string): Promise<ExportFile[]> {
+    const task = await this.findExport(exportId);
+    const bucket = required(task.S3Bucket, 'S3Bucket');
+    const prefix = `${joinKey(task.S3Prefix ?? '', exportId)}/`;
+    const files: ExportFile[] = [];
+    let token: string | undefined;
+    do {
+      const page = await mapAwsErrors(
+        `listing the files of export "${exportId}" in s3://${bucket}/${prefix}`,
+        () =>
+          this.deps.s3.send(
+            new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+          ),
+      );
+      for (const object of page.Contents ?? []) {
+        files.push({ location: `s3://${bucket}/${object.Key ?? ''}`, sizeBytes: object.Size ?? 0 });
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return files;
+  }
+
+  /**
+   * What every new instance gets. RDS takes anything left out from the account's defaults, not
+   * from the source: the default VPC security group, the default parameter group (no
+   * pg_stat_statements, our timeouts gone), single-AZ, and a public address when the subnet
+   * group allows one. A restore must land where production runs, or the DR test proves nothing.
+   */
+  private placement(tags: Record<string, string> = {}) {
+    const { settings } = this.deps;
+    return {
+      DBInstanceClass: settings.instanceClass,
+      DBSubnetGroupName: settings.subnetGroup,
+      VpcSecurityGroupIds: settings.securityGroupIds,
+      MultiAZ: settings.multiAz,
+      PubliclyAccessible: false,
+      DBParameterGroupName: settings.parameterGroup,
+      // Activities connect with IAM tokens; restores do not inherit the setting.
+      EnableIAMDatabaseAuthentication: true,
+      CopyTagsToSnapshot: true,
+      Tags: toTagList({ ...settings.tags, ...tags }),
+    };
+  }
+
+  private async findInstance(instanceId: string): Promise<DBInstance> {
+    requireIdentifier('instanceId', instanceId);
+    const response = await mapAwsErrors(`describing instance "${instanceId}"`, () =>
+      this.deps.rds.send(new DescribeDBInstancesCommand({ DBInstanceIdentifier: instanceId })),
+    );
+    const instance = response.DBInstances?.[0];
+    if (instance === undefined)
+      throw new NotFoundError(`describing instance "${instanceId}": no such instance`);
+    return instance;
+  }
+
+  /** RDS reports the start of the restorable window on the automated backups, not the instance. */
+  private async earliestRestorableTime(instanceId: string): Promise<string | undefined> {
+    const response = await mapAwsErrors(`describing the automated backups of instance "${instanceId}"`, () =>
+      this.deps.rds.send(new DescribeDBInstanceAutomatedBackupsCommand({ DBInstanceIdentifier: instanceId })),
+    );
+    const earliest = (response.DBInstanceAutomatedBackups ?? [])
+      .map((backup) => backup.RestoreWindow?.EarliestTime)
+      .filter((time): time is Date => time !== undefined)
+      .sort((a, b) => a.getTime() - b.getTime())[0];
+    return earliest?.toISOString();
+  }
+
+  private async isBeingDeleted(instanceId: string): Promise<boolean> {
+    try {
+      return (await this.findInstance(instanceId)).DBInstanceStatus === 'deleting';
+    } catch (error) {
+      if (error instanceof NotFoundError) return true;
+      throw error;
+    }
+  }
+
+  private async findSnapshot(snapshotId: string): Promise<DBSnapshot> {
+    requireSnapshotId(snapshotId);
+    const response = await mapAwsErrors(`describing snapshot "${snapshotId}"`, () =>
+      this.deps.rds.send(new DescribeDBSnapshotsCommand({ DBSnapshotIdentifier: snapshotId })),
+    );
+    const snapshot = response.DBSnapshots?.[0];
+    if (snapshot === undefined)
+      throw new NotFoundError(`describing snapshot "${snapshotId}": no such snapshot`);
+    return snapshot;
+  }
+
+  private async findExport(exportId: string): Promise<ExportTask> {
+    requireIdentifier('exportId', exportId);
+    const response = await mapAwsErrors(`describing export "${exportId}"`, () =>
+      this.deps.rds.send(new DescribeExportTasksCommand({ ExportTaskIdentifier: exportId })),
+    );
+    const task = response.ExportTasks?.[0];
+    if (task === undefined) throw new NotFoundError(`describing export "${exportId}": no such export task`);
+    return task;
+  }
+}
+
+// ---- status words: RDS has many more than the ControlPlane models ----
+
+const INSTANCE_STATUS: Record<string, InstanceStatus> = {
+  available: 'available',
+  'backing-up': 'backing-up',
+  creating: 'creating',
+  deleting: 'deleting',
+  'delete-precheck': 'deleting',
+  stopped: 'stopped',
+  failed: 'failed',
+  'restore-error': 'failed',
+  'storage-full': 'failed',
+  'insufficient-capacity': 'failed',
+  'inaccessible-encryption-credentials': 'failed',
+  'inaccessible-encryption-credentials-recoverable': 'failed',
+  'incompatible-network': 'failed',
+  'incompatible-option-group': 'failed',
+  'incompatible-parameters': 'failed',
+  'incompatible-restore': 'failed',
+};
+
+/**
+ * Words not listed (modifying, rebooting, starting, stopping, upgrading, storage-optimization,
+ * configuring-*, ...) are transitional: `modifying`, so a workflow keeps polling rather than
+ * acting on an instance that is not ready.
+ */
+export function instanceStatus(providerStatus: string): InstanceStatus {
+  return INSTANCE_STATUS[providerStatus] ?? 'modifying';
+}
+
+/** Anything unknown is still in progress (`creating`): waiting is safe, acting is not. */
+export function snapshotStatus(providerStatus: string): SnapshotStatus {
+  if (providerStatus === 'available' || providerStatus === 'deleting') return providerStatus;
+  if (providerStatus === 'failed' || providerStatus.startsWith('incompatible')) return 'failed';
+  return 'creating';
+}
+
+/** RDS spells export states in either case (`COMPLETE`, `in_progress`); `canceling` still runs. */
+export function exportStatus(providerStatus: string): ExportStatus {
+  const word = providerStatus.toLowerCase();
+  if (word === 'complete' || word === 'failed' || word === 'canceled' || word === 'starting') return word;
+  return 'in-progress';
+}
+
+// ---- conversions ----
+
+function toInstance(
+  instance: DBInstance,
+  connectAs: AwsRdsDeps['connectAs'],
+  earliestRestorableTime: string | undefined,
+): InstanceDescription {
+  const providerStatus = instance.DBInstanceStatus ?? 'unknown';
+  const address = instance.Endpoint?.Address;
+  return {
+    instanceId: required(instance.DBInstanceIdentifier, 'DBInstanceIdentifier'),
+    status: instanceStatus(providerStatus),
+    providerStatus,
+    endpoint:
+      address === undefined
+        ? undefined
+        : {
+            host: address,
+            port: instance.Endpoint?.Port ?? 5432,
+            database: instance.DBName ?? connectAs.database,
+            user: connectAs.user,
+          },
+    engineVersion: instance.EngineVersion ?? '',
+    earliestRestorableTime,
+    latestRestorableTime: instance.LatestRestorableTime?.toISOString(),
+    createdAt: instance.InstanceCreateTime?.toISOString(),
+    multiAz: instance.MultiAZ ?? false,
+    tags: fromTagList(instance.TagList),
+  };
+}
+
+function toSnapshot(snapshot: DBSnapshot): SnapshotDescription {
+  const providerStatus = snapshot.Status ?? 'unknown';
+  return {
+    snapshotId: required(snapshot.DBSnapshotIdentifier, 'DBSnapshotIdentifier'),
+    instanceId: snapshot.DBInstanceIdentifier ?? '',
+    type: snapshot.SnapshotType === 'automated' ? 'automated' : 'manual',
+    status: snapshotStatus(providerStatus),
+    createdAt: snapshot.SnapshotCreateTime?.toISOString(),
+    percentProgress: snapshot.PercentProgress ?? 0,
+    // RDS reports the allocated storage of the volume, not the size of the data in it.
+    sizeBytes: snapshot.AllocatedStorage === undefined ? undefined : snapshot.AllocatedStorage * 2 ** 30,
+    engineVersion: snapshot.EngineVersion ?? '',
+    // RDS keeps no row counts; a snapshot taken by dbops records them in its own report instead.
+    tableRowCounts: undefined,
+    tags: fromTagList(snapshot.TagList),
+  };
+}
+
+function toExport(task: ExportTask): ExportDescription {
+  const exportId = required(task.ExportTaskIdentifier, 'ExportTaskIdentifier');
+  return {
+    exportId,
+    // The source ARN ends in `snapshot:<id>` (automated ids contain a colon themselves).
+    snapshotId: /:snapshot:(.+)$/.exec(task.SourceArn ?? '')?.[1] ?? '',
+    status: exportStatus(task.Status ?? 'starting'),
+    destination: `s3://${task.S3Bucket ?? ''}/${task.S3Prefix ?? ''}`,
+    percentProgress: task.PercentProgress ?? 0,
+    failureCause: task.FailureCause,
+  };
+}
+
+/** Snapshots still being taken have no time yet and are the newest. */
+function newestFirst(snapshots: SnapshotDescription[]): SnapshotDescription[] {
+  const time = (s: SnapshotDescription) => (s.createdAt === undefined ? Infinity : Date.parse(s.createdAt));
+  return [...snapshots].sort((a, b) => time(b) - time(a));
+}
+
+function toTagList(tags: Record<string, string>): Tag[] {
+  return Object.entries(tags).map(([Key, Value]) => ({ Key, Value }));
+}
+
+function fromTagList(tags: Tag[] | undefined): Record<string, string> {
+  return Object.fromEntries((tags ?? []).map((tag) => [tag.Key ?? '', tag.Value ?? '']));
+}
+
+function joinKey(prefix: string, name: string): string {
+  return prefix === '' ? name : `${prefix.replace(/\/+$/, '')}/${name}`;
+}
+
+// ---- input checks: bad input changes nothing and names the field ----
+
+function requireIdentifier(field: string, value: string): void {
+  if (!isRdsIdentifier(value)) {
+    throw new InvalidInputError(
+      `${field} ${JSON.stringify(value)} is not a valid identifier: ${RDS_IDENTIFIER_RULE}`,
+    );
+  }
+}
+
+/** Automated snapshots are named `rds:<instance>-<date>`; manual ones follow the identifier rule. */
+function requireSnapshotId(value: string): void {
+  requireIdentifier('snapshotId', value.startsWith('rds:') ? value.slice(4) : value);
+}
+
+function parseRestoreTime(time: string): Date {
+  const parsed = new Date(time);
+  if (
+    !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(time) ||
+    isNaN(parsed.getTime())
+  ) {
+    throw new InvalidInputError(
+      `restore time ${JSON.stringify(time)} is not an ISO-8601 time with a zone, e.g. 2026-11-27T12:00:00Z`,
+    );
+  }
+  return parsed;
+}
+
+/** Throws RestoreTimeOutOfRangeError, with the window, when `time` is outside it. */
+export function assertRestorable(source: InstanceDescription, time: Date): void {
+  const { earliestRestorableTime: earliest, latestRestorableTime: latest } = source;
+  const tooEarly = earliest !== undefined && time.getTime() < Date.parse(earliest);
+  // No latest restorable time at all: RDS answers that with PointInTimeRestoreNotEnabled.
+  const tooLate = latest !== undefined && time.getTime() > Date.parse(latest);
+  if (tooEarly || tooLate) {
+    throw new RestoreTimeOutOfRangeError(
+      `restore time ${time.toISOString()} is outside the restorable range of instance "${source.instanceId}": ` +
+        `[${earliest ?? 'unknown'}, ${latest ?? 'unknown'}]`,
+    );
+  }
+}
+
+/** A field RDS always returns; its absence means the response is not what we think it is. */
+function required<T>(value: T | undefined, field: string): T {
+  if (value === undefined) throw new Error(`RDS response without ${field}`);
+  return value;
+}

@@ -1,0 +1,628 @@
+import assert from 'node:assert/strict';
+
+import {
+  CreateDBParameterGroupCommand,
+  CreateDBSubnetGroupCommand,
+  DescribeDBInstancesCommand,
+  RDSClient,
+} from '@aws-sdk/client-rds';
+import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+
+import {
+  assertRestorable,
+  AWS_MAX_ATTEMPTS,
+  AwsRdsControlPlane,
+  createAwsClients,
+  exportStatus,
+  instanceStatus,
+  snapshotStatus,
+  type AwsRdsDeps,
+} from '../../../activities/control-plane/aws-rds';
+import type { InstanceDescription } from '../../../activities/control-plane/control-plane';
+import type { RdsConfig } from '../../../workers/config';
+import {
+  AlreadyExistsError,
+  InvalidInputError,
+  NotFoundError,
+  PointInTimeRestoreNotEnabledError,
+  QuotaExceededError,
+  RestoreTimeOutOfRangeError,
+  TransientError,
+} from '../../../workflows/lib/errors';
+import { startFaultProxy, THROTTLING, type FaultProxy } from '../../helpers/fault-proxy';
+import { startMoto, type MotoServer } from '../../helpers/moto';
+
+const SETTINGS: RdsConfig = {
+  subnetGroup: 'mcp-demo-db',
+  securityGroupIds: ['sg-0123abcd'],
+  multiAz: true,
+  parameterGroup: 'mcp-demo-postgres15',
+  instanceClass: 'db.r5.large',
+  engineVersion: '15.7',
+  allocatedStorageGb: 100,
+  tags: { Environment: 'production', Application: 'mcp-demo' },
+};
+
+const EXPORTS = {
+  bucket: 'mcp-demo-backups',
+  iamRoleArn: 'arn:aws:iam::123456789012:role/rds-export-role',
+  kmsKeyId: 'arn:aws:kms:us-east-1:123456789012:key/0a1b2c3d',
+};
+
+const SOURCE = 'mcp-demo-prod';
+
+/** What every test expects the provider to reject before calling AWS. */
+async function rejectsWithoutCalling(proxy: FaultProxy, call: () => Promise<unknown>, message: RegExp) {
+  const before = proxy.requests.length;
+  await assert.rejects(
+    call,
+    (error: unknown) => error instanceof InvalidInputError && message.test(error.message),
+  );
+  assert.equal(proxy.requests.length, before, 'no AWS call was made');
+}
+
+/**
+ * The network a restore lands in: moto checks that the subnet group and parameter group exist.
+ * EC2 is reached with a raw Query call (moto ignores signatures) to find the default VPC's subnets.
+ */
+async function createNetwork(moto: MotoServer, rds: RDSClient): Promise<void> {
+  const answer = await fetch(`${moto.endpoint}/`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      authorization: `AWS4-HMAC-SHA256 Credential=testing/20260101/${moto.region}/ec2/aws4_request, SignedHeaders=host, Signature=0`,
+    },
+    body: 'Action=DescribeSubnets&Version=2016-11-15',
+  });
+  const subnetIds = [...(await answer.text()).matchAll(/<subnetId>([^<]+)<\/subnetId>/g)].map((m) => m[1]!);
+  assert.ok(subnetIds.length >= 2, 'moto has a default VPC with subnets');
+  await rds.send(
+    new CreateDBSubnetGroupCommand({
+      DBSubnetGroupName: SETTINGS.subnetGroup,
+      DBSubnetGroupDescription: 'database subnets',
+      SubnetIds: subnetIds.slice(0, 2),
+    }),
+  );
+  await rds.send(
+    new CreateDBParameterGroupCommand({
+      DBParameterGroupName: SETTINGS.parameterGroup,
+      DBParameterGroupFamily: 'postgres15',
+      Description: 'dbops parameters',
+    }),
+  );
+}
+
+describe('aws provider (RDS and S3 on moto, through a loopback fault proxy)', function () {
+  let moto: MotoServer;
+  let proxy: FaultProxy;
+  let rds: RDSClient;
+  let s3: S3Client;
+  /** Straight to moto, for set-up and read-back. */
+  let direct: RDSClient;
+  let plane: AwsRdsControlPlane;
+
+  const deps = (): AwsRdsDeps => ({
+    rds,
+    s3,
+    settings: SETTINGS,
+    exports: EXPORTS,
+    connectAs: { database: 'mcp_db', user: 'dbops' },
+  });
+
+  before(async () => {
+    moto = await startMoto();
+    proxy = await startFaultProxy(moto.endpoint);
+    ({ rds, s3 } = createAwsClients({
+      region: moto.region,
+      endpoint: proxy.endpoint,
+      credentials: moto.credentials,
+    }));
+    direct = new RDSClient({ region: moto.region, endpoint: moto.endpoint, credentials: moto.credentials });
+    plane = new AwsRdsControlPlane(deps());
+    await createNetwork(moto, direct);
+    await plane.createInstance(SOURCE, { tags: { Role: 'primary' } });
+  });
+  beforeEach(() => proxy.clear());
+  after(async () => {
+    rds?.destroy();
+    s3?.destroy();
+    direct?.destroy();
+    await proxy?.stop();
+    await moto?.stop();
+  });
+
+  async function readBack(instanceId: string) {
+    const answer = await direct.send(new DescribeDBInstancesCommand({ DBInstanceIdentifier: instanceId }));
+    return answer.DBInstances![0]!;
+  }
+
+  describe('instances', () => {
+    it('creates an instance with IAM auth, a managed master password and the configured placement', async () => {
+      const instance = await readBack(SOURCE);
+      assert.equal(instance.IAMDatabaseAuthenticationEnabled, true);
+      assert.ok(instance.MasterUserSecret?.SecretArn, 'RDS keeps the master password in Secrets Manager');
+      assert.equal(instance.DBSubnetGroup?.DBSubnetGroupName, SETTINGS.subnetGroup);
+      assert.equal(instance.MultiAZ, true);
+      assert.equal(instance.PubliclyAccessible, false);
+      assert.equal(instance.DBName, 'mcp_db');
+    });
+
+    it('describes an instance: status, endpoint, latest restorable time, tags', async () => {
+      const instance = await plane.describeInstance(SOURCE);
+      assert.equal(instance.status, 'available');
+      assert.equal(instance.providerStatus, 'available');
+      assert.match(instance.endpoint?.host ?? '', /^mcp-demo-prod\./);
+      assert.equal(instance.endpoint?.port, 5432);
+      assert.equal(instance.endpoint?.database, 'mcp_db');
+      assert.equal(instance.endpoint?.user, 'dbops');
+      assert.ok(instance.latestRestorableTime && !isNaN(Date.parse(instance.latestRestorableTime)));
+      assert.equal(instance.multiAz, true);
+      assert.deepEqual(instance.tags, {
+        Environment: 'production',
+        Application: 'mcp-demo',
+        Role: 'primary',
+      });
+      assert.equal(proxy.calls('DescribeDBInstanceAutomatedBackups').length, 1, 'earliest time asked for');
+    });
+
+    it('lists instances', async () => {
+      const ids = (await plane.listInstances()).map((i) => i.instanceId);
+      assert.ok(ids.includes(SOURCE));
+    });
+
+    it('polls an instance to available (moto is instant: the proxy rewrites the first two answers to creating)', async () => {
+      proxy.rewriteNext('DescribeDBInstances', 2, (body) =>
+        body.replace(
+          '<DBInstanceStatus>available</DBInstanceStatus>',
+          '<DBInstanceStatus>creating</DBInstanceStatus>',
+        ),
+      );
+      const seen: string[] = [];
+      let instance: InstanceDescription;
+      do {
+        instance = await plane.describeInstance(SOURCE);
+        seen.push(`${instance.status}/${instance.providerStatus}`);
+      } while (instance.status !== 'available' && seen.length < 10);
+      assert.deepEqual(seen, ['creating/creating', 'creating/creating', 'available/available']);
+    });
+
+    it('rejects an unknown instance with NotFoundError naming it', async () => {
+      await assert.rejects(
+        plane.describeInstance('no-such-instance'),
+        (error: unknown) =>
+          error instanceof NotFoundError && /instance "no-such-instance"/.test(error.message),
+      );
+    });
+
+    it('rejects a malformed instance id before calling AWS', async () => {
+      await rejectsWithoutCalling(proxy, () => plane.describeInstance('prod--1'), /instanceId "prod--1"/);
+      await rejectsWithoutCalling(proxy, () => plane.createInstance('1prod'), /instanceId "1prod"/);
+    });
+
+    it('rejects an existing instance id with AlreadyExistsError', async () => {
+      await assert.rejects(
+        plane.createInstance(SOURCE),
+        (error: unknown) =>
+          error instanceof AlreadyExistsError && /instance "mcp-demo-prod"/.test(error.message),
+      );
+    });
+  });
+
+  describe('snapshots', () => {
+    it('creates a tagged snapshot and describes it', async () => {
+      const created = await plane.createSnapshot(SOURCE, 'mcp-demo-manual-20261127-120000', {
+        Type: 'Manual',
+      });
+      assert.equal(created.instanceId, SOURCE);
+      assert.equal(created.type, 'manual');
+      const described = await plane.describeSnapshot('mcp-demo-manual-20261127-120000');
+      assert.equal(described.status, 'available');
+      assert.equal(described.engineVersion, '15.7');
+      assert.equal(described.tags.Type, 'Manual');
+      assert.deepEqual(
+        proxy.calls('CreateDBSnapshot')[0]?.params.get('Tags.Tag.1.Key'),
+        'Type',
+        'tags were sent with CreateDBSnapshot',
+      );
+    });
+
+    it('lists manual and automated snapshots of the instance, newest first', async () => {
+      await plane.createSnapshot(SOURCE, 'mcp-demo-manual-20261127-130000');
+      const listed = await plane.listSnapshots(SOURCE);
+      assert.deepEqual(
+        listed.map((s) => s.type),
+        ['manual', 'manual', 'automated'],
+      );
+      assert.equal(listed[0]?.snapshotId, 'mcp-demo-manual-20261127-130000');
+      assert.match(listed[2]!.snapshotId, /^rds:mcp-demo-prod-/);
+      const times = listed.map((s) => Date.parse(s.createdAt!));
+      assert.deepEqual(
+        times,
+        [...times].sort((a, b) => b - a),
+      );
+      // An automated snapshot id (with its `rds:` prefix) is accepted where snapshots are read.
+      assert.equal((await plane.describeSnapshot(listed[2]!.snapshotId)).type, 'automated');
+    });
+
+    it('rejects a duplicate snapshot id with AlreadyExistsError naming it', async () => {
+      await assert.rejects(
+        plane.createSnapshot(SOURCE, 'mcp-demo-manual-20261127-120000'),
+        (error: unknown) =>
+          error instanceof AlreadyExistsError &&
+          /snapshot "mcp-demo-manual-20261127-120000" of instance "mcp-demo-prod"/.test(error.message),
+      );
+    });
+
+    it('rejects a snapshot of an unknown instance with NotFoundError', async () => {
+      await assert.rejects(plane.createSnapshot('no-such-instance', 'snap-1'), NotFoundError);
+    });
+
+    it('deletes a snapshot; describing it then fails with NotFoundError', async () => {
+      await plane.createSnapshot(SOURCE, 'to-be-deleted');
+      await plane.deleteSnapshot('to-be-deleted');
+      await assert.rejects(plane.describeSnapshot('to-be-deleted'), NotFoundError);
+      await assert.rejects(plane.deleteSnapshot('to-be-deleted'), NotFoundError);
+    });
+
+    it('rejects a malformed snapshot id before calling AWS', async () => {
+      await rejectsWithoutCalling(
+        proxy,
+        () => plane.createSnapshot(SOURCE, 'snap shot'),
+        /snapshotId "snap shot"/,
+      );
+      await rejectsWithoutCalling(proxy, () => plane.deleteSnapshot('snap-'), /snapshotId "snap-"/);
+    });
+  });
+
+  describe('restores', () => {
+    it('restores a snapshot with the configured subnet group, security groups, Multi-AZ, parameter group, class and tags', async () => {
+      const restored = await plane.restoreFromSnapshot('mcp-demo-manual-20261127-120000', 'mcp-demo-dr-1', {
+        Purpose: 'dr-test',
+      });
+      assert.equal(restored.instanceId, 'mcp-demo-dr-1');
+
+      const sent = proxy.calls('RestoreDBInstanceFromDBSnapshot')[0]!.params;
+      assert.equal(sent.get('PubliclyAccessible'), 'false', 'PubliclyAccessible=false is sent explicitly');
+      assert.equal(sent.get('MultiAZ'), 'true');
+      assert.equal(sent.get('EnableIAMDatabaseAuthentication'), 'true');
+
+      const instance = await readBack('mcp-demo-dr-1');
+      assert.equal(instance.MultiAZ, true);
+      assert.equal(instance.PubliclyAccessible, false);
+      assert.equal(instance.DBSubnetGroup?.DBSubnetGroupName, SETTINGS.subnetGroup);
+      assert.deepEqual(
+        instance.VpcSecurityGroups?.map((g) => g.VpcSecurityGroupId),
+        SETTINGS.securityGroupIds,
+      );
+      assert.equal(instance.DBParameterGroups?.[0]?.DBParameterGroupName, SETTINGS.parameterGroup);
+      assert.equal(instance.DBInstanceClass, SETTINGS.instanceClass);
+      assert.deepEqual(Object.fromEntries((instance.TagList ?? []).map((t) => [t.Key, t.Value])), {
+        Environment: 'production',
+        Application: 'mcp-demo',
+        Purpose: 'dr-test',
+      });
+    });
+
+    it('restores to the latest restorable time with UseLatestRestorableTime and the same placement', async () => {
+      await plane.restoreToPointInTime(SOURCE, 'mcp-demo-pitr-latest', 'latest');
+      const sent = proxy.calls('RestoreDBInstanceToPointInTime')[0]!.params;
+      assert.equal(sent.get('UseLatestRestorableTime'), 'true');
+      assert.equal(sent.get('RestoreTime'), null);
+      const instance = await readBack('mcp-demo-pitr-latest');
+      assert.equal(instance.MultiAZ, true);
+      assert.equal(instance.PubliclyAccessible, false);
+      assert.equal(instance.DBSubnetGroup?.DBSubnetGroupName, SETTINGS.subnetGroup);
+    });
+
+    it('restores to a time inside the window, sending RestoreTime (moto ignores it: the request is checked)', async () => {
+      const { latestRestorableTime } = await plane.describeInstance(SOURCE);
+      await plane.restoreToPointInTime(SOURCE, 'mcp-demo-pitr-time', { time: latestRestorableTime! });
+      const sent = proxy.calls('RestoreDBInstanceToPointInTime')[0]!.params;
+      assert.equal(Date.parse(sent.get('RestoreTime')!), Date.parse(latestRestorableTime!));
+      assert.equal(sent.get('UseLatestRestorableTime'), null);
+    });
+
+    it('refuses a time after the latest restorable time with the range, restoring nothing', async () => {
+      const { latestRestorableTime } = await plane.describeInstance(SOURCE);
+      const later = new Date(Date.parse(latestRestorableTime!) + 3_600_000).toISOString();
+      await assert.rejects(
+        plane.restoreToPointInTime(SOURCE, 'mcp-demo-pitr-late', { time: later }),
+        (error: unknown) =>
+          error instanceof RestoreTimeOutOfRangeError &&
+          error.message.startsWith(
+            `restore time ${later} is outside the restorable range of instance "${SOURCE}"`,
+          ) &&
+          // moto moves the latest restorable time along with its clock: the window is checked, not its exact end.
+          /: \[unknown, \d{4}-\d{2}-\d{2}T[\d:.]+Z\]$/.test(error.message),
+      );
+      assert.equal(proxy.calls('RestoreDBInstanceToPointInTime').length, 0);
+      await assert.rejects(plane.describeInstance('mcp-demo-pitr-late'), NotFoundError);
+    });
+
+    it('refuses a restore time without a zone before calling AWS', async () => {
+      await rejectsWithoutCalling(
+        proxy,
+        () => plane.restoreToPointInTime(SOURCE, 'mcp-demo-pitr-x', { time: '2026-11-27 12:00' }),
+        /restore time "2026-11-27 12:00" is not an ISO-8601 time/,
+      );
+    });
+
+    it('maps PointInTimeRestoreNotEnabled (answered by the proxy: moto does not model it)', async () => {
+      proxy.failNext('RestoreDBInstanceToPointInTime', 1, {
+        status: 400,
+        code: 'PointInTimeRestoreNotEnabled',
+        message: 'Point-in-time restore is not enabled',
+      });
+      await assert.rejects(
+        plane.restoreToPointInTime(SOURCE, 'mcp-demo-pitr-off', 'latest'),
+        (error: unknown) =>
+          error instanceof PointInTimeRestoreNotEnabledError &&
+          /instance "mcp-demo-prod"/.test(error.message),
+      );
+    });
+
+    it('rejects a restore onto an existing instance id with AlreadyExistsError', async () => {
+      await assert.rejects(
+        plane.restoreFromSnapshot('mcp-demo-manual-20261127-120000', SOURCE),
+        AlreadyExistsError,
+      );
+    });
+  });
+
+  describe('deleting instances', () => {
+    it('refuses to delete without a final snapshot id unless told to skip it', async () => {
+      await rejectsWithoutCalling(
+        proxy,
+        () => plane.deleteInstance('mcp-demo-pitr-time', { skipFinalSnapshot: false }),
+        /finalSnapshotId is required unless skipFinalSnapshot/,
+      );
+    });
+
+    it('deletes with a final snapshot and keeps automated backups, then polls it to deleted (moto removes it at once)', async () => {
+      await plane.deleteInstance('mcp-demo-pitr-time', {
+        skipFinalSnapshot: false,
+        finalSnapshotId: 'mcp-demo-pitr-time-final',
+      });
+      const sent = proxy.calls('DeleteDBInstance')[0]!.params;
+      assert.equal(sent.get('SkipFinalSnapshot'), 'false');
+      assert.equal(sent.get('DeleteAutomatedBackups'), 'false');
+      assert.equal(
+        (await plane.describeSnapshot('mcp-demo-pitr-time-final')).instanceId,
+        'mcp-demo-pitr-time',
+      );
+      const seen: string[] = [];
+      for (;;) {
+        try {
+          seen.push((await plane.describeInstance('mcp-demo-pitr-time')).status);
+        } catch (error) {
+          assert.ok(error instanceof NotFoundError);
+          break;
+        }
+      }
+      assert.ok(
+        seen.every((status) => status === 'deleting'),
+        `only deleting before gone: ${seen.join()}`,
+      );
+    });
+
+    it('deletes a temporary DR instance without a final snapshot; deleting it again succeeds', async () => {
+      await plane.deleteInstance('mcp-demo-dr-1', {
+        skipFinalSnapshot: true,
+        finalSnapshotId: 'ignored-final',
+      });
+      assert.equal(proxy.calls('DeleteDBInstance')[0]!.params.get('SkipFinalSnapshot'), 'true');
+      assert.equal(proxy.calls('DeleteDBInstance')[0]!.params.get('FinalDBSnapshotIdentifier'), null);
+      await assert.rejects(plane.describeSnapshot('ignored-final'), NotFoundError);
+      await assert.rejects(plane.describeInstance('mcp-demo-dr-1'), NotFoundError);
+      await plane.deleteInstance('mcp-demo-dr-1', { skipFinalSnapshot: true });
+    });
+
+    it('deletes automated backups only when asked', async () => {
+      await plane.deleteInstance('mcp-demo-pitr-latest', {
+        skipFinalSnapshot: true,
+        deleteAutomatedBackups: true,
+      });
+      assert.equal(proxy.calls('DeleteDBInstance')[0]!.params.get('DeleteAutomatedBackups'), 'true');
+    });
+  });
+
+  describe('exports', () => {
+    const exportId = 'mcp-demo-manual-20261127-120000-export';
+
+    it('starts an export with the bucket, prefix, IAM role and KMS key, and describes it', async () => {
+      const started = await plane.startExport(exportId, 'mcp-demo-manual-20261127-120000', {
+        bucket: EXPORTS.bucket,
+        prefix: 'manual-backups/20261127-120000',
+      });
+      assert.equal(started.snapshotId, 'mcp-demo-manual-20261127-120000');
+      const sent = proxy.calls('StartExportTask')[0]!.params;
+      assert.equal(sent.get('S3BucketName'), EXPORTS.bucket);
+      assert.equal(sent.get('S3Prefix'), 'manual-backups/20261127-120000');
+      assert.equal(sent.get('IamRoleArn'), EXPORTS.iamRoleArn);
+      assert.equal(sent.get('KmsKeyId'), EXPORTS.kmsKeyId);
+      assert.match(sent.get('SourceArn') ?? '', /:snapshot:mcp-demo-manual-20261127-120000$/);
+
+      const described = await plane.describeExport(exportId);
+      assert.equal(described.status, 'complete');
+      assert.equal(described.destination, 's3://mcp-demo-backups/manual-backups/20261127-120000');
+      assert.equal(described.failureCause, undefined);
+    });
+
+    it('lists the files under <prefix>/<export id>/ (moto writes none: the test puts them where RDS would)', async () => {
+      await s3.send(new CreateBucketCommand({ Bucket: EXPORTS.bucket }));
+      const base = `manual-backups/20261127-120000/${exportId}`;
+      const keys = [
+        `${base}/mcp_db/public.conversations/1/part-00000-a.gz.parquet`,
+        `${base}/mcp_db/public.conversation_chunks/1/part-00000-b.gz.parquet`,
+        `manual-backups/20261127-120000/another-export/mcp_db/x.parquet`,
+      ];
+      for (const key of keys) {
+        await s3.send(new PutObjectCommand({ Bucket: EXPORTS.bucket, Key: key, Body: 'PAR1' }));
+      }
+      const files = await plane.listExportFiles(exportId);
+      assert.deepEqual(files, [
+        { location: `s3://${EXPORTS.bucket}/${keys[1]}`, sizeBytes: 4 },
+        { location: `s3://${EXPORTS.bucket}/${keys[0]}`, sizeBytes: 4 },
+      ]);
+    });
+
+    it('rejects an unknown export with NotFoundError naming it', async () => {
+      await assert.rejects(
+        plane.describeExport('no-such-export'),
+        (error: unknown) => error instanceof NotFoundError && /export "no-such-export"/.test(error.message),
+      );
+    });
+
+    it('refuses to export when exports are not configured, naming the variables', async () => {
+      const unconfigured = new AwsRdsControlPlane({ ...deps(), exports: undefined });
+      await rejectsWithoutCalling(
+        proxy,
+        () =>
+          unconfigured.startExport('x-export', 'mcp-demo-manual-20261127-120000', {
+            bucket: 'b',
+            prefix: 'p',
+          }),
+        /DBOPS_EXPORT_BUCKET, DBOPS_EXPORT_IAM_ROLE_ARN and DBOPS_EXPORT_KMS_KEY_ID/,
+      );
+    });
+  });
+
+  describe('faults injected by the proxy', () => {
+    it(`retries throttling inside the SDK and then succeeds (2 Throttling answers, 3 attempts of ${AWS_MAX_ATTEMPTS})`, async () => {
+      proxy.failNext('DescribeDBSnapshots', 2, THROTTLING);
+      const snapshot = await plane.describeSnapshot('mcp-demo-manual-20261127-120000');
+      assert.equal(snapshot.status, 'available');
+      assert.equal(proxy.calls('DescribeDBSnapshots').length, 3);
+    });
+
+    it('gives up after the SDK attempts with TransientError, for Temporal to retry', async () => {
+      proxy.failNext('DescribeDBSnapshots', AWS_MAX_ATTEMPTS, THROTTLING);
+      await assert.rejects(
+        plane.describeSnapshot('mcp-demo-manual-20261127-120000'),
+        (error: unknown) =>
+          error instanceof TransientError && error.retryable && /throttled/.test(error.message),
+      );
+      assert.equal(proxy.calls('DescribeDBSnapshots').length, AWS_MAX_ATTEMPTS);
+    });
+
+    it('treats a 5xx as transient', async () => {
+      proxy.failNext('DescribeDBInstances', AWS_MAX_ATTEMPTS, {
+        status: 503,
+        code: 'InternalFailure',
+        message: 'try again',
+      });
+      await assert.rejects(plane.describeInstance(SOURCE), TransientError);
+      assert.equal(proxy.calls('DescribeDBInstances').length, AWS_MAX_ATTEMPTS);
+    });
+
+    it('fails a non-retryable fault on the first attempt', async () => {
+      proxy.failNext('CreateDBSnapshot', 1, {
+        status: 400,
+        code: 'InvalidParameterValue',
+        message: 'The parameter DBSnapshotIdentifier is not valid',
+      });
+      await assert.rejects(
+        plane.createSnapshot(SOURCE, 'mcp-demo-manual-20261127-140000'),
+        (error: unknown) => error instanceof InvalidInputError && /InvalidParameterValue/.test(error.message),
+      );
+      assert.equal(proxy.calls('CreateDBSnapshot').length, 1);
+      await assert.rejects(plane.describeSnapshot('mcp-demo-manual-20261127-140000'), NotFoundError);
+    });
+  });
+});
+
+describe('aws provider: the snapshot quota (a second moto with MOTO_RDS_SNAPSHOT_LIMIT)', () => {
+  let moto: MotoServer;
+  let plane: AwsRdsControlPlane;
+  let clients: ReturnType<typeof createAwsClients>;
+  let direct: RDSClient;
+
+  before(async () => {
+    // Moto counts the automated snapshot taken at creation: a limit of 2 leaves room for one manual.
+    moto = await startMoto({ MOTO_RDS_SNAPSHOT_LIMIT: '2' });
+    clients = createAwsClients({
+      region: moto.region,
+      endpoint: moto.endpoint,
+      credentials: moto.credentials,
+    });
+    direct = new RDSClient({ region: moto.region, endpoint: moto.endpoint, credentials: moto.credentials });
+    await createNetwork(moto, direct);
+    plane = new AwsRdsControlPlane({
+      ...clients,
+      settings: SETTINGS,
+      exports: undefined,
+      connectAs: { database: 'mcp_db', user: 'dbops' },
+    });
+    await plane.createInstance(SOURCE);
+  });
+  after(async () => {
+    clients?.rds.destroy();
+    clients?.s3.destroy();
+    direct?.destroy();
+    await moto?.stop();
+  });
+
+  it('fails with QuotaExceededError naming the snapshot once the quota is reached', async () => {
+    await plane.createSnapshot(SOURCE, 'within-quota');
+    await assert.rejects(
+      plane.createSnapshot(SOURCE, 'over-quota'),
+      (error: unknown) => error instanceof QuotaExceededError && /snapshot "over-quota"/.test(error.message),
+    );
+    await assert.rejects(plane.describeSnapshot('over-quota'), NotFoundError);
+  });
+});
+
+describe('aws provider: our own logic for what moto never reports', () => {
+  it('maps RDS instance status words, keeping unknown ones transitional', () => {
+    const cases: [string, string][] = [
+      ['available', 'available'],
+      ['creating', 'creating'],
+      ['backing-up', 'backing-up'],
+      ['modifying', 'modifying'],
+      ['rebooting', 'modifying'],
+      ['storage-optimization', 'modifying'],
+      ['configuring-iam-database-auth', 'modifying'],
+      ['deleting', 'deleting'],
+      ['stopped', 'stopped'],
+      ['failed', 'failed'],
+      ['restore-error', 'failed'],
+      ['incompatible-parameters', 'failed'],
+      ['storage-full', 'failed'],
+      ['a-word-rds-adds-later', 'modifying'],
+    ];
+    assert.deepEqual(
+      cases.map(([word]) => [word, instanceStatus(word)]),
+      cases,
+    );
+  });
+
+  it('maps snapshot and export status words', () => {
+    assert.deepEqual(['creating', 'available', 'deleting', 'failed', 'copying'].map(snapshotStatus), [
+      'creating',
+      'available',
+      'deleting',
+      'failed',
+      'creating',
+    ]);
+    assert.deepEqual(
+      ['STARTING', 'in_progress', 'COMPLETE', 'failed', 'canceling', 'CANCELED'].map(exportStatus),
+      ['starting', 'in-progress', 'complete', 'failed', 'in-progress', 'canceled'],
+    );
+  });
+
+  it('refuses a restore time before the earliest restorable time, giving the window', () => {
+    const source = {
+      instanceId: SOURCE,
+      earliestRestorableTime: '2026-11-01T00:00:00.000Z',
+      latestRestorableTime: '2026-11-27T12:00:00.000Z',
+    } as InstanceDescription;
+    assert.throws(
+      () => assertRestorable(source, new Date('2026-10-31T23:59:59Z')),
+      (error: unknown) =>
+        error instanceof RestoreTimeOutOfRangeError &&
+        error.message.includes('[2026-11-01T00:00:00.000Z, 2026-11-27T12:00:00.000Z]'),
+    );
+    assertRestorable(source, new Date('2026-11-01T00:00:00Z'));
+    assertRestorable(source, new Date('2026-11-27T12:00:00Z'));
+  });
+});
