@@ -1,13 +1,24 @@
 /** The ControlPlane of the configured provider. */
 import type { Config } from '../../workers/config';
+import { AwsRdsControlPlane, createAwsClients } from './aws-rds';
 import type { ControlPlane } from './control-plane';
 import { LocalControlPlane } from './local';
 
-export function createControlPlane(config: Pick<Config, 'provider' | 'stateDir'>): ControlPlane {
+export function createControlPlane(
+  config: Pick<Config, 'provider' | 'stateDir' | 'aws' | 'database'>,
+): ControlPlane {
   switch (config.provider) {
     case 'local':
       return new LocalControlPlane({ stateDir: config.stateDir });
-    case 'aws':
-      throw new Error('the aws provider is not wired into createControlPlane yet');
+    case 'aws': {
+      const aws = config.aws;
+      if (aws === undefined) throw new Error('provider aws without its aws configuration');
+      return new AwsRdsControlPlane({
+        ...createAwsClients({ region: aws.region, endpoint: aws.endpoint }),
+        settings: aws.rds,
+        exports: aws.exports,
+        connectAs: { database: config.database.database, user: config.database.user },
+      });
+    }
   }
 }
