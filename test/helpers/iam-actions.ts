@@ -1,0 +1,121 @@
+/**
+ * The IAM actions a piece of TypeScript needs, read from its AWS SDK v3 calls: every
+ * `new XxxCommand(` and `paginateXxx(` whose name is imported (under any local name) from
+ * `@aws-sdk/client-rds` or `@aws-sdk/client-s3`, plus `rds-db:connect` for a file importing `@aws-sdk/rds-signer`.
+ */
+
+const CLIENTS = { '@aws-sdk/client-rds': 'rds', '@aws-sdk/client-s3': 's3' } as const;
+type Service = (typeof CLIENTS)[keyof typeof CLIENTS];
+
+/**
+ * S3 operations whose IAM action has another name (the S3 documentation's table); every other
+ * S3 operation is authorized by the action of its own name, as are all RDS operations.
+ */
+const S3_ACTIONS: Record<string, string[]> = {
+  ListObjectsV2: ['s3:ListBucket'],
+  ListObjects: ['s3:ListBucket'],
+  HeadBucket: ['s3:ListBucket'],
+  HeadObject: ['s3:GetObject'],
+  ListObjectVersions: ['s3:ListBucketVersions'],
+  DeleteObjects: ['s3:DeleteObject'],
+  CopyObject: ['s3:GetObject', 's3:PutObject'],
+  UploadPartCopy: ['s3:GetObject', 's3:PutObject'],
+  CreateMultipartUpload: ['s3:PutObject'],
+  UploadPart: ['s3:PutObject'],
+  CompleteMultipartUpload: ['s3:PutObject'],
+  ListMultipartUploads: ['s3:ListBucketMultipartUploads'],
+  ListParts: ['s3:ListMultipartUploadParts'],
+  GetObjectAttributes: ['s3:GetObject', 's3:GetObjectAttributes'],
+};
+
+/**
+ * What AWS authorizes alongside an operation, for the way the provider calls it (the RDS and KMS
+ * documentation): tags given at creation are authorized as rds:AddTagsToResource; an instance
+ * created with ManageMasterUserPassword has its secret created as the caller; an export task is
+ * handed the export role and a grant on the KMS key.
+ */
+const ALSO_AUTHORIZED: Record<string, string[]> = {
+  'rds:CreateDBInstance': [
+    'rds:AddTagsToResource',
+    'secretsmanager:CreateSecret',
+    'secretsmanager:TagResource',
+  ],
+  'rds:CreateDBSnapshot': ['rds:AddTagsToResource'],
+  'rds:RestoreDBInstanceFromDBSnapshot': ['rds:AddTagsToResource'],
+  'rds:RestoreDBInstanceToPointInTime': ['rds:AddTagsToResource'],
+  'rds:StartExportTask': ['iam:PassRole', 'kms:CreateGrant', 'kms:DescribeKey'],
+};
+
+export interface DerivedAction {
+  action: string;
+  /** The operation or import that needs it, e.g. `StartExportTaskCommand` or `@aws-sdk/rds-signer`. */
+  because: string;
+}
+
+/**
+ * Names imported from a module, local name to exported name:
+ * `import { A, B as C, type D } from 'mod'` gives A -> A and C -> B.
+ */
+function importedNames(source: string, moduleName: string): Map<string, string> {
+  const names = new Map<string, string>();
+  const pattern = /import\s+(?:type\s+)?\{([^}]*)\}\s*from\s*['"]([^'"]+)['"]/g;
+  for (const match of source.matchAll(pattern)) {
+    if (match[2] !== moduleName) continue;
+    for (const part of match[1]!.split(',')) {
+      const spec = part.trim();
+      if (spec === '' || spec.startsWith('type ')) continue;
+      const [exported, local = exported] = spec.split(/\s+as\s+/).map((name) => name.trim());
+      names.set(local!, exported!);
+    }
+  }
+  return names;
+}
+
+const escape = (name: string) => name.replace(/\$/g, '\\$');
+
+/** The operation behind `new Local(` (a command) or `local(` (a paginator), when the source calls it. */
+function calls(source: string, local: string, exported: string): string | undefined {
+  const command = /^(\w+)Command$/.exec(exported)?.[1];
+  if (command && new RegExp(`\\bnew\\s+${escape(local)}\\s*\\(`).test(source)) return command;
+  const paginated = /^paginate(\w+)$/.exec(exported)?.[1];
+  if (paginated && new RegExp(`(?<![\\w.$])${escape(local)}\\s*\\(`).test(source)) return paginated;
+  return undefined;
+}
+
+function actionsOf(service: Service, operation: string): string[] {
+  if (service === 'rds') return [`rds:${operation}`];
+  return S3_ACTIONS[operation] ?? [`s3:${operation}`];
+}
+
+/** The actions one source file needs. Throws when it uses an SDK style the scan cannot follow. */
+export function deriveActions(source: string, fileName: string): DerivedAction[] {
+  const derived: DerivedAction[] = [];
+  for (const [moduleName, service] of Object.entries(CLIENTS) as [string, Service][]) {
+    const imported = importedNames(source, moduleName);
+    // The aggregated clients (`new RDS().describeDBInstances()`) hide the operation from this scan.
+    for (const aggregated of ['RDS', 'S3']) {
+      if (imported.has(aggregated)) {
+        throw new Error(
+          `${fileName} imports the aggregated ${aggregated} client from ${moduleName}: use ${aggregated}Client with \`new XxxCommand(\` so the IAM policy test can see each call`,
+        );
+      }
+    }
+    for (const [local, exported] of imported) {
+      const operation = calls(source, local, exported);
+      if (operation === undefined) continue;
+      for (const action of actionsOf(service, operation)) {
+        derived.push({ action, because: exported });
+        for (const also of ALSO_AUTHORIZED[action] ?? []) derived.push({ action: also, because: exported });
+      }
+    }
+  }
+  if (/from\s*['"]@aws-sdk\/rds-signer['"]/.test(source)) {
+    derived.push({ action: 'rds-db:connect', because: '@aws-sdk/rds-signer' });
+  }
+  return derived;
+}
+
+/** Does the file use any of the AWS clients the scan follows? */
+export function usesAwsClients(source: string): boolean {
+  return /from\s*['"]@aws-sdk\/(client-rds|client-s3|rds-signer)['"]/.test(source);
+}
