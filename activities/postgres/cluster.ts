@@ -61,8 +61,9 @@ export async function chownToPostgres(file: string): Promise<void> {
   await chown(file, uid, gid);
 }
 
-/** Creates `dir` (mode 700) for the postgres user. */
+/** Creates `dir` (mode 700) for the postgres user; parents we create stay traversable (755). */
 export async function makePostgresDir(dir: string): Promise<void> {
+  await mkdir(path.dirname(dir), { recursive: true, mode: 0o755 });
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await chownToPostgres(dir);
 }
