@@ -1,0 +1,387 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash, createHmac } from 'node:crypto';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { mock } from 'node:test';
+import { inspect, promisify } from 'node:util';
+
+import type { Client } from 'pg';
+
+import {
+  connectorFromConfig,
+  createDatabaseConnector,
+  iamAuthToken,
+  type ConnectorOptions,
+} from '../../../activities/postgres/connect';
+import { chownToPostgres, makePostgresDir } from '../../../activities/postgres/cluster';
+import { loadConfig } from '../../../workers/config';
+import { startThrowawayCluster, type ThrowawayCluster } from '../../helpers/postgres';
+
+const execFileAsync = promisify(execFile);
+
+const CREDENTIALS = {
+  accessKeyId: 'AKIAIOSFODNN7EXAMPLE',
+  secretAccessKey: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY',
+};
+const IAM: NonNullable<ConnectorOptions['iam']> = { region: 'us-east-1', credentials: CREDENTIALS };
+const FIXED_NOW = Date.parse('2026-11-27T12:00:00Z');
+
+/** Runs `fn` with the JavaScript clock stopped at `now` (a mock: the signer reads `new Date()`). */
+async function atFixedClock<T>(now: number, fn: () => Promise<T>): Promise<T> {
+  mock.timers.enable({ apis: ['Date'], now });
+  try {
+    return await fn();
+  } finally {
+    mock.timers.reset();
+  }
+}
+
+/** Everything written to stdout / stderr (console included) and every process warning while `fn` runs. */
+async function captureOutput(fn: () => Promise<void>): Promise<string> {
+  const written: string[] = [];
+  const stdout = process.stdout.write.bind(process.stdout);
+  const stderr = process.stderr.write.bind(process.stderr);
+  const onWarning = (warning: Error) => written.push(inspect(warning));
+  const collect = (chunk: unknown) => {
+    written.push(String(chunk));
+    return true;
+  };
+  process.stdout.write = collect;
+  process.stderr.write = collect;
+  process.on('warning', onWarning);
+  try {
+    await fn();
+    await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    process.stdout.write = stdout;
+    process.stderr.write = stderr;
+    process.off('warning', onWarning);
+  }
+  return written.join('');
+}
+
+/** SigV4 computed here from the specification, independently of the SDK. */
+function expectedSignature(canonicalRequest: string, amzDate: string, scope: string): string {
+  const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+  const hmac = (key: string | Buffer, text: string) => createHmac('sha256', key).update(text).digest();
+  const [day, region, service] = scope.split('/');
+  const key = hmac(
+    hmac(hmac(hmac(`AWS4${CREDENTIALS.secretAccessKey}`, day!), region!), service!),
+    'aws4_request',
+  );
+  const toSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256(canonicalRequest)].join('\n');
+  return createHmac('sha256', key).update(toSign).digest('hex');
+}
+
+/** A CA and a server certificate for 127.0.0.1 signed by it, made with openssl. */
+async function makeCertificates(dir: string, name: string) {
+  const file = (suffix: string) => path.join(dir, `${name}-${suffix}`);
+  const openssl = (...args: string[]) => execFileAsync('openssl', args);
+  await openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${name} test CA`,
+    '-keyout',
+    file('ca.key'),
+    '-out',
+    file('ca.crt'),
+  );
+  await openssl(
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-subj',
+    '/CN=127.0.0.1',
+    '-keyout',
+    file('server.key'),
+    '-out',
+    file('server.csr'),
+  );
+  await writeFile(file('san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+  await openssl(
+    'x509',
+    '-req',
+    '-in',
+    file('server.csr'),
+    '-CA',
+    file('ca.crt'),
+    '-CAkey',
+    file('ca.key'),
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-extfile',
+    file('san.ext'),
+    '-out',
+    file('server.crt'),
+  );
+  for (const suffix of ['server.key', 'server.crt']) {
+    await chmod(file(suffix), 0o600);
+    await chownToPostgres(file(suffix));
+  }
+  return { ca: file('ca.crt'), cert: file('server.crt'), key: file('server.key') };
+}
+
+/** A loopback TCP forwarder to `port`, counting the connections it carried (stands in for a replica host). */
+async function startForwarder(port: number) {
+  let connections = 0;
+  const server = net.createServer((socket) => {
+    connections += 1;
+    const upstream = net.connect(port, '127.0.0.1');
+    socket.pipe(upstream).pipe(socket);
+    socket.on('error', () => upstream.destroy());
+    upstream.on('error', () => socket.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    connections: () => connections,
+    stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+describe('IAM auth token (fixed credentials, clock mocked)', () => {
+  const endpoint = {
+    host: 'mcp-demo-prod.abc123.us-east-1.rds.amazonaws.com',
+    port: 5432,
+    user: 'mcp_admin',
+  };
+
+  it('is a presigned connect URL for host:port and the user, valid 900 seconds, with a correct SigV4 signature', async () => {
+    const token = await atFixedClock(FIXED_NOW, () => iamAuthToken(endpoint, IAM));
+    const url = new URL(`https://${token}`);
+    assert.equal(url.host, 'mcp-demo-prod.abc123.us-east-1.rds.amazonaws.com:5432');
+    assert.ok(token.startsWith('mcp-demo-prod.abc123.us-east-1.rds.amazonaws.com:5432/?'), 'no scheme');
+    const query = Object.fromEntries(url.searchParams);
+    assert.deepEqual(Object.keys(query).sort(), [
+      'Action',
+      'DBUser',
+      'X-Amz-Algorithm',
+      'X-Amz-Credential',
+      'X-Amz-Date',
+      'X-Amz-Expires',
+      'X-Amz-Signature',
+      'X-Amz-SignedHeaders',
+    ]);
+    assert.equal(query.Action, 'connect');
+    assert.equal(query.DBUser, 'mcp_admin');
+    assert.equal(query['X-Amz-Algorithm'], 'AWS4-HMAC-SHA256');
+    assert.equal(query['X-Amz-Credential'], 'AKIAIOSFODNN7EXAMPLE/20261127/us-east-1/rds-db/aws4_request');
+    assert.equal(query['X-Amz-Date'], '20261127T120000Z');
+    assert.equal(query['X-Amz-Expires'], '900');
+    assert.equal(query['X-Amz-SignedHeaders'], 'host');
+
+    const canonicalQuery = Object.entries(query)
+      .filter(([key]) => key !== 'X-Amz-Signature')
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([key, value]) => `${encodeURIComponent(key)}=${encodeURIComponent(value)}`)
+      .join('&');
+    const emptyPayload = createHash('sha256').update('').digest('hex');
+    const canonicalRequest = ['GET', '/', canonicalQuery, `host:${url.host}`, '', 'host', emptyPayload].join(
+      '\n',
+    );
+    assert.equal(
+      query['X-Amz-Signature'],
+      expectedSignature(canonicalRequest, '20261127T120000Z', '20261127/us-east-1/rds-db/aws4_request'),
+    );
+  });
+
+  it('is generated anew at each call: another instant gives another token', async () => {
+    const first = await atFixedClock(FIXED_NOW, () => iamAuthToken(endpoint, IAM));
+    const again = await atFixedClock(FIXED_NOW, () => iamAuthToken(endpoint, IAM));
+    const later = await atFixedClock(FIXED_NOW + 60_000, () => iamAuthToken(endpoint, IAM));
+    assert.equal(first, again);
+    assert.notEqual(first, later);
+    assert.match(later, /X-Amz-Date=20261127T120100Z/);
+  });
+});
+
+describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () => {
+  let cluster: ThrowawayCluster;
+  let certDir: string;
+  let certs: Awaited<ReturnType<typeof makeCertificates>>;
+  let otherCa: string;
+  const PASSWORD = 'a-password-from-the-environment';
+  let iamToken: string;
+
+  before(async () => {
+    certDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-certs-'));
+    await makePostgresDir(certDir);
+    certs = await makeCertificates(certDir, 'rds');
+    otherCa = (await makeCertificates(certDir, 'other')).ca;
+    cluster = await startThrowawayCluster({
+      ssl: "'on'",
+      ssl_cert_file: `'${certs.cert}'`,
+      ssl_key_file: `'${certs.key}'`,
+    });
+    // The token the connector will send at the fixed instant: the role's password, so the server
+    // accepts exactly that token (PostgreSQL cannot check an IAM signature; RDS does).
+    iamToken = await atFixedClock(FIXED_NOW, () =>
+      iamAuthToken({ ...cluster.database, user: 'dbops_iam' }, IAM),
+    );
+    const admin = await cluster.connect();
+    await admin.query(`CREATE ROLE dbops_iam LOGIN PASSWORD '${iamToken.replace(/'/g, "''")}'`);
+    await admin.query(`CREATE ROLE dbops_pw LOGIN PASSWORD '${PASSWORD}'`);
+    // Password roles only over TLS, as on RDS; everything else keeps initdb's trust for the harness.
+    const hba = path.join(cluster.dataDir, 'pg_hba.conf');
+    await writeFile(
+      hba,
+      [
+        'local all all trust',
+        'hostssl all dbops_iam,dbops_pw 127.0.0.1/32 password',
+        'host all dbops_iam,dbops_pw 127.0.0.1/32 reject',
+        'host all all 127.0.0.1/32 trust',
+        '',
+      ].join('\n'),
+    );
+    await admin.query('SELECT pg_reload_conf()');
+  });
+  after(async () => {
+    await cluster?.stop();
+    if (certDir) await rm(certDir, { recursive: true, force: true });
+  });
+
+  /** Who the server says we are, and whether this connection is TLS. */
+  const whoAmI = async (client: Client) =>
+    (
+      await client.query<{ user: string; ssl: boolean }>(
+        'SELECT current_user AS user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()',
+      )
+    ).rows[0];
+
+  it('connects over verified TLS with an IAM token generated at connect time, logging neither token nor password (clock mocked)', async () => {
+    const connector = createDatabaseConnector({
+      primary: { ...cluster.database, user: 'dbops_iam' },
+      caBundlePath: certs.ca,
+      iam: IAM,
+    });
+    let row: { user: string; ssl: boolean } | undefined;
+    const output = await captureOutput(() =>
+      atFixedClock(FIXED_NOW, async () => {
+        row = await connector.withPrimary(whoAmI);
+        // A failing connection, logged the way a worker logs a failed activity.
+        const wrongUser = createDatabaseConnector({
+          primary: { ...cluster.database, user: 'dbops_pw' },
+          caBundlePath: certs.ca,
+          iam: IAM,
+        });
+        await wrongUser
+          .withPrimary(() => Promise.resolve())
+          .catch((error: unknown) => {
+            console.error('activity failed:', error, inspect(error, { depth: 5, showHidden: true }));
+          });
+      }),
+    );
+    assert.deepEqual(row, { user: 'dbops_iam', ssl: true });
+    assert.match(
+      output,
+      /activity failed:.*password authentication failed for user "dbops_pw"/s,
+      'output was captured',
+    );
+    assert.ok(!output.includes(iamToken), 'the token of dbops_iam appears nowhere');
+    assert.ok(!output.includes('X-Amz-Signature'), 'no token appears anywhere');
+    assert.ok(!output.includes(CREDENTIALS.secretAccessKey));
+  });
+
+  it('falls back to PGPASSWORD over TLS without IAM, logging no password', async () => {
+    const saved = process.env.PGPASSWORD;
+    process.env.PGPASSWORD = PASSWORD;
+    try {
+      const connector = createDatabaseConnector({
+        primary: { ...cluster.database, user: 'dbops_pw' },
+        caBundlePath: certs.ca,
+      });
+      let row: unknown;
+      const output = await captureOutput(async () => {
+        row = await connector.withPrimary(whoAmI);
+        await createDatabaseConnector({
+          primary: { ...cluster.database, user: 'dbops_iam' },
+          caBundlePath: certs.ca,
+        })
+          .withPrimary(() => Promise.resolve())
+          .catch((error: unknown) => console.error('activity failed:', error));
+      });
+      assert.deepEqual(row, { user: 'dbops_pw', ssl: true });
+      assert.match(output, /activity failed:.*password authentication failed for user "dbops_iam"/s);
+      assert.ok(!output.includes(PASSWORD));
+    } finally {
+      if (saved === undefined) delete process.env.PGPASSWORD;
+      else process.env.PGPASSWORD = saved;
+    }
+  });
+
+  it('refuses a server whose certificate does not chain to the configured CA bundle', async () => {
+    const connector = createDatabaseConnector({
+      primary: { ...cluster.database, user: 'dbops_iam' },
+      caBundlePath: otherCa,
+      iam: IAM,
+    });
+    let ran = false;
+    await assert.rejects(
+      connector.withPrimary(() => {
+        ran = true;
+        return Promise.resolve();
+      }),
+      /self[- ]signed certificate in certificate chain|unable to verify/i,
+    );
+    assert.equal(ran, false);
+  });
+
+  it('names PGSSLROOTCERT when the CA bundle cannot be read', async () => {
+    const connector = createDatabaseConnector({
+      primary: cluster.database,
+      caBundlePath: path.join(certDir, 'missing.pem'),
+    });
+    await assert.rejects(
+      connector.withPrimary(() => Promise.resolve()),
+      /CA bundle .*missing\.pem \(PGSSLROOTCERT\) cannot be read/,
+    );
+  });
+
+  it('sends read-only work to the replica when configured and read-write work to the primary', async () => {
+    // One server plays both roles: the "replica" address is a forwarder that counts connections.
+    const replica = await startForwarder(cluster.database.port);
+    const saved = process.env.PGPASSWORD;
+    process.env.PGPASSWORD = PASSWORD;
+    try {
+      const connector = createDatabaseConnector({
+        primary: { ...cluster.database, user: 'dbops_pw' },
+        replica: { host: '127.0.0.1', port: replica.port },
+        caBundlePath: certs.ca,
+      });
+      await connector.withPrimary((client) => client.query('SELECT 1'));
+      assert.equal(replica.connections(), 0, 'read-write work stays on the primary');
+      const row = await connector.withReadOnly(whoAmI);
+      assert.equal(replica.connections(), 1, 'read-only work went to the replica');
+      assert.deepEqual(row, { user: 'dbops_pw', ssl: true });
+
+      const noReplica = createDatabaseConnector({ primary: cluster.database });
+      await noReplica.withReadOnly((client) => client.query('SELECT 1'));
+      assert.equal(replica.connections(), 1, 'without a replica, read-only work uses the primary');
+    } finally {
+      if (saved === undefined) delete process.env.PGPASSWORD;
+      else process.env.PGPASSWORD = saved;
+      await replica.stop();
+    }
+  });
+
+  it('builds a plain connector for the local provider from the configuration (no TLS, no IAM)', async () => {
+    const config = loadConfig({
+      PGHOST: '127.0.0.1',
+      PGPORT: String(cluster.database.port),
+      PGDATABASE: 'postgres',
+    });
+    const row = await connectorFromConfig(config).withReadOnly(whoAmI);
+    assert.deepEqual(row, { user: 'postgres', ssl: false });
+  });
+});
