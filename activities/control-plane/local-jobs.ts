@@ -79,7 +79,8 @@ function recoverySettings(archiveDir: string, targetTime: string | undefined): R
     restore_command: confString(`cp ${shellWord(path.join(archiveDir, '%f'))} %p`),
   };
   if (targetTime !== undefined) {
-    settings.recovery_target_time = confString(targetTime);
+    // Postgres reads '2026-01-31 12:00:00.000+00', not the ISO 'T'/'Z' spelling.
+    settings.recovery_target_time = confString(targetTime.replace('T', ' ').replace('Z', '+00'));
     settings.recovery_target_action = "'promote'";
   }
   return settings;

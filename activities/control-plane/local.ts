@@ -130,6 +130,23 @@ function killJobGroup(job: JobRecord): void {
   }
 }
 
+/**
+ * Kills what a dead job left running on a directory: server binaries run through runuser, which
+ * gives them a session of their own, so they outlive the job's process group.
+ */
+async function killProcessesUsing(dir: string): Promise<void> {
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const args = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (!args.some((arg) => arg === dir || arg.startsWith(`${dir}/`))) continue;
+    try {
+      process.kill(Number(entry), 'SIGKILL');
+    } catch {
+      // It ended meanwhile.
+    }
+  }
+}
+
 export class LocalControlPlane implements ControlPlane {
   readonly provider = 'local' as const;
   private readonly layout: StateLayout;
@@ -565,6 +582,7 @@ export class LocalControlPlane implements ControlPlane {
     const job = await this.deadJob('snapshots', id, record.requestedAt);
     if (job === undefined) return record;
     if (job.pid > 0) killJobGroup(job);
+    await killProcessesUsing(this.layout.dir('snapshots', id));
     // A backup whose job died is never trusted, however complete it looks.
     await rm(this.layout.partialBackupDir(id), { recursive: true, force: true });
     await rm(this.layout.backupDir(id), { recursive: true, force: true });
@@ -585,6 +603,7 @@ export class LocalControlPlane implements ControlPlane {
     if (job === undefined) return record;
     if (job.pid > 0) killJobGroup(job);
     const work = this.layout.exportWorkDir(id);
+    await killProcessesUsing(this.layout.exportOutputDir(record));
     await stopCluster(path.join(work, 'data'), 'immediate').catch(() => undefined);
     await rm(work, { recursive: true, force: true });
     await rm(this.layout.exportOutputDir(record), { recursive: true, force: true });

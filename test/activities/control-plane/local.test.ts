@@ -1,0 +1,512 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { chmod, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { Client } from 'pg';
+
+import type {
+  Endpoint,
+  InstanceDescription,
+  SnapshotDescription,
+} from '../../../activities/control-plane/control-plane';
+import { LocalControlPlane } from '../../../activities/control-plane/local';
+import {
+  AlreadyExistsError,
+  InvalidInputError,
+  InvalidStateError,
+  NotFoundError,
+  RestoreTimeOutOfRangeError,
+} from '../../../workflows/lib/errors';
+
+const execFileAsync = promisify(execFile);
+
+async function query<T extends object>(endpoint: Endpoint, sql: string): Promise<T[]> {
+  const client = new Client({ ...endpoint });
+  await client.connect();
+  try {
+    return (await client.query<T>(sql)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** Polls until the instance leaves `creating` (bounded: a hung job fails the test, not the suite). */
+async function settledInstance(plane: LocalControlPlane, id: string): Promise<InstanceDescription> {
+  for (let i = 0; i < 1200; i++) {
+    const description = await plane.describeInstance(id);
+    if (description.status !== 'creating') return description;
+    await sleep(100);
+  }
+  throw new Error(`instance ${id} is still creating`);
+}
+
+async function settledSnapshot(plane: LocalControlPlane, id: string): Promise<SnapshotDescription> {
+  for (let i = 0; i < 1200; i++) {
+    const description = await plane.describeSnapshot(id);
+    if (description.status !== 'creating') return description;
+    await sleep(100);
+  }
+  throw new Error(`snapshot ${id} is still creating`);
+}
+
+/** Phases of the chunks table, with the number of rows of each. */
+async function phases(endpoint: Endpoint): Promise<Record<string, number>> {
+  const rows = await query<{ phase: string; n: string }>(
+    endpoint,
+    'SELECT phase, count(*) AS n FROM chunks GROUP BY phase ORDER BY phase',
+  );
+  return Object.fromEntries(rows.map((row) => [row.phase, Number(row.n)]));
+}
+
+async function dataChecksum(endpoint: Endpoint): Promise<string> {
+  const rows = await query<{ sum: string }>(
+    endpoint,
+    `SELECT md5(string_agg(c::text, '|' ORDER BY id)) AS sum FROM chunks c`,
+  );
+  return rows[0]!.sum;
+}
+
+/** What a user would look at to see whether anything was created: files, instances, clusters. */
+async function footprint(plane: LocalControlPlane, stateDir: string) {
+  const top = async (dir: string) => (await readdir(path.join(stateDir, dir)).catch(() => [])).sort();
+  const instances = await plane.listInstances();
+  const { stdout } = await execFileAsync('ps', ['-eo', 'args']);
+  return {
+    stateDir: (await readdir(stateDir)).sort(),
+    instances: await top('instances'),
+    snapshots: await top('snapshots'),
+    exports: await top('exports'),
+    buckets: await top('buckets'),
+    described: instances.map((i) => `${i.instanceId}:${i.status}`),
+    servers: stdout.split('\n').filter((line) => line.includes(stateDir)).length,
+  };
+}
+
+describe('local control plane (real PostgreSQL 15 clusters)', () => {
+  let stateDir: string;
+  let plane: LocalControlPlane;
+  let source: Endpoint;
+  let checksumBefore: string;
+  let betweenT2AndT3: string;
+
+  before(async () => {
+    stateDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-local-'));
+    await chmod(stateDir, 0o755); // the postgres user must reach the clusters inside
+    plane = new LocalControlPlane({ stateDir });
+    await plane.createInstance('Source-DB');
+    const created = await settledInstance(plane, 'source-db');
+    assert.equal(created.status, 'available', created.providerStatus);
+    source = created.endpoint!;
+
+    // T1: 2000 rows with embeddings and an HNSW index, then a manual snapshot.
+    await query(
+      source,
+      `CREATE TABLE chunks (id bigserial PRIMARY KEY, phase text NOT NULL, embedding vector(3) NOT NULL);
+       CREATE INDEX chunks_embedding_hnsw ON chunks USING hnsw (embedding vector_cosine_ops);
+       INSERT INTO chunks (phase, embedding)
+         SELECT 't1', ARRAY[random(), random(), random()]::vector FROM generate_series(1, 2000);
+       ANALYZE chunks;`,
+    );
+    await plane.createSnapshot('source-db', 'snap-t1', { purpose: 'test' });
+    assert.equal((await settledSnapshot(plane, 'snap-t1')).status, 'available');
+    // T2, a moment, T3.
+    await query(
+      source,
+      `INSERT INTO chunks (phase, embedding) SELECT 't2', '[1,0,0]' FROM generate_series(1, 20)`,
+    );
+    await sleep(300);
+    betweenT2AndT3 = new Date().toISOString();
+    await sleep(300);
+    await query(
+      source,
+      `INSERT INTO chunks (phase, embedding) SELECT 't3', '[0,1,0]' FROM generate_series(1, 30)`,
+    );
+    checksumBefore = await dataChecksum(source);
+  });
+
+  after(async () => {
+    if (!plane) return;
+    for (const instance of await plane.listInstances()) {
+      await plane.deleteInstance(instance.instanceId, { skipFinalSnapshot: true });
+    }
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('creates an instance like RDS: available, endpoint, WAL archiving, pg_stat_statements, an automated backup', async () => {
+    const description = await plane.describeInstance('source-db');
+    assert.equal(description.instanceId, 'source-db', 'identifiers are lower-cased as on RDS');
+    assert.deepEqual(
+      { ...description.endpoint, port: 0 },
+      { host: '127.0.0.1', port: 0, database: 'mcp_db', user: 'postgres' },
+    );
+    assert.match(description.engineVersion, /^15\.\d+$/);
+    const settings = await query<{ name: string; setting: string }>(
+      source,
+      `SELECT name, setting FROM pg_settings
+        WHERE name IN ('archive_mode', 'wal_level', 'shared_preload_libraries') ORDER BY name`,
+    );
+    assert.deepEqual(
+      settings.map((s) => `${s.name}=${s.setting}`),
+      ['archive_mode=on', 'shared_preload_libraries=pg_stat_statements', 'wal_level=replica'],
+    );
+    const snapshots = await plane.listSnapshots('source-db');
+    assert.deepEqual(
+      snapshots.map((s) => `${s.type}:${s.status}`),
+      ['manual:available', 'automated:available'],
+      'newest first, manual and automated',
+    );
+    assert.match(snapshots[1]!.snapshotId, /^rds:source-db-\d{4}-\d\d-\d\d-\d\d-\d\d$/);
+    assert.equal(description.earliestRestorableTime, snapshots[1]!.createdAt);
+    assert.ok(description.latestRestorableTime! > betweenT2AndT3);
+  });
+
+  it('records a snapshot with its source, time, size and exact per-table row counts', async () => {
+    const snapshot = await plane.describeSnapshot('snap-t1');
+    assert.equal(snapshot.instanceId, 'source-db');
+    assert.equal(snapshot.percentProgress, 100);
+    assert.ok(snapshot.sizeBytes! > 1_000_000, `size ${snapshot.sizeBytes}`);
+    assert.deepEqual(snapshot.tableRowCounts, { 'mcp_db.public.chunks': 2000 });
+    assert.deepEqual(snapshot.tags, { purpose: 'test' });
+  });
+
+  describe('restores (each a new instance on its own port)', () => {
+    let fromSnapshot: InstanceDescription;
+    let pointInTime: InstanceDescription;
+    let latest: InstanceDescription;
+
+    before(async () => {
+      const started = await Promise.all([
+        plane.restoreFromSnapshot('snap-t1', 'from-snapshot'),
+        plane.restoreToPointInTime('source-db', 'between-t2-t3', { time: betweenT2AndT3 }),
+        plane.restoreToPointInTime('source-db', 'at-latest', 'latest'),
+      ]);
+      assert.deepEqual(
+        started.map((d) => d.status),
+        ['creating', 'creating', 'creating'],
+      );
+      [fromSnapshot, pointInTime, latest] = await Promise.all([
+        settledInstance(plane, 'from-snapshot'),
+        settledInstance(plane, 'between-t2-t3'),
+        settledInstance(plane, 'at-latest'),
+      ]);
+    });
+
+    it('all become available on new ports', () => {
+      for (const restored of [fromSnapshot, pointInTime, latest]) {
+        assert.equal(restored.status, 'available', restored.providerStatus);
+      }
+      const ports = [source, fromSnapshot.endpoint!, pointInTime.endpoint!, latest.endpoint!].map(
+        (e) => e.port,
+      );
+      assert.equal(new Set(ports).size, 4, `ports ${ports.join(', ')}`);
+    });
+
+    it('a point-in-time restore between T2 and T3 holds exactly the T1 and T2 rows', async () => {
+      assert.deepEqual(await phases(pointInTime.endpoint!), { t1: 2000, t2: 20 });
+    });
+
+    it("'latest' holds the rows of all three", async () => {
+      assert.deepEqual(await phases(latest.endpoint!), { t1: 2000, t2: 20, t3: 30 });
+    });
+
+    it('a snapshot restore holds exactly the rows at snapshot time', async () => {
+      assert.deepEqual(await phases(fromSnapshot.endpoint!), { t1: 2000 });
+    });
+
+    it('the vector column, the HNSW index and a kNN query work on the restored instance', async () => {
+      const endpoint = fromSnapshot.endpoint!;
+      const plan = await query<{ 'QUERY PLAN': string }>(
+        endpoint,
+        `EXPLAIN SELECT id FROM chunks ORDER BY embedding <=> '[0.1,0.2,0.3]' LIMIT 5`,
+      );
+      const text = plan.map((row) => row['QUERY PLAN']).join('\n');
+      assert.match(text, /Index Scan using chunks_embedding_hnsw/, text);
+      const knn = await query<{ id: string }>(
+        endpoint,
+        `SELECT id FROM chunks ORDER BY embedding <=> '[0.1,0.2,0.3]' LIMIT 5`,
+      );
+      assert.equal(knn.length, 5);
+      await query(endpoint, `INSERT INTO chunks (phase, embedding) VALUES ('new', '[0.1,0.2,0.3]')`);
+      const nearest = await query<{ phase: string }>(
+        endpoint,
+        `SELECT phase FROM chunks ORDER BY embedding <=> '[0.1,0.2,0.3]' LIMIT 1`,
+      );
+      assert.equal(nearest[0]?.phase, 'new', 'the restored instance takes writes and finds them');
+    });
+
+    it('the source is unchanged: same data checksum, still available', async () => {
+      assert.equal(await dataChecksum(source), checksumBefore);
+      assert.equal((await plane.describeInstance('source-db')).status, 'available');
+    });
+
+    it('a restored instance archives its own WAL, not into the source archive', async () => {
+      const conf = await readFile(
+        path.join(stateDir, 'instances', 'between-t2-t3', 'data', 'dbops.conf'),
+        'utf8',
+      );
+      assert.match(conf, /instances\/between-t2-t3\/archive/);
+      assert.doesNotMatch(conf, /source-db/);
+    });
+
+    it('a stopped instance reports stopped, refuses a snapshot, and starts again', async () => {
+      await plane.stopInstance('at-latest');
+      assert.equal((await plane.describeInstance('at-latest')).status, 'stopped');
+      await assert.rejects(plane.createSnapshot('at-latest', 'of-stopped'), InvalidStateError);
+      assert.equal((await plane.startInstance('at-latest')).status, 'available');
+      assert.deepEqual(await phases(latest.endpoint!), { t1: 2000, t2: 20, t3: 30 });
+    });
+  });
+
+  describe('after the restores', () => {
+    it('exports a snapshot as SQL dumps with a manifest of row counts and checksums', async () => {
+      const started = await plane.startExport('export-t1', 'snap-t1', {
+        bucket: 'dbops-exports',
+        prefix: 'daily/',
+      });
+      assert.equal(started.status, 'starting');
+      let description = started;
+      for (let i = 0; i < 1200 && ['starting', 'in-progress'].includes(description.status); i++) {
+        await sleep(100);
+        description = await plane.describeExport('export-t1');
+      }
+      assert.equal(description.status, 'complete', description.failureCause);
+      const dir = path.join(stateDir, 'buckets', 'dbops-exports', 'daily', 'export-t1');
+      assert.equal(description.destination, `file://${dir}`);
+      const manifest = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8')) as {
+        tableRowCounts: Record<string, number>;
+        files: { name: string; bytes: number; sha256: string }[];
+      };
+      assert.deepEqual(manifest.tableRowCounts, { 'mcp_db.public.chunks': 2000 });
+      const dump = manifest.files.find((f) => f.name === 'mcp_db.sql')!;
+      assert.equal((await stat(path.join(dir, 'mcp_db.sql'))).size, dump.bytes);
+      const { stdout } = await execFileAsync('sha256sum', [path.join(dir, 'mcp_db.sql')]);
+      assert.equal(stdout.split(' ')[0], dump.sha256);
+      assert.match(
+        await readFile(path.join(dir, 'mcp_db.sql'), 'utf8'),
+        /CREATE INDEX chunks_embedding_hnsw/,
+      );
+    });
+
+    it('every bad input gets its typed error naming what was wrong, and creates nothing', async () => {
+      const before = await footprint(plane, stateDir);
+      const future = new Date(Date.now() + 3_600_000).toISOString();
+      const cases: [string, () => Promise<unknown>, new (...args: never[]) => Error, RegExp][] = [
+        [
+          'instance id starting with a digit',
+          () => plane.createInstance('1db'),
+          InvalidInputError,
+          /instanceId "1db"/,
+        ],
+        [
+          'instance id with a double hyphen',
+          () => plane.createInstance('my--db'),
+          InvalidInputError,
+          /instanceId/,
+        ],
+        [
+          'instance id with a trailing hyphen',
+          () => plane.createInstance('my-db-'),
+          InvalidInputError,
+          /instanceId/,
+        ],
+        [
+          'instance id of 64 characters',
+          () => plane.createInstance(`a${'b'.repeat(63)}`),
+          InvalidInputError,
+          /instanceId/,
+        ],
+        [
+          'instance id with an underscore',
+          () => plane.createInstance('my_db'),
+          InvalidInputError,
+          /instanceId/,
+        ],
+        ['an existing instance id', () => plane.createInstance('source-db'), AlreadyExistsError, /source-db/],
+        ['describe a missing instance', () => plane.describeInstance('nope'), NotFoundError, /nope/],
+        [
+          'snapshot of a missing instance',
+          () => plane.createSnapshot('nope', 'snap-x'),
+          NotFoundError,
+          /nope/,
+        ],
+        [
+          'an existing snapshot id',
+          () => plane.createSnapshot('source-db', 'snap-t1'),
+          AlreadyExistsError,
+          /snap-t1/,
+        ],
+        [
+          'snapshot id with a dot',
+          () => plane.createSnapshot('source-db', 'snap.1'),
+          InvalidInputError,
+          /snapshotId/,
+        ],
+        [
+          "a manual snapshot id with RDS's automated prefix",
+          () => plane.createSnapshot('source-db', 'rds:x'),
+          InvalidInputError,
+          /snapshotId/,
+        ],
+        ['describe a missing snapshot', () => plane.describeSnapshot('nope'), NotFoundError, /nope/],
+        ['delete a missing snapshot', () => plane.deleteSnapshot('nope'), NotFoundError, /nope/],
+        [
+          'restore a missing snapshot',
+          () => plane.restoreFromSnapshot('nope', 'new-db'),
+          NotFoundError,
+          /nope/,
+        ],
+        [
+          'restore a snapshot onto an existing instance',
+          () => plane.restoreFromSnapshot('snap-t1', 'source-db'),
+          AlreadyExistsError,
+          /source-db/,
+        ],
+        [
+          'restore a snapshot with a bad target id',
+          () => plane.restoreFromSnapshot('snap-t1', 'new db'),
+          InvalidInputError,
+          /targetInstanceId/,
+        ],
+        [
+          'restore to a time before the earliest backup',
+          () => plane.restoreToPointInTime('source-db', 'new-db', { time: '2000-01-01T00:00:00Z' }),
+          RestoreTimeOutOfRangeError,
+          /restorable range of instance source-db: \d{4}-.+ to \d{4}-/,
+        ],
+        [
+          'restore to a time in the future',
+          () => plane.restoreToPointInTime('source-db', 'new-db', { time: future }),
+          RestoreTimeOutOfRangeError,
+          /outside the restorable range/,
+        ],
+        [
+          'restore to a time that is not a time',
+          () => plane.restoreToPointInTime('source-db', 'new-db', { time: 'yesterday' }),
+          InvalidInputError,
+          /target/,
+        ],
+        [
+          'point-in-time restore of a missing instance',
+          () => plane.restoreToPointInTime('nope', 'new-db', 'latest'),
+          NotFoundError,
+          /nope/,
+        ],
+        [
+          'point-in-time restore onto an existing instance',
+          () => plane.restoreToPointInTime('source-db', 'source-db', 'latest'),
+          AlreadyExistsError,
+          /source-db/,
+        ],
+        [
+          'delete without skipping or naming a final snapshot',
+          () => plane.deleteInstance('source-db', { skipFinalSnapshot: false }),
+          InvalidInputError,
+          /finalSnapshotId/,
+        ],
+        [
+          'delete with a final snapshot id that exists',
+          () => plane.deleteInstance('source-db', { skipFinalSnapshot: false, finalSnapshotId: 'snap-t1' }),
+          AlreadyExistsError,
+          /snap-t1/,
+        ],
+        [
+          "delete an instance's own automated backup",
+          async () => plane.deleteSnapshot((await plane.listSnapshots('source-db')).at(-1)!.snapshotId),
+          InvalidStateError,
+          /automated backup/,
+        ],
+        [
+          'export of a missing snapshot',
+          () => plane.startExport('export-x', 'nope', { bucket: 'b-1', prefix: '' }),
+          NotFoundError,
+          /nope/,
+        ],
+        [
+          'export to a bucket name S3 would refuse',
+          () => plane.startExport('export-x', 'snap-t1', { bucket: 'Bad_Bucket', prefix: '' }),
+          InvalidInputError,
+          /destination\.bucket/,
+        ],
+        [
+          'export to a prefix climbing out of the bucket',
+          () => plane.startExport('export-x', 'snap-t1', { bucket: 'b-1', prefix: '../etc' }),
+          InvalidInputError,
+          /destination\.prefix/,
+        ],
+        [
+          'an existing export id',
+          () => plane.startExport('export-t1', 'snap-t1', { bucket: 'b-1', prefix: '' }),
+          AlreadyExistsError,
+          /export-t1/,
+        ],
+      ];
+      for (const [what, attempt, type, message] of cases) {
+        await assert.rejects(attempt(), (error: Error) => {
+          assert.ok(
+            error instanceof type,
+            `${what}: expected ${type.name}, got ${error.name}: ${error.message}`,
+          );
+          assert.match(error.message, message, what);
+          return true;
+        });
+      }
+      assert.deepEqual(await footprint(plane, stateDir), before);
+    });
+
+    it('deleting a missing instance succeeds', async () => {
+      await plane.deleteInstance('never-existed', { skipFinalSnapshot: true });
+      await plane.deleteInstance('never-existed', { skipFinalSnapshot: false, finalSnapshotId: 'final-x' });
+    });
+
+    it('a snapshot whose job is killed mid-backup is never reported available, and the next describe settles it', async () => {
+      // Throttled so the backup is surely still running when its job is killed.
+      const slow = new LocalControlPlane({ stateDir, backupMaxRate: '32k' });
+      assert.equal((await slow.createSnapshot('source-db', 'killed-snap')).status, 'creating');
+      const snapshotDir = path.join(stateDir, 'snapshots', 'killed-snap');
+      while (!(await readdir(snapshotDir)).includes('backup.partial')) await sleep(50);
+      const job = JSON.parse(await readFile(path.join(snapshotDir, 'job.json'), 'utf8')) as { pid: number };
+      assert.equal((await slow.describeSnapshot('killed-snap')).status, 'creating');
+
+      process.kill(job.pid, 'SIGKILL');
+      let settled = await slow.describeSnapshot('killed-snap');
+      while (settled.status === 'creating') {
+        await sleep(50); // until the killed job has been reaped
+        settled = await slow.describeSnapshot('killed-snap');
+      }
+      assert.equal(settled.status, 'failed');
+      assert.deepEqual(
+        (await readdir(snapshotDir)).filter((name) => name.startsWith('backup')),
+        [],
+      );
+      const { stdout } = await execFileAsync('ps', ['-eo', 'args']);
+      assert.doesNotMatch(stdout, /pg_basebackup.*killed-snap/, 'the backup process outlived its job');
+      const listed = (await plane.listSnapshots('source-db')).find((s) => s.snapshotId === 'killed-snap');
+      assert.equal(listed?.status, 'failed');
+      assert.equal((await plane.describeInstance('source-db')).status, 'available');
+    });
+
+    it('deletes an instance after a final snapshot, which stays restorable', async () => {
+      await plane.deleteInstance('from-snapshot', {
+        skipFinalSnapshot: false,
+        finalSnapshotId: 'final-from-snapshot',
+      });
+      assert.equal((await plane.describeInstance('from-snapshot')).status, 'deleting');
+      for (let i = 0; i < 1200; i++) {
+        const gone = await plane.describeInstance('from-snapshot').then(
+          () => false,
+          (error: Error) => error instanceof NotFoundError,
+        );
+        if (gone) break;
+        await sleep(100);
+      }
+      await assert.rejects(plane.describeInstance('from-snapshot'), NotFoundError);
+      const final = await plane.describeSnapshot('final-from-snapshot');
+      assert.equal(final.status, 'available');
+      assert.equal(final.type, 'manual');
+      assert.deepEqual(final.tableRowCounts, { 'mcp_db.public.chunks': 2001 });
+    });
+  });
+});
