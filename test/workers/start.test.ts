@@ -46,7 +46,8 @@ class NpmStart {
   }
 }
 
-describe('npm start (the embedded stack)', () => {
+describe('npm start (the embedded stack)', function () {
+  this.timeout(300_000); // a cold worker bundles its workflows first
   let stateDir: string;
   let temporalPort: number;
   let uiPort: number;
