@@ -7,10 +7,10 @@ import path from 'node:path';
 
 import { Client, Connection } from '@temporalio/client';
 
+import { LocalControlPlane } from '../activities/control-plane/local';
 import { ping } from '../workflows';
 import { loadConfig } from './config';
 import { startDevServer } from './dev-server';
-import { startEmbeddedDatabase } from './embedded-database';
 import { createWorker } from './worker';
 
 async function main(): Promise<void> {
@@ -31,11 +31,13 @@ async function main(): Promise<void> {
     });
     stops.push(server.stop);
 
+    // The embedded stack always runs the local provider, whatever DBOPS_PROVIDER says.
     console.log(`[start] local database ${config.instanceId} ...`);
-    const db = await startEmbeddedDatabase(config.stateDir, config.instanceId);
-    stops.push(db.stop);
+    const localDatabases = new LocalControlPlane({ stateDir: config.stateDir });
+    const database = await localDatabases.ensureRunning(config.instanceId);
+    stops.push(() => localDatabases.stopInstance(config.instanceId));
 
-    const { worker, close } = await createWorker(config.temporal, { database: db.database });
+    const { worker, close } = await createWorker(config.temporal, { database });
     stops.push(close);
 
     console.log(`
@@ -43,7 +45,7 @@ dbops is running
   Temporal Web UI: http://localhost:${config.temporal.uiPort}
   Temporal:        ${config.temporal.address} (namespace ${config.temporal.namespace})
   Task queue:      ${config.temporal.taskQueue}
-  Database:        postgres://${db.database.user}@${db.database.host}:${db.database.port}/${db.database.database}
+  Database:        postgres://${database.user}@${database.host}:${database.port}/${database.database}
 Press Ctrl-C to stop everything.
 `);
     // The worker's runtime turns SIGINT / SIGTERM into a graceful shutdown: run() then resolves.
