@@ -1,0 +1,39 @@
+/**
+ * The ControlPlane as activities. Workflows call these (never the provider directly) and poll the
+ * `describe*` ones with durable timers (workflows/lib/polling.ts). A typed error that retrying
+ * cannot fix becomes a non-retryable ApplicationFailure carrying the error's name as its type, so
+ * every workflow fails fast on it without listing types; TransientError stays retryable.
+ */
+import { ApplicationFailure } from '@temporalio/activity';
+
+import { DbopsError } from '../../workflows/lib/errors';
+import type { ControlPlane } from './control-plane';
+
+export function createControlPlaneActivities(controlPlane: ControlPlane) {
+  return {
+    describeInstance: failFast(controlPlane.describeInstance.bind(controlPlane)),
+    listInstances: failFast(controlPlane.listInstances.bind(controlPlane)),
+    deleteInstance: failFast(controlPlane.deleteInstance.bind(controlPlane)),
+    createSnapshot: failFast(controlPlane.createSnapshot.bind(controlPlane)),
+    describeSnapshot: failFast(controlPlane.describeSnapshot.bind(controlPlane)),
+    listSnapshots: failFast(controlPlane.listSnapshots.bind(controlPlane)),
+    deleteSnapshot: failFast(controlPlane.deleteSnapshot.bind(controlPlane)),
+    restoreFromSnapshot: failFast(controlPlane.restoreFromSnapshot.bind(controlPlane)),
+    restoreToPointInTime: failFast(controlPlane.restoreToPointInTime.bind(controlPlane)),
+    startExport: failFast(controlPlane.startExport.bind(controlPlane)),
+    describeExport: failFast(controlPlane.describeExport.bind(controlPlane)),
+  };
+}
+
+function failFast<A extends unknown[], R>(operation: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  return async (...args) => {
+    try {
+      return await operation(...args);
+    } catch (error) {
+      if (error instanceof DbopsError && !error.retryable) {
+        throw ApplicationFailure.nonRetryable(error.message, error.name);
+      }
+      throw error;
+    }
+  };
+}
