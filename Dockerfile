@@ -13,7 +13,7 @@ ARG NODE_IMAGE=node:20-bookworm-slim
 FROM ${NODE_IMAGE} AS check
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+RUN npm install --no-audit --no-fund
 COPY tsconfig.json ./
 COPY workflows ./workflows
 COPY activities ./activities
@@ -26,7 +26,7 @@ ENV NODE_ENV=production \
     DBOPS_STATE_DIR=/var/lib/dbops/state
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+RUN npm install --omit=dev --no-audit --no-fund && npm cache clean --force
 # Sources from the stage that typechecked them; owned by root, so the worker cannot change its code.
 COPY --from=check /app/workflows ./workflows
 COPY --from=check /app/activities ./activities
