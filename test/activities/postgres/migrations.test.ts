@@ -1,0 +1,219 @@
+import assert from 'node:assert/strict';
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+
+import {
+  appliedMigrations,
+  DEFAULT_MIGRATE_SETTINGS,
+  lintMigrations,
+  planMigrations,
+  readMigrations,
+  runMigrations,
+  splitStatements,
+  verifyMigrations,
+} from '../../../activities/postgres/migrations';
+import { projectRoot } from '../../../workers/config';
+import { startThrowawayCluster, type ThrowawayCluster } from '../../helpers/postgres';
+
+const repoMigrations = path.join(projectRoot, 'migrations');
+const squawkConfig = path.join(projectRoot, '.squawk.toml');
+const addNote = {
+  '0100_add_note.sql': `-- Up Migration\nALTER TABLE conversations ADD COLUMN note text;\n-- Down Migration\nALTER TABLE conversations DROP COLUMN note;\n`,
+};
+const fast = { ...DEFAULT_MIGRATE_SETTINGS, lockWaitMs: 60_000, lockRetryBaseMs: 50 };
+
+/** The repository's schema migrations (0001-0005) plus `extra` files, in a temp `migrations/` dir. */
+async function migrationsWith(extra: Record<string, string>): Promise<string> {
+  const dir = path.join(await mkdtemp(path.join(os.tmpdir(), 'dbops-migrations-')), 'migrations');
+  await cp(repoMigrations, dir, { recursive: true, filter: (source) => !/000[6-9]_[^/]*$/.test(source) });
+  for (const [name, sql] of Object.entries(extra)) await writeFile(path.join(dir, name), sql);
+  return dir;
+}
+
+describe('migrations (node-pg-migrate + squawk on a real Postgres)', () => {
+  let cluster: ThrowawayCluster;
+  before(async () => {
+    cluster = await startThrowawayCluster();
+  });
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  it('the repository migrations pass squawk', async () => {
+    assert.deepEqual(await lintMigrations(await readMigrations(repoMigrations), squawkConfig), []);
+  });
+
+  it('an unsafe migration is reported with its file, line and rule', async () => {
+    const dir = await migrationsWith({
+      '0100_unsafe.sql': `-- Up Migration\n\nALTER TABLE conversations ADD COLUMN score bigint NOT NULL;\n`,
+    });
+    const violations = await lintMigrations(await readMigrations(dir), squawkConfig);
+    assert.deepEqual(
+      violations.map(({ file, line, rule }) => ({ file, line, rule })),
+      [{ file: 'migrations/0100_unsafe.sql', line: 3, rule: 'adding-required-field' }],
+    );
+    await rm(path.dirname(dir), { recursive: true });
+  });
+
+  it('splits non-transactional sections into statements, dropping comment-only parts', () => {
+    assert.deepEqual(
+      splitStatements(
+        '-- why\nDROP INDEX CONCURRENTLY a;\n\nCREATE INDEX CONCURRENTLY a\n  ON t (x);\n-- end\n',
+      ),
+      ['-- why\nDROP INDEX CONCURRENTLY a', 'CREATE INDEX CONCURRENTLY a\n  ON t (x)'],
+    );
+  });
+
+  it('a plain deploy applies the schema and holds back the expandContract phases', async () => {
+    const client = await cluster.connect();
+    const files = await readMigrations(repoMigrations);
+    const plan = planMigrations(files, await appliedMigrations(client), { workflow: 'deployMigration' });
+    assert.deepEqual(plan.toApply, [
+      '0001_conversations',
+      '0002_conversation_chunks',
+      '0003_conversation_chunks_hnsw_index',
+      '0004_conversation_chunks_ivfflat_index',
+      '0005_user_id_new_expand',
+    ]);
+    assert.deepEqual(plan.heldBack, [
+      '0006_user_id_new_not_null_check',
+      '0007_user_id_new_validate',
+      '0008_user_id_new_set_not_null',
+      '0009_user_id_new_contract',
+    ]);
+
+    const applied = await runMigrations(client, repoMigrations, 'up', plan.toApply, fast);
+    assert.deepEqual(applied, plan.toApply);
+    const verify = await verifyMigrations(
+      client,
+      plan.toApply,
+      files.filter((file) => plan.toApply.includes(file.name)),
+    );
+    assert.deepEqual(verify.invalidIndexes, []);
+    assert.deepEqual(verify.analyzedTables, ['conversation_chunks', 'conversations']);
+
+    const { rows } = await client.query<{ indexname: string; indexdef: string }>(
+      `SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'conversation_chunks' ORDER BY 1`,
+    );
+    const defs = Object.fromEntries(rows.map((row) => [row.indexname, row.indexdef]));
+    assert.match(
+      defs.conversations_embedding_idx ?? '',
+      /USING hnsw \(embedding vector_cosine_ops\) WITH \(m='16', ef_construction='64'\)/,
+    );
+    assert.match(
+      defs.conversations_embedding_ivfflat_idx ?? '',
+      /USING ivfflat \(embedding vector_cosine_ops\) WITH \(lists='100'\)/,
+    );
+  });
+
+  it('reverts exactly the named migrations, refusing when later ones were applied', async () => {
+    const client = await cluster.connect();
+    await assert.rejects(
+      runMigrations(client, repoMigrations, 'down', ['0004_conversation_chunks_ivfflat_index'], fast),
+      /cannot revert 0004_conversation_chunks_ivfflat_index: the last applied migrations are 0005_user_id_new_expand/,
+    );
+    const reverted = await runMigrations(
+      client,
+      repoMigrations,
+      'down',
+      ['0004_conversation_chunks_ivfflat_index', '0005_user_id_new_expand'],
+      fast,
+    );
+    assert.deepEqual(reverted, ['0005_user_id_new_expand', '0004_conversation_chunks_ivfflat_index']);
+    const { rows } = await client.query(
+      `SELECT 1 FROM pg_indexes WHERE indexname = 'conversations_embedding_ivfflat_idx'
+       UNION ALL SELECT 1 FROM information_schema.columns WHERE column_name = 'user_id_new'`,
+    );
+    assert.equal(rows.length, 0);
+    await runMigrations(
+      client,
+      repoMigrations,
+      'up',
+      ['0004_conversation_chunks_ivfflat_index', '0005_user_id_new_expand'],
+      fast,
+    );
+  });
+
+  it('fails at once, naming the holder, when another session holds the migration lock (whenLocked: fail)', async () => {
+    const holder = await cluster.connect();
+    const { PG_MIGRATE_LOCK_ID } = await import('node-pg-migrate');
+    await holder.query(`SET application_name = 'other-deploy'`);
+    await holder.query('SELECT pg_advisory_lock($1)', [PG_MIGRATE_LOCK_ID]);
+    const dir = await migrationsWith(addNote);
+    const client = await cluster.connect();
+    await assert.rejects(
+      runMigrations(client, dir, 'up', ['0100_add_note'], { ...fast, whenLocked: 'fail' }),
+      /another deploy is migrating this database: the migration lock is held by session pid \d+ \(other-deploy/,
+    );
+    assert.equal((await appliedMigrations(client)).includes('0100_add_note'), false);
+
+    // whenLocked: wait — it waits, reports why, and goes on once the holder releases the lock.
+    const waits: string[] = [];
+    const applied = await runMigrations(client, dir, 'up', ['0100_add_note'], fast, (what) => {
+      waits.push(what);
+      if (waits.length === 1) void holder.query('SELECT pg_advisory_unlock_all()');
+    });
+    assert.deepEqual(applied, ['0100_add_note']);
+    assert.match(waits[0] ?? '', /waiting for the migration lock held by session pid \d+ \(other-deploy/);
+    await runMigrations(client, dir, 'down', ['0100_add_note'], fast);
+  });
+
+  it('retries a statement that hits lock_timeout, with backoff, until the lock is free', async () => {
+    const blocker = await cluster.connect();
+    await blocker.query('BEGIN');
+    await blocker.query('LOCK TABLE conversations IN ACCESS SHARE MODE');
+    const dir = await migrationsWith(addNote);
+    const client = await cluster.connect();
+    const retries: string[] = [];
+    const applied = await runMigrations(
+      client,
+      dir,
+      'up',
+      ['0100_add_note'],
+      { ...fast, lockTimeoutMs: 100 },
+      (what) => {
+        retries.push(what);
+        if (retries.length === 2) void blocker.query('COMMIT');
+      },
+    );
+    assert.deepEqual(applied, ['0100_add_note']);
+    assert.match(retries[0] ?? '', /^lock_timeout on attempt 1; retrying in \d+ ms$/);
+    assert.equal(retries.length, 2);
+    await runMigrations(client, dir, 'down', ['0100_add_note'], fast);
+  });
+
+  it('gives up after the configured attempts and leaves the migration unapplied', async () => {
+    const blocker = await cluster.connect();
+    await blocker.query('BEGIN');
+    await blocker.query('LOCK TABLE conversations IN ACCESS SHARE MODE');
+    const dir = await migrationsWith(addNote);
+    const client = await cluster.connect();
+    await assert.rejects(
+      runMigrations(client, dir, 'up', ['0100_add_note'], {
+        ...fast,
+        lockTimeoutMs: 50,
+        lockTimeoutAttempts: 3,
+      }),
+      /canceling statement due to lock timeout \(SQLSTATE 55P03\)/,
+    );
+    await blocker.query('COMMIT');
+    assert.equal((await appliedMigrations(client)).includes('0100_add_note'), false);
+  });
+
+  it('verification reports an index left INVALID by a failed concurrent build', async () => {
+    const client = await cluster.connect();
+    await client.query(`INSERT INTO conversations (user_id, title) VALUES (1, 'a'), (1, 'a')`);
+    await assert.rejects(
+      client.query(`CREATE UNIQUE INDEX CONCURRENTLY conversations_title_key ON conversations (title)`),
+    );
+    const expected = await appliedMigrations(client);
+    const verify = await verifyMigrations(client, expected, []);
+    assert.deepEqual(verify.invalidIndexes, ['conversations_title_key']);
+    await client.query('DROP INDEX conversations_title_key');
+    await assert.rejects(
+      verifyMigrations(client, [...expected, '0100_missing'], []),
+      /applied migrations are \[.*0005_user_id_new_expand\], expected \[.*0005_user_id_new_expand, 0100_missing\]/,
+    );
+  });
+});
