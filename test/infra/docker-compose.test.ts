@@ -105,7 +105,11 @@ describe('docker-compose.yml and Dockerfile (static check: no Docker engine runs
     const stages = dockerfile.split(/^FROM\s+/m).slice(1);
     assert.ok(stages.length >= 2, 'the Dockerfile has a single stage');
     const final = stages[stages.length - 1]!;
-    assert.match(final, /^RUN npm install --omit=dev/m, 'the final stage does not install production dependencies only');
+    assert.match(
+      final,
+      /^RUN npm install --omit=dev/m,
+      'the final stage does not install production dependencies only',
+    );
     const users = [...final.matchAll(/^USER\s+(\S+)/gm)].map((m) => m[1]);
     assert.ok(users.length > 0, 'the final stage has no USER line: it runs as root');
     assert.ok(
