@@ -1,11 +1,6 @@
 import assert from 'node:assert/strict';
 
-import {
-  CreateDBParameterGroupCommand,
-  CreateDBSubnetGroupCommand,
-  DescribeDBInstancesCommand,
-  RDSClient,
-} from '@aws-sdk/client-rds';
+import { DescribeDBInstancesCommand, RDSClient } from '@aws-sdk/client-rds';
 import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 
 import {
@@ -31,6 +26,7 @@ import {
 } from '../../../workflows/lib/errors';
 import { startFaultProxy, THROTTLING, type FaultProxy } from '../../helpers/fault-proxy';
 import { startMoto, type MotoServer } from '../../helpers/moto';
+import { createRdsNetwork } from '../../helpers/moto-rds';
 
 const SETTINGS: RdsConfig = {
   subnetGroup: 'mcp-demo-db',
@@ -61,37 +57,6 @@ async function rejectsWithoutCalling(proxy: FaultProxy, call: () => Promise<unkn
   assert.equal(proxy.requests.length, before, 'no AWS call was made');
 }
 
-/**
- * The network a restore lands in: moto checks that the subnet group and parameter group exist.
- * EC2 is reached with a raw Query call (moto ignores signatures) to find the default VPC's subnets.
- */
-async function createNetwork(moto: MotoServer, rds: RDSClient): Promise<void> {
-  const answer = await fetch(`${moto.endpoint}/`, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/x-www-form-urlencoded',
-      authorization: `AWS4-HMAC-SHA256 Credential=testing/20260101/${moto.region}/ec2/aws4_request, SignedHeaders=host, Signature=0`,
-    },
-    body: 'Action=DescribeSubnets&Version=2016-11-15',
-  });
-  const subnetIds = [...(await answer.text()).matchAll(/<subnetId>([^<]+)<\/subnetId>/g)].map((m) => m[1]!);
-  assert.ok(subnetIds.length >= 2, 'moto has a default VPC with subnets');
-  await rds.send(
-    new CreateDBSubnetGroupCommand({
-      DBSubnetGroupName: SETTINGS.subnetGroup,
-      DBSubnetGroupDescription: 'database subnets',
-      SubnetIds: subnetIds.slice(0, 2),
-    }),
-  );
-  await rds.send(
-    new CreateDBParameterGroupCommand({
-      DBParameterGroupName: SETTINGS.parameterGroup,
-      DBParameterGroupFamily: 'postgres15',
-      Description: 'dbops parameters',
-    }),
-  );
-}
-
 describe('aws provider (RDS and S3 on moto, through a loopback fault proxy)', function () {
   let moto: MotoServer;
   let proxy: FaultProxy;
@@ -119,7 +84,7 @@ describe('aws provider (RDS and S3 on moto, through a loopback fault proxy)', fu
     }));
     direct = new RDSClient({ region: moto.region, endpoint: moto.endpoint, credentials: moto.credentials });
     plane = new AwsRdsControlPlane(deps());
-    await createNetwork(moto, direct);
+    await createRdsNetwork(moto, SETTINGS);
     await plane.createInstance(SOURCE, { tags: { Role: 'primary' } });
   });
   beforeEach(() => proxy.clear());
@@ -535,7 +500,6 @@ describe('aws provider: the snapshot quota (a second moto with MOTO_RDS_SNAPSHOT
   let moto: MotoServer;
   let plane: AwsRdsControlPlane;
   let clients: ReturnType<typeof createAwsClients>;
-  let direct: RDSClient;
 
   before(async () => {
     // Moto counts the automated snapshot taken at creation: a limit of 2 leaves room for one manual.
@@ -545,8 +509,7 @@ describe('aws provider: the snapshot quota (a second moto with MOTO_RDS_SNAPSHOT
       endpoint: moto.endpoint,
       credentials: moto.credentials,
     });
-    direct = new RDSClient({ region: moto.region, endpoint: moto.endpoint, credentials: moto.credentials });
-    await createNetwork(moto, direct);
+    await createRdsNetwork(moto, SETTINGS);
     plane = new AwsRdsControlPlane({
       ...clients,
       settings: SETTINGS,
@@ -558,7 +521,6 @@ describe('aws provider: the snapshot quota (a second moto with MOTO_RDS_SNAPSHOT
   after(async () => {
     clients?.rds.destroy();
     clients?.s3.destroy();
-    direct?.destroy();
     await moto?.stop();
   });
 

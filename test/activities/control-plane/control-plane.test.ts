@@ -10,8 +10,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { CreateDBParameterGroupCommand, CreateDBSubnetGroupCommand, RDSClient } from '@aws-sdk/client-rds';
-
 import { AwsRdsControlPlane, createAwsClients } from '../../../activities/control-plane/aws-rds';
 import type {
   ControlPlane,
@@ -27,6 +25,7 @@ import {
   RestoreTimeOutOfRangeError,
 } from '../../../workflows/lib/errors';
 import { startMoto } from '../../helpers/moto';
+import { createRdsNetwork } from '../../helpers/moto-rds';
 
 interface Subject {
   plane: ControlPlane;
@@ -55,36 +54,7 @@ async function awsSubject(): Promise<Subject> {
     endpoint: moto.endpoint,
     credentials: moto.credentials,
   });
-  const direct = new RDSClient({
-    region: moto.region,
-    endpoint: moto.endpoint,
-    credentials: moto.credentials,
-  });
-  // The subnet group and parameter group every instance is placed in (moto checks they exist).
-  const answer = await fetch(`${moto.endpoint}/`, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/x-www-form-urlencoded',
-      authorization: `AWS4-HMAC-SHA256 Credential=testing/20260101/${moto.region}/ec2/aws4_request, SignedHeaders=host, Signature=0`,
-    },
-    body: 'Action=DescribeSubnets&Version=2016-11-15',
-  });
-  const subnetIds = [...(await answer.text()).matchAll(/<subnetId>([^<]+)<\/subnetId>/g)].map((m) => m[1]!);
-  await direct.send(
-    new CreateDBSubnetGroupCommand({
-      DBSubnetGroupName: 'db',
-      DBSubnetGroupDescription: 'db',
-      SubnetIds: subnetIds.slice(0, 2),
-    }),
-  );
-  await direct.send(
-    new CreateDBParameterGroupCommand({
-      DBParameterGroupName: 'pg15',
-      DBParameterGroupFamily: 'postgres15',
-      Description: 'pg15',
-    }),
-  );
-  direct.destroy();
+  await createRdsNetwork(moto, { subnetGroup: 'db', parameterGroup: 'pg15' });
   const plane = new AwsRdsControlPlane({
     ...clients,
     settings: {

@@ -348,7 +348,7 @@ describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () =
     );
   });
 
-  it('sends read-only work to the replica when configured and read-write work to the primary', async () => {
+  it('sends read-only work to the replica when configured, read-write work to the primary, and reaches another endpoint', async () => {
     // One server plays both roles: the "replica" address is a forwarder that counts connections.
     const replica = await startForwarder(cluster.database.port);
     const saved = process.env.PGPASSWORD;
@@ -365,9 +365,17 @@ describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () =
       assert.equal(replica.connections(), 1, 'read-only work went to the replica');
       assert.deepEqual(row, { user: 'dbops_pw', ssl: true });
 
+      const restored = { ...cluster.database, user: 'dbops_pw', port: replica.port };
+      assert.deepEqual(await connector.withEndpoint(restored, whoAmI), { user: 'dbops_pw', ssl: true });
+      assert.equal(
+        replica.connections(),
+        2,
+        'another endpoint (a restored instance) is reached with the same TLS',
+      );
+
       const noReplica = createDatabaseConnector({ primary: cluster.database });
       await noReplica.withReadOnly((client) => client.query('SELECT 1'));
-      assert.equal(replica.connections(), 1, 'without a replica, read-only work uses the primary');
+      assert.equal(replica.connections(), 2, 'without a replica, read-only work uses the primary');
     } finally {
       if (saved === undefined) delete process.env.PGPASSWORD;
       else process.env.PGPASSWORD = saved;
