@@ -86,9 +86,13 @@ const commands: Record<string, (args: string[]) => Promise<void>> = { instances,
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...args] = argv;
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+  if (name === undefined) {
+    console.error(USAGE);
+    return 2;
+  }
+  if (name === '--help' || name === '-h' || name === 'help') {
     console.log(USAGE);
-    return name === undefined ? 2 : 0;
+    return 0;
   }
   const command = Object.hasOwn(commands, name) ? commands[name] : undefined;
   try {
