@@ -295,7 +295,8 @@ export class AwsRdsControlPlane implements ControlPlane {
             ExportTaskIdentifier: exportId,
             SourceArn: required(snapshot.DBSnapshotArn, 'DBSnapshotArn'),
             S3BucketName: destination.bucket,
-            S3Prefix: destination.prefix,
+            // No prefix: the export lands at the bucket's root (S3Prefix is optional).
+            S3Prefix: destination.prefix === '' ? undefined : destination.prefix,
             IamRoleArn: exports.iamRoleArn,
             KmsKeyId: exports.kmsKeyId,
           }),
