@@ -249,7 +249,8 @@ export type Progress = (what: string) => void;
  * Applies (`up`) or reverts (`down`) exactly `names`, in order, on `client`, holding
  * node-pg-migrate's advisory lock for the whole run so no other deploy interleaves. Each
  * migration commits on its own (single transaction is impossible with CONCURRENTLY, and lets a
- * failed deploy revert precisely what it applied). Returns the names it applied or reverted.
+ * failed deploy revert precisely what it applied). Returns the names it applied or reverted, in
+ * order; on failure throws MigrationRunError with those.
  */
 export async function runMigrations(
   client: Client,
@@ -282,13 +283,20 @@ async function migrateHoldingLock(
   progress: Progress,
 ): Promise<string[]> {
   const { runner } = await import('node-pg-migrate');
-  const done: string[] = [];
+  const before = await appliedMigrations(client);
+  // What this run changed, read back from the migrations table (we hold the lock: nobody else).
+  const changed = async () => {
+    const after = await appliedMigrations(client);
+    return direction === 'up'
+      ? after.filter((name) => !before.includes(name))
+      : before.filter((name) => !after.includes(name)).reverse();
+  };
   for (let attempt = 1; ; attempt++) {
     const applied = await appliedMigrations(client);
     const remaining = names.filter((name) =>
       direction === 'up' ? !applied.includes(name) : applied.includes(name),
     );
-    if (remaining.length === 0) return done;
+    if (remaining.length === 0) return changed();
     if (direction === 'up') {
       // node-pg-migrate applies pending migrations in file order: ours must come first.
       const files = await readMigrations(dir);
@@ -326,13 +334,14 @@ async function migrateHoldingLock(
       },
     };
     try {
-      const ran = await runner(options);
-      done.push(...ran.map((migration) => migration.name));
-      return done;
+      await runner(options);
+      return await changed();
     } catch (error) {
       // node-pg-migrate leaves a failed per-migration transaction open.
       await client.query('ROLLBACK');
-      if (!isLockTimeout(error) || attempt >= settings.lockTimeoutAttempts) throw describeFailure(error);
+      if (!isLockTimeout(error) || attempt >= settings.lockTimeoutAttempts) {
+        throw new MigrationRunError(describeFailure(error), await changed());
+      }
       const backoff = settings.lockRetryBaseMs * 2 ** (attempt - 1) * (0.5 + Math.random());
       progress(`lock_timeout on attempt ${attempt}; retrying in ${Math.round(backoff)} ms`);
       await new Promise((resolve) => setTimeout(resolve, backoff));
@@ -344,9 +353,20 @@ function isLockTimeout(error: unknown): boolean {
   return (error as { code?: string }).code === '55P03';
 }
 
-function describeFailure(error: unknown): Error {
+function describeFailure(error: unknown): string {
   const failure = error as Error & { code?: string };
-  return new Error(failure.code ? `${failure.message} (SQLSTATE ${failure.code})` : failure.message);
+  return failure.code ? `${failure.message} (SQLSTATE ${failure.code})` : failure.message;
+}
+
+/** A migration run failed; `changed` lists what it applied (or reverted) before failing. */
+export class MigrationRunError extends Error {
+  constructor(
+    message: string,
+    readonly changed: string[],
+  ) {
+    super(message);
+    this.name = 'MigrationRunError';
+  }
 }
 
 /** Who holds the migration lock, for a message that tells the operator what to look at. */
