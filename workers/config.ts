@@ -5,6 +5,7 @@
 import path from 'node:path';
 
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../workflows/lib/identifiers';
+import { MAINTENANCE_WINDOW_RULE, parseMaintenanceWindow } from '../workflows/lib/maintenance-window';
 
 export type Provider = 'local' | 'aws';
 
@@ -74,6 +75,16 @@ export interface Config {
   aws: AwsConfig | undefined;
   /** Where the local provider keeps clusters, snapshots and exports. */
   stateDir: string;
+  operations: OperationsConfig;
+}
+
+export interface OperationsConfig {
+  /** RDS syntax, UTC (`sun:04:00-sun:05:00`): VACUUM FULL runs only inside it; weekly maintenance starts at its start. */
+  maintenanceWindow: string;
+  /** Minutes between scheduled health checks. */
+  healthCheckIntervalMinutes: number;
+  /** The worker's Prometheus endpoint (`/metrics`). */
+  metricsPort: number;
 }
 
 export class ConfigError extends Error {
@@ -110,6 +121,11 @@ export function loadConfig(env: Env = process.env): Config {
     },
     aws: provider === 'aws' ? loadAwsConfig(env) : undefined,
     stateDir: path.resolve(text(env, 'DBOPS_STATE_DIR', path.join(projectRoot, '.dbops', 'state'))),
+    operations: {
+      maintenanceWindow: maintenanceWindow(env, 'DBOPS_MAINTENANCE_WINDOW', 'sun:04:00-sun:05:00'),
+      healthCheckIntervalMinutes: integer(env, 'DBOPS_HEALTH_CHECK_INTERVAL_MINUTES', 5, 1, 1440),
+      metricsPort: port(env, 'DBOPS_METRICS_PORT', 9464),
+    },
   };
 }
 
@@ -245,6 +261,15 @@ function rdsIdentifier(env: Env, name: string, fallback: string): string {
     );
   }
   return value;
+}
+
+function maintenanceWindow(env: Env, name: string, fallback: string): string {
+  const value = raw(env, name) ?? fallback;
+  const window = parseMaintenanceWindow(value);
+  if (window === undefined) {
+    throw new ConfigError(name, `is ${JSON.stringify(value)}; expected ${MAINTENANCE_WINDOW_RULE}`);
+  }
+  return window.text;
 }
 
 function matching(env: Env, name: string, fallback: string, rule: RegExp, expected: string): string {

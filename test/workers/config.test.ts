@@ -193,3 +193,60 @@ describe('config', () => {
     assert.equal(loadConfig({ DBOPS_INSTANCE_ID: 'a'.repeat(63) }).instanceId, 'a'.repeat(63));
   });
 });
+
+describe('config: maintenance window, health-check interval, metrics port', () => {
+  it('defaults to the RDS window of the runbook, a 5-minute health check and port 9464', () => {
+    assert.deepEqual(loadConfig({}).operations, {
+      maintenanceWindow: 'sun:04:00-sun:05:00',
+      healthCheckIntervalMinutes: 5,
+      metricsPort: 9464,
+    });
+  });
+
+  it('reads them', () => {
+    const { operations } = loadConfig({
+      DBOPS_MAINTENANCE_WINDOW: 'Sat:23:30-Sun:00:30',
+      DBOPS_HEALTH_CHECK_INTERVAL_MINUTES: '15',
+      DBOPS_METRICS_PORT: '9100',
+    });
+    assert.deepEqual(operations, {
+      maintenanceWindow: 'sat:23:30-sun:00:30',
+      healthCheckIntervalMinutes: 15,
+      metricsPort: 9100,
+    });
+  });
+
+  const bad: [string, Record<string, string>, RegExp][] = [
+    [
+      'a window without days',
+      { DBOPS_MAINTENANCE_WINDOW: '04:00-05:00' },
+      /^DBOPS_MAINTENANCE_WINDOW: is "04:00-05:00"; expected ddd:hh24:mi-ddd:hh24:mi in UTC/,
+    ],
+    [
+      'a window at hour 25',
+      { DBOPS_MAINTENANCE_WINDOW: 'sun:25:00-sun:26:00' },
+      /^DBOPS_MAINTENANCE_WINDOW: /,
+    ],
+    ['an unknown day', { DBOPS_MAINTENANCE_WINDOW: 'sun:04:00-xyz:05:00' }, /^DBOPS_MAINTENANCE_WINDOW: /],
+    [
+      'a window shorter than 30 minutes',
+      { DBOPS_MAINTENANCE_WINDOW: 'sun:04:00-sun:04:10' },
+      /^DBOPS_MAINTENANCE_WINDOW: .*at least 30 minutes/,
+    ],
+    [
+      'a health-check interval of 0',
+      { DBOPS_HEALTH_CHECK_INTERVAL_MINUTES: '0' },
+      /^DBOPS_HEALTH_CHECK_INTERVAL_MINUTES: is "0"; expected a whole number from 1 to 1440$/,
+    ],
+    ['a health-check interval of "5m"', { DBOPS_HEALTH_CHECK_INTERVAL_MINUTES: '5m' }, /^DBOPS_HEALTH_CHECK/],
+    ['metrics port 0', { DBOPS_METRICS_PORT: '0' }, /^DBOPS_METRICS_PORT: /],
+  ];
+  for (const [what, env, message] of bad) {
+    it(`rejects ${what}, naming the variable`, () => {
+      assert.throws(
+        () => loadConfig(env),
+        (error: unknown) => error instanceof ConfigError && message.test(error.message),
+      );
+    });
+  }
+});
