@@ -11,7 +11,7 @@ import { LocalControlPlane } from '../activities/control-plane/local';
 import { ping } from '../workflows';
 import { loadConfig } from './config';
 import { startDevServer } from './dev-server';
-import { createWorker } from './worker';
+import { activityDepsFromConfig, createWorker } from './worker';
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -37,7 +37,8 @@ async function main(): Promise<void> {
     const database = await localDatabases.ensureRunning(config.instanceId);
     stops.push(() => localDatabases.stopInstance(config.instanceId));
 
-    const { worker, close } = await createWorker(config.temporal, { database });
+    const local = { ...config, provider: 'local' as const, aws: undefined };
+    const { worker, close } = await createWorker(config.temporal, activityDepsFromConfig(local, database));
     stops.push(close);
 
     console.log(`

@@ -1,10 +1,10 @@
 /** `npm run worker`: the worker alone, against the Temporal server and database in the environment. */
 import { loadConfig } from './config';
-import { createWorker } from './worker';
+import { activityDepsFromConfig, createWorker } from './worker';
 
 async function main(): Promise<void> {
   const config = loadConfig();
-  const { worker, close } = await createWorker(config.temporal, { database: config.database });
+  const { worker, close } = await createWorker(config.temporal, activityDepsFromConfig(config));
   console.log(`dbops worker polling task queue ${config.temporal.taskQueue} on ${config.temporal.address}`);
   try {
     await worker.run(); // until SIGINT / SIGTERM

@@ -1,7 +1,10 @@
 import { NativeConnection, Worker } from '@temporalio/worker';
 
 import { createActivities, type ActivityDeps } from '../activities';
-import type { TemporalConfig } from './config';
+import { createControlPlane } from '../activities/control-plane';
+import { connectorFromConfig } from '../activities/postgres/connect';
+import { recoveryStorageFromConfig } from '../activities/recovery/reports';
+import type { Config, DatabaseConfig, TemporalConfig } from './config';
 
 export interface RunningWorker {
   worker: Worker;
@@ -20,4 +23,17 @@ export async function createWorker(temporal: TemporalConfig, deps: ActivityDeps)
     activities: createActivities(deps),
   });
   return { worker, close: () => connection.close() };
+}
+
+/** The activities' dependencies for the configured provider (`database`: another primary, e.g. npm start's). */
+export function activityDepsFromConfig(
+  config: Config,
+  database: DatabaseConfig = config.database,
+): ActivityDeps {
+  return {
+    database,
+    controlPlane: createControlPlane(config),
+    connector: connectorFromConfig({ ...config, database }),
+    storage: recoveryStorageFromConfig(config),
+  };
 }

@@ -7,6 +7,7 @@ import { Worker } from '@temporalio/worker';
 import { createActivities } from '../../activities';
 import type { TemporalConfig } from '../../workers/config';
 import { pollerOfHost, workflowPollers } from '../../workers/healthcheck';
+import { localActivityDeps } from '../helpers/activity-deps';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
 
 describe('worker health check (the container HEALTHCHECK)', () => {
@@ -33,7 +34,9 @@ describe('worker health check (the container HEALTHCHECK)', () => {
       connection: env.nativeConnection,
       taskQueue: temporal.taskQueue,
       workflowBundle: await workflowBundle(),
-      activities: createActivities({ database: { host: 'localhost', port: 1, database: 'x', user: 'x' } }),
+      activities: createActivities(
+        localActivityDeps({ host: 'localhost', port: 1, database: 'x', user: 'x' }),
+      ),
     });
     const seen = await worker.runUntil(async () => {
       // The server lists a poller once its first long poll has arrived.

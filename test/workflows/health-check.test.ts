@@ -7,6 +7,7 @@ import { Client as PgClient } from 'pg';
 import { createActivities } from '../../activities';
 import { healthCheck } from '../../workflows';
 import type { HealthCheckInput } from '../../workflows/health-check';
+import { localActivityDeps } from '../helpers/activity-deps';
 import { startThrowawayCluster, type ThrowawayCluster } from '../helpers/postgres';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
 
@@ -31,7 +32,7 @@ describe('healthCheck workflow (dev server, real Postgres with max_connections =
       connection: env.nativeConnection,
       taskQueue,
       workflowBundle: await workflowBundle(),
-      activities: createActivities({ database: cluster.database }),
+      activities: createActivities(localActivityDeps(cluster.database)),
     });
     return worker.runUntil(
       env.client.workflow.execute(healthCheck, { taskQueue, workflowId: taskQueue, args: [input] }),

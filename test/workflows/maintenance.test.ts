@@ -7,6 +7,7 @@ import type { Client as PgClient } from 'pg';
 
 import { createActivities } from '../../activities';
 import { maintenance, type MaintenanceInput } from '../../workflows/maintenance';
+import { localActivityDeps } from '../helpers/activity-deps';
 import { startThrowawayCluster, type ThrowawayCluster } from '../helpers/postgres';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
 
@@ -53,7 +54,7 @@ describe('maintenance workflow (dev server, real Postgres)', () => {
       connection: env.nativeConnection,
       taskQueue,
       workflowBundle: await workflowBundle(),
-      activities: createActivities({ database: cluster.database, maintenanceWindow }),
+      activities: createActivities({ ...localActivityDeps(cluster.database), maintenanceWindow }),
     });
     return worker.runUntil(
       env.client.workflow.execute(maintenance, { taskQueue, workflowId: taskQueue, args: [input] }),

@@ -6,6 +6,7 @@ import { Worker } from '@temporalio/worker';
 
 import { createActivities } from '../../activities';
 import { ping } from '../../workflows';
+import { localActivityDeps } from '../helpers/activity-deps';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
 import { startThrowawayCluster, type ThrowawayCluster } from '../helpers/postgres';
 
@@ -26,7 +27,7 @@ describe('ping workflow', () => {
       connection: env.nativeConnection,
       taskQueue: 'ping-test',
       workflowBundle: await workflowBundle(),
-      activities: createActivities({ database: cluster.database }),
+      activities: createActivities(localActivityDeps(cluster.database)),
     });
     const result = await worker.runUntil(
       env.client.workflow.execute(ping, { taskQueue: 'ping-test', workflowId: 'ping-1' }),
@@ -41,7 +42,7 @@ describe('ping workflow', () => {
       connection: env.nativeConnection,
       taskQueue: 'ping-down',
       workflowBundle: await workflowBundle(),
-      activities: createActivities({ database: { ...cluster.database, port: 1 } }),
+      activities: createActivities(localActivityDeps({ ...cluster.database, port: 1 })),
     });
     await assert.rejects(
       worker.runUntil(env.client.workflow.execute(ping, { taskQueue: 'ping-down', workflowId: 'ping-down' })),

@@ -1,0 +1,211 @@
+/**
+ * What the recovery workflows (backup, pitrRestore, snapshotRestore, drTest) share: input
+ * validation at the edge, timeouts with defaults, identifiers from workflow time, the progress
+ * query, search attributes, and the DR report's shape. Pure code: safe in the workflow sandbox.
+ */
+import {
+  ApplicationFailure,
+  defineQuery,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+} from '@temporalio/workflow';
+
+import type { DrCheck } from '../../activities/postgres/dr-checks';
+import type { SnapshotDescription } from '../../activities/control-plane/control-plane';
+import { InvalidInputError } from './errors';
+import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './identifiers';
+import { toMs } from './polling';
+import { DbopsInstance, DbopsOperation } from './search-attributes';
+
+export interface RecoveryTimeouts {
+  /** Between two looks at an instance, snapshot or export (Temporal duration). */
+  pollInterval: string;
+  /** A snapshot to become available. */
+  snapshot: string;
+  /** An export to complete. */
+  export: string;
+  /** A restored instance to become available. */
+  restore: string;
+  /** A deleted instance to disappear (DR cleanup, orphans). */
+  deletion: string;
+}
+
+export const DEFAULT_TIMEOUTS: RecoveryTimeouts = {
+  pollInterval: '10 seconds',
+  snapshot: '2 hours',
+  export: '12 hours',
+  restore: '3 hours',
+  deletion: '1 hour',
+};
+
+export function invalidInput(message: string): ApplicationFailure {
+  return ApplicationFailure.nonRetryable(message, InvalidInputError.name);
+}
+
+export function requireObject(input: unknown): Record<string, unknown> {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw invalidInput(`input ${JSON.stringify(input)} is not valid: expected a JSON object`);
+  }
+  return input as Record<string, unknown>;
+}
+
+/** Refuses fields the workflow does not know: a typo must not silently fall back to a default. */
+export function rejectUnknownFields(input: Record<string, unknown>, known: string[]): void {
+  const unknown = Object.keys(input).filter((key) => !known.includes(key));
+  if (unknown.length > 0) {
+    throw invalidInput(`unknown input field ${unknown.join(', ')}: expected only ${known.join(', ')}`);
+  }
+}
+
+export function requireIdentifier(field: string, value: unknown): string {
+  if (!isRdsIdentifier(value)) {
+    throw invalidInput(`${field} ${JSON.stringify(value)} is not valid: ${RDS_IDENTIFIER_RULE}`);
+  }
+  return value.toLowerCase();
+}
+
+/** A snapshot id as given: manual (an RDS identifier) or automated (`rds:<identifier>`). */
+export function requireSnapshotId(field: string, value: unknown): string {
+  if (typeof value === 'string' && value.startsWith('rds:') && isRdsIdentifier(value.slice(4))) return value;
+  if (!isRdsIdentifier(value)) {
+    throw invalidInput(
+      `${field} ${JSON.stringify(value)} is not valid: ${RDS_IDENTIFIER_RULE} (automated snapshots: rds:<id>)`,
+    );
+  }
+  return value;
+}
+
+const ISO_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/;
+
+/** An ISO-8601 time with its offset, normalized to UTC. */
+export function requireIsoTime(field: string, value: unknown): string {
+  if (typeof value !== 'string' || !ISO_TIME.test(value) || Number.isNaN(Date.parse(value))) {
+    throw invalidInput(
+      `${field} ${JSON.stringify(value)} is not valid: an ISO-8601 time with a zone, e.g. 2026-01-31T12:00:00Z`,
+    );
+  }
+  return new Date(value).toISOString();
+}
+
+export function optionalBoolean(field: string, value: unknown): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== 'boolean')
+    throw invalidInput(`${field} ${JSON.stringify(value)} is not valid: true or false`);
+  return value;
+}
+
+export function numberInRange(
+  field: string,
+  value: unknown,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
+    throw invalidInput(`${field} ${JSON.stringify(value)} is not valid: a number from ${min} to ${max}`);
+  }
+  return value;
+}
+
+/** The defaults with the given overrides, each a Temporal duration such as '30 minutes'. */
+export function timeouts(value: unknown): RecoveryTimeouts {
+  if (value === undefined) return DEFAULT_TIMEOUTS;
+  const given = requireObject(value);
+  rejectUnknownFields(given, Object.keys(DEFAULT_TIMEOUTS));
+  const result = { ...DEFAULT_TIMEOUTS };
+  for (const [name, duration] of Object.entries(given)) {
+    let ms = Number.NaN;
+    try {
+      if (typeof duration === 'string') ms = toMs(duration);
+    } catch {
+      // reported below with the field's name
+    }
+    if (!(ms > 0)) {
+      throw invalidInput(
+        `timeouts.${name} ${JSON.stringify(duration)} is not valid: a duration such as '30 seconds' or '2 hours'`,
+      );
+    }
+    result[name as keyof RecoveryTimeouts] = duration as string;
+  }
+  return result;
+}
+
+const pad = (n: number) => String(n).padStart(2, '0');
+
+/** `YYYYMMDD` in UTC. */
+export function utcDate(date: Date): string {
+  return `${date.getUTCFullYear()}${pad(date.getUTCMonth() + 1)}${pad(date.getUTCDate())}`;
+}
+
+/**
+ * `YYYYMMDD-HHMMSS` in UTC. The runbook writes `%Y%m%d_%H%M%S`, but RDS identifiers allow no
+ * underscore, so a hyphen separates date and time.
+ */
+export function utcStamp(date: Date): string {
+  return `${utcDate(date)}-${pad(date.getUTCHours())}${pad(date.getUTCMinutes())}${pad(date.getUTCSeconds())}`;
+}
+
+/** Rejects an identifier that a suffix would make too long, naming the field the user gave. */
+export function derivedIdentifier(field: string, base: string, suffix: string): string {
+  const id = `${base}${suffix}`;
+  if (!isRdsIdentifier(id)) {
+    throw invalidInput(
+      `${field} ${JSON.stringify(base)} is too long: ${JSON.stringify(id)} must be an RDS identifier (${RDS_IDENTIFIER_RULE})`,
+    );
+  }
+  return id;
+}
+
+export interface Progress {
+  operation: string;
+  instanceId: string;
+  /** What the workflow is doing now, e.g. `waiting for instance x to be available (creating)`. */
+  step: string;
+  updatedAt: string;
+}
+
+/** `dbops` and the Web UI read where a recovery workflow is. */
+export const progressQuery = defineQuery<Progress>('progress');
+
+/** Tags the run for the Web UI (search attributes) and returns a setter for its progress. */
+export function trackRecovery(operation: string, instanceId: string): (step: string) => void {
+  upsertSearchAttributes([
+    { key: DbopsInstance, value: instanceId },
+    { key: DbopsOperation, value: operation },
+  ]);
+  let progress: Progress = { operation, instanceId, step: 'starting', updatedAt: new Date().toISOString() };
+  setHandler(progressQuery, () => progress);
+  return (step) => {
+    if (step === progress.step) return;
+    progress = { ...progress, step, updatedAt: new Date().toISOString() };
+    setCurrentDetails(`${operation} ${instanceId}: ${step}`);
+  };
+}
+
+export function secondsBetween(from: string | undefined, to: string | undefined): number | null {
+  if (from === undefined || to === undefined) return null;
+  return Math.round((Date.parse(to) - Date.parse(from)) / 100) / 10;
+}
+
+export interface DrTestReport {
+  instanceId: string;
+  workflowId: string;
+  ok: boolean;
+  startedAt: string;
+  finishedAt: string;
+  snapshot: Pick<SnapshotDescription, 'snapshotId' | 'type' | 'createdAt' | 'sizeBytes'> | null;
+  /** Age of the snapshot's data when the test started: what a disaster then would have lost. */
+  rpoSeconds: number | null;
+  /** From the restore request until the restored instance was available. */
+  rtoSeconds: number | null;
+  temporaryInstanceId: string;
+  temporaryInstanceDeleted: boolean;
+  orphansRemoved: string[];
+  checks: DrCheck[];
+  /** Why the test could not finish its checks (an activity or wait failed), else null. */
+  error: string | null;
+  /** Where the report was written (filled in after writing). */
+  reportLocations: string[];
+}
