@@ -1,0 +1,22 @@
+/**
+ * The worker's Prometheus endpoint. The Temporal SDK runtime serves it: its own metrics (prefix
+ * `temporal_`) and ours (workflows/lib/metrics.ts, recorded through the SDK's metric meter) end up
+ * on one `/metrics`. The runtime is a process-wide singleton: install it once, before the first
+ * connection or worker.
+ */
+import { Runtime } from '@temporalio/worker';
+
+export function installMetricsRuntime(port: number, host = '0.0.0.0'): void {
+  Runtime.install({
+    telemetryOptions: {
+      metrics: {
+        prometheus: {
+          bindAddress: `${host}:${port}`,
+          // Prometheus conventions: counters end in _total, durations in seconds.
+          countersTotalSuffix: true,
+          useSecondsForDurations: true,
+        },
+      },
+    },
+  });
+}

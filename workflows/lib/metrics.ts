@@ -1,0 +1,58 @@
+/**
+ * dbops' own Prometheus metrics, served on the worker's endpoint beside the Temporal SDK's. Pass
+ * the meter of where you are: `metricMeter` from '@temporalio/workflow' in a workflow (not
+ * recorded again on replay), or from '@temporalio/activity' in an activity. The SDK adds the
+ * namespace, task queue and workflow or activity type as labels. Alert rules on these names:
+ * infra/prometheus/alerts.yml.
+ */
+import type { MetricMeter } from '@temporalio/common';
+
+export const METRIC_NAMES = {
+  /** Counter (exported with a `_total` suffix); label `table`. */
+  backfillRows: 'dbops_backfill_rows_processed',
+  /** Gauges of the last DR test, label `instance_id`. */
+  drTestRto: 'dbops_dr_test_rto_seconds',
+  drTestSuccess: 'dbops_dr_test_success',
+  drTestLastSuccess: 'dbops_dr_test_last_success_timestamp_seconds',
+  /** Gauge, label `instance_id`. */
+  backupLastSuccess: 'dbops_backup_last_success_timestamp_seconds',
+} as const;
+
+/** Rows one backfill batch wrote. */
+export function recordBackfillRows(meter: MetricMeter, table: string, rows: number): void {
+  meter
+    .createCounter(METRIC_NAMES.backfillRows, 'rows', 'Rows written by backfill batches')
+    .add(rows, { table });
+}
+
+export interface DrTestOutcome {
+  instanceId: string;
+  success: boolean;
+  /** Time from the start of the restore to a verified, usable copy. */
+  rtoSeconds: number;
+  /** When the test finished (workflow time in a workflow). */
+  finishedAt: Date;
+}
+
+/** The result of a DR test; the last-success timestamp moves only when it passed. */
+export function recordDrTest(meter: MetricMeter, outcome: DrTestOutcome): void {
+  const tags = { instance_id: outcome.instanceId };
+  meter
+    .createGauge(METRIC_NAMES.drTestRto, 'float', 's', 'Recovery time of the last DR test')
+    .set(outcome.rtoSeconds, tags);
+  meter
+    .createGauge(METRIC_NAMES.drTestSuccess, 'int', '', 'Whether the last DR test passed (1) or failed (0)')
+    .set(outcome.success ? 1 : 0, tags);
+  if (outcome.success) {
+    meter
+      .createGauge(METRIC_NAMES.drTestLastSuccess, 'float', 's', 'Unix time of the last successful DR test')
+      .set(outcome.finishedAt.getTime() / 1000, tags);
+  }
+}
+
+/** A backup (snapshot, and its export when asked) that completed. */
+export function recordBackupSucceeded(meter: MetricMeter, instanceId: string, finishedAt: Date): void {
+  meter
+    .createGauge(METRIC_NAMES.backupLastSuccess, 'float', 's', 'Unix time of the last successful backup')
+    .set(finishedAt.getTime() / 1000, { instance_id: instanceId });
+}
