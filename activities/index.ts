@@ -2,12 +2,19 @@
  * All activities, built from their dependencies (dependency injection: tests pass a throwaway
  * database, production the configured one). Workflows import the `Activities` TYPE only.
  */
-import type { DatabaseConfig } from '../workers/config';
+import path from 'node:path';
+
+import { projectRoot, type DatabaseConfig } from '../workers/config';
 import { createControlPlaneActivities } from './control-plane/activities';
 import type { ControlPlane } from './control-plane/control-plane';
+import { createBackfillActivities } from './postgres/backfill';
+import { BACKFILLS } from './postgres/backfills';
+import type { AnyBackfill } from './postgres/backfills/definition';
 import type { DatabaseConnector } from './postgres/connect';
+import { createDeployActivities, type RolloutHook } from './postgres/deploy';
 import { createHealthActivities } from './postgres/health';
 import { createMaintenanceActivities } from './postgres/maintenance';
+import { instanceConnection } from './postgres/instance';
 import { createPingActivities } from './postgres/ping';
 import { createRecoveryActivities } from './recovery/activities';
 import type { RecoveryStorage } from './recovery/reports';
@@ -22,6 +29,13 @@ export interface ActivityDeps {
   connector: DatabaseConnector;
   /** Where DR reports are written and exports go by default. */
   storage: RecoveryStorage;
+  /** Schema migrations and their squawk rules; the repository's by default. */
+  migrationsDir?: string;
+  squawkConfig?: string;
+  /** Rollout hooks a deploy may name (e.g. a `kubectl set image` command). */
+  rolloutHooks?: Record<string, RolloutHook>;
+  /** The backfills a workflow may run by name; the repository's by default. */
+  backfills?: Record<string, AnyBackfill>;
 }
 
 export function createActivities(deps: ActivityDeps) {
@@ -31,6 +45,16 @@ export function createActivities(deps: ActivityDeps) {
     ...createHealthActivities(deps.database),
     ...createControlPlaneActivities(deps.controlPlane),
     ...createRecoveryActivities(deps),
+    ...createDeployActivities({
+      withInstance: instanceConnection(deps.controlPlane, deps.connector),
+      migrationsDir: deps.migrationsDir ?? path.join(projectRoot, 'migrations'),
+      squawkConfig: deps.squawkConfig ?? path.join(projectRoot, '.squawk.toml'),
+      rolloutHooks: deps.rolloutHooks ?? {},
+    }),
+    ...createBackfillActivities({
+      withInstance: instanceConnection(deps.controlPlane, deps.connector),
+      backfills: deps.backfills ?? BACKFILLS,
+    }),
   };
 }
 

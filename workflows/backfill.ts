@@ -1,0 +1,278 @@
+/**
+ * A batched, resumable backfill of a code-reviewed definition (activities/postgres/backfills),
+ * referenced by name. Runs batches in short activity "chunks"; between chunks it applies new
+ * settings, pauses, stops, or waits out database pressure. Progress is a query; the history stays
+ * bounded by continuing as new, carrying the checkpoint.
+ */
+import {
+  ApplicationFailure,
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  defineQuery,
+  defineSignal,
+  defineUpdate,
+  log,
+  proxyActivities,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+
+import type { Activities } from '../activities';
+import { InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
+import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
+import { toMs } from './lib/polling';
+
+export interface BackfillInput {
+  instanceId: string;
+  /** A backfill defined in activities/postgres/backfills. */
+  name: string;
+  /** The definition's typed parameters (checked by the definition). */
+  params?: unknown;
+  /** Rows per batch (one transaction each). Default 1000. */
+  batchSize?: number;
+  /** Pause between batches, in ms. Default 0. */
+  delayMs?: number;
+  /** Throttle while replica lag exceeds this. Default 10 s. */
+  maxReplicaLagSeconds?: number;
+  /** Throttle while more sessions than this run a query. Default 50. */
+  maxActiveConnections?: number;
+  /** Wait this long before looking again when throttled (Temporal duration). Default 10 seconds. */
+  throttleWait?: string;
+  /** Continue as new after this many chunks. Default 500. */
+  chunksPerRun?: number;
+  /** Carried over by continue-as-new; not for callers. */
+  checkpoint?: BackfillCheckpoint;
+}
+
+export interface BackfillCheckpoint {
+  lastKey: string | null;
+  batches: number;
+  rowsScanned: number;
+  rowsChanged: number;
+  busyMs: number;
+  estimatedRows: number;
+  paused: boolean;
+  runs: number;
+}
+
+export type BackfillState = 'running' | 'paused' | 'throttled' | 'cancelled' | 'completed';
+
+export interface BackfillProgress {
+  name: string;
+  instanceId: string;
+  state: BackfillState;
+  /** Rows the backfill changed. */
+  rowsDone: number;
+  rowsScanned: number;
+  estimatedTotal: number;
+  rowsPerSecond: number;
+  /** Seconds left at the current rate; null before the first batch. */
+  etaSeconds: number | null;
+  batchSize: number;
+  delayMs: number;
+  lastKey: string | null;
+  batches: number;
+  throttleReason: string | undefined;
+  /** How many runs (continue-as-new) so far, this one included. */
+  runs: number;
+}
+
+export interface BackfillSettings {
+  batchSize?: number;
+  delayMs?: number;
+}
+
+export const backfillProgressQuery = defineQuery<BackfillProgress>('progress');
+/** Changes batch size and/or delay while running; answers with the settings now in force. */
+export const configureBackfillUpdate = defineUpdate<BackfillSettings, [BackfillSettings]>('configure');
+export const pauseBackfillSignal = defineSignal('pause');
+export const resumeBackfillSignal = defineSignal('resume');
+/** Stops after the current chunk; what was done stays done (every batch is committed). */
+export const cancelBackfillSignal = defineSignal('cancel');
+
+const { describeBackfill } = proxyActivities<Activities>({
+  startToCloseTimeout: '1 minute',
+  retry: { maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+});
+
+// A chunk lasts seconds; the heartbeat after each batch carries its checkpoint to a retry.
+const { runBackfillChunk } = proxyActivities<Activities>({
+  startToCloseTimeout: '10 minutes',
+  heartbeatTimeout: '10 seconds',
+  retry: {
+    initialInterval: '1 second',
+    maximumAttempts: 20,
+    nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES,
+  },
+});
+
+const CHUNK_MS = 2_000;
+const BATCH_TIMEOUT_MS = 30_000;
+
+export async function backfill(input: BackfillInput): Promise<BackfillProgress> {
+  validate(input);
+  const settings = { batchSize: input.batchSize ?? 1000, delayMs: input.delayMs ?? 0 };
+  const throttle = {
+    maxReplicaLagSeconds: input.maxReplicaLagSeconds ?? 10,
+    maxActiveConnections: input.maxActiveConnections ?? 50,
+  };
+
+  let checkpoint: BackfillCheckpoint;
+  if (input.checkpoint === undefined) {
+    const description = await describeBackfill({
+      instanceId: input.instanceId,
+      name: input.name,
+      params: input.params,
+    });
+    log.info(`backfill ${description.name}: ${description.description}`, {
+      estimatedRows: description.estimatedRows,
+    });
+    checkpoint = {
+      lastKey: null,
+      batches: 0,
+      rowsScanned: 0,
+      rowsChanged: 0,
+      busyMs: 0,
+      estimatedRows: description.estimatedRows,
+      paused: false,
+      runs: 1,
+    };
+  } else {
+    checkpoint = { ...input.checkpoint, runs: input.checkpoint.runs + 1 };
+  }
+
+  let state: BackfillState = checkpoint.paused ? 'paused' : 'running';
+  let throttleReason: string | undefined;
+  let cancelled = false;
+  const progress = (): BackfillProgress => {
+    const rowsPerSecond =
+      checkpoint.busyMs > 0 ? Math.round((checkpoint.rowsScanned * 1000) / checkpoint.busyMs) : 0;
+    const left = Math.max(checkpoint.estimatedRows - checkpoint.rowsScanned, 0);
+    return {
+      name: input.name,
+      instanceId: input.instanceId,
+      state,
+      rowsDone: checkpoint.rowsChanged,
+      rowsScanned: checkpoint.rowsScanned,
+      estimatedTotal: Math.max(checkpoint.estimatedRows, checkpoint.rowsScanned),
+      rowsPerSecond,
+      etaSeconds: state === 'completed' ? 0 : rowsPerSecond > 0 ? Math.round(left / rowsPerSecond) : null,
+      batchSize: settings.batchSize,
+      delayMs: settings.delayMs,
+      lastKey: checkpoint.lastKey,
+      batches: checkpoint.batches,
+      throttleReason,
+      runs: checkpoint.runs,
+    };
+  };
+
+  setHandler(backfillProgressQuery, progress);
+  setHandler(
+    configureBackfillUpdate,
+    (change) => {
+      if (change.batchSize !== undefined) settings.batchSize = change.batchSize;
+      if (change.delayMs !== undefined) settings.delayMs = change.delayMs;
+      log.info('backfill settings changed', settings);
+      return { ...settings };
+    },
+    { validator: (change: BackfillSettings) => checkSettings(change) },
+  );
+  setHandler(pauseBackfillSignal, () => {
+    checkpoint.paused = true;
+  });
+  setHandler(resumeBackfillSignal, () => {
+    checkpoint.paused = false;
+  });
+  setHandler(cancelBackfillSignal, () => {
+    cancelled = true;
+  });
+
+  for (let chunks = 0; ; chunks++) {
+    if (checkpoint.paused) {
+      state = 'paused';
+      await condition(() => !checkpoint.paused || cancelled);
+    }
+    if (cancelled) {
+      state = 'cancelled';
+      return progress();
+    }
+    if (chunks >= (input.chunksPerRun ?? 500) || workflowInfo().continueAsNewSuggested) {
+      await condition(allHandlersFinished);
+      return continueAsNew<typeof backfill>({
+        ...input,
+        batchSize: settings.batchSize,
+        delayMs: settings.delayMs,
+        checkpoint,
+      });
+    }
+    state = 'running';
+    const chunk = await runBackfillChunk({
+      instanceId: input.instanceId,
+      name: input.name,
+      params: input.params,
+      lastKey: checkpoint.lastKey,
+      batchSize: settings.batchSize,
+      delayMs: settings.delayMs,
+      chunkMs: CHUNK_MS,
+      throttle,
+      batchTimeoutMs: BATCH_TIMEOUT_MS,
+    });
+    checkpoint.lastKey = chunk.lastKey;
+    checkpoint.batches += chunk.batches;
+    checkpoint.rowsScanned += chunk.rowsScanned;
+    checkpoint.rowsChanged += chunk.rowsChanged;
+    checkpoint.busyMs += chunk.busyMs;
+    if (chunk.done) {
+      state = 'completed';
+      throttleReason = undefined;
+      return progress();
+    }
+    throttleReason = chunk.throttled;
+    if (throttleReason !== undefined) {
+      state = 'throttled';
+      log.warn(`backfill throttled: ${throttleReason}`);
+      await condition(() => cancelled, input.throttleWait ?? '10 seconds');
+    }
+  }
+}
+
+function checkSettings(change: BackfillSettings): void {
+  if (
+    change.batchSize !== undefined &&
+    !(Number.isInteger(change.batchSize) && change.batchSize >= 1 && change.batchSize <= 100_000)
+  ) {
+    throw ApplicationFailure.nonRetryable(
+      `batchSize: ${JSON.stringify(change.batchSize)} is not an integer from 1 to 100000`,
+      InvalidInputError.name,
+    );
+  }
+  if (
+    change.delayMs !== undefined &&
+    !(Number.isInteger(change.delayMs) && change.delayMs >= 0 && change.delayMs <= 600_000)
+  ) {
+    throw ApplicationFailure.nonRetryable(
+      `delayMs: ${JSON.stringify(change.delayMs)} is not an integer from 0 to 600000`,
+      InvalidInputError.name,
+    );
+  }
+}
+
+function validate(input: BackfillInput): void {
+  const bad = (message: string): never => {
+    throw ApplicationFailure.nonRetryable(message, InvalidInputError.name);
+  };
+  if (typeof input !== 'object' || input === null)
+    bad('input: expected an object like {"instanceId": "mcp-demo-prod", "name": "user-id-new"}');
+  if (!isRdsIdentifier(input.instanceId))
+    bad(`instanceId: ${JSON.stringify(input.instanceId)} is not ${RDS_IDENTIFIER_RULE}`);
+  if (typeof input.name !== 'string' || input.name === '')
+    bad(`name: ${JSON.stringify(input.name)} is not a backfill name`);
+  checkSettings(input);
+  for (const key of ['maxReplicaLagSeconds', 'maxActiveConnections', 'chunksPerRun'] as const) {
+    const value = input[key];
+    if (value !== undefined && !(typeof value === 'number' && value > 0))
+      bad(`${key}: ${JSON.stringify(value)} is not a positive number`);
+  }
+  if (input.throttleWait !== undefined) toMs(input.throttleWait);
+}

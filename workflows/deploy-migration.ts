@@ -1,0 +1,369 @@
+/**
+ * The runbook's production deployment, made safe: lint the pending migrations, take a
+ * pre-migration snapshot, wait for approval on production, migrate under the migration lock,
+ * verify, run the rollout hook. On failure it reverts what it applied where every step is
+ * reversible; otherwise it stops and names the snapshot and the restore command. It never
+ * restores on its own.
+ */
+import {
+  ApplicationFailure,
+  condition,
+  defineQuery,
+  defineUpdate,
+  log,
+  proxyActivities,
+  setHandler,
+  sleep,
+  workflowInfo,
+} from '@temporalio/workflow';
+
+import type { Activities } from '../activities';
+import type { SnapshotDescription } from '../activities/control-plane/control-plane';
+import type { RolloutResult } from '../activities/postgres/deploy';
+import type { LintViolation, MigrateSettings, VerifyResult } from '../activities/postgres/migrations';
+import { AlreadyExistsError, InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
+import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
+import { pollUntil, toMs } from './lib/polling';
+
+export interface DeployMigrationInput {
+  instanceId: string;
+  /** Migrate up to and including this migration (default: every pending one). */
+  target?: string;
+  /** Set by expandContract for its phases: lets `dbops:only-in expandContract` migrations run. */
+  phaseOf?: 'expandContract';
+  /** Ask for approval; default: when the instance is tagged Environment=production. */
+  requireApproval?: boolean;
+  /** How long to wait for the `approve` update (Temporal duration). Default 24 hours. */
+  approvalTimeout?: string;
+  /** Name of a rollout hook configured on the worker, run after a verified migration. */
+  rolloutHook?: string;
+  /** Another deploy holds the migration lock: wait for it (default) or fail at once. */
+  whenLocked?: 'wait' | 'fail';
+  lockWaitSeconds?: number;
+  lockTimeoutMs?: number;
+  statementTimeoutMs?: number;
+  lockTimeoutAttempts?: number;
+  /** Give up waiting for the snapshot after this long (Temporal duration). Default 2 hours. */
+  snapshotTimeout?: string;
+}
+
+export type DeployStatus = 'migrated' | 'nothing-to-apply';
+
+export interface DeployMigrationResult {
+  instanceId: string;
+  status: DeployStatus;
+  snapshotId: string | undefined;
+  applied: string[];
+  heldBack: string[];
+  approvedBy: string | undefined;
+  verify: VerifyResult | undefined;
+  rollout: RolloutResult | undefined;
+}
+
+/** What a failed deploy reports (the failure's details, and its message in words). */
+export interface DeployFailure {
+  instanceId: string;
+  stage: 'lint' | 'approval' | 'migrate';
+  lintViolations: LintViolation[];
+  snapshotId: string | undefined;
+  /** Applied by this deploy before it failed. */
+  applied: string[];
+  reverted: string[];
+  /** Set when the database could not be put back by reverting: what to run, by a human. */
+  restoreCommand: string | undefined;
+  error: string;
+}
+
+export interface Approval {
+  approvedBy: string;
+}
+
+export interface DeployProgress {
+  stage: 'lint' | 'snapshot' | 'awaiting-approval' | 'migrate' | 'verify' | 'rollout' | 'revert' | 'done';
+  snapshotId: string | undefined;
+  toApply: string[];
+}
+
+export const approveUpdate = defineUpdate<string, [Approval]>('approve');
+export const deployProgressQuery = defineQuery<DeployProgress>('progress');
+
+const quick = proxyActivities<Activities>({
+  startToCloseTimeout: '2 minutes',
+  retry: { maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+});
+
+// Waiting for the lock or building an index may take long; the heartbeat tells a live run from a lost one.
+const { runMigrationStep } = proxyActivities<Activities>({
+  startToCloseTimeout: '6 hours',
+  heartbeatTimeout: '1 minute',
+  retry: { maximumAttempts: 3, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+});
+
+const { runRolloutHook } = proxyActivities<Activities>({
+  startToCloseTimeout: '15 minutes',
+  retry: { maximumAttempts: 1 },
+});
+
+export async function deployMigration(input: DeployMigrationInput): Promise<DeployMigrationResult> {
+  const settings = validate(input);
+  const { instanceId } = input;
+  const progress: DeployProgress = { stage: 'lint', snapshotId: undefined, toApply: [] };
+  setHandler(deployProgressQuery, () => progress);
+
+  const fail = (failure: Omit<DeployFailure, 'instanceId'>): never => {
+    throw ApplicationFailure.nonRetryable(describe(instanceId, failure), 'DeployFailed', {
+      instanceId,
+      ...failure,
+    });
+  };
+  const none = { lintViolations: [], applied: [], reverted: [], restoreCommand: undefined };
+
+  const { plan, violations } = await quick.planMigrationDeploy({
+    instanceId,
+    target: input.target,
+    workflow: input.phaseOf ?? 'deployMigration',
+  });
+  progress.toApply = plan.toApply;
+  if (violations.length > 0) {
+    return fail({ ...none, stage: 'lint', lintViolations: violations, snapshotId: undefined, error: 'lint' });
+  }
+  if (plan.toApply.length === 0) {
+    return {
+      instanceId,
+      status: 'nothing-to-apply',
+      snapshotId: undefined,
+      applied: [],
+      heldBack: plan.heldBack,
+      approvedBy: undefined,
+      verify: undefined,
+      rollout: undefined,
+    };
+  }
+
+  progress.stage = 'snapshot';
+  const snapshot = await takeSnapshot(instanceId, input.snapshotTimeout ?? '2 hours', (id) => {
+    progress.snapshotId = id;
+  });
+  const snapshotId = snapshot.snapshotId;
+
+  const instance = await quick.describeInstance(instanceId);
+  const approvalNeeded = input.requireApproval ?? instance.tags.Environment?.toLowerCase() === 'production';
+  let approvedBy: string | undefined;
+  setHandler(
+    approveUpdate,
+    ({ approvedBy: who }) => {
+      approvedBy = who;
+      return `approved by ${who}`;
+    },
+    {
+      validator: ({ approvedBy: who }) => {
+        if (typeof who !== 'string' || who.trim() === '') throw new Error('approvedBy: name who approves');
+        if (progress.stage !== 'awaiting-approval')
+          throw new Error(`not waiting for approval (stage ${progress.stage})`);
+      },
+    },
+  );
+  if (approvalNeeded) {
+    progress.stage = 'awaiting-approval';
+    const timeout = input.approvalTimeout ?? '24 hours';
+    log.info(`deploy to ${instanceId} waits for approval (update "approve")`, {
+      timeout,
+      toApply: plan.toApply,
+    });
+    if (!(await condition(() => approvedBy !== undefined, timeout))) {
+      return fail({
+        ...none,
+        stage: 'approval',
+        snapshotId,
+        error: `no approval within ${timeout}; nothing was migrated`,
+      });
+    }
+  }
+
+  let applied: string[] = [];
+  let verify: VerifyResult | undefined;
+  let rollout: RolloutResult | undefined;
+  try {
+    progress.stage = 'migrate';
+    applied = await runMigrationStep({ instanceId, direction: 'up', names: plan.toApply, settings });
+    progress.stage = 'verify';
+    verify = await quick.verifyMigrationDeploy({
+      instanceId,
+      expected: [...plan.alreadyApplied, ...plan.toApply],
+      touched: plan.toApply,
+    });
+    if (verify.invalidIndexes.length > 0) {
+      throw ApplicationFailure.nonRetryable(
+        `invalid indexes left behind: ${verify.invalidIndexes.join(', ')}`,
+      );
+    }
+    if (input.rolloutHook !== undefined) {
+      progress.stage = 'rollout';
+      rollout = await runRolloutHook({ hook: input.rolloutHook, instanceId, applied });
+    }
+  } catch (error) {
+    const changed = changedBy(error);
+    if (changed !== undefined) applied = changed;
+    const message = rootMessage(error);
+    const restoreCommand = `dbops restore --snapshot ${snapshotId} --target ${restoreTarget(instanceId)}`;
+    const irreversible = applied.filter((name) => plan.irreversible.includes(name));
+    if (applied.length === 0) return fail({ ...none, stage: 'migrate', snapshotId, error: message });
+    if (irreversible.length > 0) {
+      return fail({
+        ...none,
+        stage: 'migrate',
+        snapshotId,
+        applied,
+        restoreCommand,
+        error: `${message}; not reverted: ${irreversible.join(', ')} cannot be undone`,
+      });
+    }
+    progress.stage = 'revert';
+    try {
+      const reverted = await runMigrationStep({ instanceId, direction: 'down', names: applied, settings });
+      return fail({ ...none, stage: 'migrate', snapshotId, applied, reverted, error: message });
+    } catch (revertError) {
+      return fail({
+        ...none,
+        stage: 'migrate',
+        snapshotId,
+        applied,
+        restoreCommand,
+        error: `${message}; reverting failed too: ${rootMessage(revertError)}`,
+      });
+    }
+  }
+  progress.stage = 'done';
+  return {
+    instanceId,
+    status: 'migrated',
+    snapshotId,
+    applied,
+    heldBack: plan.heldBack,
+    approvedBy,
+    verify,
+    rollout,
+  };
+}
+
+/** `pre-migration-YYYYMMDD-HHMMSS` (UTC, workflow time); a second later if that id is taken. */
+async function takeSnapshot(
+  instanceId: string,
+  timeout: string,
+  onId: (id: string) => void,
+): Promise<SnapshotDescription> {
+  for (let attempt = 1; ; attempt++) {
+    const snapshotId = `pre-migration-${stamp(new Date())}`;
+    try {
+      await quick.createSnapshot(instanceId, snapshotId, {
+        purpose: 'pre-migration',
+        workflowId: workflowInfo().workflowId,
+      });
+      onId(snapshotId);
+      return await pollUntil({
+        what: `snapshot ${snapshotId} to be available`,
+        describe: () => quick.describeSnapshot(snapshotId),
+        isDone: (s) => s.status === 'available',
+        failure: (s) => (s.status === 'failed' ? 'the snapshot failed' : undefined),
+        interval: '5 seconds',
+        timeout,
+      });
+    } catch (error) {
+      if (attempt >= 5 || failureType(error) !== AlreadyExistsError.name) throw error;
+      await sleep('1 second');
+    }
+  }
+}
+
+function stamp(date: Date): string {
+  const iso = date.toISOString(); // 2025-11-13T12:00:00.000Z
+  return `${iso.slice(0, 10).replaceAll('-', '')}-${iso.slice(11, 19).replaceAll(':', '')}`;
+}
+
+/** A new instance id for the restore command (the source is never overwritten). */
+function restoreTarget(instanceId: string): string {
+  return `${instanceId.slice(0, 54)}-restored`;
+}
+
+function failureType(error: unknown): string | undefined {
+  const cause = (error as { cause?: { type?: string } }).cause;
+  return cause?.type ?? (error as { type?: string }).type;
+}
+
+/** The activity's own message, not the "Activity task failed" wrapper. */
+function rootMessage(error: unknown): string {
+  let current = error as { message?: string; cause?: unknown } | undefined;
+  while (current?.cause !== undefined && (current.cause as { message?: string }).message) {
+    current = current.cause as { message?: string; cause?: unknown };
+  }
+  return current?.message ?? String(error);
+}
+
+/** What a failed migration run had applied, carried in its failure details. */
+function changedBy(error: unknown): string[] | undefined {
+  const cause = (error as { cause?: { type?: string; details?: unknown[] } }).cause;
+  if (cause?.type !== 'MigrationFailed') return undefined;
+  return (cause.details?.[0] as { changed?: string[] } | undefined)?.changed;
+}
+
+function describe(instanceId: string, failure: Omit<DeployFailure, 'instanceId'>): string {
+  switch (failure.stage) {
+    case 'lint':
+      return (
+        `deploy to ${instanceId} blocked by the migration lint: ` +
+        failure.lintViolations.map((v) => `${v.file}:${v.line} ${v.rule}: ${v.message}`).join('; ')
+      );
+    case 'approval':
+      return `deploy to ${instanceId}: ${failure.error} (snapshot ${failure.snapshotId} kept)`;
+    case 'migrate': {
+      const parts = [`deploy to ${instanceId} failed: ${failure.error}`];
+      if (failure.reverted.length > 0)
+        parts.push(`reverted ${failure.reverted.join(', ')}; the schema is as before`);
+      else if (failure.applied.length === 0) parts.push('nothing was applied');
+      if (failure.restoreCommand !== undefined) {
+        parts.push(
+          `applied ${failure.applied.join(', ')}; to go back, restore the pre-migration snapshot ` +
+            `${failure.snapshotId} as a new instance: ${failure.restoreCommand}`,
+        );
+      }
+      return parts.join('. ');
+    }
+  }
+}
+
+function validate(input: DeployMigrationInput): Partial<MigrateSettings> {
+  const bad = (message: string): never => {
+    throw ApplicationFailure.nonRetryable(message, InvalidInputError.name);
+  };
+  if (typeof input !== 'object' || input === null)
+    bad('input: expected an object like {"instanceId": "mcp-demo-prod"}');
+  if (!isRdsIdentifier(input.instanceId))
+    bad(`instanceId: ${JSON.stringify(input.instanceId)} is not ${RDS_IDENTIFIER_RULE}`);
+  if (input.target !== undefined && (typeof input.target !== 'string' || !/^[\w-]+$/.test(input.target))) {
+    bad(`target: ${JSON.stringify(input.target)} is not a migration name like 0005_user_id_new_expand`);
+  }
+  if (input.whenLocked !== undefined && input.whenLocked !== 'wait' && input.whenLocked !== 'fail') {
+    bad(`whenLocked: ${JSON.stringify(input.whenLocked)}; expected "wait" or "fail"`);
+  }
+  for (const key of [
+    'lockWaitSeconds',
+    'lockTimeoutMs',
+    'statementTimeoutMs',
+    'lockTimeoutAttempts',
+  ] as const) {
+    const value = input[key];
+    if (value !== undefined && !(Number.isInteger(value) && value > 0))
+      bad(`${key}: ${JSON.stringify(value)} is not a positive integer`);
+  }
+  for (const key of ['approvalTimeout', 'snapshotTimeout'] as const) {
+    const value = input[key];
+    if (value !== undefined) toMs(value); // throws InvalidInputError naming the value
+  }
+  const settings: Partial<MigrateSettings> = {};
+  if (input.whenLocked !== undefined) settings.whenLocked = input.whenLocked;
+  if (input.lockWaitSeconds !== undefined) settings.lockWaitMs = input.lockWaitSeconds * 1000;
+  if (input.lockTimeoutMs !== undefined) settings.lockTimeoutMs = input.lockTimeoutMs;
+  if (input.statementTimeoutMs !== undefined) settings.statementTimeoutMs = input.statementTimeoutMs;
+  if (input.lockTimeoutAttempts !== undefined) settings.lockTimeoutAttempts = input.lockTimeoutAttempts;
+  return settings;
+}
