@@ -2,3 +2,10 @@
 export { ping } from './ping';
 export { healthCheck } from './health-check';
 export { maintenance } from './maintenance';
+export { deployMigration } from './deploy-migration';
+export { backfill } from './backfill';
+export { expandContract } from './expand-contract';
+export { backup } from './backup';
+export { pitrRestore } from './pitr-restore';
+export { snapshotRestore } from './snapshot-restore';
+export { drTest } from './dr-test';
