@@ -1,0 +1,126 @@
+/**
+ * The recurring operations as Temporal Schedules (not cron strings on workflows): the monthly DR
+ * test, the weekly maintenance in the maintenance window and the periodic health check. `apply`
+ * is an idempotent upsert, run at every start: create, or update the existing schedule in place.
+ */
+import {
+  ScheduleAlreadyRunning,
+  ScheduleOverlapPolicy,
+  type Client,
+  type DayOfWeek,
+  type ScheduleOptions,
+} from '@temporalio/client';
+
+import { parseMaintenanceWindow } from '../workflows/lib/maintenance-window';
+import { DbopsInstance, DbopsOperation } from '../workflows/lib/search-attributes';
+
+export interface ScheduleSettings {
+  taskQueue: string;
+  instanceId: string;
+  /** RDS syntax, UTC; maintenance starts when the window opens. */
+  maintenanceWindow: string;
+  healthCheckIntervalMinutes: number;
+}
+
+export interface AppliedSchedule {
+  scheduleId: string;
+  outcome: 'created' | 'updated';
+}
+
+export interface ScheduleListing {
+  scheduleId: string;
+  workflowType: string | undefined;
+  paused: boolean;
+  nextRuns: string[];
+}
+
+const DAYS: DayOfWeek[] = ['SUNDAY', 'MONDAY', 'TUESDAY', 'WEDNESDAY', 'THURSDAY', 'FRIDAY', 'SATURDAY'];
+
+/** Every schedule dbops owns has this prefix: `list` shows only ours. */
+export const SCHEDULE_PREFIX = 'dbops-';
+
+export function scheduleDefinitions(settings: ScheduleSettings): ScheduleOptions[] {
+  const window = parseMaintenanceWindow(settings.maintenanceWindow);
+  if (window === undefined) throw new Error(`maintenance window ${settings.maintenanceWindow} is not valid`);
+  const { instanceId, taskQueue } = settings;
+  const action = (workflowType: string, operation: string) => ({
+    type: 'startWorkflow' as const,
+    workflowType,
+    taskQueue,
+    args: [{ instanceId }],
+    workflowId: `${SCHEDULE_PREFIX}${operation}-${instanceId}`,
+    typedSearchAttributes: [
+      { key: DbopsInstance, value: instanceId },
+      { key: DbopsOperation, value: workflowType },
+    ],
+  });
+  return [
+    {
+      scheduleId: `${SCHEDULE_PREFIX}dr-test-${instanceId}`,
+      // 1st of the month, 06:00 UTC: after the nightly backup window (03:00-04:00).
+      spec: { calendars: [{ dayOfMonth: 1, hour: 6, minute: 0 }], timezone: 'UTC' },
+      // drTest is the workflow type name; its implementation is registered by the worker.
+      action: action('drTest', 'dr-test'),
+      policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' },
+    },
+    {
+      scheduleId: `${SCHEDULE_PREFIX}maintenance-${instanceId}`,
+      spec: {
+        calendars: [
+          {
+            dayOfWeek: DAYS[Math.floor(window.startMinute / (24 * 60))]!,
+            hour: Math.floor((window.startMinute % (24 * 60)) / 60),
+            minute: window.startMinute % 60,
+          },
+        ],
+        timezone: 'UTC',
+      },
+      action: action('maintenance', 'maintenance'),
+      policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
+    },
+    {
+      scheduleId: `${SCHEDULE_PREFIX}health-check-${instanceId}`,
+      spec: { intervals: [{ every: `${settings.healthCheckIntervalMinutes} minutes` }] },
+      action: action('healthCheck', 'health-check'),
+      // A missed check is worthless later: the next one measures the present.
+      policies: {
+        overlap: ScheduleOverlapPolicy.SKIP,
+        catchupWindow: `${settings.healthCheckIntervalMinutes} minutes`,
+      },
+    },
+  ];
+}
+
+/** Creates each schedule, or updates it in place when it exists (a paused schedule stays paused). */
+export async function applySchedules(client: Client, settings: ScheduleSettings): Promise<AppliedSchedule[]> {
+  const applied: AppliedSchedule[] = [];
+  for (const definition of scheduleDefinitions(settings)) {
+    try {
+      await client.schedule.create(definition);
+      applied.push({ scheduleId: definition.scheduleId, outcome: 'created' });
+    } catch (error) {
+      if (!(error instanceof ScheduleAlreadyRunning)) throw error;
+      const { spec, action, policies } = definition;
+      await client.schedule
+        .getHandle(definition.scheduleId)
+        .update((current) => ({ spec, action, policies, state: current.state }));
+      applied.push({ scheduleId: definition.scheduleId, outcome: 'updated' });
+    }
+  }
+  return applied;
+}
+
+/** dbops' schedules with their next run times. */
+export async function listSchedules(client: Client): Promise<ScheduleListing[]> {
+  const listed: ScheduleListing[] = [];
+  for await (const summary of client.schedule.list()) {
+    if (!summary.scheduleId.startsWith(SCHEDULE_PREFIX)) continue;
+    listed.push({
+      scheduleId: summary.scheduleId,
+      workflowType: summary.action?.workflowType,
+      paused: summary.state.paused,
+      nextRuns: summary.info.nextActionTimes.map((time) => time.toISOString()),
+    });
+  }
+  return listed.sort((a, b) => a.scheduleId.localeCompare(b.scheduleId));
+}
