@@ -45,7 +45,7 @@ export interface SnapshotDescription {
   percentProgress: number;
   sizeBytes: number | undefined;
   engineVersion: string;
-  /** Row count per table (`schema.table`) recorded when the snapshot was taken, when known. */
+  /** Row count per table (`database.schema.table`) recorded when the snapshot was taken, when known. */
   tableRowCounts: Record<string, number> | undefined;
   tags: Record<string, string>;
 }
