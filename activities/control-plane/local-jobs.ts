@@ -269,14 +269,15 @@ async function createInstance(layout: StateLayout, instanceId: string): Promise<
 /** Waits until a restored cluster has finished recovery (promoted) or has died. */
 async function waitForPromotion(layout: StateLayout, instanceId: string, port: number): Promise<void> {
   for (;;) {
-    if (!(await isClusterRunning(layout.dataDir(instanceId)))) {
-      throw new Error(`recovery stopped: ${await tailOf(layout.serverLog(instanceId))}`);
-    }
     const inRecovery = await withClient(adminEndpoint(port), async (client) => {
       const { rows } = await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
       return rows[0]?.r;
-    }).catch(() => true);
-    if (!inRecovery) return;
+    }).catch(() => undefined);
+    if (inRecovery === false) return;
+    // Only when it does not answer: is it still there at all?
+    if (inRecovery === undefined && !(await isClusterRunning(layout.dataDir(instanceId)))) {
+      throw new Error(`recovery stopped: ${await tailOf(layout.serverLog(instanceId))}`);
+    }
     await sleep(50);
   }
 }
