@@ -7,21 +7,11 @@ import { ApplicationFailure, Context, heartbeat } from '@temporalio/activity';
 import { WorkflowNotFoundError } from '@temporalio/client';
 
 import { InvalidInputError, NotFoundError } from '../../workflows/lib/errors';
-import type { DrTestReport } from '../../workflows/lib/recovery';
+import { DR_PURPOSE, DR_TAGS, type DrTestReport } from '../../workflows/lib/recovery';
 import type { ControlPlane, ExportDestination, InstanceDescription } from '../control-plane/control-plane';
 import type { DatabaseConnector } from '../postgres/connect';
 import { runDrChecks, type DrChecksInput, type DrChecksResult } from '../postgres/dr-checks';
 import { renderDrReportMarkdown, type RecoveryStorage } from './reports';
-
-/** Tags every DR test puts on its temporary instance: what it is and which run owns it. */
-export const DR_TAGS = {
-  purpose: 'dbops:purpose',
-  workflowId: 'dbops:workflow-id',
-  runId: 'dbops:run-id',
-  source: 'dbops:source-instance',
-} as const;
-
-export const DR_PURPOSE = 'dr-test';
 
 export interface RecoveryActivityDeps {
   controlPlane: ControlPlane;

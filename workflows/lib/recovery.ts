@@ -189,6 +189,16 @@ export function secondsBetween(from: string | undefined, to: string | undefined)
   return Math.round((Date.parse(to) - Date.parse(from)) / 100) / 10;
 }
 
+/** Tags every DR test puts on its temporary instance: what it is and which run owns it. */
+export const DR_TAGS = {
+  purpose: 'dbops:purpose',
+  workflowId: 'dbops:workflow-id',
+  runId: 'dbops:run-id',
+  source: 'dbops:source-instance',
+} as const;
+
+export const DR_PURPOSE = 'dr-test';
+
 export interface DrTestReport {
   instanceId: string;
   workflowId: string;

@@ -1,0 +1,150 @@
+/**
+ * `backup`: a manual snapshot of an instance, waited for until available, then optionally
+ * exported (RDS export task to S3 / local SQL export) and waited for until complete.
+ */
+import { workflowInfo } from '@temporalio/workflow';
+
+import type {
+  ExportDestination,
+  ExportStatus,
+  SnapshotDescription,
+} from '../activities/control-plane/control-plane';
+import { pollUntil } from './lib/polling';
+import {
+  derivedIdentifier,
+  invalidInput,
+  rejectUnknownFields,
+  requireIdentifier,
+  requireObject,
+  secondsBetween,
+  timeouts as parseTimeouts,
+  trackRecovery,
+  utcStamp,
+  type RecoveryTimeouts,
+} from './lib/recovery';
+import { controlPlane } from './lib/recovery-steps';
+
+export interface BackupInput {
+  instanceId: string;
+  /** Default `<instanceId>-manual-<YYYYMMDD-HHMMSS>` (UTC, workflow start time). */
+  snapshotId?: string;
+  /** `true`: to the configured exports bucket; or a destination of its own. */
+  export?: boolean | Partial<ExportDestination>;
+  timeouts?: Partial<RecoveryTimeouts>;
+}
+
+export interface BackupResult {
+  instanceId: string;
+  snapshotId: string;
+  snapshotCreatedAt: string | null;
+  sizeBytes: number | null;
+  /** From the snapshot request until it was available. */
+  snapshotSeconds: number | null;
+  export: {
+    exportId: string;
+    destination: string;
+    status: ExportStatus;
+    exportSeconds: number | null;
+  } | null;
+}
+
+export async function backup(input: BackupInput): Promise<BackupResult> {
+  const valid = validate(input);
+  const setStep = trackRecovery('backup', valid.instanceId);
+  const { instanceId, snapshotId, timeouts } = valid;
+
+  setStep(`requesting snapshot ${snapshotId}`);
+  const requestedAt = new Date().toISOString();
+  await controlPlane.createSnapshot(instanceId, snapshotId, {
+    'dbops:workflow-id': workflowInfo().workflowId,
+  });
+  const snapshot: SnapshotDescription = await pollUntil({
+    what: `snapshot ${snapshotId} to be available`,
+    describe: () => controlPlane.describeSnapshot(snapshotId),
+    isDone: (s) => s.status === 'available',
+    failure: (s) => (s.status === 'failed' || s.status === 'deleting' ? `it is ${s.status}` : undefined),
+    interval: timeouts.pollInterval,
+    timeout: timeouts.snapshot,
+    onState: (s) => setStep(`snapshot ${snapshotId} ${s.status} (${s.percentProgress}%)`),
+  });
+  const result: BackupResult = {
+    instanceId,
+    snapshotId,
+    snapshotCreatedAt: snapshot.createdAt ?? null,
+    sizeBytes: snapshot.sizeBytes ?? null,
+    snapshotSeconds: secondsBetween(requestedAt, new Date().toISOString()),
+    export: null,
+  };
+  if (valid.export === undefined) return result;
+
+  const destination =
+    valid.export.bucket === undefined
+      ? { ...(await controlPlane.defaultExportDestination(instanceId)), ...definedPrefix(valid.export) }
+      : { bucket: valid.export.bucket, prefix: valid.export.prefix ?? `exports/${instanceId}` };
+  const exportId = valid.export.exportId;
+  setStep(`exporting ${snapshotId} as ${exportId}`);
+  const exportRequestedAt = new Date().toISOString();
+  await controlPlane.startExport(exportId, snapshotId, destination);
+  const exported = await pollUntil({
+    what: `export ${exportId} to complete`,
+    describe: () => controlPlane.describeExport(exportId),
+    isDone: (s) => s.status === 'complete',
+    failure: (s) =>
+      s.status === 'failed' || s.status === 'canceled'
+        ? `it is ${s.status}: ${s.failureCause ?? 'no cause given'}`
+        : undefined,
+    interval: timeouts.pollInterval,
+    timeout: timeouts.export,
+    onState: (s) => setStep(`export ${exportId} ${s.status} (${s.percentProgress}%)`),
+  });
+  return {
+    ...result,
+    export: {
+      exportId,
+      destination: exported.destination,
+      status: exported.status,
+      exportSeconds: secondsBetween(exportRequestedAt, new Date().toISOString()),
+    },
+  };
+}
+
+function definedPrefix(destination: Partial<ExportDestination>): Partial<ExportDestination> {
+  return destination.prefix === undefined ? {} : { prefix: destination.prefix };
+}
+
+function validate(raw: unknown) {
+  const input = requireObject(raw);
+  rejectUnknownFields(input, ['instanceId', 'snapshotId', 'export', 'timeouts']);
+  const instanceId = requireIdentifier('instanceId', input.instanceId);
+  const snapshotId =
+    input.snapshotId === undefined
+      ? derivedIdentifier('instanceId', instanceId, `-manual-${utcStamp(new Date())}`)
+      : requireIdentifier('snapshotId', input.snapshotId);
+  let exportTo: Partial<ExportDestination> | undefined;
+  if (input.export === true) exportTo = {};
+  else if (typeof input.export === 'object' && input.export !== null && !Array.isArray(input.export)) {
+    const given = input.export as Record<string, unknown>;
+    rejectUnknownFields(given, ['bucket', 'prefix']);
+    for (const field of ['bucket', 'prefix'] as const) {
+      if (given[field] !== undefined && (typeof given[field] !== 'string' || given[field] === '')) {
+        throw invalidInput(
+          `export.${field} ${JSON.stringify(given[field])} is not valid: a non-empty string`,
+        );
+      }
+    }
+    exportTo = given;
+  } else if (input.export !== undefined && input.export !== false) {
+    throw invalidInput(
+      `export ${JSON.stringify(input.export)} is not valid: true, false or { bucket?, prefix? }`,
+    );
+  }
+  return {
+    instanceId,
+    snapshotId,
+    export:
+      exportTo === undefined
+        ? undefined
+        : { ...exportTo, exportId: derivedIdentifier('snapshotId', snapshotId, '-export') },
+    timeouts: parseTimeouts(input.timeouts),
+  };
+}

@@ -1,0 +1,220 @@
+/**
+ * `drTest`: the monthly disaster-recovery test of the runbook. Restores the newest available
+ * snapshot of an instance to `<instance>-dr-test-<YYYYMMDD>`, checks that the copy is a usable
+ * replacement (activities/postgres/dr-checks.ts), ALWAYS deletes the copy (success, failed check,
+ * activity failure, cancellation: the cleanup runs in a non-cancellable scope), and reports the
+ * RPO (snapshot age), the RTO (restore duration) and every check, as its result and as JSON and
+ * Markdown files. A run first removes the copies that crashed runs left behind (orphans).
+ */
+import {
+  ApplicationFailure,
+  CancellationScope,
+  isCancellation,
+  log,
+  workflowInfo,
+} from '@temporalio/workflow';
+
+import type { DrCheck } from '../activities/postgres/dr-checks';
+import {
+  derivedIdentifier,
+  DR_PURPOSE,
+  DR_TAGS,
+  invalidInput,
+  numberInRange,
+  rejectUnknownFields,
+  requireIdentifier,
+  requireObject,
+  secondsBetween,
+  timeouts as parseTimeouts,
+  trackRecovery,
+  utcDate,
+  type DrTestReport,
+  type RecoveryTimeouts,
+} from './lib/recovery';
+import {
+  checks as checkActivities,
+  controlPlane,
+  deleteInstance,
+  deleteOwnedInstance,
+  failureMessage,
+  waitForAvailable,
+  waitUntilGone,
+} from './lib/recovery-steps';
+
+export interface DrTestInput {
+  instanceId: string;
+  /** Minimum recall@10 of each HNSW index against exact search (default 0.9). */
+  minRecall?: number;
+  /** Stored embeddings used as query vectors for recall (default 20). */
+  sampleQueries?: number;
+  /** `hnsw.ef_search` for the recall queries (default 100). */
+  efSearch?: number;
+  timeouts?: Partial<RecoveryTimeouts>;
+}
+
+export async function drTest(input: DrTestInput): Promise<DrTestReport> {
+  const valid = validate(input);
+  const { instanceId, timeouts } = valid;
+  const setStep = trackRecovery('drTest', instanceId);
+  const started = new Date();
+  const { workflowId, runId } = workflowInfo();
+  const target = valid.target;
+  const owner = { [DR_TAGS.workflowId]: workflowId, [DR_TAGS.runId]: runId };
+  const report: DrTestReport = {
+    instanceId,
+    workflowId,
+    ok: false,
+    startedAt: started.toISOString(),
+    finishedAt: started.toISOString(),
+    snapshot: null,
+    rpoSeconds: null,
+    rtoSeconds: null,
+    temporaryInstanceId: target,
+    temporaryInstanceDeleted: false,
+    orphansRemoved: [],
+    checks: [],
+    error: null,
+    reportLocations: [],
+  };
+
+  let cancelled: Error | undefined;
+  try {
+    setStep('removing orphans of earlier runs');
+    for (const orphan of await controlPlane.findOrphanDrInstances(instanceId)) {
+      log.warn(`removing ${orphan}: a DR test instance no running workflow owns`, { instanceId });
+      await deleteInstance(orphan, timeouts);
+      report.orphansRemoved.push(orphan);
+    }
+    // An earlier run of the same day may still be deleting its copy of the same name.
+    await waitUntilGone(target, timeouts.deletion, timeouts);
+
+    setStep('finding the newest available snapshot');
+    const snapshot = (await controlPlane.listSnapshots(instanceId)).find((s) => s.status === 'available');
+    if (snapshot === undefined) {
+      throw ApplicationFailure.nonRetryable(
+        `instance ${instanceId} has no available snapshot to test: take one with dbops backup --instance ${instanceId}`,
+        'NoSnapshot',
+      );
+    }
+    report.snapshot = {
+      snapshotId: snapshot.snapshotId,
+      type: snapshot.type,
+      createdAt: snapshot.createdAt,
+      sizeBytes: snapshot.sizeBytes,
+    };
+    report.rpoSeconds = secondsBetween(snapshot.createdAt, report.startedAt);
+
+    setStep(`restoring ${snapshot.snapshotId} as ${target}`);
+    const requestedAt = new Date().toISOString();
+    await controlPlane.restoreFromSnapshot(snapshot.snapshotId, target, {
+      ...owner,
+      [DR_TAGS.purpose]: DR_PURPOSE,
+      [DR_TAGS.source]: instanceId,
+    });
+    const restored = await waitForAvailable(target, timeouts, (s) =>
+      setStep(`instance ${target} ${s.providerStatus}`),
+    );
+    report.rtoSeconds = secondsBetween(requestedAt, new Date().toISOString());
+
+    setStep(`checking ${target}`);
+    try {
+      const result = await checkActivities.runDrChecks({
+        endpoint: restored.endpoint,
+        expectedRowCounts: snapshot.tableRowCounts ?? null,
+        sampleQueries: valid.sampleQueries,
+        minRecall: valid.minRecall,
+        efSearch: valid.efSearch,
+      });
+      report.checks.push(...result.checks);
+    } catch (error) {
+      if (isCancellation(error)) throw error;
+      // The checks could not even connect: that is the connectivity check failing.
+      report.checks.push({ name: 'connectivity', status: 'failed', detail: failureMessage(error) });
+    }
+  } catch (error) {
+    if (isCancellation(error)) cancelled = error as Error;
+    report.error = isCancellation(error) ? 'the DR test was cancelled' : failureMessage(error);
+  }
+
+  await CancellationScope.nonCancellable(async () => {
+    setStep(`deleting ${target}`);
+    report.checks.push(await cleanup(target, owner, timeouts));
+    report.temporaryInstanceDeleted = report.checks.at(-1)!.status === 'passed';
+    report.finishedAt = new Date().toISOString();
+    report.ok = report.error === null && report.checks.every((check) => check.status !== 'failed');
+    setStep('writing the report');
+    try {
+      report.reportLocations = await controlPlane.writeDrReport(report);
+    } catch (error) {
+      log.error(`the DR report could not be written: ${failureMessage(error)}`, { instanceId });
+    }
+  });
+  if (cancelled !== undefined) throw cancelled;
+
+  const summary = summarize(report);
+  if (!report.ok) {
+    log.error(`ALERT: ${summary}`, { instanceId, workflowId, reportLocations: report.reportLocations });
+    throw ApplicationFailure.create({
+      message: summary,
+      type: 'DrTestFailed',
+      nonRetryable: true,
+      details: [report],
+    });
+  }
+  log.info(summary, { instanceId, reportLocations: report.reportLocations });
+  setStep('passed');
+  return report;
+}
+
+/** The cleanup as a check of its own: a copy left running is a finding (cost, exposure). */
+async function cleanup(
+  target: string,
+  owner: Record<string, string>,
+  timeouts: RecoveryTimeouts,
+): Promise<DrCheck> {
+  try {
+    const outcome = await deleteOwnedInstance(target, owner, timeouts);
+    const detail = {
+      deleted: `temporary instance ${target} deleted`,
+      absent: `temporary instance ${target} was never created`,
+      'not-ours': `instance ${target} belongs to another run: left alone`,
+    }[outcome];
+    return { name: 'cleanup', status: 'passed', detail };
+  } catch (error) {
+    return {
+      name: 'cleanup',
+      status: 'failed',
+      detail: `temporary instance ${target} may still exist: ${failureMessage(error)} (the next DR test removes it)`,
+    };
+  }
+}
+
+function summarize(report: DrTestReport): string {
+  const failed = report.checks.filter((check) => check.status === 'failed');
+  const head = `DR test of ${report.instanceId} ${report.ok ? 'passed' : 'FAILED'}`;
+  const snapshot = report.snapshot === null ? 'no snapshot' : `snapshot ${report.snapshot.snapshotId}`;
+  const timing = `RPO ${report.rpoSeconds ?? '?'} s, RTO ${report.rtoSeconds ?? '?'} s`;
+  const problems = [
+    ...(report.error === null ? [] : [report.error]),
+    ...failed.map((check) => `${check.name}: ${check.detail}`),
+  ];
+  return `${head} (${snapshot}, ${timing})${problems.length > 0 ? `: ${problems.join('; ')}` : ''}`;
+}
+
+function validate(raw: unknown) {
+  const input = requireObject(raw);
+  rejectUnknownFields(input, ['instanceId', 'minRecall', 'sampleQueries', 'efSearch', 'timeouts']);
+  const instanceId = requireIdentifier('instanceId', input.instanceId);
+  const sampleQueries = numberInRange('sampleQueries', input.sampleQueries, 20, 1, 1000);
+  if (!Number.isInteger(sampleQueries)) {
+    throw invalidInput(`sampleQueries ${sampleQueries} is not valid: a whole number from 1 to 1000`);
+  }
+  return {
+    instanceId,
+    target: derivedIdentifier('instanceId', instanceId, `-dr-test-${utcDate(new Date())}`),
+    minRecall: numberInRange('minRecall', input.minRecall, 0.9, 0, 1),
+    sampleQueries,
+    efSearch: Math.round(numberInRange('efSearch', input.efSearch, 100, 1, 1000)),
+    timeouts: parseTimeouts(input.timeouts),
+  };
+}

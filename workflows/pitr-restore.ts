@@ -1,0 +1,115 @@
+/**
+ * `pitrRestore`: restores an instance as it was at a point in time (or at its latest restorable
+ * time) as a NEW instance, waits until it is available and returns its endpoint. The target time
+ * is checked against the source's restorable range before anything is created.
+ */
+import { ApplicationFailure, CancellationScope, isCancellation, workflowInfo } from '@temporalio/workflow';
+
+import type { Endpoint } from '../activities/control-plane/control-plane';
+import { PointInTimeRestoreNotEnabledError, RestoreTimeOutOfRangeError } from './lib/errors';
+import {
+  derivedIdentifier,
+  invalidInput,
+  rejectUnknownFields,
+  requireIdentifier,
+  requireIsoTime,
+  requireObject,
+  secondsBetween,
+  timeouts as parseTimeouts,
+  trackRecovery,
+  utcStamp,
+  type RecoveryTimeouts,
+} from './lib/recovery';
+import { controlPlane, deleteOwnedInstance, waitForAvailable } from './lib/recovery-steps';
+
+export interface PitrRestoreInput {
+  /** The source instance. */
+  instanceId: string;
+  /** ISO-8601 time with a zone (e.g. `2026-01-31T12:00:00Z`), or `latest`. */
+  restoreTime: string;
+  /** The new instance; default `<instanceId>-pitr-<YYYYMMDD-HHMMSS>` (UTC, workflow start time). */
+  targetInstanceId?: string;
+  timeouts?: Partial<RecoveryTimeouts>;
+}
+
+export interface RestoreResult {
+  sourceInstanceId: string;
+  targetInstanceId: string;
+  endpoint: Endpoint;
+  /**
+   * The time the data is as of: the requested time, the source's latest restorable time when
+   * `latest` was asked for, or the snapshot's time for a snapshot restore.
+   */
+  restoredTo: string | null;
+  /** From the restore request until the new instance was available. */
+  restoreSeconds: number | null;
+}
+
+export async function pitrRestore(input: PitrRestoreInput): Promise<RestoreResult> {
+  const { instanceId, restoreTime, targetInstanceId, timeouts } = validate(input);
+  const setStep = trackRecovery('pitrRestore', instanceId);
+
+  setStep(`checking the restorable range of ${instanceId}`);
+  const source = await controlPlane.describeInstance(instanceId);
+  const earliest = source.earliestRestorableTime;
+  const latest = source.latestRestorableTime;
+  if (earliest === undefined || latest === undefined) {
+    throw ApplicationFailure.nonRetryable(
+      `instance ${instanceId} cannot be restored to a point in time: it has no restorable range (no backup retained yet)`,
+      PointInTimeRestoreNotEnabledError.name,
+    );
+  }
+  if (restoreTime !== 'latest' && (restoreTime < earliest || restoreTime > latest)) {
+    throw ApplicationFailure.nonRetryable(
+      `restoreTime ${restoreTime} is outside the restorable range of instance ${instanceId}: ${earliest} to ${latest}`,
+      RestoreTimeOutOfRangeError.name,
+    );
+  }
+
+  setStep(`restoring ${instanceId} to ${restoreTime} as ${targetInstanceId}`);
+  const requestedAt = new Date().toISOString();
+  const owner = { 'dbops:workflow-id': workflowInfo().workflowId, 'dbops:run-id': workflowInfo().runId };
+  const tags = { ...owner, 'dbops:source-instance': instanceId };
+  try {
+    await controlPlane.restoreToPointInTime(
+      instanceId,
+      targetInstanceId,
+      restoreTime === 'latest' ? 'latest' : { time: restoreTime },
+      tags,
+    );
+    const restored = await waitForAvailable(targetInstanceId, timeouts, (s) =>
+      setStep(`instance ${targetInstanceId} ${s.providerStatus}`),
+    );
+    return {
+      sourceInstanceId: instanceId,
+      targetInstanceId,
+      endpoint: restored.endpoint,
+      restoredTo: restoreTime === 'latest' ? latest : restoreTime,
+      restoreSeconds: secondsBetween(requestedAt, new Date().toISOString()),
+    };
+  } catch (error) {
+    // A cancelled restore leaves nothing behind; a failed one is kept for inspection.
+    if (isCancellation(error)) {
+      await CancellationScope.nonCancellable(() => deleteOwnedInstance(targetInstanceId, owner, timeouts));
+    }
+    throw error;
+  }
+}
+
+function validate(raw: unknown) {
+  const input = requireObject(raw);
+  rejectUnknownFields(input, ['instanceId', 'restoreTime', 'targetInstanceId', 'timeouts']);
+  const instanceId = requireIdentifier('instanceId', input.instanceId);
+  const restoreTime =
+    input.restoreTime === 'latest' ? 'latest' : requireIsoTime('restoreTime', input.restoreTime);
+  const targetInstanceId =
+    input.targetInstanceId === undefined
+      ? derivedIdentifier('instanceId', instanceId, `-pitr-${utcStamp(new Date())}`)
+      : requireIdentifier('targetInstanceId', input.targetInstanceId);
+  if (targetInstanceId === instanceId) {
+    throw invalidInput(
+      `targetInstanceId must differ from instanceId ${instanceId}: a restore never overwrites its source`,
+    );
+  }
+  return { instanceId, restoreTime, targetInstanceId, timeouts: parseTimeouts(input.timeouts) };
+}
