@@ -118,7 +118,8 @@ function isAlive(pid: number): boolean {
 async function isJobRunning(job: JobRecord): Promise<boolean> {
   if (!isAlive(job.pid)) return false;
   const cmdline = await readFile(`/proc/${job.pid}/cmdline`, 'utf8').catch(() => '');
-  return cmdline.includes(JOB_SCRIPT);
+  // By file name: another checkout of the project may have started it.
+  return cmdline.includes(path.basename(JOB_SCRIPT));
 }
 
 /** Ends what is left of a dead job: the children it started live on in its process group. */
