@@ -569,6 +569,8 @@ export class LocalControlPlane implements ControlPlane {
       }
     }
     await stopCluster(this.layout.dataDir(id), 'immediate').catch(() => undefined);
+    // initdb, pg_ctl or a server that had not written its pid file yet.
+    await killProcessesUsing(this.layout.dataDir(id));
     return updateRecord<InstanceRecord>(file, (r) => ({
       ...r,
       status: 'failed',

@@ -488,6 +488,28 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
       assert.equal((await plane.describeInstance('source-db')).status, 'available');
     });
 
+    it('an instance whose create job is killed is settled as failed by the next describe, not creating forever', async () => {
+      assert.equal((await plane.createInstance('killed-create')).status, 'creating');
+      const dir = path.join(stateDir, 'instances', 'killed-create');
+      // Killed once initdb is at work on the cluster.
+      while (!(await readdir(dir)).includes('data') || !(await readdir(dir)).includes('job.json')) {
+        await sleep(20);
+      }
+      const job = JSON.parse(await readFile(path.join(dir, 'job.json'), 'utf8')) as { pid: number };
+      process.kill(job.pid, 'SIGKILL');
+      let settled = await plane.describeInstance('killed-create');
+      while (settled.status === 'creating') {
+        await sleep(50); // until the killed job has been reaped
+        settled = await plane.describeInstance('killed-create');
+      }
+      assert.equal(settled.status, 'failed');
+      assert.match(settled.providerStatus, /background job .* ended before the instance was ready/);
+      const { stdout } = await execFileAsync('ps', ['-eo', 'args']);
+      assert.doesNotMatch(stdout, /killed-create\/data/, 'a process of the killed create still runs');
+      await plane.deleteInstance('killed-create', { skipFinalSnapshot: true });
+      await assert.rejects(plane.describeInstance('killed-create'), NotFoundError);
+    });
+
     it('deletes an instance after a final snapshot, which stays restorable', async () => {
       await plane.deleteInstance('from-snapshot', {
         skipFinalSnapshot: false,
