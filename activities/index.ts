@@ -15,6 +15,7 @@ import { createDeployActivities, type RolloutHook } from './postgres/deploy';
 import { createHealthActivities } from './postgres/health';
 import { createMaintenanceActivities } from './postgres/maintenance';
 import { instanceConnection } from './postgres/instance';
+import { primaryOrInstance } from './postgres/on-instance';
 import { createPingActivities } from './postgres/ping';
 import { createRecoveryActivities } from './recovery/activities';
 import type { RecoveryStorage } from './recovery/reports';
@@ -39,10 +40,11 @@ export interface ActivityDeps {
 }
 
 export function createActivities(deps: ActivityDeps) {
+  const onInstance = primaryOrInstance(deps.connector, instanceConnection(deps.controlPlane, deps.connector));
   return {
     ...createPingActivities(deps.database),
-    ...createMaintenanceActivities(deps.database, deps.maintenanceWindow ?? 'sun:04:00-sun:05:00'),
-    ...createHealthActivities(deps.database),
+    ...createMaintenanceActivities(onInstance, deps.maintenanceWindow ?? 'sun:04:00-sun:05:00'),
+    ...createHealthActivities(onInstance),
     ...createControlPlaneActivities(deps.controlPlane),
     ...createRecoveryActivities(deps),
     ...createDeployActivities({

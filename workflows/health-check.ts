@@ -13,7 +13,7 @@ import {
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
 
 export interface HealthCheckInput {
-  /** The instance, for the record (the worker's configured database is the one measured). */
+  /** The instance (found through the ControlPlane); absent: the worker's configured database. */
   instanceId?: string;
   thresholds?: Partial<HealthThresholds>;
 }
@@ -33,7 +33,7 @@ const { measureHealth } = proxyActivities<Activities>({
 /** The runbook's alert conditions, checked on the database itself; every finding is logged. */
 export async function healthCheck(input: HealthCheckInput = {}): Promise<HealthCheckResult> {
   const thresholds = validate(input);
-  const snapshot = await measureHealth();
+  const snapshot = await measureHealth({ instanceId: input.instanceId });
   const findings = evaluateHealth(snapshot, thresholds);
   for (const finding of findings) {
     const fields = { check: finding.check, severity: finding.severity, instanceId: input.instanceId };

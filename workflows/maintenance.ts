@@ -8,7 +8,7 @@ import { isInsideWindow, parseMaintenanceWindow } from './lib/maintenance-window
 import { parseTableName, TABLE_NAME_RULE } from './lib/table-names';
 
 export interface MaintenanceInput {
-  /** The instance, for the record (the worker's configured database is the one maintained). */
+  /** The instance (found through the ControlPlane); absent: the worker's configured database. */
   instanceId?: string;
   /** `table` or `schema.table`; all user tables when absent or empty. */
   tables?: string[];
@@ -52,22 +52,23 @@ export async function maintenance(input: MaintenanceInput = {}): Promise<Mainten
     }
   }
 
-  const tables = await quick.resolveMaintenanceTables({ tables: input.tables });
-  const before = await quick.maintenanceReport();
+  const { instanceId } = input;
+  const tables = await quick.resolveMaintenanceTables({ instanceId, tables: input.tables });
+  const before = await quick.maintenanceReport({ instanceId });
   const vacuumed: VacuumResult[] = [];
   for (const table of tables) {
-    const result = await vacuumTable({ table, full });
+    const result = await vacuumTable({ instanceId, table, full });
     log.info('vacuumed', { table: `${table.schema}.${table.table}`, full, durationMs: result.durationMs });
     vacuumed.push(result);
   }
-  const after = await quick.maintenanceReport();
+  const after = await quick.maintenanceReport({ instanceId });
   for (const index of after.unusedIndexes) {
     log.warn('unused index', { index: `${index.schema}.${index.index}`, sizeBytes: index.sizeBytes });
   }
   for (const setting of after.autovacuum.filter((s) => !s.matches)) {
     log.info('autovacuum setting differs from the runbook', { ...setting });
   }
-  return { instanceId: input.instanceId ?? null, full, before, vacuumed, after };
+  return { instanceId: instanceId ?? null, full, before, vacuumed, after };
 }
 
 /** Rejects bad input before any activity runs; returns whether VACUUM FULL was asked for. */

@@ -5,8 +5,7 @@
  */
 import type { Client } from 'pg';
 
-import type { DatabaseConfig } from '../../workers/config';
-import { withClient } from './connect';
+import type { InstanceInput, OnInstance } from './on-instance';
 
 export interface StatementStats {
   /** Normalized text (constants replaced by $n), cut to 500 characters. */
@@ -63,10 +62,10 @@ const OPERATOR_BY_OPCLASS: Record<string, string> = {
   vector_l1_ops: '<+>',
 };
 
-export function createHealthActivities(db: DatabaseConfig) {
+export function createHealthActivities(onInstance: OnInstance) {
   return {
-    async measureHealth(): Promise<HealthSnapshot> {
-      return withClient(db, async (client) => {
+    async measureHealth(input: InstanceInput): Promise<HealthSnapshot> {
+      return onInstance(input.instanceId, async (client) => {
         const statements = await statementStats(client);
         return {
           measuredAt: new Date().toISOString(),

@@ -7,8 +7,7 @@ import type { Client } from 'pg';
 
 import { InvalidInputError } from '../../workflows/lib/errors';
 import { parseTableName, TABLE_NAME_RULE } from '../../workflows/lib/table-names';
-import type { DatabaseConfig } from '../../workers/config';
-import { withClient } from './connect';
+import type { InstanceInput, OnInstance } from './on-instance';
 
 export interface TableRef {
   schema: string;
@@ -73,7 +72,7 @@ export const RECOMMENDED_AUTOVACUUM: Record<string, string> = {
 
 const HEARTBEAT_INTERVAL_MS = 5_000;
 
-export function createMaintenanceActivities(db: DatabaseConfig, maintenanceWindow: string) {
+export function createMaintenanceActivities(onInstance: OnInstance, maintenanceWindow: string) {
   return {
     /** The configured window for VACUUM FULL (an activity, so the workflow stays deterministic). */
     configuredMaintenanceWindow(): Promise<string> {
@@ -84,8 +83,8 @@ export function createMaintenanceActivities(db: DatabaseConfig, maintenanceWindo
      * The tables to vacuum: the named ones (each must exist) or, when none are named, every user
      * table. Throws InvalidInputError naming every unknown table, before anything is vacuumed.
      */
-    async resolveMaintenanceTables(input: { tables?: string[] }): Promise<TableRef[]> {
-      return withClient(db, async (client) => {
+    async resolveMaintenanceTables(input: InstanceInput & { tables?: string[] }): Promise<TableRef[]> {
+      return onInstance(input.instanceId, async (client) => {
         const existing = await userTables(client);
         if (input.tables === undefined || input.tables.length === 0) return existing;
         const resolved: TableRef[] = [];
@@ -109,10 +108,10 @@ export function createMaintenanceActivities(db: DatabaseConfig, maintenanceWindo
     },
 
     /** VACUUM (ANALYZE[, FULL]) of one table, heartbeating; cancelling the activity cancels the VACUUM. */
-    async vacuumTable(input: { table: TableRef; full: boolean }): Promise<VacuumResult> {
+    async vacuumTable(input: InstanceInput & { table: TableRef; full: boolean }): Promise<VacuumResult> {
       const { schema, table } = input.table;
       const context = Context.current();
-      return withClient(db, async (client) => {
+      return onInstance(input.instanceId, async (client) => {
         const found = await client.query(
           'SELECT 1 FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2',
           [schema, table],
@@ -122,9 +121,9 @@ export function createMaintenanceActivities(db: DatabaseConfig, maintenanceWindo
         const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
         const pid = rows[0]!.pid;
         const cancelVacuum = () => {
-          void withClient(db, (other) => other.query('SELECT pg_cancel_backend($1)', [pid])).catch(
-            () => undefined,
-          );
+          void onInstance(input.instanceId, (other) =>
+            other.query('SELECT pg_cancel_backend($1)', [pid]),
+          ).catch(() => undefined);
         };
         context.cancellationSignal.addEventListener('abort', cancelVacuum);
         const heartbeat = setInterval(() => context.heartbeat({ schema, table }), HEARTBEAT_INTERVAL_MS);
@@ -145,8 +144,8 @@ export function createMaintenanceActivities(db: DatabaseConfig, maintenanceWindo
     },
 
     /** Last (auto)vacuum / analyze and dead tuples per table, unused and vector indexes, autovacuum settings. */
-    async maintenanceReport(): Promise<MaintenanceReport> {
-      return withClient(db, async (client) => ({
+    async maintenanceReport(input: InstanceInput): Promise<MaintenanceReport> {
+      return onInstance(input.instanceId, async (client) => ({
         tables: await tableStats(client),
         unusedIndexes: await unusedIndexes(client),
         vectorIndexes: await vectorIndexes(client),

@@ -40,7 +40,7 @@ describe('healthCheck workflow (dev server, real Postgres with max_connections =
   }
 
   it('reports a quiet database as ok, with info findings for what it could not measure', async () => {
-    const result = await run({ instanceId: 'mcp-demo-prod' });
+    const result = await run();
     assert.equal(result.status, 'ok', JSON.stringify(result.findings));
     assert.deepEqual(
       result.findings.map((f) => [f.severity, f.check]),
@@ -114,6 +114,15 @@ describe('healthCheck workflow (dev server, real Postgres with max_connections =
     assert.match(result.knn.plan, /Buffers: shared hit=\d+/);
     const knn = result.findings.find((f) => f.check === 'knn')!;
     assert.deepEqual([knn.severity, /uses conversations_embedding_idx/.test(knn.message)], ['info', true]);
+  });
+
+  it('measures a named instance through the ControlPlane: an unknown one fails with NotFoundError', async () => {
+    await assert.rejects(run({ instanceId: 'no-such-db' }), (error: Error) => {
+      const failure = (error.cause as Error & { cause?: Error & { type?: string } }).cause;
+      assert.equal(failure?.type, 'NotFoundError');
+      assert.match(failure.message, /no-such-db/);
+      return true;
+    });
   });
 
   it('rejects a negative threshold before measuring anything', async () => {

@@ -107,7 +107,7 @@ describe('maintenance workflow (dev server, real Postgres)', () => {
   });
 
   it('reports the dead tuples and the unused index, then cleans the table', async () => {
-    const result = await run({ instanceId: 'mcp-demo-prod', tables: ['bloated'] });
+    const result = await run({ tables: ['bloated'] });
 
     const before = result.before.tables.find((t) => t.table === 'bloated')!;
     assert.equal(before.deadTuples, 18000);
@@ -151,6 +151,9 @@ describe('maintenance workflow (dev server, real Postgres)', () => {
     );
     assert.notEqual(await filenode(), before, 'VACUUM FULL rewrites the table into a new file');
   });
+
+  it('works on a named instance through the ControlPlane: an unknown one fails, nothing vacuumed', () =>
+    assertFails({ instanceId: 'no-such-db', tables: ['tidy'] }, 'NotFoundError', /no-such-db/));
 
   it('vacuums every user table when none is named', async () => {
     const result = await run({});
