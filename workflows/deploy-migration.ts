@@ -219,9 +219,9 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
       });
     }
     progress.stage = 'revert';
+    let reverted: string[];
     try {
-      const reverted = await runMigrationStep({ instanceId, direction: 'down', names: applied, settings });
-      return fail({ ...none, stage: 'migrate', snapshotId, applied, reverted, error: message });
+      reverted = await runMigrationStep({ instanceId, direction: 'down', names: applied, settings });
     } catch (revertError) {
       return fail({
         ...none,
@@ -232,6 +232,7 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
         error: `${message}; reverting failed too: ${rootMessage(revertError)}`,
       });
     }
+    return fail({ ...none, stage: 'migrate', snapshotId, applied, reverted, error: message });
   }
   progress.stage = 'done';
   return {

@@ -1,0 +1,319 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { Worker } from '@temporalio/worker';
+import type { Client } from 'pg';
+
+import { createActivities, type ActivityDeps } from '../../activities';
+import type { DeployFailure } from '../../workflows/deploy-migration';
+import { deployMigration } from '../../workflows';
+import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
+import { migrationsDir, startLocalInstance, type LocalInstance } from '../helpers/local-instance';
+
+const SCHEMA = '0005_user_id_new_expand';
+const addNote =
+  '-- Up Migration\nALTER TABLE conversations ADD COLUMN note text;\n-- Down Migration\n-- squawk-ignore ban-drop-column\nALTER TABLE conversations DROP COLUMN note;\n';
+const broken = '-- Up Migration\nSELECT 1 / 0;\n-- Down Migration\nSELECT 1;\n';
+
+/** The failure's structured details (DeployFailure) and its message. */
+async function deployFailure(
+  promise: Promise<unknown>,
+): Promise<{ message: string; details: DeployFailure }> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(error instanceof WorkflowFailedError, String(error));
+    const cause = error.cause as { message: string; details?: unknown[] };
+    return { message: cause.message, details: cause.details?.[0] as DeployFailure };
+  }
+  assert.fail('the deploy succeeded');
+}
+
+/** Reads and writes conversations in a loop on several connections, counting failures. */
+function startLoad(clients: Client[]) {
+  let running = true;
+  const counts = { ok: 0, failed: 0, errors: [] as string[] };
+  const loops = clients.map(async (client, n) => {
+    while (running) {
+      try {
+        await client.query('BEGIN');
+        await client.query(`INSERT INTO conversations (user_id, title) VALUES ($1, 'load')`, [n]);
+        await client.query(
+          `UPDATE conversations SET updated_at = now() WHERE id = (SELECT max(id) FROM conversations)`,
+        );
+        await client.query(`SELECT count(*) FROM conversations WHERE user_id = $1`, [n]);
+        await client.query('COMMIT');
+        counts.ok++;
+      } catch (error) {
+        counts.failed++;
+        counts.errors.push((error as Error).message);
+        await client.query('ROLLBACK').catch(() => undefined);
+      }
+    }
+  });
+  return {
+    counts,
+    stop: async () => {
+      running = false;
+      await Promise.all(loops);
+      return counts;
+    },
+  };
+}
+
+describe('deployMigration workflow (dev server, local instance)', () => {
+  let env: TestWorkflowEnvironment;
+  let instance: LocalInstance;
+  let queue = 0;
+  /** Migrations this suite applied beyond the schema: every later deploy's directory has them. */
+  const extras: Record<string, string> = {};
+
+  before(async () => {
+    [env, instance] = await Promise.all([createDevServerEnv(), startLocalInstance('deploy-test')]);
+  });
+  after(async () => {
+    await Promise.all([env?.teardown(), instance?.stop()]);
+  });
+
+  /** Runs `fn` with a worker whose activities use `deps` on top of the instance's. */
+  async function withWorker<T>(
+    deps: Partial<ActivityDeps>,
+    fn: (taskQueue: string) => Promise<T>,
+  ): Promise<T> {
+    const taskQueue = `deploy-${++queue}`;
+    const worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue,
+      workflowBundle: await workflowBundle(),
+      activities: createActivities({ ...instance.deps, ...deps }),
+    });
+    return worker.runUntil(fn(taskQueue));
+  }
+
+  const start = (taskQueue: string, id: string, input: Partial<Parameters<typeof deployMigration>[0]> = {}) =>
+    env.client.workflow.start(deployMigration, {
+      taskQueue,
+      workflowId: id,
+      args: [{ instanceId: instance.instanceId, lockTimeoutMs: 1000, ...input }],
+    });
+
+  it('applies the schema after a pre-migration snapshot, and holds back the expandContract phases', async () => {
+    const result = await withWorker({}, async (taskQueue) =>
+      (await start(taskQueue, 'deploy-schema')).result(),
+    );
+    assert.equal(result.status, 'migrated');
+    assert.deepEqual(result.applied, [
+      '0001_conversations',
+      '0002_conversation_chunks',
+      '0003_conversation_chunks_hnsw_index',
+      '0004_conversation_chunks_ivfflat_index',
+      SCHEMA,
+    ]);
+    assert.deepEqual(result.heldBack, [
+      '0006_user_id_new_not_null_check',
+      '0007_user_id_new_validate',
+      '0008_user_id_new_set_not_null',
+      '0009_user_id_new_contract',
+    ]);
+    assert.match(result.snapshotId ?? '', /^pre-migration-\d{8}-\d{6}$/);
+    assert.equal((await instance.plane.describeSnapshot(result.snapshotId!)).status, 'available');
+    assert.deepEqual(result.verify?.invalidIndexes, []);
+    assert.deepEqual(result.verify?.analyzedTables, ['conversation_chunks', 'conversations']);
+  });
+
+  it('an unsafe migration is blocked by the lint, naming file, line and rule; nothing is snapshotted or applied', async () => {
+    const dir = await migrationsDir(SCHEMA, {
+      '0100_unsafe.sql': '-- Up Migration\nCREATE INDEX conversations_title_idx ON conversations (title);\n',
+    });
+    const snapshotsBefore = (await instance.plane.listSnapshots(instance.instanceId)).length;
+    const { message, details } = await withWorker({ migrationsDir: dir }, async (taskQueue) =>
+      deployFailure((await start(taskQueue, 'deploy-unsafe')).result()),
+    );
+    assert.equal(details.stage, 'lint');
+    assert.deepEqual(
+      details.lintViolations.map(({ file, line, rule }) => ({ file, line, rule })),
+      [{ file: 'migrations/0100_unsafe.sql', line: 2, rule: 'require-concurrent-index-creation' }],
+    );
+    assert.match(
+      message,
+      /blocked by the migration lint: migrations\/0100_unsafe\.sql:2 require-concurrent-index-creation/,
+    );
+    assert.equal((await instance.plane.listSnapshots(instance.instanceId)).length, snapshotsBefore);
+    const client = await instance.connect();
+    const { rowCount } = await client.query(`SELECT 1 FROM pgmigrations WHERE name = '0100_unsafe'`);
+    assert.equal(rowCount, 0);
+  });
+
+  it('under a concurrent read/write load, adds a column and builds an index concurrently with zero failed load transactions', async () => {
+    const seed = await instance.connect();
+    await seed.query(
+      `INSERT INTO conversations (user_id, title) SELECT g % 100, 'seed ' || g FROM generate_series(1, 20000) g`,
+    );
+    Object.assign(extras, {
+      '0100_add_summary.sql':
+        '-- Up Migration\nALTER TABLE conversations ADD COLUMN summary text;\n-- Down Migration\n-- squawk-ignore ban-drop-column\nALTER TABLE conversations DROP COLUMN summary;\n',
+      '0101_index_created_at.sql':
+        '-- dbops:no-transaction\n-- Up Migration\nCREATE INDEX CONCURRENTLY IF NOT EXISTS conversations_created_at_idx ON conversations (created_at);\n-- Down Migration\nDROP INDEX CONCURRENTLY IF EXISTS conversations_created_at_idx;\n',
+    });
+    const dir = await migrationsDir(SCHEMA, extras);
+    const load = startLoad(await Promise.all([1, 2, 3, 4].map(() => instance.connect())));
+    const result = await withWorker({ migrationsDir: dir }, async (taskQueue) =>
+      (await start(taskQueue, 'deploy-under-load')).result(),
+    );
+    const okDuringDeploy = load.counts.ok;
+    const counts = await load.stop();
+    assert.deepEqual(result.applied, ['0100_add_summary', '0101_index_created_at']);
+    assert.deepEqual(counts.errors, []);
+    assert.equal(counts.failed, 0);
+    assert.ok(okDuringDeploy > 0, 'the load ran while deploying');
+    const { rows } = await seed.query<{ valid: boolean }>(
+      `SELECT indisvalid AS valid FROM pg_index WHERE indexrelid = 'conversations_created_at_idx'::regclass`,
+    );
+    assert.deepEqual(rows, [{ valid: true }]);
+  });
+
+  it('two concurrent deploys never interleave: one applies, the other waits and finds it done', async () => {
+    extras['0102_add_tag.sql'] =
+      '-- Up Migration\nSELECT pg_sleep(2);\n\nALTER TABLE conversations ADD COLUMN IF NOT EXISTS tag text;\n-- Down Migration\n-- squawk-ignore ban-drop-column\nALTER TABLE conversations DROP COLUMN IF EXISTS tag;\n';
+    const dir = await migrationsDir(SCHEMA, extras);
+    const results = await withWorker({ migrationsDir: dir }, async (taskQueue) => {
+      const [a, b] = await Promise.all([
+        start(taskQueue, 'deploy-concurrent-a'),
+        start(taskQueue, 'deploy-concurrent-b'),
+      ]);
+      return Promise.all([a.result(), b.result()]);
+    });
+    assert.deepEqual(results.map((r) => r.applied).sort(), [[], ['0102_add_tag']]);
+    assert.notEqual(results[0].snapshotId, results[1].snapshotId);
+    const client = await instance.connect();
+    const { rows } = await client.query(
+      `SELECT count(*)::int AS n FROM pgmigrations WHERE name = '0102_add_tag'`,
+    );
+    assert.deepEqual(rows, [{ n: 1 }]);
+  });
+
+  it('whenLocked "fail": fails at once naming the session that holds the migration lock; nothing applied', async () => {
+    const holder = await instance.connect();
+    await holder.query(`SET application_name = 'manual-migration'`);
+    await holder.query('SELECT pg_advisory_lock(7241865325823964)');
+    const dir = await migrationsDir(SCHEMA, { ...extras, '0103_add_note.sql': addNote });
+    const { message, details } = await withWorker({ migrationsDir: dir }, async (taskQueue) =>
+      deployFailure((await start(taskQueue, 'deploy-locked', { whenLocked: 'fail' })).result()),
+    );
+    await holder.query('SELECT pg_advisory_unlock_all()');
+    assert.equal(details.stage, 'migrate');
+    assert.deepEqual(details.applied, []);
+    assert.match(message, /the migration lock is held by session pid \d+ \(manual-migration/);
+    assert.match(message, /nothing was applied/);
+  });
+
+  it('a failing migration: what this deploy applied is migrated down, and the result says so', async () => {
+    const dir = await migrationsDir(SCHEMA, {
+      ...extras,
+      '0103_add_note.sql': addNote,
+      '0104_broken.sql': broken,
+    });
+    const { message, details } = await withWorker({ migrationsDir: dir }, async (taskQueue) =>
+      deployFailure((await start(taskQueue, 'deploy-broken')).result()),
+    );
+    assert.deepEqual(details.applied, ['0103_add_note']);
+    assert.deepEqual(details.reverted, ['0103_add_note']);
+    assert.equal(details.restoreCommand, undefined);
+    assert.match(message, /division by zero \(SQLSTATE 22012\)/);
+    const client = await instance.connect();
+    const { rowCount } = await client.query(
+      `SELECT 1 FROM information_schema.columns WHERE table_name = 'conversations' AND column_name = 'note'
+       UNION ALL SELECT 1 FROM pgmigrations WHERE name IN ('0103_add_note', '0104_broken')`,
+    );
+    assert.equal(rowCount, 0);
+  });
+
+  it('an irreversible migration applied before the failure: no revert, the snapshot and the exact restore command reported', async () => {
+    const irreversible = '-- Up Migration\nALTER TABLE conversations ALTER COLUMN title DROP DEFAULT;\n';
+    const dir = await migrationsDir(SCHEMA, {
+      ...extras,
+      '0103_title_no_default.sql': irreversible,
+      '0104_broken.sql': broken,
+    });
+    const { message, details } = await withWorker({ migrationsDir: dir }, async (taskQueue) =>
+      deployFailure((await start(taskQueue, 'deploy-irreversible')).result()),
+    );
+    extras['0103_title_no_default.sql'] = irreversible; // applied and kept: later deploys see it
+    assert.deepEqual(details.applied, ['0103_title_no_default']);
+    assert.deepEqual(details.reverted, []);
+    assert.match(details.snapshotId ?? '', /^pre-migration-\d{8}-\d{6}$/);
+    assert.equal(
+      details.restoreCommand,
+      `dbops restore --snapshot ${details.snapshotId} --target deploy-test-restored`,
+    );
+    assert.ok(message.includes(details.restoreCommand), message);
+    assert.equal((await instance.plane.describeSnapshot(details.snapshotId!)).status, 'available');
+    assert.equal((await instance.plane.describeInstance('deploy-test')).status, 'available');
+  });
+
+  it('waits for approval on production, records who approved, then runs the rollout hook', async () => {
+    const out = path.join(await mkdtemp(path.join(os.tmpdir(), 'dbops-hook-')), 'rollout.txt');
+    const hook = { command: ['sh', '-c', `echo "rolled out after $DBOPS_APPLIED_MIGRATIONS" | tee ${out}`] };
+    const dir = await migrationsDir(SCHEMA, { ...extras, '0105_add_note.sql': addNote });
+    const result = await withWorker(
+      { migrationsDir: dir, rolloutHooks: { kubectl: hook } },
+      async (taskQueue) => {
+        const handle = await start(taskQueue, 'deploy-approved', {
+          requireApproval: true,
+          rolloutHook: 'kubectl',
+        });
+        await waitForStage(handle, 'awaiting-approval');
+        await assert.rejects(
+          handle.executeUpdate('approve', { args: [{ approvedBy: ' ' }] }),
+          (error: Error) =>
+            /approvedBy: name who approves/.test((error.cause as Error | undefined)?.message ?? ''),
+        );
+        assert.equal(
+          await handle.executeUpdate('approve', { args: [{ approvedBy: 'alice' }] }),
+          'approved by alice',
+        );
+        return handle.result();
+      },
+    );
+    extras['0105_add_note.sql'] = addNote;
+    assert.equal(result.approvedBy, 'alice');
+    assert.deepEqual(result.applied, ['0105_add_note']);
+    assert.equal(result.rollout?.output.trim(), 'rolled out after 0105_add_note');
+    assert.equal((await readFile(out, 'utf8')).trim(), 'rolled out after 0105_add_note');
+  });
+
+  it('no approval within the timeout: fails naming the kept snapshot; nothing migrated', async () => {
+    const dir = await migrationsDir(SCHEMA, {
+      ...extras,
+      '0106_add_lang.sql': addNote.replaceAll('note', 'lang'),
+    });
+    const { message, details } = await withWorker({ migrationsDir: dir }, async (taskQueue) =>
+      deployFailure(
+        (
+          await start(taskQueue, 'deploy-unapproved', { requireApproval: true, approvalTimeout: '2 seconds' })
+        ).result(),
+      ),
+    );
+    assert.equal(details.stage, 'approval');
+    assert.match(
+      message,
+      /no approval within 2 seconds; nothing was migrated \(snapshot pre-migration-\d{8}-\d{6} kept\)/,
+    );
+    const client = await instance.connect();
+    const { rowCount } = await client.query(`SELECT 1 FROM pgmigrations WHERE name = '0106_add_lang'`);
+    assert.equal(rowCount, 0);
+  });
+});
+
+async function waitForStage(handle: WorkflowHandle<typeof deployMigration>, stage: string): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    const progress = await handle.query<{ stage: string }>('progress').catch(() => undefined);
+    if (progress?.stage === stage) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.fail(`the deploy never reached stage ${stage}`);
+}
