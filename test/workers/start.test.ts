@@ -38,11 +38,13 @@ class NpmStart {
     }
   }
 
-  /** SIGINT to the whole process group, as a terminal's Ctrl-C does. */
-  async pressCtrlC(): Promise<number | null> {
-    const exited = new Promise<number | null>((resolve) => this.child.once('exit', (code) => resolve(code)));
+  /**
+   * SIGINT to the whole process group, as a terminal's Ctrl-C does; then waits for our own
+   * shutdown to finish (npm itself exits on the signal at once, its children clean up after).
+   */
+  async pressCtrlC(): Promise<void> {
     process.kill(-this.child.pid!, 'SIGINT');
-    return exited;
+    await this.waitFor(/\[start\] stopped/, 120_000);
   }
 }
 
@@ -51,6 +53,7 @@ describe('npm start (the embedded stack)', function () {
   let stateDir: string;
   let temporalPort: number;
   let uiPort: number;
+  let metricsPort: number;
   let env: NodeJS.ProcessEnv;
   let running: NpmStart | undefined;
 
@@ -59,14 +62,16 @@ describe('npm start (the embedded stack)', function () {
     await chmod(stateDir, 0o755); // the postgres user must reach the clusters inside
     temporalPort = await freePort();
     uiPort = await freePort();
+    metricsPort = await freePort();
     env = {
       TEMPORAL_ADDRESS: `127.0.0.1:${temporalPort}`,
       DBOPS_UI_PORT: String(uiPort),
       DBOPS_STATE_DIR: stateDir,
+      DBOPS_METRICS_PORT: String(metricsPort),
     };
   });
   after(async () => {
-    if (running?.child.exitCode === null) await running.pressCtrlC();
+    if (running !== undefined && !/\[start\] stopped/.test(running.output)) await running.pressCtrlC();
     await rm(stateDir, { recursive: true, force: true });
   });
 
@@ -74,7 +79,15 @@ describe('npm start (the embedded stack)', function () {
     running = new NpmStart(env);
     await running.waitFor(/Temporal Web UI: http:\/\/localhost:\d+/);
     assert.match(running.output, /Task queue: +dbops/);
-    await running.waitFor(/\[start\] ping: PostgreSQL 15\.\d+, pgvector 0\.8\.0/);
+    await running.waitFor(/\[start\] ping: PostgreSQL 15\.\d+.*, pgvector 0\.8\.0/);
+  });
+
+  it('upserts the schedules and serves the worker metrics', async () => {
+    for (const id of ['dr-test', 'maintenance', 'health-check']) {
+      assert.match(running!.output, new RegExp(`\\[start\\] schedule dbops-${id}-mcp-demo-prod: created`));
+    }
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    assert.match(metrics, /^temporal_workflow_completed_total\{.*workflow_type="ping"/m);
   });
 
   it('serves the Temporal Web UI, which lists the ping run (headless Chromium)', async () => {
@@ -108,9 +121,8 @@ describe('npm start (the embedded stack)', function () {
   });
 
   it('stops everything it started on Ctrl-C', async () => {
-    const code = await running!.pressCtrlC();
-    assert.equal(code, 0, running!.output);
-    assert.match(running!.output, /\[start\] stopped/);
+    await running!.pressCtrlC();
+    assert.doesNotMatch(running!.output, /failed/i);
     assert.equal(await isPortOpen(temporalPort), false, 'the Temporal server still listens');
     assert.equal(await isPortOpen(uiPort), false, 'the Web UI still listens');
     const postmasterPids = await findFiles(stateDir, 'postmaster.pid');
@@ -120,6 +132,7 @@ describe('npm start (the embedded stack)', function () {
   it('starts again on the same state and keeps the earlier history', async () => {
     running = new NpmStart(env);
     await running.waitFor(/\[start\] ping: /);
+    assert.match(running.output, /\[start\] schedule dbops-health-check-mcp-demo-prod: updated/);
     const connection = await Connection.connect({ address: `127.0.0.1:${temporalPort}` });
     try {
       const client = new Client({ connection });
@@ -130,7 +143,7 @@ describe('npm start (the embedded stack)', function () {
     } finally {
       await connection.close();
     }
-    assert.equal(await running.pressCtrlC(), 0);
+    await running.pressCtrlC();
   });
 });
 
