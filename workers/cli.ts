@@ -17,9 +17,11 @@ import {
   WorkflowFailedError,
 } from '@temporalio/client';
 
-import { healthCheck, maintenance } from '../workflows';
+import { backup, drTest, healthCheck, maintenance, pitrRestore, snapshotRestore } from '../workflows';
 import { InvalidInputError } from '../workflows/lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../workflows/lib/identifiers';
+import { progressQuery, utcDate, utcStamp, type DrTestReport } from '../workflows/lib/recovery';
+import type { RestoreResult } from '../workflows/pitr-restore';
 import { loadConfig, type Config } from './config';
 import { applySchedules, listSchedules } from './schedules';
 
@@ -34,7 +36,13 @@ commands:
   maintenance [--instance ID] [--table T]... [--full] [--json]
                                      vacuum / analyze (all tables unless named) and report
   health [--instance ID] [--json]    the runbook's health checks; exit 3 on a critical finding
-                                     (without --instance: the worker's configured database)`;
+                                     (without --instance: the worker's configured database)
+  backup --instance ID [--export] [--json]
+                                     manual snapshot (and export), waited for until done
+  restore --instance ID (--time ISO-8601 | --latest | --snapshot SNAPSHOT) [--target NEW_ID] [--json]
+                                     restore as a new instance: to a point in time, or a snapshot
+  dr-test --instance ID [--json]     restore the newest snapshot to a temporary instance, check
+                                     it, delete it, report RPO / RTO; exit 1 when a check fails`;
 
 /** parseArgs with our flags; an unknown flag or a stray argument is a usage error. */
 function parse<T extends NonNullable<ParseArgsConfig['options']>>(
@@ -218,12 +226,201 @@ async function health(args: string[]): Promise<number> {
   return result.status === 'critical' ? 3 : 0;
 }
 
+/** Recovery workflows on a local provider settle in seconds: look more often than on RDS. */
+function pollTimeouts(config: Config): { pollInterval: string } | undefined {
+  return config.provider === 'local' ? { pollInterval: '1 second' } : undefined;
+}
+
+/**
+ * Starts a recovery workflow and waits for its result, printing its progress (the workflow's
+ * `progress` query) to stderr whenever it changes, unless `quiet`.
+ */
+async function runWithProgress<T>(
+  client: Client,
+  workflowId: string,
+  start: () => Promise<{ result(): Promise<T> }>,
+  quiet: boolean,
+): Promise<T> {
+  const handle = await start();
+  if (!quiet) console.error(`started ${workflowId}`);
+  const result = handle.result();
+  let last = '';
+  for (;;) {
+    const settled = await Promise.race([
+      result.then(
+        () => true,
+        () => true,
+      ),
+      new Promise<false>((resolve) => setTimeout(() => resolve(false), 2000)),
+    ]);
+    if (settled) return result;
+    const progress = await client.workflow
+      .getHandle(workflowId)
+      .query(progressQuery)
+      .catch(() => undefined);
+    if (!quiet && progress !== undefined && progress.step !== last) {
+      last = progress.step;
+      console.error(`[${new Date().toISOString().slice(11, 19)}] ${progress.step}`);
+    }
+  }
+}
+
+async function backupCommand(args: string[]): Promise<void> {
+  const options = parse('backup', args, {
+    instance: { type: 'string' },
+    export: { type: 'boolean' },
+    json: { type: 'boolean' },
+  });
+  const instanceId = instanceOption(options.instance);
+  if (instanceId === undefined) throw new UsageError('dbops backup: --instance ID is required');
+  const config = loadConfig();
+  const workflowId = `backup-${instanceId}-${utcStamp(new Date())}`;
+  const result = await withTemporal(config, (client) =>
+    explainFailure(
+      runWithProgress(
+        client,
+        workflowId,
+        () =>
+          client.workflow.start(backup, {
+            taskQueue: config.temporal.taskQueue,
+            workflowId,
+            args: [{ instanceId, export: options.export ?? false, timeouts: pollTimeouts(config) }],
+          }),
+        options.json ?? false,
+      ),
+    ),
+  );
+  const size = result.sizeBytes === null ? '-' : `${(result.sizeBytes / 1024 / 1024).toFixed(1)} MiB`;
+  print(options.json, result, [
+    ['SNAPSHOT', 'CREATED', 'SIZE', 'SECONDS', 'EXPORT'],
+    [
+      result.snapshotId,
+      result.snapshotCreatedAt ?? '-',
+      size,
+      String(result.snapshotSeconds ?? '-'),
+      result.export === null ? '-' : `${result.export.status} ${result.export.destination}`,
+    ],
+  ]);
+}
+
+async function restore(args: string[]): Promise<void> {
+  const options = parse('restore', args, {
+    instance: { type: 'string' },
+    time: { type: 'string' },
+    latest: { type: 'boolean' },
+    snapshot: { type: 'string' },
+    target: { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  const instanceId = instanceOption(options.instance);
+  if (instanceId === undefined) throw new UsageError('dbops restore: --instance ID is required');
+  const chosen = [options.time !== undefined, options.latest === true, options.snapshot !== undefined];
+  if (chosen.filter(Boolean).length !== 1) {
+    throw new UsageError(
+      'dbops restore: give exactly one of --time ISO-8601, --latest or --snapshot SNAPSHOT',
+    );
+  }
+  const config = loadConfig();
+  const timeouts = pollTimeouts(config);
+  const workflowId = `restore-${instanceId}-${utcStamp(new Date())}`;
+  const result: RestoreResult = await withTemporal(config, (client) =>
+    explainFailure(
+      runWithProgress(
+        client,
+        workflowId,
+        () =>
+          options.snapshot !== undefined
+            ? client.workflow.start(snapshotRestore, {
+                taskQueue: config.temporal.taskQueue,
+                workflowId,
+                args: [
+                  { snapshotId: options.snapshot, instanceId, targetInstanceId: options.target, timeouts },
+                ],
+              })
+            : client.workflow.start(pitrRestore, {
+                taskQueue: config.temporal.taskQueue,
+                workflowId,
+                args: [
+                  {
+                    instanceId,
+                    restoreTime: options.latest ? 'latest' : options.time!,
+                    targetInstanceId: options.target,
+                    timeouts,
+                  },
+                ],
+              }),
+        options.json ?? false,
+      ),
+    ),
+  );
+  const e = result.endpoint;
+  print(options.json, result, [
+    ['INSTANCE', 'ENDPOINT', 'RESTORED TO', 'SECONDS'],
+    [
+      result.targetInstanceId,
+      `${e.user}@${e.host}:${e.port}/${e.database}`,
+      result.restoredTo ?? '-',
+      String(result.restoreSeconds ?? '-'),
+    ],
+  ]);
+}
+
+async function drTestCommand(args: string[]): Promise<number> {
+  const options = parse('dr-test', args, { instance: { type: 'string' }, json: { type: 'boolean' } });
+  const instanceId = instanceOption(options.instance);
+  if (instanceId === undefined) throw new UsageError('dbops dr-test: --instance ID is required');
+  const config = loadConfig();
+  const workflowId = `dr-test-${instanceId}-${utcDate(new Date())}`;
+  let report: DrTestReport;
+  try {
+    report = await withTemporal(config, (client) =>
+      runWithProgress(
+        client,
+        workflowId,
+        () =>
+          client.workflow.start(drTest, {
+            taskQueue: config.temporal.taskQueue,
+            workflowId,
+            args: [{ instanceId, timeouts: pollTimeouts(config) }],
+          }),
+        options.json ?? false,
+      ),
+    );
+  } catch (error) {
+    // A failed DR test carries its report: print it like a passed one, then exit 1.
+    const cause = error instanceof WorkflowFailedError ? error.cause : undefined;
+    if (!(cause instanceof ApplicationFailure) || cause.type !== 'DrTestFailed') {
+      return explainFailure(Promise.reject(error as Error));
+    }
+    report = cause.details?.[0] as DrTestReport;
+  }
+  printDrReport(options.json ?? false, report);
+  return report.ok ? 0 : 1;
+}
+
+function printDrReport(json: boolean, report: DrTestReport): void {
+  print(json, report, [
+    ['CHECK', 'RESULT', 'DETAIL'],
+    ...report.checks.map((c) => [c.name, c.status, c.detail.split('\n')[0]!]),
+  ]);
+  if (json) return;
+  console.log(
+    `\nDR test of ${report.instanceId}: ${report.ok ? 'PASSED' : 'FAILED'}` +
+      `\n  snapshot ${report.snapshot?.snapshotId ?? 'none'}, RPO ${report.rpoSeconds ?? '?'} s, RTO ${report.rtoSeconds ?? '?'} s` +
+      (report.error === null ? '' : `\n  error: ${report.error}`) +
+      report.reportLocations.map((location) => `\n  report: ${location}`).join(''),
+  );
+}
+
 const commands: Record<string, (args: string[]) => Promise<void | number>> = {
   instances,
   snapshots,
   schedules,
   maintenance: maintenanceCommand,
   health,
+  backup: backupCommand,
+  restore,
+  'dr-test': drTestCommand,
 };
 
 async function main(argv: string[]): Promise<number> {
