@@ -2,13 +2,14 @@
  * `backup`: a manual snapshot of an instance, waited for until available, then optionally
  * exported (RDS export task to S3 / local SQL export) and waited for until complete.
  */
-import { workflowInfo } from '@temporalio/workflow';
+import { metricMeter, workflowInfo } from '@temporalio/workflow';
 
 import type {
   ExportDestination,
   ExportStatus,
   SnapshotDescription,
 } from '../activities/control-plane/control-plane';
+import { recordBackupSucceeded } from './lib/metrics';
 import { pollUntil } from './lib/polling';
 import {
   derivedIdentifier,
@@ -75,7 +76,10 @@ export async function backup(input: BackupInput): Promise<BackupResult> {
     snapshotSeconds: secondsBetween(requestedAt, new Date().toISOString()),
     export: null,
   };
-  if (valid.export === undefined) return result;
+  if (valid.export === undefined) {
+    recordBackupSucceeded(metricMeter, instanceId, new Date());
+    return result;
+  }
 
   const destination =
     valid.export.bucket === undefined
@@ -97,6 +101,7 @@ export async function backup(input: BackupInput): Promise<BackupResult> {
     timeout: timeouts.export,
     onState: (s) => setStep(`export ${exportId} ${s.status} (${s.percentProgress}%)`),
   });
+  recordBackupSucceeded(metricMeter, instanceId, new Date());
   return {
     ...result,
     export: {

@@ -11,10 +11,12 @@ import {
   CancellationScope,
   isCancellation,
   log,
+  metricMeter,
   workflowInfo,
 } from '@temporalio/workflow';
 
 import type { DrCheck } from '../activities/postgres/dr-checks';
+import { recordDrTest } from './lib/metrics';
 import {
   derivedIdentifier,
   DR_PURPOSE,
@@ -151,6 +153,13 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
   });
   if (cancelled !== undefined) throw cancelled;
 
+  recordDrTest(metricMeter, {
+    instanceId,
+    success: report.ok,
+    // 0 when the restore never completed: the success gauge says 0 then too.
+    rtoSeconds: report.rtoSeconds ?? 0,
+    finishedAt: new Date(report.finishedAt),
+  });
   const summary = summarize(report);
   if (!report.ok) {
     log.error(`ALERT: ${summary}`, { instanceId, workflowId, reportLocations: report.reportLocations });

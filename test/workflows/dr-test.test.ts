@@ -10,12 +10,20 @@ import { ApplicationFailure, CancelledFailure, WorkflowFailedError } from '@temp
 import type { SnapshotRecord } from '../../activities/control-plane/local-state';
 import { backup, drTest } from '../../workflows';
 import type { DrTestReport } from '../../workflows/lib/recovery';
+import { metricsUrl } from '../helpers/metrics-runtime';
 import { startRecoveryStack, waitForInstances, type RecoveryStack } from '../helpers/recovery';
 import { requireTool } from '../../workers/tools';
 
 const execFileAsync = promisify(execFile);
 const SOURCE = 'dr-src';
 const fast = { pollInterval: '1 second' };
+
+/** The value of a dbops gauge for the suite's instance on the worker's Prometheus endpoint. */
+async function gauge(name: string): Promise<number | undefined> {
+  const text = await (await fetch(metricsUrl())).text();
+  const line = new RegExp(`^${name}\\{[^}]*instance_id="${SOURCE}"[^}]*\\} (\\S+)$`, 'm').exec(text);
+  return line ? Number(line[1]) : undefined;
+}
 
 describe('drTest workflow (dev server, local provider on real clusters)', function () {
   this.timeout(300_000);
@@ -95,6 +103,14 @@ describe('drTest workflow (dev server, local provider on real clusters)', functi
     const markdown = await readFile(markdownFile!, 'utf8');
     assert.match(markdown, new RegExp(`^# DR test of ${SOURCE}: PASSED`));
     assert.match(markdown, /\| recall:conversations_embedding_idx \| passed \| recall@10/);
+
+    assert.equal(await gauge('dbops_dr_test_success'), 1);
+    assert.equal(await gauge('dbops_dr_test_rto_seconds'), report.rtoSeconds);
+    assert.equal(
+      await gauge('dbops_dr_test_last_success_timestamp_seconds'),
+      Date.parse(report.finishedAt) / 1000,
+    );
+    assert.ok((await gauge('dbops_backup_last_success_timestamp_seconds'))! > 0);
   });
 
   it('fails naming the check when the snapshot recorded another row count, and still deletes the copy', async () => {
@@ -122,6 +138,7 @@ describe('drTest workflow (dev server, local provider on real clusters)', functi
       assert.deepEqual(await stack.instanceIds(), [SOURCE]);
       assert.equal(report.reportLocations.length, 2);
       assert.match(await readFile(fileURLToPath(report.reportLocations[1]!), 'utf8'), /: FAILED/);
+      assert.equal(await gauge('dbops_dr_test_success'), 0);
     } finally {
       await writeFile(file, original);
     }
