@@ -13,6 +13,7 @@ import { localActivityDeps } from './activity-deps';
 
 export interface LocalInstance {
   instanceId: string;
+  stateDir: string;
   plane: LocalControlPlane;
   endpoint: Endpoint;
   /** Activity deps whose control plane holds this instance. */
@@ -42,6 +43,7 @@ export async function startLocalInstance(
   const deps = { ...localActivityDeps({ ...endpoint }, stateDir), controlPlane: plane };
   return {
     instanceId,
+    stateDir,
     plane,
     endpoint,
     deps,
