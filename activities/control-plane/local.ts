@@ -97,10 +97,18 @@ function identifier(field: string, value: unknown): string {
   return value.toLowerCase();
 }
 
+/** RDS's automated snapshot names: `rds:` and the instance id with a time stamp (up to 255 characters). */
+const AUTOMATED_SNAPSHOT_ID = /^rds:[A-Za-z](?!.*--)[A-Za-z0-9-]{0,250}(?<!-)$/;
+
 /** A snapshot to read: a manual identifier or an automated one (`rds:<instance>-<stamp>`). */
 function existingSnapshotId(field: string, value: unknown): string {
   if (typeof value === 'string' && value.startsWith('rds:')) {
-    return `rds:${identifier(field, value.slice('rds:'.length))}`;
+    if (!AUTOMATED_SNAPSHOT_ID.test(value)) {
+      throw new InvalidInputError(
+        `${field} ${JSON.stringify(value)} is not valid: an automated snapshot is rds:<instance id>-<time stamp>`,
+      );
+    }
+    return value.toLowerCase();
   }
   return identifier(field, value);
 }

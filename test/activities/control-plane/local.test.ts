@@ -351,6 +351,12 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
           /snapshotId/,
         ],
         ['describe a missing snapshot', () => plane.describeSnapshot('nope'), NotFoundError, /nope/],
+        [
+          'an automated snapshot id with a double hyphen',
+          () => plane.describeSnapshot('rds:source--db-2026-01-01-00-00'),
+          InvalidInputError,
+          /snapshotId "rds:source--db/,
+        ],
         ['delete a missing snapshot', () => plane.deleteSnapshot('nope'), NotFoundError, /nope/],
         [
           'restore a missing snapshot',
