@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 
-import type { WorkflowHandle } from '@temporalio/client';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import type { Client } from 'pg';
@@ -107,6 +107,55 @@ describe('backfill workflow (dev server, local instance)', () => {
     assert.deepEqual(await compare(client), { different: 0, notOnce: 0 });
   });
 
+  it('pauses, resumes, takes a new batch size while running, and ends equal to the single UPDATE', async () => {
+    await resetTable(client);
+    const worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue: 'backfill-control',
+      workflowBundle: await workflowBundle(),
+      activities: createActivities({ ...instance.deps, backfills: { counter } }),
+    });
+    const final = await worker.runUntil(async () => {
+      // 100 rows then 100 ms asleep: a 2-second chunk does at most about 2,000 rows, so the pause
+      // lands long before the end of the table.
+      const handle = await env.client.workflow.start(backfill, {
+        taskQueue: 'backfill-control',
+        workflowId: 'backfill-control',
+        args: [input({ batchSize: 100, delayMs: 100, chunksPerRun: 2 })],
+      });
+      await until(handle, 'first rows', (p) => p.rowsDone > 0);
+      await handle.signal('pause');
+      const paused = await until(handle, 'paused', (p) => p.state === 'paused');
+      // Nothing moves while paused.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const { rows } = await client.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM counter_rows WHERE done`,
+      );
+      assert.equal(rows[0]!.n, paused.rowsDone);
+      assert.ok(paused.rowsDone < ROWS);
+
+      assert.deepEqual(await handle.executeUpdate('configure', { args: [{ batchSize: 2000, delayMs: 0 }] }), {
+        batchSize: 2000,
+        delayMs: 0,
+      });
+      await assert.rejects(handle.executeUpdate('configure', { args: [{ batchSize: 0 }] }), (error: Error) =>
+        /batchSize: 0 is not an integer from 1 to 100000/.test(
+          (error.cause as Error | undefined)?.message ?? '',
+        ),
+      );
+      const settings = await handle.query<BackfillProgress>('progress');
+      assert.deepEqual([settings.state, settings.batchSize, settings.delayMs], ['paused', 2000, 0]);
+      await handle.signal('resume');
+      return handle.result();
+    });
+    assert.equal(final.state, 'completed');
+    assert.equal(final.rowsDone, ROWS);
+    assert.equal(final.batchSize, 2000);
+    assert.ok(final.runs > 1, 'continued as new at least once');
+    assert.equal(final.etaSeconds, 0);
+    assert.deepEqual(await compare(client), { different: 0, notOnce: 0 });
+  });
+
   it('cancel stops after the current chunk; what was done stays done', async () => {
     await resetTable(client);
     const worker = await Worker.create({
@@ -131,6 +180,46 @@ describe('backfill workflow (dev server, local instance)', () => {
       `SELECT count(*)::int AS n FROM counter_rows WHERE done`,
     );
     assert.equal(rows[0]!.n, final.rowsDone);
+  });
+
+  it('bad parameters, unknown names and bad settings fail at start naming the field and rule; no row changes', async () => {
+    await resetTable(client);
+    const worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue: 'backfill-bad',
+      workflowBundle: await workflowBundle(),
+      activities: createActivities({ ...instance.deps, backfills: { counter } }),
+    });
+    const failure = async (id: string, extra: object): Promise<string> => {
+      try {
+        await env.client.workflow.execute(backfill, {
+          taskQueue: 'backfill-bad',
+          workflowId: id,
+          args: [input(extra)],
+        });
+      } catch (error) {
+        assert.ok(error instanceof WorkflowFailedError);
+        let cause: Error | undefined = error.cause;
+        while (cause?.cause instanceof Error) cause = cause.cause;
+        return cause?.message ?? '';
+      }
+      return assert.fail(`${id} started`);
+    };
+    const messages = await worker.runUntil(async () => [
+      await failure('bad-factor', { params: { factor: 11 } }),
+      await failure('bad-key', { params: { factor: 2, sql: 'DROP TABLE x' } }),
+      await failure('bad-name', { name: 'nope' }),
+      await failure('bad-batch', { batchSize: -1 }),
+      await failure('bad-instance', { instanceId: 'Not_An_Id' }),
+    ]);
+    assert.deepEqual(messages.slice(0, 4), [
+      'params.factor of backfill counter: 11 is not an integer from 2 to 10',
+      'params of backfill counter: unknown sql; expected only factor',
+      'name: no backfill named "nope"; known: counter',
+      'batchSize: -1 is not an integer from 1 to 100000',
+    ]);
+    assert.match(messages[4]!, /^instanceId: "Not_An_Id" is not /);
+    assert.deepEqual(await compare(client), { different: ROWS, notOnce: ROWS });
   });
 
   function startWorkerProcess(taskQueue: string): ChildProcess {
