@@ -2,8 +2,10 @@
  * The one place that reads the environment. Every variable is validated here, so a typo fails at
  * start-up with the variable's name and what it expects instead of deep inside a workflow.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
+import { CodecKeyRing, isKeyId, KEY_ID_RULE, KEY_RULE, parseKeyFile } from './codec/keys';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../workflows/lib/identifiers';
 import { MAINTENANCE_WINDOW_RULE, parseMaintenanceWindow } from '../workflows/lib/maintenance-window';
 
@@ -15,6 +17,30 @@ export interface TemporalConfig {
   taskQueue: string;
   /** Web UI port of the dev server `npm start` runs. */
   uiPort: number;
+  /** TLS (mTLS with a client certificate) to a hardened or hosted Temporal; unset: plaintext. */
+  tls?: TemporalTlsConfig;
+  /** Payload encryption keys; unset: payloads are stored unencrypted. */
+  codecKeys?: CodecKeyRing;
+}
+
+/** File paths only: the files are read when connecting, so no key material sits in the config. */
+export interface TemporalTlsConfig {
+  /** Client certificate and its private key (PEM), presented to the server (mTLS). */
+  clientCertPair: { certPath: string; keyPath: string } | undefined;
+  /** The CA the server certificate must chain to; unset: the system's trusted CAs. */
+  caPath: string | undefined;
+  /** The name the server certificate must carry when it differs from the address's host. */
+  serverName: string | undefined;
+}
+
+/** `dbops codec-server`: decodes payloads for the Web UI and the CLI. */
+export interface CodecServerConfig {
+  host: string;
+  port: number;
+  /** Browser origins allowed to call it (CORS with credentials): the Web UI's. */
+  allowedOrigins: string[];
+  /** The bearer token every encode/decode request must carry; unset: the server refuses to start. */
+  token: string | undefined;
 }
 
 /** Where the application database lives. No password here: it comes from `.pgpass` or PGPASSWORD. */
@@ -76,6 +102,7 @@ export interface Config {
   /** Where the local provider keeps clusters, snapshots and exports. */
   stateDir: string;
   operations: OperationsConfig;
+  codecServer: CodecServerConfig;
 }
 
 export interface OperationsConfig {
@@ -104,12 +131,17 @@ export const projectRoot = path.resolve(__dirname, '..');
 
 export function loadConfig(env: Env = process.env): Config {
   const provider = oneOf(env, 'DBOPS_PROVIDER', ['local', 'aws'] as const, 'local');
+  const uiPort = port(env, 'DBOPS_UI_PORT', 8233);
+  const tls = temporalTls(env);
+  const codecKeys = codecKeyRing(env);
   return {
     temporal: {
       address: hostPort(env, 'TEMPORAL_ADDRESS', 'localhost:7233'),
       namespace: text(env, 'TEMPORAL_NAMESPACE', 'default'),
       taskQueue: text(env, 'DBOPS_TASK_QUEUE', 'dbops'),
-      uiPort: port(env, 'DBOPS_UI_PORT', 8233),
+      uiPort,
+      ...(tls === undefined ? {} : { tls }),
+      ...(codecKeys === undefined ? {} : { codecKeys }),
     },
     provider,
     instanceId: rdsIdentifier(env, 'DBOPS_INSTANCE_ID', 'mcp-demo-prod'),
@@ -126,7 +158,128 @@ export function loadConfig(env: Env = process.env): Config {
       healthCheckIntervalMinutes: integer(env, 'DBOPS_HEALTH_CHECK_INTERVAL_MINUTES', 5, 1, 1440),
       metricsPort: port(env, 'DBOPS_METRICS_PORT', 9464),
     },
+    codecServer: {
+      host: text(env, 'DBOPS_CODEC_SERVER_HOST', '127.0.0.1'),
+      port: port(env, 'DBOPS_CODEC_SERVER_PORT', 8888),
+      allowedOrigins: origins(env, 'DBOPS_CODEC_SERVER_ORIGINS', `http://localhost:${uiPort}`),
+      token: codecServerToken(env, 'DBOPS_CODEC_SERVER_TOKEN'),
+    },
   };
+}
+
+const TLS_VARIABLES = [
+  'TEMPORAL_TLS_CERT',
+  'TEMPORAL_TLS_KEY',
+  'TEMPORAL_TLS_CA',
+  'TEMPORAL_TLS_SERVER_NAME',
+];
+
+/** TLS when any TLS variable is set; a client certificate needs both its certificate and its key. */
+function temporalTls(env: Env): TemporalTlsConfig | undefined {
+  if (TLS_VARIABLES.every((name) => raw(env, name) === undefined)) return undefined;
+  const certPath = pemFile(env, 'TEMPORAL_TLS_CERT', 'CERTIFICATE');
+  const keyPath = pemFile(env, 'TEMPORAL_TLS_KEY', 'PRIVATE KEY');
+  if ((certPath === undefined) !== (keyPath === undefined)) {
+    const [missing, set] =
+      certPath === undefined
+        ? ['TEMPORAL_TLS_CERT', 'TEMPORAL_TLS_KEY']
+        : ['TEMPORAL_TLS_KEY', 'TEMPORAL_TLS_CERT'];
+    throw new ConfigError(
+      missing,
+      `is not set but ${set} is; mTLS needs both the client certificate and its private key`,
+    );
+  }
+  return {
+    clientCertPair: certPath === undefined || keyPath === undefined ? undefined : { certPath, keyPath },
+    caPath: pemFile(env, 'TEMPORAL_TLS_CA', 'CERTIFICATE'),
+    serverName: raw(env, 'TEMPORAL_TLS_SERVER_NAME'),
+  };
+}
+
+/** An absolute path to a readable PEM file holding a `label` block (contents are not kept). */
+function pemFile(env: Env, name: string, label: string): string | undefined {
+  const value = raw(env, name);
+  if (value === undefined) return undefined;
+  const file = path.resolve(value);
+  let contents: string;
+  try {
+    contents = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError(
+      name,
+      `${file} cannot be read: ${(error as NodeJS.ErrnoException).code ?? 'error'}`,
+    );
+  }
+  if (!new RegExp(`-----BEGIN [A-Z ]*${label}-----`).test(contents)) {
+    throw new ConfigError(name, `${file} holds no PEM ${label.toLowerCase()}`);
+  }
+  return file;
+}
+
+/** From the key file (rotation: old keys kept), or one key from the environment; not both. */
+function codecKeyRing(env: Env): CodecKeyRing | undefined {
+  const file = raw(env, 'DBOPS_CODEC_KEYS_FILE');
+  const key = raw(env, 'DBOPS_CODEC_KEY');
+  const keyId = raw(env, 'DBOPS_CODEC_KEY_ID');
+  if (file !== undefined) {
+    const other =
+      key !== undefined ? 'DBOPS_CODEC_KEY' : keyId !== undefined ? 'DBOPS_CODEC_KEY_ID' : undefined;
+    if (other !== undefined) {
+      throw new ConfigError(
+        other,
+        'is set together with DBOPS_CODEC_KEYS_FILE; configure the keys in one place',
+      );
+    }
+    const resolved = path.resolve(file);
+    let contents: string;
+    try {
+      contents = readFileSync(resolved, 'utf8');
+    } catch (error) {
+      throw new ConfigError(
+        'DBOPS_CODEC_KEYS_FILE',
+        `${resolved} cannot be read: ${(error as NodeJS.ErrnoException).code ?? 'error'}`,
+      );
+    }
+    try {
+      return parseKeyFile(contents);
+    } catch (error) {
+      throw new ConfigError('DBOPS_CODEC_KEYS_FILE', `${resolved} ${(error as Error).message}`);
+    }
+  }
+  if (key === undefined && keyId === undefined) return undefined;
+  if (key === undefined) throw new ConfigError('DBOPS_CODEC_KEY', 'is not set but DBOPS_CODEC_KEY_ID is');
+  if (keyId === undefined) throw new ConfigError('DBOPS_CODEC_KEY_ID', 'is not set but DBOPS_CODEC_KEY is');
+  if (!isKeyId(keyId)) {
+    throw new ConfigError('DBOPS_CODEC_KEY_ID', `is ${JSON.stringify(keyId)}; expected ${KEY_ID_RULE}`);
+  }
+  try {
+    return new CodecKeyRing(keyId, { [keyId]: key });
+  } catch {
+    // The only thing left to be wrong is the key, and its value is never echoed.
+    throw new ConfigError('DBOPS_CODEC_KEY', `is not ${KEY_RULE}`);
+  }
+}
+
+/** Long enough not to be guessed; the value is never echoed. */
+function codecServerToken(env: Env, name: string): string | undefined {
+  const value = raw(env, name);
+  if (value !== undefined && value.length < 32) {
+    throw new ConfigError(name, 'is shorter than 32 characters (make one with: openssl rand -hex 32)');
+  }
+  return value;
+}
+
+/** Comma-separated `scheme://host[:port]` origins, as browsers send them in the Origin header. */
+function origins(env: Env, name: string, fallback: string): string[] {
+  const list = (raw(env, name) ?? fallback).split(',').map((origin) => origin.trim());
+  const bad = list.find((origin) => !URL.canParse(origin) || new URL(origin).origin !== origin);
+  if (bad !== undefined) {
+    throw new ConfigError(
+      name,
+      `has ${JSON.stringify(bad)}; expected origins such as http://localhost:8233 (scheme, host, port; no path)`,
+    );
+  }
+  return list;
 }
 
 function loadAwsConfig(env: Env): AwsConfig {

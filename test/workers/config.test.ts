@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
-
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { inspect } from 'node:util';
 
 import { ConfigError, loadConfig } from '../../workers/config';
+import { makeTestPki, type TestPki } from '../helpers/tls';
 
 /** The aws provider's required variables (besides AWS_REGION). */
 const AWS_REQUIRED = {
@@ -247,6 +250,225 @@ describe('config: maintenance window, health-check interval, metrics port', () =
         () => loadConfig(env),
         (error: unknown) => error instanceof ConfigError && message.test(error.message),
       );
+    });
+  }
+});
+
+describe('config: Temporal TLS, payload codec keys, codec server', () => {
+  let pki: TestPki;
+  let keyFile: string;
+  const k1 = randomBytes(32).toString('base64');
+  const k2 = randomBytes(32).toString('base64');
+
+  before(async () => {
+    pki = await makeTestPki();
+    keyFile = path.join(pki.dir, 'codec-keys.json');
+    await writeFile(keyFile, JSON.stringify({ current: 'k2', keys: { k1, k2 } }));
+  });
+  after(() => pki?.remove());
+
+  /** The ConfigError message of loading `env`, checked to be one. */
+  const failure = (env: Record<string, string>): string => {
+    try {
+      loadConfig(env);
+    } catch (error) {
+      assert.ok(error instanceof ConfigError, String(error));
+      return error.message;
+    }
+    assert.fail(`loadConfig(${JSON.stringify(env)}) succeeded`);
+  };
+
+  it('reads mTLS file paths (absolute), the CA and the server name; contents are read only when connecting', () => {
+    const { temporal } = loadConfig({
+      TEMPORAL_TLS_CERT: path.relative(process.cwd(), pki.client.cert),
+      TEMPORAL_TLS_KEY: pki.client.key,
+      TEMPORAL_TLS_CA: pki.ca,
+      TEMPORAL_TLS_SERVER_NAME: 'temporal.internal',
+    });
+    assert.deepEqual(temporal.tls, {
+      clientCertPair: { certPath: pki.client.cert, keyPath: pki.client.key },
+      caPath: pki.ca,
+      serverName: 'temporal.internal',
+    });
+  });
+
+  it('accepts TLS with only a CA (server authentication without a client certificate)', () => {
+    const { temporal } = loadConfig({ TEMPORAL_TLS_CA: pki.ca });
+    assert.deepEqual(temporal.tls, { clientCertPair: undefined, caPath: pki.ca, serverName: undefined });
+  });
+
+  it('reads a rotation key file: current key and every old key, no key bytes when printed', () => {
+    const { temporal } = loadConfig({ DBOPS_CODEC_KEYS_FILE: keyFile });
+    assert.equal(temporal.codecKeys?.currentKeyId, 'k2');
+    assert.deepEqual(temporal.codecKeys?.keyIds, ['k1', 'k2']);
+    const printed = inspect(temporal, { depth: 10, showHidden: true }) + JSON.stringify(temporal);
+    for (const key of [k1, k2]) {
+      assert.ok(!printed.includes(key), 'no base64 key');
+      assert.ok(!printed.includes(Buffer.from(key, 'base64').toString('hex')), 'no hex key');
+    }
+  });
+
+  it('reads one key from the environment', () => {
+    const { temporal } = loadConfig({ DBOPS_CODEC_KEY: k1, DBOPS_CODEC_KEY_ID: 'prod-2026' });
+    assert.equal(temporal.codecKeys?.currentKeyId, 'prod-2026');
+    assert.deepEqual(temporal.codecKeys?.keyIds, ['prod-2026']);
+  });
+
+  it('reads the codec server settings: loopback, the Web UI origin of DBOPS_UI_PORT, no token by default', () => {
+    assert.deepEqual(loadConfig({ DBOPS_UI_PORT: '8300' }).codecServer, {
+      host: '127.0.0.1',
+      port: 8888,
+      allowedOrigins: ['http://localhost:8300'],
+      token: undefined,
+    });
+    const token = 'f'.repeat(64);
+    assert.deepEqual(
+      loadConfig({
+        DBOPS_CODEC_SERVER_HOST: '0.0.0.0',
+        DBOPS_CODEC_SERVER_PORT: '9000',
+        DBOPS_CODEC_SERVER_ORIGINS: 'https://temporal.example.com, http://localhost:8233',
+        DBOPS_CODEC_SERVER_TOKEN: token,
+      }).codecServer,
+      {
+        host: '0.0.0.0',
+        port: 9000,
+        allowedOrigins: ['https://temporal.example.com', 'http://localhost:8233'],
+        token,
+      },
+    );
+  });
+
+  it('names the variable of a missing or unreadable certificate file', () => {
+    const missing = path.join(pki.dir, 'missing.crt');
+    assert.match(
+      failure({ TEMPORAL_TLS_CERT: missing, TEMPORAL_TLS_KEY: pki.client.key }),
+      /^TEMPORAL_TLS_CERT: .*missing\.crt cannot be read: ENOENT$/,
+    );
+    assert.match(
+      failure({ TEMPORAL_TLS_CERT: pki.client.cert, TEMPORAL_TLS_KEY: missing }),
+      /^TEMPORAL_TLS_KEY: .*missing\.crt cannot be read: ENOENT$/,
+    );
+    assert.match(failure({ TEMPORAL_TLS_CA: missing }), /^TEMPORAL_TLS_CA: .*cannot be read: ENOENT$/);
+  });
+
+  it('refuses a file that is not what the variable names (a key as the certificate, a certificate as the key)', () => {
+    assert.match(
+      failure({ TEMPORAL_TLS_CERT: pki.client.key, TEMPORAL_TLS_KEY: pki.client.key }),
+      /^TEMPORAL_TLS_CERT: .*client\.key holds no PEM certificate$/,
+    );
+    assert.match(
+      failure({ TEMPORAL_TLS_CERT: pki.client.cert, TEMPORAL_TLS_KEY: pki.client.cert }),
+      /^TEMPORAL_TLS_KEY: .*client\.crt holds no PEM private key$/,
+    );
+  });
+
+  it('refuses a certificate without its key and a key without its certificate', () => {
+    assert.equal(
+      failure({ TEMPORAL_TLS_CERT: pki.client.cert }),
+      'TEMPORAL_TLS_KEY: is not set but TEMPORAL_TLS_CERT is; mTLS needs both the client certificate and its private key',
+    );
+    assert.equal(
+      failure({ TEMPORAL_TLS_KEY: pki.client.key, TEMPORAL_TLS_CA: pki.ca }),
+      'TEMPORAL_TLS_CERT: is not set but TEMPORAL_TLS_KEY is; mTLS needs both the client certificate and its private key',
+    );
+  });
+
+  const badKeyFiles: [string, string, RegExp][] = [
+    ['not JSON', `{"current": "k1", "keys": {"k1": "${k1}"`, /is not valid JSON/],
+    ['an array', '[]', /is not a JSON object/],
+    ['no current key id', JSON.stringify({ keys: { k1 } }), /has no "current" key id/],
+    ['no keys object', JSON.stringify({ current: 'k1' }), /has no "keys" object/],
+    ['no keys at all', JSON.stringify({ current: 'k1', keys: {} }), /has no keys/],
+    [
+      'a current key that is not among the keys',
+      JSON.stringify({ current: 'k3', keys: { k1, k2 } }),
+      /names current key "k3", which is not among its keys \(k1, k2\)/,
+    ],
+    [
+      'a 16-byte key',
+      JSON.stringify({ current: 'k1', keys: { k1: randomBytes(16).toString('base64') } }),
+      /has key "k1" that is not 32 bytes in base64/,
+    ],
+    [
+      'a key that is not base64',
+      JSON.stringify({ current: 'k1', keys: { k1: `${k1.slice(0, -4)}!!!!` } }),
+      /has key "k1" that is not 32 bytes in base64/,
+    ],
+    [
+      'a number as a key',
+      JSON.stringify({ current: 'k1', keys: { k1: 42 } }),
+      /has key "k1" that is not a base64 string/,
+    ],
+    [
+      'a key id with a space',
+      JSON.stringify({ current: 'k 1', keys: { 'k 1': k1 } }),
+      /has key id "k 1"; expected 1 to 64 letters/,
+    ],
+  ];
+  for (const [what, contents, message] of badKeyFiles) {
+    it(`refuses a key file with ${what}, naming DBOPS_CODEC_KEYS_FILE and echoing no key`, async () => {
+      const file = path.join(pki.dir, 'bad-keys.json');
+      await writeFile(file, contents);
+      const text = failure({ DBOPS_CODEC_KEYS_FILE: file });
+      assert.match(text, /^DBOPS_CODEC_KEYS_FILE: .*bad-keys\.json /);
+      assert.match(text, message);
+      assert.ok(!text.includes(k1.slice(0, 12)) && !text.includes(k2.slice(0, 12)), text);
+    });
+  }
+
+  const badEnvironments: [string, Record<string, string>, RegExp][] = [
+    [
+      'a missing key file',
+      { DBOPS_CODEC_KEYS_FILE: '/nonexistent/keys.json' },
+      /^DBOPS_CODEC_KEYS_FILE: \/nonexistent\/keys\.json cannot be read: ENOENT$/,
+    ],
+    [
+      'a key without its id',
+      { DBOPS_CODEC_KEY: k1 },
+      /^DBOPS_CODEC_KEY_ID: is not set but DBOPS_CODEC_KEY is$/,
+    ],
+    [
+      'an id without its key',
+      { DBOPS_CODEC_KEY_ID: 'k1' },
+      /^DBOPS_CODEC_KEY: is not set but DBOPS_CODEC_KEY_ID is$/,
+    ],
+    [
+      'a short key',
+      { DBOPS_CODEC_KEY: 'c2hvcnQ=', DBOPS_CODEC_KEY_ID: 'k1' },
+      /^DBOPS_CODEC_KEY: is not 32 bytes in base64/,
+    ],
+    [
+      'a bad key id',
+      { DBOPS_CODEC_KEY: k1, DBOPS_CODEC_KEY_ID: "k1'; DROP" },
+      /^DBOPS_CODEC_KEY_ID: is "k1'; DROP"; expected 1 to 64 letters/,
+    ],
+    [
+      'a key file and an environment key',
+      { DBOPS_CODEC_KEYS_FILE: '/etc/dbops/keys.json', DBOPS_CODEC_KEY: k1 },
+      /^DBOPS_CODEC_KEY: is set together with DBOPS_CODEC_KEYS_FILE/,
+    ],
+    [
+      'a short codec server token',
+      { DBOPS_CODEC_SERVER_TOKEN: 'hunter2' },
+      /^DBOPS_CODEC_SERVER_TOKEN: is shorter than 32 characters/,
+    ],
+    [
+      'an origin with a path',
+      { DBOPS_CODEC_SERVER_ORIGINS: 'http://localhost:8233/namespaces' },
+      /^DBOPS_CODEC_SERVER_ORIGINS: has "http:\/\/localhost:8233\/namespaces"; expected origins/,
+    ],
+    [
+      'an origin without a scheme',
+      { DBOPS_CODEC_SERVER_ORIGINS: 'localhost:8233' },
+      /^DBOPS_CODEC_SERVER_ORIGINS: has "localhost:8233"/,
+    ],
+  ];
+  for (const [what, env, message] of badEnvironments) {
+    it(`rejects ${what}, naming the variable and echoing no secret`, () => {
+      const text = failure(env);
+      assert.match(text, message);
+      assert.ok(!text.includes(k1.slice(0, 12)), text);
+      assert.ok(!text.includes('hunter2'), text);
     });
   }
 });
