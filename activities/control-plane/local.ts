@@ -215,7 +215,10 @@ export class LocalControlPlane implements ControlPlane {
       return;
     }
     const job = await readJson<JobRecord>(this.layout.job('instances', id));
-    if (job !== undefined && (await isJobRunning(job))) killJobGroup(job);
+    if (job !== undefined && (await isJobRunning(job))) {
+      killJobGroup(job);
+      await killProcessesUsing(this.layout.dataDir(id));
+    }
     await removeInstance(this.layout, id);
     if (options.deleteAutomatedBackups) {
       for (const snapshot of await this.snapshotRecords(id)) {

@@ -516,6 +516,18 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
       await assert.rejects(plane.describeInstance('killed-create'), NotFoundError);
     });
 
+    it('deleting an instance while it is being created stops its job and leaves nothing running', async () => {
+      await plane.createInstance('deleted-early');
+      const dir = path.join(stateDir, 'instances', 'deleted-early');
+      while (!(await readdir(dir)).includes('data')) await sleep(20);
+      await plane.deleteInstance('deleted-early', { skipFinalSnapshot: true });
+      await assert.rejects(plane.describeInstance('deleted-early'), NotFoundError);
+      await sleep(1000); // anything the job had started would have shown up by now
+      const { stdout } = await execFileAsync('ps', ['-eo', 'args']);
+      assert.doesNotMatch(stdout, /deleted-early/, 'a process of the deleted instance still runs');
+      assert.equal((await readdir(path.join(stateDir, 'instances'))).includes('deleted-early'), false);
+    });
+
     it('deletes an instance after a final snapshot, which stays restorable', async () => {
       await plane.deleteInstance('from-snapshot', {
         skipFinalSnapshot: false,
