@@ -149,11 +149,14 @@ export function planMigrations(
     throw new InvalidInputError(`target: no migration named ${JSON.stringify(options.target)}`);
   }
   const pending = files.filter((file) => !applied.includes(file.name));
+  // Files after the target wait, even when the target itself was applied already.
+  const last =
+    options.target === undefined ? files.length - 1 : files.findIndex((file) => file.name === options.target);
   const toApply: MigrationFile[] = [];
   for (const file of pending) {
+    if (files.indexOf(file) > last) break;
     if (file.onlyIn !== undefined && file.onlyIn !== options.workflow) break;
     toApply.push(file);
-    if (file.name === options.target) break;
   }
   return {
     alreadyApplied: applied,

@@ -107,6 +107,27 @@ describe('migrations (node-pg-migrate + squawk on a real Postgres)', () => {
     );
   });
 
+  it('a target already applied applies nothing and holds back what follows it', async () => {
+    const files = await readMigrations(repoMigrations);
+    const applied = files.map((file) => file.name).filter((name) => name <= '0005_user_id_new_expand');
+    const plan = planMigrations(files, applied, {
+      workflow: 'expandContract',
+      target: '0005_user_id_new_expand',
+    });
+    assert.deepEqual(plan.toApply, []);
+    assert.equal(plan.heldBack.length, 4);
+    const tighten = planMigrations(files, applied, {
+      workflow: 'expandContract',
+      target: '0008_user_id_new_set_not_null',
+    });
+    assert.deepEqual(tighten.toApply, [
+      '0006_user_id_new_not_null_check',
+      '0007_user_id_new_validate',
+      '0008_user_id_new_set_not_null',
+    ]);
+    assert.deepEqual(tighten.heldBack, ['0009_user_id_new_contract']);
+  });
+
   it('reverts exactly the named migrations, refusing when later ones were applied', async () => {
     const client = await cluster.connect();
     await assert.rejects(
