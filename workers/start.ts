@@ -10,6 +10,7 @@ import { Client, Connection } from '@temporalio/client';
 import { LocalControlPlane } from '../activities/control-plane/local';
 import { ping } from '../workflows';
 import { loadConfig } from './config';
+import { prepareDemoData, runDemoDrTest, stopLocalInstances } from './demo';
 import { startDevServer } from './dev-server';
 import { activityDepsFromConfig, createWorker } from './worker';
 
@@ -35,7 +36,8 @@ async function main(): Promise<void> {
     console.log(`[start] local database ${config.instanceId} ...`);
     const localDatabases = new LocalControlPlane({ stateDir: config.stateDir });
     const database = await localDatabases.ensureRunning(config.instanceId);
-    stops.push(() => localDatabases.stopInstance(config.instanceId));
+    stops.push(() => stopLocalInstances(localDatabases));
+    await prepareDemoData(database);
 
     const local = { ...config, provider: 'local' as const, aws: undefined };
     const { worker, close } = await createWorker(config.temporal, activityDepsFromConfig(local, database));
@@ -53,6 +55,9 @@ Press Ctrl-C to stop everything.
     const running = worker.run();
     await firstPing(config.temporal.address, config.temporal.namespace, config.temporal.taskQueue).catch(
       (error: Error) => console.error(`[start] ping failed: ${error.message}`),
+    );
+    await runDemoDrTest(config).catch((error: Error) =>
+      console.error(`[start] DR test could not run: ${error.message}`),
     );
     await running;
   } finally {

@@ -3,6 +3,7 @@ import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 import { Client, Connection } from '@temporalio/client';
@@ -80,6 +81,17 @@ describe('npm start (the embedded stack)', function () {
     await running.waitFor(/Temporal Web UI: http:\/\/localhost:\d+/);
     assert.match(running.output, /Task queue: +dbops/);
     await running.waitFor(/\[start\] ping: PostgreSQL 15\.\d+.*, pgvector 0\.8\.0/);
+  });
+
+  it('seeds demo data, takes a snapshot and runs one DR test whose report it prints', async () => {
+    assert.match(running!.output, /\[start\] demo data: 1500 conversations, 3000 chunks with embeddings/);
+    await running!.waitFor(
+      /\[start\] DR test passed: snapshot mcp-demo-prod-manual-\d{8}-\d{6}, RPO [\d.]+ s, RTO [\d.]+ s, 8 checks/,
+    );
+    const [, location] = await running!.waitFor(/\[start\] DR report: (file:\/\/\S+\.md)$/m);
+    const report = await readFile(fileURLToPath(location!), 'utf8');
+    assert.match(report, /^# DR test of mcp-demo-prod: PASSED/);
+    assert.match(report, /\| recall:conversations_embedding_idx \| passed \| recall@10/);
   });
 
   it('upserts the schedules and serves the worker metrics', async () => {

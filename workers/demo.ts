@@ -1,0 +1,76 @@
+/**
+ * What `npm start` does so the user sees real recovery work at once: demo rows in the local
+ * instance, then a backup and one DR test through the worker, with the report's location printed.
+ */
+import { ApplicationFailure, Client, Connection, WorkflowFailedError } from '@temporalio/client';
+
+import type { LocalControlPlane } from '../activities/control-plane/local';
+import { backup, drTest } from '../workflows';
+import { utcStamp, type DrTestReport } from '../workflows/lib/recovery';
+import type { Config, DatabaseConfig } from './config';
+import { seedDemoData } from './seed';
+
+/** A few thousand conversations with embeddings: enough for the indexes and recall to mean something. */
+export const DEMO_DATA = { conversations: 1500, chunksPerConversation: 2 };
+
+export async function prepareDemoData(database: DatabaseConfig): Promise<void> {
+  const seeded = await seedDemoData(database, DEMO_DATA);
+  if (seeded.migrationsApplied.length > 0) {
+    console.log(`[start] migrations applied: ${seeded.migrationsApplied.join(', ')}`);
+  }
+  console.log(
+    seeded.conversationsInserted > 0
+      ? `[start] demo data: ${seeded.conversationsInserted} conversations, ${seeded.chunksInserted} chunks with embeddings`
+      : '[start] demo data: already present',
+  );
+}
+
+/** A fresh snapshot, then the DR test of it; prints the outcome and where the report is. */
+export async function runDemoDrTest(config: Config): Promise<void> {
+  const connection = await Connection.connect({ address: config.temporal.address });
+  try {
+    const client = new Client({ connection, namespace: config.temporal.namespace });
+    const instanceId = config.instanceId;
+    const stamp = utcStamp(new Date());
+    // The local provider settles in seconds: look every second.
+    const timeouts = { pollInterval: '1 second' };
+    const taken = await client.workflow.execute(backup, {
+      taskQueue: config.temporal.taskQueue,
+      workflowId: `backup-${instanceId}-${stamp}`,
+      args: [{ instanceId, timeouts }],
+    });
+    console.log(`[start] backup: snapshot ${taken.snapshotId} in ${taken.snapshotSeconds} s`);
+    let report: DrTestReport;
+    try {
+      report = await client.workflow.execute(drTest, {
+        taskQueue: config.temporal.taskQueue,
+        workflowId: `dr-test-${instanceId}-${stamp}`,
+        args: [{ instanceId, timeouts }],
+      });
+    } catch (error) {
+      const cause = error instanceof WorkflowFailedError ? error.cause : undefined;
+      if (!(cause instanceof ApplicationFailure) || cause.type !== 'DrTestFailed') throw error;
+      report = cause.details?.[0] as DrTestReport;
+    }
+    const failed = report.checks.filter((check) => check.status === 'failed').map((check) => check.name);
+    console.log(
+      `[start] DR test ${report.ok ? 'passed' : `FAILED (${failed.join(', ')})`}: ` +
+        `snapshot ${report.snapshot?.snapshotId ?? 'none'}, RPO ${report.rpoSeconds} s, RTO ${report.rtoSeconds} s, ` +
+        `${report.checks.length} checks`,
+    );
+    const markdown = report.reportLocations.find((location) => location.endsWith('.md'));
+    console.log(`[start] DR report: ${markdown ?? 'not written'}`);
+  } finally {
+    await connection.close();
+  }
+}
+
+/**
+ * On Ctrl-C: stops every running local instance, the demo's and any DR copy of a DR test still
+ * under way (its workflow resumes at the next start, finds the copy stopped and deletes it).
+ */
+export async function stopLocalInstances(plane: LocalControlPlane): Promise<void> {
+  for (const instance of await plane.listInstances()) {
+    if (instance.status === 'available') await plane.stopInstance(instance.instanceId);
+  }
+}
