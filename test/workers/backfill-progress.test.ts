@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+
+import { backfillProgressLine, shortDuration } from '../../workers/backfill-progress';
+import type { BackfillProgress } from '../../workflows/backfill';
+
+const halfway: BackfillProgress = {
+  name: 'user-id-new',
+  instanceId: 'mcp-demo-prod',
+  state: 'running',
+  rowsDone: 9_500,
+  rowsScanned: 10_000,
+  estimatedTotal: 20_000,
+  rowsPerSecond: 1_250,
+  etaSeconds: 8,
+  batchSize: 1000,
+  delayMs: 0,
+  lastKey: '10000',
+  batches: 10,
+  throttleReason: undefined,
+  runs: 1,
+};
+
+describe('backfill progress bar', () => {
+  it('shows rows walked of the estimate, rows changed, rate, ETA and state', () => {
+    assert.equal(
+      backfillProgressLine(halfway, 10),
+      '[#####-----]   50.0%  10000/20000 rows (9500 changed)  1250 rows/s  ETA 8s  running',
+    );
+  });
+
+  it('a throttled backfill says why; no ETA before the first batch', () => {
+    const line = backfillProgressLine(
+      {
+        ...halfway,
+        state: 'throttled',
+        rowsScanned: 0,
+        rowsDone: 0,
+        etaSeconds: null,
+        throttleReason: '60 active connections > 50',
+      },
+      4,
+    );
+    assert.equal(
+      line,
+      '[----]    0.0%  0/20000 rows (0 changed)  1250 rows/s  ETA -  throttled (60 active connections > 50)',
+    );
+  });
+
+  it('a completed backfill is full even when the estimate was low; walking past it stays at 100%', () => {
+    assert.match(
+      backfillProgressLine({ ...halfway, state: 'completed', rowsScanned: 25_000, etaSeconds: 0 }, 4),
+      /^\[####\]  100\.0%  25000\/20000 rows .* ETA 0s  completed$/,
+    );
+    assert.match(backfillProgressLine({ ...halfway, rowsScanned: 25_000 }, 4), /^\[####\]  100\.0%/);
+  });
+
+  it('durations read as hours and minutes, minutes and seconds, or seconds', () => {
+    assert.deepEqual(
+      [shortDuration(3725), shortDuration(185), shortDuration(12.4)],
+      ['1h02m', '3m05s', '12s'],
+    );
+  });
+});

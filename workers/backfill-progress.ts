@@ -1,0 +1,36 @@
+/** The one-line progress bar `dbops status` and `dbops backfill` show for a backfill. */
+import type { BackfillProgress } from '../workflows/backfill';
+
+/** `1h02m`, `3m05s`, `12s`. */
+export function shortDuration(seconds: number): string {
+  const s = Math.round(seconds);
+  if (s >= 3600) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+  if (s >= 60) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${s}s`;
+}
+
+/**
+ * e.g. `[######------]  50.0%  10000/20000 rows (10000 changed)  1200 rows/s  ETA 8s  running`.
+ * The bar follows rows walked against the estimate (the estimate comes from planner statistics,
+ * so a completed backfill shows 100% whatever it said).
+ */
+export function backfillProgressLine(progress: BackfillProgress, width = 30): string {
+  const fraction =
+    progress.state === 'completed'
+      ? 1
+      : progress.estimatedTotal > 0
+        ? Math.min(progress.rowsScanned / progress.estimatedTotal, 1)
+        : 0;
+  const filled = Math.round(fraction * width);
+  const eta = progress.etaSeconds === null ? '-' : shortDuration(progress.etaSeconds);
+  const state =
+    progress.throttleReason === undefined ? progress.state : `${progress.state} (${progress.throttleReason})`;
+  return [
+    `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}]`,
+    `${(fraction * 100).toFixed(1).padStart(5)}%`,
+    `${progress.rowsScanned}/${progress.estimatedTotal} rows (${progress.rowsDone} changed)`,
+    `${progress.rowsPerSecond} rows/s`,
+    `ETA ${eta}`,
+    state,
+  ].join('  ');
+}
