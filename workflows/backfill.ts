@@ -50,6 +50,7 @@ export interface BackfillCheckpoint {
   batches: number;
   rowsScanned: number;
   rowsChanged: number;
+  /** Time spent on batches and the delays between them. */
   busyMs: number;
   estimatedRows: number;
   paused: boolean;

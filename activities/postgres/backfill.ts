@@ -52,7 +52,7 @@ export interface ChunkResult {
   batches: number;
   rowsScanned: number;
   rowsChanged: number;
-  /** Time spent running batches (not waiting), for rows/s. */
+  /** Time spent on batches and the delays between them (not throttled or paused), for rows/s and ETA. */
   busyMs: number;
   /** Set when the chunk stopped early because the database is under pressure. */
   throttled: string | undefined;
@@ -196,7 +196,6 @@ export function createBackfillActivities(deps: BackfillDeps) {
           if (result.throttled !== undefined) break;
           const batchStarted = performance.now();
           const batch = await runBatch(client, backfill, input.params, result.lastKey, input.batchSize);
-          result.busyMs += performance.now() - batchStarted;
           result.batches += 1;
           result.rowsScanned += batch.scanned;
           result.rowsChanged += batch.changed;
@@ -204,6 +203,7 @@ export function createBackfillActivities(deps: BackfillDeps) {
           result.done = batch.scanned < input.batchSize;
           context.heartbeat(result);
           if (input.delayMs > 0 && !result.done) await context.sleep(input.delayMs);
+          result.busyMs += performance.now() - batchStarted;
         }
       });
       result.busyMs = Math.round(result.busyMs);
