@@ -42,7 +42,7 @@ export interface ActivityDeps {
 export function createActivities(deps: ActivityDeps) {
   const onInstance = primaryOrInstance(deps.connector, instanceConnection(deps.controlPlane, deps.connector));
   return {
-    ...createPingActivities(deps.database),
+    ...createPingActivities(deps.connector),
     ...createMaintenanceActivities(onInstance, deps.maintenanceWindow ?? 'sun:04:00-sun:05:00'),
     ...createHealthActivities(onInstance),
     ...createControlPlaneActivities(deps.controlPlane),

@@ -34,12 +34,23 @@ export interface ConnectorOptions {
   caBundlePath?: string | undefined;
   /** IAM database authentication. Unset: the password comes from `.pgpass` or PGPASSWORD. */
   iam?: { region: string; credentials?: SignerConfig['credentials'] } | undefined;
+  /** Refuse to build a connector without a CA bundle (the aws provider: never a plaintext connection). */
+  requireTls?: boolean | undefined;
 }
 
 export function createDatabaseConnector(options: ConnectorOptions): DatabaseConnector {
+  if (options.caBundlePath === undefined && (options.requireTls || options.iam !== undefined)) {
+    throw new Error(
+      options.iam !== undefined
+        ? 'IAM database authentication needs TLS: an auth token is a password and is only sent over verified TLS (set PGSSLROOTCERT to the CA bundle)'
+        : 'database connections must use TLS here, and no CA bundle is configured (set PGSSLROOTCERT to the CA bundle)',
+    );
+  }
   const connect = async <T>(endpoint: DatabaseConfig, fn: (client: Client) => Promise<T>): Promise<T> => {
     const config: ClientConfig = baseClientConfig(endpoint);
     if (options.caBundlePath !== undefined) {
+      // With `ssl` set, pg insists on TLS: a server that declines it fails the connection before
+      // anything else is sent (no plaintext fallback, whatever PGSSLMODE says).
       config.ssl = { rejectUnauthorized: true, ca: await readCaBundle(options.caBundlePath) };
     }
     const iam = options.iam;
@@ -68,6 +79,7 @@ export function connectorFromConfig(config: Pick<Config, 'database' | 'aws'>): D
     replica: aws.connection.replica,
     caBundlePath: aws.connection.caBundlePath,
     iam: aws.connection.auth === 'iam' ? { region: aws.region } : undefined,
+    requireTls: true,
   });
 }
 

@@ -1,5 +1,4 @@
-import type { DatabaseConfig } from '../../workers/config';
-import { withClient } from './connect';
+import type { DatabaseConnector } from './connect';
 
 export interface PingResult {
   database: string;
@@ -9,11 +8,12 @@ export interface PingResult {
   roundTripMs: number;
 }
 
-export function createPingActivities(db: DatabaseConfig) {
+/** Through the connector, so the ping takes the same way as every other activity (TLS and IAM on aws). */
+export function createPingActivities(connector: DatabaseConnector) {
   return {
     /** Connects, asks the server who it is and whether pgvector is installed. */
     async pingDatabase(): Promise<PingResult> {
-      return withClient(db, async (client) => {
+      return connector.withPrimary(async (client) => {
         const started = performance.now();
         const { rows } = await client.query<{ database: string; version: string; vector: string | null }>(
           `SELECT current_database() AS database,

@@ -17,7 +17,9 @@ import {
   type ConnectorOptions,
 } from '../../../activities/postgres/connect';
 import { chownToPostgres, makePostgresDir } from '../../../activities/postgres/cluster';
+import { createActivities } from '../../../activities';
 import { loadConfig } from '../../../workers/config';
+import { localActivityDeps } from '../../helpers/activity-deps';
 import { startThrowawayCluster, type ThrowawayCluster } from '../../helpers/postgres';
 
 const execFileAsync = promisify(execFile);
@@ -391,5 +393,106 @@ describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () =
     });
     const row = await connectorFromConfig(config).withReadOnly(whoAmI);
     assert.deepEqual(row, { user: 'postgres', ssl: false });
+  });
+});
+
+/** A loopback forwarder to `port` that records every byte the client sent. */
+async function startRecordingForwarder(port: number) {
+  const sent: Buffer[] = [];
+  const server = net.createServer((socket) => {
+    const upstream = net.connect(port, '127.0.0.1');
+    socket.on('data', (chunk: Buffer) => sent.push(chunk));
+    socket.pipe(upstream).pipe(socket);
+    socket.on('error', () => upstream.destroy());
+    upstream.on('error', () => socket.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    sent: () => Buffer.concat(sent),
+    stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+describe('aws provider: no database connection without TLS (real PostgreSQL 15 with TLS off)', () => {
+  let cluster: ThrowawayCluster;
+  let certDir: string;
+  let ca: string;
+  /** The 8-byte SSLRequest: length 8, code 80877103. */
+  const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
+  const PASSWORD = 'a-password-that-must-not-travel-in-clear';
+
+  before(async () => {
+    certDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-certs-'));
+    await makePostgresDir(certDir);
+    [cluster, { ca }] = await Promise.all([startThrowawayCluster(), makeCertificates(certDir, 'rds')]);
+  });
+  after(async () => {
+    await cluster?.stop();
+    if (certDir) await rm(certDir, { recursive: true, force: true });
+  });
+
+  const awsConfig = (port: number, auth: 'iam' | 'password') =>
+    loadConfig({
+      DBOPS_PROVIDER: 'aws',
+      AWS_REGION: 'us-east-1',
+      DBOPS_RDS_SUBNET_GROUP: 'mcp-demo-db',
+      DBOPS_RDS_SECURITY_GROUP_IDS: 'sg-0123abcd',
+      DBOPS_RDS_PARAMETER_GROUP: 'mcp-demo-postgres15',
+      PGSSLROOTCERT: ca,
+      DBOPS_DB_AUTH: auth,
+      PGHOST: '127.0.0.1',
+      PGPORT: String(port),
+      PGDATABASE: 'postgres',
+      PGUSER: 'postgres',
+    });
+
+  for (const auth of ['password', 'iam'] as const) {
+    it(`the configured connector (${auth} auth) fails on a server without TLS after sending only the TLS request: no startup, no ${auth === 'iam' ? 'token' : 'password'}`, async () => {
+      const forwarder = await startRecordingForwarder(cluster.database.port);
+      const saved = { password: process.env.PGPASSWORD, sslmode: process.env.PGSSLMODE };
+      process.env.PGPASSWORD = PASSWORD;
+      // Even an environment asking for plaintext changes nothing.
+      process.env.PGSSLMODE = 'disable';
+      try {
+        const connector = connectorFromConfig(awsConfig(forwarder.port, auth));
+        let ran = false;
+        await assert.rejects(
+          connector.withPrimary(() => {
+            ran = true;
+            return Promise.resolve();
+          }),
+          /The server does not support SSL connections/,
+        );
+        assert.equal(ran, false);
+        assert.deepEqual(forwarder.sent(), SSL_REQUEST);
+      } finally {
+        for (const [name, value] of [
+          ['PGPASSWORD', saved.password],
+          ['PGSSLMODE', saved.sslmode],
+        ] as const) {
+          if (value === undefined) delete process.env[name];
+          else process.env[name] = value;
+        }
+        await forwarder.stop();
+      }
+    });
+  }
+
+  it('the ping activity goes through the same connector: refused on a server without TLS', async () => {
+    const connector = connectorFromConfig(awsConfig(cluster.database.port, 'password'));
+    const activities = createActivities({ ...localActivityDeps(cluster.database), connector });
+    await assert.rejects(activities.pingDatabase(), /The server does not support SSL connections/);
+  });
+
+  it('refuses to build a connector that would connect without TLS when TLS is required or IAM is on', () => {
+    assert.throws(
+      () => createDatabaseConnector({ primary: cluster.database, requireTls: true }),
+      /^Error: database connections must use TLS here, and no CA bundle is configured \(set PGSSLROOTCERT/,
+    );
+    assert.throws(
+      () => createDatabaseConnector({ primary: cluster.database, iam: IAM }),
+      /^Error: IAM database authentication needs TLS: an auth token is a password and is only sent over verified TLS/,
+    );
   });
 });
