@@ -48,6 +48,7 @@ import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../workflows/lib/identifie
 import { progressQuery, utcDate, utcStamp, type DrTestReport } from '../workflows/lib/recovery';
 import type { RestoreResult } from '../workflows/pitr-restore';
 import { backfillProgressLine } from './backfill-progress';
+import { runCodecServer } from './codec-server';
 import { loadConfig, type Config } from './config';
 import { applySchedules, listSchedules } from './schedules';
 
@@ -78,7 +79,9 @@ commands:
   backfill set WORKFLOW_ID [--batch-size N] [--delay-ms N] [--json]
                                      change a running backfill's batch size / delay
   status WORKFLOW_ID [--json]        follow a workflow (a backfill as a progress bar) until it
-                                     ends; --json: its status and progress once`;
+                                     ends; --json: its status and progress once
+  codec-server                       decode encrypted payloads for the Web UI and the Temporal
+                                     CLI until Ctrl-C (see docs/security.md)`;
 
 /** parseArgs with our flags; an unknown flag or a stray argument is a usage error. */
 function parse<T extends NonNullable<ParseArgsConfig['options']>>(
@@ -715,6 +718,11 @@ async function status(args: string[]): Promise<number> {
   return ['RUNNING', 'COMPLETED', 'CONTINUED_AS_NEW'].includes(final.status) ? 0 : 1;
 }
 
+async function codecServer(args: string[]): Promise<void> {
+  parse('codec-server', args, {});
+  await runCodecServer(loadConfig());
+}
+
 const commands: Record<string, (args: string[]) => Promise<void | number>> = {
   instances,
   snapshots,
@@ -727,6 +735,7 @@ const commands: Record<string, (args: string[]) => Promise<void | number>> = {
   deploy,
   backfill: backfillCommand,
   status,
+  'codec-server': codecServer,
 };
 
 async function main(argv: string[]): Promise<number> {

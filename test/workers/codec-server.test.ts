@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 
 import { Context } from '@temporalio/activity';
@@ -18,7 +19,8 @@ import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@t
 import { AesGcmPayloadCodec } from '../../workers/codec/aes-gcm-codec';
 import { CodecKeyRing } from '../../workers/codec/keys';
 import { codecServerFromConfig, toJson, type JsonPayload } from '../../workers/codec-server';
-import { ConfigError, loadConfig, type TemporalConfig } from '../../workers/config';
+import { ConfigError, loadConfig, projectRoot, type TemporalConfig } from '../../workers/config';
+import { freePort } from '../../workers/ports';
 import { connectClient, connectWorker, dataConverter } from '../../workers/temporal-connection';
 import { requireTool } from '../../workers/tools';
 import type { carryNote, failWithNote, NoteActivities } from '../fixtures/codec-workflow';
@@ -411,6 +413,60 @@ describe('payload encryption on the dev server, and dbops codec-server', () => {
     await assert.rejects(
       withoutK1.workflow.getHandle(k1Run.workflowId).result(),
       /payload is encrypted with key id "k1", which is not among the configured keys \(k2\)/,
+    );
+  });
+
+  /** `bin/dbops codec-server` as a user runs it, with the k1 -> k2 key file. */
+  function startDbopsCodecServer(env: Record<string, string>) {
+    const child = spawn(path.join(projectRoot, 'bin', 'dbops'), ['codec-server'], {
+      env: { ...process.env, DBOPS_CODEC_KEYS_FILE: path.join(dir, 'codec-k2.json'), ...env },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    return { child, exited, output: () => ({ stdout, stderr }) };
+  }
+
+  it('dbops codec-server serves the keys of the configuration until stopped', async () => {
+    const port = await freePort();
+    const run = startDbopsCodecServer({
+      DBOPS_CODEC_SERVER_TOKEN: TOKEN,
+      DBOPS_CODEC_SERVER_PORT: String(port),
+    });
+    try {
+      while (!run.output().stdout.includes('codec server on')) {
+        const early = await Promise.race([run.exited, sleep(100).then(() => 'running' as const)]);
+        if (early !== 'running') assert.fail(`dbops codec-server exited ${early}: ${run.output().stderr}`);
+      }
+      assert.match(
+        run.output().stdout,
+        new RegExp(
+          `^codec server on http://127\\.0\\.0\\.1:${port} for namespace default \\(browser origins: http://localhost:8233\\)\\n$`,
+        ),
+      );
+      const response = await fetch(`http://127.0.0.1:${port}/decode`, {
+        method: 'POST',
+        headers: { ...authorised, 'content-type': 'application/json' },
+        body: JSON.stringify({ payloads: k1Run.input }),
+      });
+      assert.equal(response.status, 200);
+      const { payloads } = (await response.json()) as { payloads: JsonPayload[] };
+      assert.deepEqual(JSON.parse(Buffer.from(payloads[0]!.data!, 'base64').toString()), { note: MARKER });
+    } finally {
+      run.child.kill('SIGTERM');
+    }
+    assert.equal(await run.exited, 0);
+    assert.ok(!(run.output().stdout + run.output().stderr).includes(TOKEN), 'the token is never printed');
+  });
+
+  it('dbops codec-server without a token exits 1 naming DBOPS_CODEC_SERVER_TOKEN', async () => {
+    const run = startDbopsCodecServer({ DBOPS_CODEC_SERVER_TOKEN: '' });
+    assert.equal(await run.exited, 1);
+    assert.match(
+      run.output().stderr,
+      /dbops codec-server failed: ConfigError: DBOPS_CODEC_SERVER_TOKEN: is not set/,
     );
   });
 
