@@ -35,5 +35,6 @@ export function activityDepsFromConfig(
     controlPlane: createControlPlane(config),
     connector: connectorFromConfig({ ...config, database }),
     storage: recoveryStorageFromConfig(config),
+    maintenanceWindow: config.operations.maintenanceWindow,
   };
 }
