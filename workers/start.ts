@@ -1,7 +1,7 @@
 /**
  * `npm start`: the embedded stack. Starts a Temporal dev server with its Web UI, the local
- * database, and the worker; runs one ping so the UI shows a real run; on Ctrl-C stops the worker,
- * then everything it started, in reverse order.
+ * database, and the worker; upserts the schedules; runs one ping so the UI shows a real run; on
+ * Ctrl-C stops the worker, then everything it started, in reverse order.
  */
 import path from 'node:path';
 
@@ -9,9 +9,11 @@ import { Client, Connection } from '@temporalio/client';
 
 import { LocalControlPlane } from '../activities/control-plane/local';
 import { ping } from '../workflows';
-import { loadConfig } from './config';
+import { loadConfig, type Config } from './config';
 import { prepareDemoData, runDemoDrTest, stopLocalInstances } from './demo';
 import { startDevServer } from './dev-server';
+import { installMetricsRuntime } from './metrics';
+import { applySchedules } from './schedules';
 import { activityDepsFromConfig, createWorker } from './worker';
 
 async function main(): Promise<void> {
@@ -40,6 +42,7 @@ async function main(): Promise<void> {
     await prepareDemoData(database);
 
     const local = { ...config, provider: 'local' as const, aws: undefined };
+    installMetricsRuntime(config.operations.metricsPort); // before the worker's connection
     const { worker, close } = await createWorker(config.temporal, activityDepsFromConfig(local, database));
     stops.push(close);
 
@@ -49,10 +52,14 @@ dbops is running
   Temporal:        ${config.temporal.address} (namespace ${config.temporal.namespace})
   Task queue:      ${config.temporal.taskQueue}
   Database:        postgres://${database.user}@${database.host}:${database.port}/${database.database}
+  Worker metrics:  http://localhost:${config.operations.metricsPort}/metrics
 Press Ctrl-C to stop everything.
 `);
     // The worker's runtime turns SIGINT / SIGTERM into a graceful shutdown: run() then resolves.
     const running = worker.run();
+    await upsertSchedules(config).catch((error: Error) =>
+      console.error(`[start] schedules not applied: ${error.message}`),
+    );
     await firstPing(config.temporal.address, config.temporal.namespace, config.temporal.taskQueue).catch(
       (error: Error) => console.error(`[start] ping failed: ${error.message}`),
     );
@@ -64,6 +71,22 @@ Press Ctrl-C to stop everything.
     console.log('[start] stopping ...');
     await stopAll();
     console.log('[start] stopped');
+  }
+}
+
+async function upsertSchedules(config: Config): Promise<void> {
+  const connection = await Connection.connect({ address: config.temporal.address });
+  try {
+    const client = new Client({ connection, namespace: config.temporal.namespace });
+    const applied = await applySchedules(client, {
+      taskQueue: config.temporal.taskQueue,
+      instanceId: config.instanceId,
+      ...config.operations,
+    });
+    for (const schedule of applied)
+      console.log(`[start] schedule ${schedule.scheduleId}: ${schedule.outcome}`);
+  } finally {
+    await connection.close();
   }
 }
 
