@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { CodecKeyRing, isKeyId, KEY_ID_RULE, KEY_RULE, parseKeyFile } from './codec/keys';
+import type { RolloutHook } from '../activities/postgres/deploy';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../workflows/lib/identifiers';
 import { MAINTENANCE_WINDOW_RULE, parseMaintenanceWindow } from '../workflows/lib/maintenance-window';
 
@@ -103,6 +104,8 @@ export interface Config {
   stateDir: string;
   operations: OperationsConfig;
   codecServer: CodecServerConfig;
+  /** Rollout hooks a deploy may name, by name (DBOPS_ROLLOUT_HOOKS). */
+  rolloutHooks: Record<string, RolloutHook>;
 }
 
 export interface OperationsConfig {
@@ -164,7 +167,64 @@ export function loadConfig(env: Env = process.env): Config {
       allowedOrigins: origins(env, 'DBOPS_CODEC_SERVER_ORIGINS', `http://localhost:${uiPort}`),
       token: codecServerToken(env, 'DBOPS_CODEC_SERVER_TOKEN'),
     },
+    rolloutHooks: rolloutHooks(env, 'DBOPS_ROLLOUT_HOOKS'),
   };
+}
+
+const HOOKS_EXAMPLE = `{"web": {"command": ["kubectl", "set", "image", "deployment/web", "web=app:v2"]}, "ci": {"url": "https://ci.example/hook", "timeoutMs": 60000}}`;
+
+/** JSON: hook name -> `{command: [file, ...args]}` or `{url}`, each with an optional `timeoutMs`. */
+function rolloutHooks(env: Env, name: string): Record<string, RolloutHook> {
+  const value = raw(env, name);
+  if (value === undefined) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch (error) {
+    throw new ConfigError(name, `is not JSON (${(error as Error).message}); expected e.g. ${HOOKS_EXAMPLE}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError(name, `expected an object of named hooks, e.g. ${HOOKS_EXAMPLE}`);
+  }
+  const hooks: Record<string, RolloutHook> = {};
+  for (const [hook, spec] of Object.entries(parsed)) {
+    const bad = (rule: string): never => {
+      throw new ConfigError(name, `hook ${JSON.stringify(hook)}: ${rule}`);
+    };
+    if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(hook)) bad('a name is lowercase letters, digits and hyphens');
+    if (typeof spec !== 'object' || spec === null || Array.isArray(spec))
+      bad('expected {"command": [...]} or {"url": "..."}');
+    const { command, url, timeoutMs, ...unknown } = spec as Record<string, unknown>;
+    if (Object.keys(unknown).length > 0)
+      bad(`unknown ${Object.keys(unknown).join(', ')}; expected command or url, and timeoutMs`);
+    if ((command === undefined) === (url === undefined)) bad('give exactly one of command or url');
+    if (
+      timeoutMs !== undefined &&
+      !(
+        typeof timeoutMs === 'number' &&
+        Number.isInteger(timeoutMs) &&
+        timeoutMs >= 1000 &&
+        timeoutMs <= 3_600_000
+      )
+    ) {
+      bad(`timeoutMs ${JSON.stringify(timeoutMs)} is not a whole number of ms from 1000 to 3600000`);
+    }
+    const timeout = timeoutMs === undefined ? {} : { timeoutMs: timeoutMs as number };
+    if (command !== undefined) {
+      if (
+        !Array.isArray(command) ||
+        command.length === 0 ||
+        !command.every((part) => typeof part === 'string' && part !== '')
+      ) {
+        bad('command is a non-empty array of non-empty strings: the program, then its arguments (no shell)');
+      }
+      hooks[hook] = { command: command as string[], ...timeout };
+    } else {
+      if (typeof url !== 'string' || !/^https?:\/\/[^\s/]+/.test(url)) bad('url is an http(s) URL');
+      hooks[hook] = { url: url as string, ...timeout };
+    }
+  }
+  return hooks;
 }
 
 const TLS_VARIABLES = [

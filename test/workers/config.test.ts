@@ -472,3 +472,75 @@ describe('config: Temporal TLS, payload codec keys, codec server', () => {
     });
   }
 });
+
+describe('config: rollout hooks (DBOPS_ROLLOUT_HOOKS)', () => {
+  it('has none by default', () => {
+    assert.deepEqual(loadConfig({}).rolloutHooks, {});
+  });
+
+  it('reads command and URL hooks with their timeouts', () => {
+    const hooks = loadConfig({
+      DBOPS_ROLLOUT_HOOKS: JSON.stringify({
+        web: { command: ['kubectl', 'set', 'image', 'deployment/web', 'web=app:v2'], timeoutMs: 300000 },
+        ci: { url: 'https://ci.example/hooks/deployed' },
+      }),
+    }).rolloutHooks;
+    assert.deepEqual(hooks, {
+      web: { command: ['kubectl', 'set', 'image', 'deployment/web', 'web=app:v2'], timeoutMs: 300000 },
+      ci: { url: 'https://ci.example/hooks/deployed' },
+    });
+  });
+
+  const bad: [string, string, RegExp][] = [
+    [
+      'text that is not JSON',
+      'kubectl set image',
+      /^DBOPS_ROLLOUT_HOOKS: is not JSON .*expected e\.g\. \{"web"/,
+    ],
+    ['a list', '[["kubectl"]]', /^DBOPS_ROLLOUT_HOOKS: expected an object of named hooks/],
+    [
+      'a name with spaces',
+      '{"my hook": {"url": "https://x"}}',
+      /^DBOPS_ROLLOUT_HOOKS: hook "my hook": a name is lowercase/,
+    ],
+    [
+      'both command and url',
+      '{"web": {"command": ["true"], "url": "https://x"}}',
+      /hook "web": give exactly one of command or url$/,
+    ],
+    [
+      'neither command nor url',
+      '{"web": {"timeoutMs": 5000}}',
+      /hook "web": give exactly one of command or url$/,
+    ],
+    [
+      'a command as one shell string',
+      '{"web": {"command": "kubectl set image"}}',
+      /hook "web": command is a non-empty array of non-empty strings/,
+    ],
+    ['an empty command', '{"web": {"command": []}}', /hook "web": command is a non-empty array/],
+    [
+      'a URL that is not http(s)',
+      '{"ci": {"url": "ftp://ci.example"}}',
+      /hook "ci": url is an http\(s\) URL$/,
+    ],
+    [
+      'a timeout under a second',
+      '{"ci": {"url": "https://x", "timeoutMs": 10}}',
+      /hook "ci": timeoutMs 10 is not a whole number of ms from 1000 to 3600000$/,
+    ],
+    [
+      'an unknown key',
+      '{"ci": {"url": "https://x", "shell": true}}',
+      /hook "ci": unknown shell; expected command or url, and timeoutMs$/,
+    ],
+  ];
+  for (const [what, value, message] of bad) {
+    it(`rejects ${what}, naming the variable (and the hook)`, () => {
+      assert.throws(
+        () => loadConfig({ DBOPS_ROLLOUT_HOOKS: value }),
+        (error: unknown) => error instanceof ConfigError && message.test(error.message),
+      );
+    });
+  }
+});
