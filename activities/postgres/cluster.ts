@@ -3,7 +3,7 @@
  * to run as root, so when we are root every server-side command runs as the `postgres` user.
  */
 import { execFile } from 'node:child_process';
-import { appendFile, chown, mkdir, stat, writeFile } from 'node:fs/promises';
+import { appendFile, chown, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
@@ -125,16 +125,19 @@ export async function stopCluster(dataDir: string, mode: 'fast' | 'immediate' = 
   await runPgBinary('pg_ctl', ['stop', '--pgdata', dataDir, '--mode', mode, '--wait', '--timeout', '60']);
 }
 
+/**
+ * Whether the cluster's postmaster runs: the pid in its `postmaster.pid` is a live postgres process
+ * (read directly rather than through `pg_ctl status`: describe calls this often).
+ */
 export async function isClusterRunning(dataDir: string): Promise<boolean> {
+  let pid: number;
   try {
-    await stat(path.join(dataDir, 'postmaster.pid'));
+    pid = Number((await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
   } catch {
     return false;
   }
-  try {
-    await runPgBinary('pg_ctl', ['status', '--pgdata', dataDir]);
-    return true;
-  } catch {
-    return false;
-  }
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  // A stale pid file can name a pid that another program has since been given.
+  const command = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  return command.split('\0')[0]?.endsWith('postgres') ?? false;
 }
