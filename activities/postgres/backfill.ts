@@ -4,10 +4,11 @@
  * "chunk") and returns, so the workflow applies new settings, pauses or stops between chunks; the
  * checkpoint after every batch is in the heartbeat details, so a killed worker resumes there.
  */
-import { ApplicationFailure, Context } from '@temporalio/activity';
+import { ApplicationFailure, Context, metricMeter } from '@temporalio/activity';
 import type { Client } from 'pg';
 
 import { DbopsError, InvalidInputError } from '../../workflows/lib/errors';
+import { recordBackfillRows } from '../../workflows/lib/metrics';
 import type { AnyBackfill } from './backfills/definition';
 import type { WithInstance } from './instance';
 
@@ -202,6 +203,7 @@ export function createBackfillActivities(deps: BackfillDeps) {
           result.lastKey = batch.lastKey;
           result.done = batch.scanned < input.batchSize;
           context.heartbeat(result);
+          recordBackfillRows(metricMeter, backfill.table, batch.changed);
           if (input.delayMs > 0 && !result.done) await context.sleep(input.delayMs);
           result.busyMs += performance.now() - batchStarted;
         }

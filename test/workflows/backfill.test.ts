@@ -12,6 +12,7 @@ import { backfill } from '../../workflows';
 import type { BackfillProgress } from '../../workflows/backfill';
 import { counter } from '../fixtures/backfills/counter';
 import { startLocalInstance, type LocalInstance } from '../helpers/local-instance';
+import { metricsUrl } from '../helpers/metrics-runtime';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
 
 const ROWS = 20_000;
@@ -107,7 +108,7 @@ describe('backfill workflow (dev server, local instance)', () => {
     assert.deepEqual(await compare(client), { different: 0, notOnce: 0 });
   });
 
-  it('pauses, resumes, takes a new batch size while running, and ends equal to the single UPDATE', async () => {
+  it('pauses, resumes, takes a new batch size while running, and ends equal to the single UPDATE with every row counted once on /metrics', async () => {
     await resetTable(client);
     const worker = await Worker.create({
       connection: env.nativeConnection,
@@ -154,6 +155,15 @@ describe('backfill workflow (dev server, local instance)', () => {
     assert.ok(final.runs > 1, 'continued as new at least once');
     assert.equal(final.etaSeconds, 0);
     assert.deepEqual(await compare(client), { different: 0, notOnce: 0 });
+    // The worker's Prometheus endpoint counted every row written, once.
+    const scraped = await (await fetch(metricsUrl())).text();
+    const counted = scraped
+      .split('\n')
+      .filter((line) => line.startsWith('dbops_backfill_rows_processed_total{'))
+      .filter((line) => line.includes('taskQueue="backfill-control"'));
+    assert.equal(counted.length, 1, scraped);
+    assert.match(counted[0]!, /table="public\.counter_rows"/);
+    assert.equal(Number(counted[0]!.split(' ').pop()), ROWS);
   });
 
   it('cancel stops after the current chunk; what was done stays done', async () => {
