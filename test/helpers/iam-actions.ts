@@ -32,7 +32,8 @@ const S3_ACTIONS: Record<string, string[]> = {
  * What AWS authorizes alongside an operation, for the way the provider calls it (the RDS and KMS
  * documentation): tags given at creation are authorized as rds:AddTagsToResource; an instance
  * created with ManageMasterUserPassword has its secret created as the caller; an export task is
- * handed the export role and a grant on the KMS key.
+ * handed the export role and a grant on the KMS key; an object written to the SSE-KMS export
+ * bucket needs a data key from the bucket's KMS key.
  */
 const ALSO_AUTHORIZED: Record<string, string[]> = {
   'rds:CreateDBInstance': [
@@ -44,6 +45,7 @@ const ALSO_AUTHORIZED: Record<string, string[]> = {
   'rds:RestoreDBInstanceFromDBSnapshot': ['rds:AddTagsToResource'],
   'rds:RestoreDBInstanceToPointInTime': ['rds:AddTagsToResource'],
   'rds:StartExportTask': ['iam:PassRole', 'kms:CreateGrant', 'kms:DescribeKey'],
+  's3:PutObject': ['kms:GenerateDataKey'],
 };
 
 export interface DerivedAction {

@@ -111,6 +111,26 @@ data "aws_iam_policy_document" "worker" {
     resources = [aws_s3_bucket.exports.arn]
   }
 
+  # DR test reports (JSON and Markdown) under reports/ in the export bucket, nowhere else.
+  statement {
+    sid       = "WriteDrReports"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.exports.arn}/reports/*"]
+  }
+
+  # The bucket encrypts with the KMS key by default: writing an object needs a data key, and only
+  # through S3.
+  statement {
+    sid       = "EncryptDrReports"
+    actions   = ["kms:GenerateDataKey"]
+    resources = [aws_kms_key.rds.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${local.region}.amazonaws.com"]
+    }
+  }
+
   # IAM database authentication as the worker's database user. A DR test restores into a new
   # instance whose resource id is unknown in advance, so the user, not the instance, is the scope.
   statement {
