@@ -205,7 +205,7 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
     const changed = changedBy(error);
     if (changed !== undefined) applied = changed;
     const message = rootMessage(error);
-    const restoreCommand = `dbops restore --snapshot ${snapshotId} --target ${restoreTarget(instanceId)}`;
+    const restoreCommand = `dbops restore --instance ${instanceId} --snapshot ${snapshotId} --target ${restoreTarget(instanceId)}`;
     const irreversible = applied.filter((name) => plan.irreversible.includes(name));
     if (applied.length === 0) return fail({ ...none, stage: 'migrate', snapshotId, error: message });
     if (irreversible.length > 0) {

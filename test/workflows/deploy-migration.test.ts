@@ -248,7 +248,7 @@ describe('deployMigration workflow (dev server, local instance)', () => {
     assert.match(details.snapshotId ?? '', /^pre-migration-\d{8}-\d{6}$/);
     assert.equal(
       details.restoreCommand,
-      `dbops restore --snapshot ${details.snapshotId} --target deploy-test-restored`,
+      `dbops restore --instance deploy-test --snapshot ${details.snapshotId} --target deploy-test-restored`,
     );
     assert.ok(message.includes(details.restoreCommand), message);
     assert.equal((await instance.plane.describeSnapshot(details.snapshotId!)).status, 'available');
