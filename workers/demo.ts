@@ -2,13 +2,14 @@
  * What `npm start` does so the user sees real recovery work at once: demo rows in the local
  * instance, then a backup and one DR test through the worker, with the report's location printed.
  */
-import { ApplicationFailure, Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 
 import type { LocalControlPlane } from '../activities/control-plane/local';
 import { backup, drTest } from '../workflows';
 import { utcStamp, type DrTestReport } from '../workflows/lib/recovery';
 import type { Config, DatabaseConfig } from './config';
 import { seedDemoData } from './seed';
+import { connectClient } from './temporal-connection';
 
 /** A few thousand conversations with embeddings: enough for the indexes and recall to mean something. */
 export const DEMO_DATA = { conversations: 1500, chunksPerConversation: 2 };
@@ -25,11 +26,22 @@ export async function prepareDemoData(database: DatabaseConfig): Promise<void> {
   );
 }
 
-/** A fresh snapshot, then the DR test of it; prints the outcome and where the report is. */
-export async function runDemoDrTest(config: Config): Promise<void> {
-  const connection = await Connection.connect({ address: config.temporal.address });
+/**
+ * A fresh snapshot, then the DR test of it; prints the outcome and where the report is. When
+ * `workerStopped` settles first (Ctrl-C), the wait is abandoned: the workflows resume when a
+ * worker runs again.
+ */
+export async function runDemoDrTest(config: Config, workerStopped: Promise<unknown>): Promise<void> {
+  const { connection, client } = await connectClient(config.temporal);
+  // An object, not a variable: the closure below changes it.
+  const wait: { state: 'running' | 'done' | 'abandoned' } = { state: 'running' };
+  const abandon = () => {
+    if (wait.state !== 'running') return;
+    wait.state = 'abandoned';
+    void connection.close().catch(() => undefined);
+  };
+  workerStopped.then(abandon, abandon);
   try {
-    const client = new Client({ connection, namespace: config.temporal.namespace });
     const instanceId = config.instanceId;
     const stamp = utcStamp(new Date());
     // The local provider settles in seconds: look every second.
@@ -60,8 +72,14 @@ export async function runDemoDrTest(config: Config): Promise<void> {
     );
     const markdown = report.reportLocations.find((location) => location.endsWith('.md'));
     console.log(`[start] DR report: ${markdown ?? 'not written'}`);
+  } catch (error) {
+    if (wait.state !== 'abandoned') throw error;
+    console.log('[start] DR test interrupted: it resumes at the next start');
   } finally {
-    await connection.close();
+    if (wait.state === 'running') {
+      wait.state = 'done';
+      await connection.close();
+    }
   }
 }
 

@@ -5,15 +5,14 @@
  */
 import path from 'node:path';
 
-import { Client, Connection } from '@temporalio/client';
-
 import { LocalControlPlane } from '../activities/control-plane/local';
 import { ping } from '../workflows';
-import { loadConfig, type Config } from './config';
+import { loadConfig, type Config, type TemporalConfig } from './config';
 import { prepareDemoData, runDemoDrTest, stopLocalInstances } from './demo';
 import { startDevServer } from './dev-server';
 import { installMetricsRuntime } from './metrics';
 import { applySchedules } from './schedules';
+import { connectClient } from './temporal-connection';
 import { activityDepsFromConfig, createWorker } from './worker';
 
 async function main(): Promise<void> {
@@ -60,13 +59,15 @@ Press Ctrl-C to stop everything.
     await upsertSchedules(config).catch((error: Error) =>
       console.error(`[start] schedules not applied: ${error.message}`),
     );
-    await firstPing(config.temporal.address, config.temporal.namespace, config.temporal.taskQueue).catch(
-      (error: Error) => console.error(`[start] ping failed: ${error.message}`),
+    await firstPing(config.temporal).catch((error: Error) =>
+      console.error(`[start] ping failed: ${error.message}`),
     );
-    await runDemoDrTest(config).catch((error: Error) =>
+    // The demo DR test runs beside the worker: Ctrl-C stops the worker and abandons the wait.
+    const demo = runDemoDrTest(config, running).catch((error: Error) =>
       console.error(`[start] DR test could not run: ${error.message}`),
     );
     await running;
+    await demo;
   } finally {
     console.log('[start] stopping ...');
     await stopAll();
@@ -75,9 +76,8 @@ Press Ctrl-C to stop everything.
 }
 
 async function upsertSchedules(config: Config): Promise<void> {
-  const connection = await Connection.connect({ address: config.temporal.address });
+  const { connection, client } = await connectClient(config.temporal);
   try {
-    const client = new Client({ connection, namespace: config.temporal.namespace });
     const applied = await applySchedules(client, {
       taskQueue: config.temporal.taskQueue,
       instanceId: config.instanceId,
@@ -91,11 +91,13 @@ async function upsertSchedules(config: Config): Promise<void> {
 }
 
 /** One ping so the first look at the Web UI shows a completed run. */
-async function firstPing(address: string, namespace: string, taskQueue: string): Promise<void> {
-  const connection = await Connection.connect({ address });
+async function firstPing(temporal: TemporalConfig): Promise<void> {
+  const { connection, client } = await connectClient(temporal);
   try {
-    const client = new Client({ connection, namespace });
-    const result = await client.workflow.execute(ping, { taskQueue, workflowId: `ping-${Date.now()}` });
+    const result = await client.workflow.execute(ping, {
+      taskQueue: temporal.taskQueue,
+      workflowId: `ping-${Date.now()}`,
+    });
     console.log(
       `[start] ping: PostgreSQL ${result.serverVersion}, pgvector ${result.pgvectorVersion ?? 'not installed'}, ${result.roundTripMs} ms`,
     );
