@@ -74,8 +74,8 @@ export function batchStatement(
    ORDER BY ${backfill.key} LIMIT ${limit}
 ), changed AS (
   UPDATE ${backfill.table} AS t SET ${set}
-    FROM batch
-   WHERE t.${backfill.key} = batch.key AND (${pending})
+   -- Probes of the batch's keys: a join here may walk the key index from the table's start.
+   WHERE t.${backfill.key} = ANY (ARRAY(SELECT key FROM batch)) AND (${pending})
   RETURNING 1
 )
 SELECT (SELECT max(key) FROM batch)::text AS last_key,
