@@ -13,7 +13,6 @@ import {
   ActivityFailure,
   ApplicationFailure,
   Client,
-  Connection,
   WorkflowExecutionAlreadyStartedError,
   WorkflowFailedError,
   WorkflowNotFoundError,
@@ -51,6 +50,7 @@ import { backfillProgressLine } from './backfill-progress';
 import { runCodecServer } from './codec-server';
 import { loadConfig, type Config } from './config';
 import { applySchedules, listSchedules } from './schedules';
+import { connectClient } from './temporal-connection';
 
 class UsageError extends Error {}
 
@@ -147,9 +147,9 @@ async function snapshots(args: string[]): Promise<void> {
 
 /** Runs `fn` with a client of the configured Temporal server. */
 async function withTemporal<T>(config: Config, fn: (client: Client) => Promise<T>): Promise<T> {
-  const connection = await Connection.connect({ address: config.temporal.address });
+  const { connection, client } = await connectClient(config.temporal);
   try {
-    return await fn(new Client({ connection, namespace: config.temporal.namespace }));
+    return await fn(client);
   } finally {
     await connection.close();
   }

@@ -9,6 +9,7 @@ import os from 'node:os';
 import { Connection } from '@temporalio/client';
 
 import { loadConfig, type TemporalConfig } from './config';
+import { clientConnectionOptions } from './temporal-connection';
 
 /** Longer than the long-poll timeout (about 70 s on the server), so a live poller always qualifies. */
 export const POLL_MAX_AGE_MS = 90_000;
@@ -50,7 +51,7 @@ export function pollerOfHost(
 
 async function main(): Promise<void> {
   const { temporal } = loadConfig();
-  const connection = await Connection.connect({ address: temporal.address, connectTimeout: '5s' });
+  const connection = await Connection.connect({ ...clientConnectionOptions(temporal), connectTimeout: '5s' });
   try {
     const pollers = await workflowPollers(connection, temporal);
     const mine = pollerOfHost(pollers, os.hostname(), new Date());

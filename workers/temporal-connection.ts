@@ -36,12 +36,7 @@ export function dataConverter(temporal: TemporalConfig): DataConverter | undefin
 
 /** A client of the configured namespace on `connection`, with the configured data converter. */
 export function createClient(connection: Connection, temporal: TemporalConfig): Client {
-  const converter = dataConverter(temporal);
-  return new Client({
-    connection,
-    namespace: temporal.namespace,
-    ...(converter === undefined ? {} : { dataConverter: converter }),
-  });
+  return new Client({ connection, namespace: temporal.namespace, dataConverter: dataConverter(temporal) });
 }
 
 /** Connects a client (`extra`: e.g. a connect timeout); close it with `connection.close()`. */

@@ -1,10 +1,11 @@
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { Worker } from '@temporalio/worker';
 
 import { createActivities, type ActivityDeps } from '../activities';
 import { createControlPlane } from '../activities/control-plane';
 import { connectorFromConfig } from '../activities/postgres/connect';
 import { recoveryStorageFromConfig } from '../activities/recovery/reports';
 import type { Config, DatabaseConfig, TemporalConfig } from './config';
+import { connectWorker, dataConverter } from './temporal-connection';
 
 export interface RunningWorker {
   worker: Worker;
@@ -14,13 +15,14 @@ export interface RunningWorker {
 
 /** The dbops worker: every workflow in `workflows/`, every activity built from `deps`. */
 export async function createWorker(temporal: TemporalConfig, deps: ActivityDeps): Promise<RunningWorker> {
-  const connection = await NativeConnection.connect({ address: temporal.address });
+  const connection = await connectWorker(temporal);
   const worker = await Worker.create({
     connection,
     namespace: temporal.namespace,
     taskQueue: temporal.taskQueue,
     workflowsPath: require.resolve('../workflows'),
     activities: createActivities(deps),
+    dataConverter: dataConverter(temporal),
   });
   return { worker, close: () => connection.close() };
 }
