@@ -132,6 +132,26 @@ describe('npm start (the embedded stack)', function () {
     }
   });
 
+  it('the Web UI finds the DR test by its search attribute, and only recovery runs (headless Chromium)', async () => {
+    const profile = await mkdtemp(path.join(os.tmpdir(), 'dbops-chromium-'));
+    try {
+      const query = encodeURIComponent(`DbopsOperation="drTest" AND DbopsInstance="mcp-demo-prod"`);
+      const { stdout: dom } = await execFileAsync(
+        'chromium',
+        [
+          ...chromiumFlags(profile),
+          '--dump-dom',
+          `http://localhost:${uiPort}/namespaces/default/workflows?query=${query}`,
+        ],
+        { maxBuffer: 32 * 1024 * 1024, timeout: 90_000 },
+      );
+      assert.match(dom, /dr-test-mcp-demo-prod-\d{8}-\d{6}/, 'the filtered list does not show the DR test');
+      assert.doesNotMatch(dom, /ping-\d+/, 'the filter by search attribute lists the ping run too');
+    } finally {
+      await rm(profile, { recursive: true, force: true });
+    }
+  });
+
   it('stops everything it started on Ctrl-C', async () => {
     await running!.pressCtrlC();
     assert.doesNotMatch(running!.output, /failed/i);
