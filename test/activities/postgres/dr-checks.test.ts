@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict';
+
+import { createDatabaseConnector } from '../../../activities/postgres/connect';
+import { runDrChecks, type DrChecksInput } from '../../../activities/postgres/dr-checks';
+import { seedDemoData } from '../../../workers/seed';
+import { startThrowawayCluster, type ThrowawayCluster } from '../../helpers/postgres';
+
+describe('DR checks on a restored copy (real PostgreSQL 15 + pgvector, seeded demo data)', function () {
+  this.timeout(180_000);
+  let cluster: ThrowawayCluster;
+  let input: DrChecksInput;
+
+  before(async () => {
+    cluster = await startThrowawayCluster();
+    await seedDemoData(cluster.database, { conversations: 300, chunksPerConversation: 2 });
+    input = {
+      endpoint: cluster.database,
+      expectedRowCounts: { 'public.conversations': 300, 'postgres.public.conversation_chunks': 600 },
+      sampleQueries: 20,
+      minRecall: 0.9,
+      efSearch: 100,
+    };
+  });
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  const run = (overrides: Partial<DrChecksInput> = {}) =>
+    runDrChecks(createDatabaseConnector({ primary: cluster.database }), { ...input, ...overrides });
+
+  it('passes every check on a healthy copy, with the facts in the details', async () => {
+    const seen: string[] = [];
+    const result = await runDrChecks(createDatabaseConnector({ primary: cluster.database }), input, (check) =>
+      seen.push(check),
+    );
+    assert.deepEqual(
+      result.checks.map((c) => [c.name, c.status]),
+      [
+        ['connectivity', 'passed'],
+        ['conversations', 'passed'],
+        ['row-counts', 'passed'],
+        ['pgvector', 'passed'],
+        ['vector-index:conversations_embedding_idx', 'passed'],
+        ['vector-index:conversations_embedding_ivfflat_idx', 'passed'],
+        ['recall:conversations_embedding_idx', 'passed'],
+      ],
+    );
+    assert.deepEqual(
+      seen,
+      result.checks.map((c) => c.name),
+      'progress is reported after each check',
+    );
+    assert.equal(result.conversationCount, 300);
+    assert.equal(result.pgvectorVersion, '0.8.0');
+    assert.equal(result.checks[2]!.detail, "2 tables match the snapshot's row counts");
+    assert.match(
+      result.checks[6]!.detail,
+      /^recall@10 (0\.9\d\d|1\.000) over 20 queries \(hnsw\.ef_search 100\), minimum 0\.9$/,
+    );
+  });
+
+  it('names every table whose row count differs, and one that is missing', async () => {
+    const result = await run({
+      expectedRowCounts: { 'public.conversations': 299, 'public.gone': 5, 'public.conversation_chunks': 600 },
+    });
+    const rowCounts = result.checks.find((c) => c.name === 'row-counts')!;
+    assert.equal(rowCounts.status, 'failed');
+    assert.equal(
+      rowCounts.detail,
+      '2 of 3 tables differ: public.conversations: 300 rows, expected 299; public.gone: missing (expected 5 rows)',
+    );
+  });
+
+  it('skips the row counts when the snapshot recorded none (RDS)', async () => {
+    const result = await run({ expectedRowCounts: null });
+    assert.deepEqual(
+      result.checks.find((c) => c.name === 'row-counts'),
+      {
+        name: 'row-counts',
+        status: 'skipped',
+        detail: 'no row counts were recorded with this snapshot',
+      },
+    );
+  });
+
+  it('fails recall when the bar is above what the index reaches, and leaves the indexes in place', async () => {
+    const result = await run({ minRecall: 1, efSearch: 1, sampleQueries: 50 });
+    const recall = result.checks.find((c) => c.name === 'recall:conversations_embedding_idx')!;
+    assert.equal(recall.status, 'failed', recall.detail);
+    assert.match(recall.detail, /^recall@10 0\.\d{3} over 50 queries \(hnsw\.ef_search 1\), minimum 1$/);
+    const client = await cluster.connect();
+    const { rows } = await client.query<{ n: string }>(
+      `SELECT count(*) AS n FROM pg_indexes WHERE tablename = 'conversation_chunks' AND indexname LIKE 'conversations_embedding%'`,
+    );
+    assert.equal(Number(rows[0]!.n), 2, 'the DROP INDEX of the usability check was not rolled back');
+  });
+
+  it('fails an INVALID index and reports a missing HNSW index (index dropped before the snapshot)', async () => {
+    const client = await cluster.connect();
+    await client.query('DROP INDEX conversations_embedding_idx');
+    await client.query(
+      `UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'conversations_embedding_ivfflat_idx'::regclass`,
+    );
+    const result = await run();
+    assert.deepEqual(
+      result.checks
+        .filter((c) => c.name.startsWith('vector-index') || c.name === 'recall')
+        .map((c) => [c.name, c.status, c.detail]),
+      [
+        [
+          'vector-index:conversations_embedding_ivfflat_idx',
+          'failed',
+          'ivfflat on conversation_chunks.embedding (vector_cosine_ops) is INVALID (pg_index.indisvalid = false)',
+        ],
+        ['recall', 'failed', 'no valid HNSW index to measure recall@10 on'],
+      ],
+    );
+  });
+});
