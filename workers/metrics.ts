@@ -4,10 +4,11 @@
  * on one `/metrics`. The runtime is a process-wide singleton: install it once, before the first
  * connection or worker.
  */
-import { Runtime } from '@temporalio/worker';
+import { DefaultLogger, Runtime, type LogLevel } from '@temporalio/worker';
 
-export function installMetricsRuntime(port: number, host = '0.0.0.0'): void {
+export function installMetricsRuntime(port: number, host = '0.0.0.0', logLevel: LogLevel = 'INFO'): void {
   Runtime.install({
+    logger: new DefaultLogger(logLevel),
     telemetryOptions: {
       metrics: {
         prometheus: {
