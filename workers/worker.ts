@@ -38,5 +38,6 @@ export function activityDepsFromConfig(
     connector: connectorFromConfig({ ...config, database }),
     storage: recoveryStorageFromConfig(config),
     maintenanceWindow: config.operations.maintenanceWindow,
+    rolloutHooks: config.rolloutHooks,
   };
 }

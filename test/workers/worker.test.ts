@@ -7,6 +7,7 @@ import path from 'node:path';
 import { temporal as proto } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 
+import { createActivities } from '../../activities';
 import { ping } from '../../workflows';
 import { loadConfig } from '../../workers/config';
 import { connectClient } from '../../workers/temporal-connection';
@@ -70,5 +71,34 @@ describe('the dbops worker and client with payload encryption configured (dev se
     const payload = completed!.workflowExecutionCompletedEventAttributes!.result!.payloads![0]!;
     assert.equal(Buffer.from(payload.metadata!.encoding!).toString(), 'binary/encrypted');
     assert.equal(Buffer.from(payload.metadata!['encryption-key-id']!).toString(), 'k1');
+  });
+});
+
+describe("the worker's activities with rollout hooks configured (DBOPS_ROLLOUT_HOOKS)", () => {
+  it("a deploy's named hook runs the configured command with the instance and the applied migrations", async () => {
+    const config = loadConfig({
+      DBOPS_ROLLOUT_HOOKS: JSON.stringify({
+        announce: {
+          command: [
+            process.execPath,
+            '-e',
+            'console.log(`rolled out ${process.env.DBOPS_INSTANCE_ID}: ${process.env.DBOPS_APPLIED_MIGRATIONS}`)',
+          ],
+        },
+      }),
+    });
+    const activities = createActivities(activityDepsFromConfig(config));
+    assert.deepEqual(
+      await activities.runRolloutHook({
+        hook: 'announce',
+        instanceId: 'mcp-demo-prod',
+        applied: ['0100_add_note', '0101_index_note'],
+      }),
+      { hook: 'announce', output: 'rolled out mcp-demo-prod: 0100_add_note,0101_index_note\n' },
+    );
+    await assert.rejects(
+      activities.runRolloutHook({ hook: 'web', instanceId: 'mcp-demo-prod', applied: [] }),
+      /rolloutHook: no hook named "web" on this worker \(configured: announce\)/,
+    );
   });
 });
