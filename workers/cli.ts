@@ -73,7 +73,7 @@ commands:
   deploy --instance ID [--target MIGRATION] [--approve-as NAME] [--json]
                                      lint, snapshot, (approve,) migrate, verify; a production
                                      instance waits for approval (given at once by --approve-as)
-  backfill start NAME --instance ID [--params JSON] [--batch-size N] [--delay-ms N] [--detach] [--json]
+  backfill [start] NAME --instance ID [--params JSON] [--batch-size N] [--delay-ms N] [--detach] [--json]
                                      run a backfill defined in the repository, with a progress bar
   backfill pause|resume|cancel WORKFLOW_ID
   backfill set WORKFLOW_ID [--batch-size N] [--delay-ms N] [--json]
@@ -539,13 +539,14 @@ async function deploy(args: string[]): Promise<void> {
   if (result.rollout !== undefined) console.log(`rollout hook ${result.rollout.hook}: done`);
 }
 
-/** `dbops backfill start|pause|resume|cancel|set ...` */
+/** `dbops backfill [start] NAME ... | pause|resume|cancel|set WORKFLOW_ID ...` */
 async function backfillCommand(args: string[]): Promise<void> {
   const [action, ...rest] = args;
   if (action === 'start') return backfillStart(rest);
   if (action === 'pause' || action === 'resume' || action === 'cancel') return backfillSignal(action, rest);
   if (action === 'set') return backfillSet(rest);
-  throw new UsageError('dbops backfill: expected start, pause, resume, cancel or set');
+  if (action !== undefined && !action.startsWith('-')) return backfillStart(args);
+  throw new UsageError('dbops backfill: expected start NAME, pause, resume, cancel or set');
 }
 
 async function backfillStart(args: string[]): Promise<void> {

@@ -230,7 +230,8 @@ describe('dbops deploy / backfill / status (dev server, worker, local instance)'
     );
     assert.equal(badFactor.code, 2, badFactor.stderr);
     assert.match(badFactor.stderr, /params\.factor of backfill counter: 11 is not an integer from 2 to 10/);
-    const unknown = await dbops('backfill', 'start', 'rewrite-everything', '--instance', INSTANCE);
+    // `start` may be left out, as in `dbops backfill NAME --instance ID`.
+    const unknown = await dbops('backfill', 'rewrite-everything', '--instance', INSTANCE);
     assert.equal(unknown.code, 2, unknown.stderr);
     assert.match(unknown.stderr, /name: no backfill named "rewrite-everything"; known: counter/);
     const noId = await dbops('backfill', 'set', '--batch-size', '10');
