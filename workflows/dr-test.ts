@@ -87,8 +87,17 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
       await deleteInstance(orphan, timeouts);
       report.orphansRemoved.push(orphan);
     }
-    // An earlier run of the same day may still be deleting its copy of the same name.
-    await waitUntilGone(target, timeouts.deletion, timeouts);
+    // An earlier run of the same day may still be deleting its copy of the same name; anything
+    // else of that name is not ours to touch.
+    const existing = await controlPlane.findInstance(target);
+    if (existing !== null && existing.status !== 'deleting') {
+      throw ApplicationFailure.nonRetryable(
+        `instance ${target} already exists (${existing.providerStatus}) and is not an orphan of a DR test: ` +
+          `it is owned by a running workflow (${existing.tags[DR_TAGS.workflowId] ?? 'none named'}) or not tagged ${DR_TAGS.purpose}=${DR_PURPOSE}`,
+        'InvalidStateError',
+      );
+    }
+    if (existing !== null) await waitUntilGone(target, timeouts.deletion, timeouts);
 
     setStep('finding the newest available snapshot');
     const snapshot = (await controlPlane.listSnapshots(instanceId)).find((s) => s.status === 'available');

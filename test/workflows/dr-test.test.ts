@@ -175,6 +175,29 @@ describe('drTest workflow (dev server, local provider on real clusters)', functi
     assert.deepEqual(await stack.instanceIds(), [SOURCE]);
   });
 
+  it("leaves alone an instance of the copy's name that is no DR orphan, and fails naming it", async () => {
+    const today = new Date().toISOString().slice(0, 10).replace(/-/g, '');
+    const squatter = `${SOURCE}-dr-test-${today}`;
+    await stack.plane.createInstance(squatter, { tags: { team: 'someone-else' } });
+    try {
+      const failure = await failureOf((await start({ instanceId: SOURCE, timeouts: fast })).result());
+      const report = (failure.cause as ApplicationFailure).details?.[0] as DrTestReport;
+      assert.match(
+        report.error!,
+        new RegExp(`^instance ${squatter} already exists \\(.*\\) and is not an orphan of a DR test`),
+      );
+      assert.deepEqual(report.orphansRemoved, []);
+      assert.equal(
+        report.checks.find((c) => c.name === 'cleanup')?.detail,
+        `instance ${squatter} belongs to another run: left alone`,
+      );
+      assert.deepEqual(await stack.instanceIds(), [SOURCE, squatter].sort());
+    } finally {
+      await waitForInstances(stack.plane, (list) => list.every((i) => i.status !== 'creating'), 'the create');
+      await stack.plane.deleteInstance(squatter, { skipFinalSnapshot: true });
+    }
+  });
+
   it('refuses bad input naming the field and rule, and creates nothing', async () => {
     const before = { instances: await stack.instanceIds(), reports: await reportFiles() };
     const cases: [Record<string, unknown>, RegExp][] = [
