@@ -99,7 +99,9 @@ export function renderDrReportMarkdown(report: DrTestReport): string {
     `- Workflow: \`${report.workflowId}\``,
     `- Started: ${report.startedAt}, finished: ${report.finishedAt}`,
     `- Snapshot: \`${report.snapshot?.snapshotId ?? 'none'}\`` +
-      (report.snapshot ? ` (${report.snapshot.type}, taken ${report.snapshot.createdAt})` : ''),
+      (report.snapshot
+        ? ` (${report.snapshot.type}, taken ${report.snapshot.createdAt ?? 'at an unknown time'})`
+        : ''),
     `- RPO (snapshot age when the test started): ${formatSeconds(report.rpoSeconds)}`,
     `- RTO (restore requested to instance available): ${formatSeconds(report.rtoSeconds)}`,
     `- Temporary instance: \`${report.temporaryInstanceId}\` (${report.temporaryInstanceDeleted ? 'deleted' : 'NOT deleted'})`,
