@@ -166,6 +166,35 @@ describe('backfill workflow (dev server, local instance)', () => {
     assert.equal(Number(counted[0]!.split(' ').pop()), ROWS);
   });
 
+  it('waits while more sessions are active than allowed, saying why, then goes on', async () => {
+    await resetTable(client);
+    // Two sessions stay active (waiting on a lock this test holds) until the test lets them go.
+    await client.query('SELECT pg_advisory_lock(42)');
+    const busy = await Promise.all([instance.connect(), instance.connect()]);
+    const waiting = busy.map((session) => session.query('SELECT pg_advisory_lock_shared(42)'));
+    const worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue: 'backfill-throttle',
+      workflowBundle: await workflowBundle(),
+      activities: createActivities({ ...instance.deps, backfills: { counter } }),
+    });
+    const final = await worker.runUntil(async () => {
+      const handle = await env.client.workflow.start(backfill, {
+        taskQueue: 'backfill-throttle',
+        workflowId: 'backfill-throttle',
+        args: [input({ maxActiveConnections: 1, throttleWait: '1 second' })],
+      });
+      const throttled = await until(handle, 'throttled', (p) => p.state === 'throttled');
+      assert.equal(throttled.throttleReason, '2 active connections > 1');
+      assert.equal(throttled.rowsDone, 0);
+      await client.query('SELECT pg_advisory_unlock(42)');
+      await Promise.all(waiting);
+      return handle.result();
+    });
+    assert.equal(final.state, 'completed');
+    assert.deepEqual(await compare(client), { different: 0, notOnce: 0 });
+  });
+
   it('cancel stops after the current chunk; what was done stays done', async () => {
     await resetTable(client);
     const worker = await Worker.create({
