@@ -66,7 +66,8 @@ commands:
                                      (without --instance: the worker's configured database)
   backup --instance ID [--export] [--json]
                                      manual snapshot (and export), waited for until done
-  restore --instance ID (--time ISO-8601 | --latest | --snapshot SNAPSHOT) [--target NEW_ID] [--json]
+  restore --instance ID --to <ISO-8601|latest> [--target NEW_ID] [--json]
+  restore --snapshot SNAPSHOT [--instance ID] [--target NEW_ID] [--json]
                                      restore as a new instance: to a point in time, or a snapshot
   dr-test --instance ID [--json]     restore the newest snapshot to a temporary instance, check
                                      it, delete it, report RPO / RTO; exit 1 when a check fails
@@ -345,23 +346,21 @@ async function backupCommand(args: string[]): Promise<void> {
 async function restore(args: string[]): Promise<void> {
   const options = parse('restore', args, {
     instance: { type: 'string' },
-    time: { type: 'string' },
-    latest: { type: 'boolean' },
+    to: { type: 'string' },
     snapshot: { type: 'string' },
     target: { type: 'string' },
     json: { type: 'boolean' },
   });
   const instanceId = instanceOption(options.instance);
-  if (instanceId === undefined) throw new UsageError('dbops restore: --instance ID is required');
-  const chosen = [options.time !== undefined, options.latest === true, options.snapshot !== undefined];
-  if (chosen.filter(Boolean).length !== 1) {
-    throw new UsageError(
-      'dbops restore: give exactly one of --time ISO-8601, --latest or --snapshot SNAPSHOT',
-    );
+  if ((options.to === undefined) === (options.snapshot === undefined)) {
+    throw new UsageError('dbops restore: give exactly one of --to <ISO-8601|latest> or --snapshot SNAPSHOT');
+  }
+  if (options.to !== undefined && instanceId === undefined) {
+    throw new UsageError('dbops restore --to: --instance ID is required (the instance to restore from)');
   }
   const config = loadConfig();
   const timeouts = pollTimeouts(config);
-  const workflowId = `restore-${instanceId}-${utcStamp(new Date())}`;
+  const workflowId = `restore-${instanceId ?? options.snapshot}-${utcStamp(new Date())}`;
   const result: RestoreResult = await withTemporal(config, (client) =>
     explainFailure(
       runWithProgress(
@@ -381,8 +380,8 @@ async function restore(args: string[]): Promise<void> {
                 workflowId,
                 args: [
                   {
-                    instanceId,
-                    restoreTime: options.latest ? 'latest' : options.time!,
+                    instanceId: instanceId!,
+                    restoreTime: options.to!,
                     targetInstanceId: options.target,
                     timeouts,
                   },

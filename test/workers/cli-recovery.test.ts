@@ -72,12 +72,13 @@ describe('dbops backup / restore / dr-test (dev server, worker, local provider o
     assert.deepEqual(await stack.instanceIds(), [SOURCE]);
   });
 
-  it('restore --latest --target restores a new instance and prints its endpoint', async () => {
+  it('restore --to latest --target restores a new instance and prints its endpoint', async () => {
     const run = await dbops(
       'restore',
       '--instance',
       SOURCE,
-      '--latest',
+      '--to',
+      'latest',
       '--target',
       'cli-restored',
       '--json',
@@ -90,10 +91,13 @@ describe('dbops backup / restore / dr-test (dev server, worker, local provider o
   });
 
   it('refuses ambiguous or invalid restore arguments with exit 2, creating nothing', async () => {
-    const ambiguous = await dbops('restore', '--instance', SOURCE, '--latest', '--snapshot', 'x');
+    const ambiguous = await dbops('restore', '--instance', SOURCE, '--to', 'latest', '--snapshot', 'x');
     assert.equal(ambiguous.code, 2);
-    assert.match(ambiguous.stderr, /give exactly one of --time ISO-8601, --latest or --snapshot SNAPSHOT/);
-    const badTime = await dbops('restore', '--instance', SOURCE, '--time', 'yesterday');
+    assert.match(ambiguous.stderr, /give exactly one of --to <ISO-8601\|latest> or --snapshot SNAPSHOT/);
+    const noSource = await dbops('restore', '--to', 'latest');
+    assert.equal(noSource.code, 2);
+    assert.match(noSource.stderr, /--instance ID is required \(the instance to restore from\)/);
+    const badTime = await dbops('restore', '--instance', SOURCE, '--to', 'yesterday');
     assert.equal(badTime.code, 2, badTime.stderr);
     assert.match(badTime.stderr, /restoreTime "yesterday" is not valid: an ISO-8601 time with a zone/);
     const missing = await dbops('dr-test');
