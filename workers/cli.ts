@@ -324,6 +324,7 @@ async function backupCommand(args: string[]): Promise<void> {
           client.workflow.start(backup, {
             taskQueue: config.temporal.taskQueue,
             workflowId,
+            staticSummary: `Backup of ${instanceId}${options.export ? ' with export' : ''}`,
             args: [{ instanceId, export: options.export ?? false, timeouts: pollTimeouts(config) }],
           }),
         options.json ?? false,
@@ -371,6 +372,7 @@ async function restore(args: string[]): Promise<void> {
             ? client.workflow.start(snapshotRestore, {
                 taskQueue: config.temporal.taskQueue,
                 workflowId,
+                staticSummary: `Restore of snapshot ${options.snapshot} as a new instance`,
                 args: [
                   { snapshotId: options.snapshot, instanceId, targetInstanceId: options.target, timeouts },
                 ],
@@ -378,6 +380,7 @@ async function restore(args: string[]): Promise<void> {
             : client.workflow.start(pitrRestore, {
                 taskQueue: config.temporal.taskQueue,
                 workflowId,
+                staticSummary: `Point-in-time restore of ${instanceId} to ${options.to}`,
                 args: [
                   {
                     instanceId: instanceId!,
@@ -419,6 +422,7 @@ async function drTestCommand(args: string[]): Promise<number> {
           client.workflow.start(drTest, {
             taskQueue: config.temporal.taskQueue,
             workflowId,
+            staticSummary: `DR test of ${instanceId}: restore the newest snapshot, check it, delete it`,
             args: [{ instanceId, timeouts: pollTimeouts(config) }],
           }),
         options.json ?? false,

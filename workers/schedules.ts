@@ -43,10 +43,11 @@ export function scheduleDefinitions(settings: ScheduleSettings): ScheduleOptions
   const window = parseMaintenanceWindow(settings.maintenanceWindow);
   if (window === undefined) throw new Error(`maintenance window ${settings.maintenanceWindow} is not valid`);
   const { instanceId, taskQueue } = settings;
-  const action = (workflowType: string, operation: string) => ({
+  const action = (workflowType: string, operation: string, summary: string) => ({
     type: 'startWorkflow' as const,
     workflowType,
     taskQueue,
+    staticSummary: `${summary} (schedule)`,
     args: [{ instanceId }],
     workflowId: `${SCHEDULE_PREFIX}${operation}-${instanceId}`,
     typedSearchAttributes: [
@@ -60,7 +61,7 @@ export function scheduleDefinitions(settings: ScheduleSettings): ScheduleOptions
       // 1st of the month, 06:00 UTC: after the nightly backup window (03:00-04:00).
       spec: { calendars: [{ dayOfMonth: 1, hour: 6, minute: 0 }], timezone: 'UTC' },
       // drTest is the workflow type name; its implementation is registered by the worker.
-      action: action('drTest', 'dr-test'),
+      action: action('drTest', 'dr-test', `Monthly DR test of ${instanceId}`),
       policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' },
     },
     {
@@ -75,13 +76,13 @@ export function scheduleDefinitions(settings: ScheduleSettings): ScheduleOptions
         ],
         timezone: 'UTC',
       },
-      action: action('maintenance', 'maintenance'),
+      action: action('maintenance', 'maintenance', `Weekly maintenance of ${instanceId}`),
       policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
     },
     {
       scheduleId: `${SCHEDULE_PREFIX}health-check-${instanceId}`,
       spec: { intervals: [{ every: `${settings.healthCheckIntervalMinutes} minutes` }] },
-      action: action('healthCheck', 'health-check'),
+      action: action('healthCheck', 'health-check', `Health check of ${instanceId}`),
       // A missed check is worthless later: the next one measures the present.
       policies: {
         overlap: ScheduleOverlapPolicy.SKIP,
