@@ -22,8 +22,13 @@ import type { SnapshotDescription } from '../activities/control-plane/control-pl
 import type { RolloutResult } from '../activities/postgres/deploy';
 import type { LintViolation, MigrateSettings, VerifyResult } from '../activities/postgres/migrations';
 import { AlreadyExistsError, InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
-import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
-import { pollUntil, toMs } from './lib/polling';
+import {
+  isRdsIdentifier,
+  isRolloutHookName,
+  RDS_IDENTIFIER_RULE,
+  ROLLOUT_HOOK_NAME_RULE,
+} from './lib/identifiers';
+import { isPositiveDuration, pollUntil } from './lib/polling';
 
 export interface DeployMigrationInput {
   instanceId: string;
@@ -343,6 +348,10 @@ function validate(input: DeployMigrationInput): Partial<MigrateSettings> {
   if (input.target !== undefined && (typeof input.target !== 'string' || !/^[\w-]+$/.test(input.target))) {
     bad(`target: ${JSON.stringify(input.target)} is not a migration name like 0005_user_id_new_expand`);
   }
+  // The hook runs after the migrations: a name that cannot be a configured hook is refused before.
+  if (input.rolloutHook !== undefined && !isRolloutHookName(input.rolloutHook)) {
+    bad(`rolloutHook: ${JSON.stringify(input.rolloutHook)} is not ${ROLLOUT_HOOK_NAME_RULE}`);
+  }
   if (input.whenLocked !== undefined && input.whenLocked !== 'wait' && input.whenLocked !== 'fail') {
     bad(`whenLocked: ${JSON.stringify(input.whenLocked)}; expected "wait" or "fail"`);
   }
@@ -358,7 +367,10 @@ function validate(input: DeployMigrationInput): Partial<MigrateSettings> {
   }
   for (const key of ['approvalTimeout', 'snapshotTimeout'] as const) {
     const value = input[key];
-    if (value !== undefined) toMs(value); // throws InvalidInputError naming the value
+    if (value !== undefined && !isPositiveDuration(value))
+      bad(
+        `${key}: ${JSON.stringify(value)} is not a duration longer than zero, such as '30 seconds' or '2 hours'`,
+      );
   }
   const settings: Partial<MigrateSettings> = {};
   if (input.whenLocked !== undefined) settings.whenLocked = input.whenLocked;

@@ -20,7 +20,7 @@ import { backfill, type BackfillProgress } from './backfill';
 import { deployMigration, type DeployMigrationResult } from './deploy-migration';
 import { InvalidInputError } from './lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
-import { toMs } from './lib/polling';
+import { isPositiveDuration, toMs } from './lib/polling';
 
 export interface ExpandContractInput {
   instanceId: string;
@@ -134,8 +134,23 @@ function validate(input: ExpandContractInput): void {
     bad('input: expected an object like {"instanceId": "mcp-demo-prod"}');
   if (!isRdsIdentifier(input.instanceId))
     bad(`instanceId: ${JSON.stringify(input.instanceId)} is not ${RDS_IDENTIFIER_RULE}`);
+  // Checked here, not first in the children: a bad tighten target or batch size found after the
+  // expand phase ran would leave the change half done.
+  for (const key of ['expandMigration', 'tightenMigration', 'contractMigration'] as const) {
+    const value = input[key];
+    if (value !== undefined && (typeof value !== 'string' || !/^[\w-]+$/.test(value)))
+      bad(`${key}: ${JSON.stringify(value)} is not a migration name like 0005_user_id_new_expand`);
+  }
+  if (input.backfill !== undefined && (typeof input.backfill !== 'string' || input.backfill === ''))
+    bad(`backfill: ${JSON.stringify(input.backfill)} is not a backfill name`);
+  const batchSize = input.batchSize;
+  if (batchSize !== undefined && !(Number.isInteger(batchSize) && batchSize >= 1 && batchSize <= 100_000))
+    bad(`batchSize: ${JSON.stringify(batchSize)} is not an integer from 1 to 100000`);
   for (const key of ['codeDeployedTimeout', 'reminderEvery'] as const) {
     const value = input[key];
-    if (value !== undefined) toMs(value);
+    if (value !== undefined && !isPositiveDuration(value))
+      bad(
+        `${key}: ${JSON.stringify(value)} is not a duration longer than zero, such as '30 seconds' or '2 hours'`,
+      );
   }
 }

@@ -12,3 +12,11 @@ export const RDS_IDENTIFIER_RULE =
 export function isRdsIdentifier(value: unknown): value is string {
   return typeof value === 'string' && RDS_IDENTIFIER.test(value);
 }
+
+/** A rollout hook's name, as DBOPS_ROLLOUT_HOOKS requires it. */
+export const ROLLOUT_HOOK_NAME_RULE =
+  'a hook name: lowercase letters, digits and hyphens, at most 63 characters';
+
+export function isRolloutHookName(value: unknown): value is string {
+  return typeof value === 'string' && /^[a-z0-9][a-z0-9-]{0,62}$/.test(value);
+}

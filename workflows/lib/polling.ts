@@ -57,6 +57,16 @@ export function toMs(duration: string | number): number {
   return Number(match[1]) * UNITS[key]!;
 }
 
+/** A duration string (e.g. '30 seconds') longer than zero: what a timeout or an interval must be. */
+export function isPositiveDuration(value: unknown): value is string {
+  if (typeof value !== 'string') return false;
+  try {
+    return toMs(value) > 0;
+  } catch {
+    return false;
+  }
+}
+
 function formatDuration(duration: string | number): string {
   return typeof duration === 'number' ? `${duration / 1000} s` : duration;
 }
