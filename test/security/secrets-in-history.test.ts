@@ -6,19 +6,26 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { Signer } from '@aws-sdk/rds-signer';
 import { Worker } from '@temporalio/worker';
 import { Client } from 'pg';
 
 import { createActivities } from '../../activities';
+import { chownToPostgres, makePostgresDir } from '../../activities/postgres/cluster';
+import { createDatabaseConnector, iamAuthToken } from '../../activities/postgres/connect';
 import * as workflows from '../../workflows';
 import { codeDeployedSignal } from '../../workflows/expand-contract';
 import { seedDemoData } from '../../workers/seed';
+import { localActivityDeps } from '../helpers/activity-deps';
 import { startLocalInstance, type LocalInstance } from '../helpers/local-instance';
+import { startThrowawayCluster } from '../helpers/postgres';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
+import { makeTestPki } from '../helpers/tls';
 
 const SOURCE = 'secrets-src';
 const fast = { pollInterval: '1 second' };
@@ -210,5 +217,107 @@ describe('no secret in workflow history or worker logs (dev server, password-onl
     const logs = output.text();
     assert.ok(logs.length > 0, 'the worker wrote log lines');
     assert.ok(!logs.includes(PASSWORD), 'the password appears in the worker output');
+  });
+
+  it("IAM auth over TLS: no token generated during ping, healthCheck and maintenance runs appears in their histories or the worker output (PostgreSQL stands in for RDS: one real token is the role's password)", async () => {
+    const pki = await makeTestPki();
+    const certDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-secrets-certs-'));
+    await makePostgresDir(certDir);
+    const serverFiles = { cert: path.join(certDir, 'server.crt'), key: path.join(certDir, 'server.key') };
+    await copyFile(pki.server.cert, serverFiles.cert);
+    await copyFile(pki.server.key, serverFiles.key);
+    for (const file of Object.values(serverFiles)) {
+      await chmod(file, 0o600);
+      await chownToPostgres(file);
+    }
+    const cluster = await startThrowawayCluster({
+      ssl: "'on'",
+      ssl_cert_file: `'${serverFiles.cert}'`,
+      ssl_key_file: `'${serverFiles.key}'`,
+    });
+    const tokens: string[] = [];
+    const generate = Object.getOwnPropertyDescriptor(Signer.prototype, 'getAuthToken')!.value as (
+      this: Signer,
+    ) => Promise<string>;
+    const iamWorkerQueue = 'secrets-iam';
+    try {
+      const admin = await cluster.connect();
+      await admin.query(`CREATE ROLE dbops_iam LOGIN SUPERUSER PASSWORD 'not-a-token'`);
+      await writeFile(
+        path.join(cluster.dataDir, 'pg_hba.conf'),
+        [
+          'local all all trust',
+          'hostssl all dbops_iam 127.0.0.1/32 password',
+          'host all dbops_iam 127.0.0.1/32 reject',
+          'host all all 127.0.0.1/32 trust',
+          '',
+        ].join('\n'),
+      );
+      await admin.query('SELECT pg_reload_conf()');
+      const primary = { ...cluster.database, user: 'dbops_iam' };
+      const iam = {
+        region: 'us-east-1',
+        credentials: { accessKeyId: 'AKIDTEST', secretAccessKey: 'test-secret' },
+      };
+      // PostgreSQL can only check a password it knows (RDS checks the signature instead): one real
+      // token, made before the run, is the role's password, and the signer hands out that one. The
+      // tokens the connector's signer makes during the run are recorded and searched for as well.
+      const accepted = await iamAuthToken(primary, iam);
+      tokens.push(accepted);
+      await admin.query(`ALTER ROLE dbops_iam PASSWORD '${accepted.replace(/'/g, "''")}'`);
+      Signer.prototype.getAuthToken = async function (this: Signer) {
+        tokens.push(await generate.call(this));
+        return accepted;
+      };
+      const iamWorker = await Worker.create({
+        connection: env.nativeConnection,
+        taskQueue: iamWorkerQueue,
+        workflowBundle: await workflowBundle(),
+        activities: createActivities({
+          ...localActivityDeps(primary),
+          connector: createDatabaseConnector({
+            primary,
+            caBundlePath: pki.ca,
+            iam: {
+              region: 'us-east-1',
+              credentials: { accessKeyId: 'AKIDTEST', secretAccessKey: 'test-secret' },
+            },
+            requireTls: true,
+          }),
+        }),
+      });
+      const ids = ['iam-ping', 'iam-health', 'iam-maintenance'];
+      await iamWorker.runUntil(async () => {
+        const client = env.client.workflow;
+        const ping = await client.execute(workflows.ping, { taskQueue: iamWorkerQueue, workflowId: ids[0]! });
+        assert.equal(ping.database, 'postgres', JSON.stringify(ping));
+        await client.execute(workflows.healthCheck, {
+          taskQueue: iamWorkerQueue,
+          workflowId: ids[1]!,
+          args: [{}],
+        });
+        await client.execute(workflows.maintenance, {
+          taskQueue: iamWorkerQueue,
+          workflowId: ids[2]!,
+          args: [{}],
+        });
+      });
+      assert.ok(tokens.length >= 4, `tokens generated during the run: ${tokens.length - 1}`);
+      const logs = output.text();
+      for (const id of ids) {
+        const history = JSON.stringify(await env.client.workflow.getHandle(id).fetchHistory());
+        for (const token of tokens) {
+          assert.ok(!history.includes(token), `an IAM token appears in the history of ${id}`);
+          // The signature is the secret part; it must not leak on its own either.
+          const signature = /X-Amz-Signature=([0-9a-f]+)/.exec(token)![1]!;
+          assert.ok(!history.includes(signature), `an IAM token signature appears in the history of ${id}`);
+          assert.ok(!logs.includes(signature), 'an IAM token signature appears in the worker output');
+        }
+      }
+    } finally {
+      Signer.prototype.getAuthToken = generate;
+      await cluster.stop();
+      await Promise.all([pki.remove(), rm(certDir, { recursive: true, force: true })]);
+    }
   });
 });

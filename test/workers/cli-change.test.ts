@@ -186,7 +186,8 @@ describe('dbops deploy / backfill / status (dev server, worker, local instance)'
 
   it('backfill cancel stops it; status --json shows it cancelled with what was done kept', async () => {
     await resetTable();
-    const args = ['--params', '{"factor": 2}', '--batch-size', '100', '--delay-ms', '100'];
+    // 50 batches 500 ms apart: the two CLI runs before the cancel cannot outlast it even on a slow machine.
+    const args = ['--params', '{"factor": 2}', '--batch-size', '100', '--delay-ms', '500'];
     const start = await dbops('backfill', 'start', 'counter', '--instance', INSTANCE, ...args, '--detach');
     assert.equal(start.code, 0, start.stderr);
     const twice = await dbops('backfill', 'start', 'counter', '--instance', INSTANCE, ...args);
