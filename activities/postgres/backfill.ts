@@ -59,7 +59,11 @@ export interface ChunkResult {
   throttled: string | undefined;
 }
 
-/** A batch as SQL text; the definition's parameters are $1..$n, then last key and batch size. */
+/**
+ * A batch as SQL text; the definition's parameters are $1..$n, then last key and batch size. The
+ * batch is the next `limit` keys after the last one; the update walks that key range in index
+ * order (cheaper than probing each key) and touches only rows still pending.
+ */
 export function batchStatement(
   backfill: AnyBackfill,
   paramCount: number,
@@ -69,17 +73,19 @@ export function batchStatement(
   const last = `$${paramCount + 1}::bigint`;
   const limit = `$${paramCount + 2}::int`;
   return `WITH batch AS (
-  SELECT ${backfill.key} AS key FROM ${backfill.table}
-   WHERE ${last} IS NULL OR ${backfill.key} > ${last}
-   ORDER BY ${backfill.key} LIMIT ${limit}
+  SELECT min(key) AS first_key, max(key) AS last_key, count(*)::int AS scanned FROM (
+    SELECT ${backfill.key} AS key FROM ${backfill.table}
+     WHERE ${last} IS NULL OR ${backfill.key} > ${last}
+     ORDER BY ${backfill.key} LIMIT ${limit}
+  ) keys
 ), changed AS (
   UPDATE ${backfill.table} AS t SET ${set}
-   -- Probes of the batch's keys: a join here may walk the key index from the table's start.
-   WHERE t.${backfill.key} = ANY (ARRAY(SELECT key FROM batch)) AND (${pending})
+   WHERE t.${backfill.key} BETWEEN (SELECT first_key FROM batch) AND (SELECT last_key FROM batch)
+     AND (${pending})
   RETURNING 1
 )
-SELECT (SELECT max(key) FROM batch)::text AS last_key,
-       (SELECT count(*) FROM batch)::int AS scanned,
+SELECT (SELECT last_key FROM batch)::text AS last_key,
+       (SELECT scanned FROM batch) AS scanned,
        (SELECT count(*) FROM changed)::int AS changed`;
 }
 

@@ -35,7 +35,7 @@ export async function startLocalInstance(
     const description = await plane.describeInstance(instanceId);
     if (description.status === 'available') endpoint = description.endpoint;
     else if (description.status !== 'creating')
-      throw new Error(`instance ${instanceId} is ${description.status}`);
+      throw new Error(`instance ${instanceId} is ${description.providerStatus}`);
     else await sleep(100);
   }
   if (endpoint === undefined) throw new Error(`instance ${instanceId} did not become available`);
