@@ -278,10 +278,7 @@ describe('no secret in workflow history or worker logs (dev server, password-onl
           connector: createDatabaseConnector({
             primary,
             caBundlePath: pki.ca,
-            iam: {
-              region: 'us-east-1',
-              credentials: { accessKeyId: 'AKIDTEST', secretAccessKey: 'test-secret' },
-            },
+            iam,
             requireTls: true,
           }),
         }),
