@@ -6,8 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmod, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -16,7 +15,6 @@ import { Worker } from '@temporalio/worker';
 import { Client } from 'pg';
 
 import { createActivities } from '../../activities';
-import { chownToPostgres, makePostgresDir } from '../../activities/postgres/cluster';
 import { createDatabaseConnector, iamAuthToken } from '../../activities/postgres/connect';
 import * as workflows from '../../workflows';
 import { codeDeployedSignal } from '../../workflows/expand-contract';
@@ -221,20 +219,7 @@ describe('no secret in workflow history or worker logs (dev server, password-onl
 
   it("IAM auth over TLS: no token generated during ping, healthCheck and maintenance runs appears in their histories or the worker output (PostgreSQL stands in for RDS: one real token is the role's password)", async () => {
     const pki = await makeTestPki();
-    const certDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-secrets-certs-'));
-    await makePostgresDir(certDir);
-    const serverFiles = { cert: path.join(certDir, 'server.crt'), key: path.join(certDir, 'server.key') };
-    await copyFile(pki.server.cert, serverFiles.cert);
-    await copyFile(pki.server.key, serverFiles.key);
-    for (const file of Object.values(serverFiles)) {
-      await chmod(file, 0o600);
-      await chownToPostgres(file);
-    }
-    const cluster = await startThrowawayCluster({
-      ssl: "'on'",
-      ssl_cert_file: `'${serverFiles.cert}'`,
-      ssl_key_file: `'${serverFiles.key}'`,
-    });
+    const cluster = await startThrowawayCluster({}, pki.server);
     const tokens: string[] = [];
     const generate = Object.getOwnPropertyDescriptor(Signer.prototype, 'getAuthToken')!.value as (
       this: Signer,
@@ -314,7 +299,7 @@ describe('no secret in workflow history or worker logs (dev server, password-onl
     } finally {
       Signer.prototype.getAuthToken = generate;
       await cluster.stop();
-      await Promise.all([pki.remove(), rm(certDir, { recursive: true, force: true })]);
+      await pki.remove();
     }
   });
 });

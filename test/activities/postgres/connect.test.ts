@@ -1,12 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash, createHmac } from 'node:crypto';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { mock } from 'node:test';
-import { inspect, promisify } from 'node:util';
+import { inspect } from 'node:util';
 
 import type { Client } from 'pg';
 
@@ -16,13 +14,11 @@ import {
   iamAuthToken,
   type ConnectorOptions,
 } from '../../../activities/postgres/connect';
-import { chownToPostgres, makePostgresDir } from '../../../activities/postgres/cluster';
 import { createActivities } from '../../../activities';
 import { loadConfig } from '../../../workers/config';
 import { localActivityDeps } from '../../helpers/activity-deps';
 import { startThrowawayCluster, type ThrowawayCluster } from '../../helpers/postgres';
-
-const execFileAsync = promisify(execFile);
+import { makeTestPki, type TestPki } from '../../helpers/tls';
 
 const CREDENTIALS = {
   accessKeyId: 'AKIAIOSFODNN7EXAMPLE',
@@ -76,62 +72,6 @@ function expectedSignature(canonicalRequest: string, amzDate: string, scope: str
   );
   const toSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256(canonicalRequest)].join('\n');
   return createHmac('sha256', key).update(toSign).digest('hex');
-}
-
-/** A CA and a server certificate for 127.0.0.1 signed by it, made with openssl. */
-async function makeCertificates(dir: string, name: string) {
-  const file = (suffix: string) => path.join(dir, `${name}-${suffix}`);
-  const openssl = (...args: string[]) => execFileAsync('openssl', args);
-  await openssl(
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-days',
-    '2',
-    '-subj',
-    `/CN=${name} test CA`,
-    '-keyout',
-    file('ca.key'),
-    '-out',
-    file('ca.crt'),
-  );
-  await openssl(
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-subj',
-    '/CN=127.0.0.1',
-    '-keyout',
-    file('server.key'),
-    '-out',
-    file('server.csr'),
-  );
-  await writeFile(file('san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  await openssl(
-    'x509',
-    '-req',
-    '-in',
-    file('server.csr'),
-    '-CA',
-    file('ca.crt'),
-    '-CAkey',
-    file('ca.key'),
-    '-CAcreateserial',
-    '-days',
-    '2',
-    '-extfile',
-    file('san.ext'),
-    '-out',
-    file('server.crt'),
-  );
-  for (const suffix of ['server.key', 'server.crt']) {
-    await chmod(file(suffix), 0o600);
-    await chownToPostgres(file(suffix));
-  }
-  return { ca: file('ca.crt'), cert: file('server.crt'), key: file('server.key') };
 }
 
 /** A loopback TCP forwarder to `port`, counting the connections it carried (stands in for a replica host). */
@@ -210,22 +150,13 @@ describe('IAM auth token (fixed credentials, clock mocked)', () => {
 
 describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () => {
   let cluster: ThrowawayCluster;
-  let certDir: string;
-  let certs: Awaited<ReturnType<typeof makeCertificates>>;
-  let otherCa: string;
+  let pki: TestPki;
   const PASSWORD = 'a-password-from-the-environment';
   let iamToken: string;
 
   before(async () => {
-    certDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-certs-'));
-    await makePostgresDir(certDir);
-    certs = await makeCertificates(certDir, 'rds');
-    otherCa = (await makeCertificates(certDir, 'other')).ca;
-    cluster = await startThrowawayCluster({
-      ssl: "'on'",
-      ssl_cert_file: `'${certs.cert}'`,
-      ssl_key_file: `'${certs.key}'`,
-    });
+    pki = await makeTestPki();
+    cluster = await startThrowawayCluster({}, pki.server);
     // The token the connector will send at the fixed instant: the role's password, so the server
     // accepts exactly that token (PostgreSQL cannot check an IAM signature; RDS does).
     iamToken = await atFixedClock(FIXED_NOW, () =>
@@ -250,7 +181,7 @@ describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () =
   });
   after(async () => {
     await cluster?.stop();
-    if (certDir) await rm(certDir, { recursive: true, force: true });
+    await pki?.remove();
   });
 
   /** Who the server says we are, and whether this connection is TLS. */
@@ -264,7 +195,7 @@ describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () =
   it('connects over verified TLS with an IAM token generated at connect time, logging neither token nor password (clock mocked)', async () => {
     const connector = createDatabaseConnector({
       primary: { ...cluster.database, user: 'dbops_iam' },
-      caBundlePath: certs.ca,
+      caBundlePath: pki.ca,
       iam: IAM,
     });
     let row: { user: string; ssl: boolean } | undefined;
@@ -274,7 +205,7 @@ describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () =
         // A failing connection, logged the way a worker logs a failed activity.
         const wrongUser = createDatabaseConnector({
           primary: { ...cluster.database, user: 'dbops_pw' },
-          caBundlePath: certs.ca,
+          caBundlePath: pki.ca,
           iam: IAM,
         });
         await wrongUser
@@ -301,14 +232,14 @@ describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () =
     try {
       const connector = createDatabaseConnector({
         primary: { ...cluster.database, user: 'dbops_pw' },
-        caBundlePath: certs.ca,
+        caBundlePath: pki.ca,
       });
       let row: unknown;
       const output = await captureOutput(async () => {
         row = await connector.withPrimary(whoAmI);
         await createDatabaseConnector({
           primary: { ...cluster.database, user: 'dbops_iam' },
-          caBundlePath: certs.ca,
+          caBundlePath: pki.ca,
         })
           .withPrimary(() => Promise.resolve())
           .catch((error: unknown) => console.error('activity failed:', error));
@@ -325,7 +256,7 @@ describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () =
   it('refuses a server whose certificate does not chain to the configured CA bundle', async () => {
     const connector = createDatabaseConnector({
       primary: { ...cluster.database, user: 'dbops_iam' },
-      caBundlePath: otherCa,
+      caBundlePath: pki.otherCa,
       iam: IAM,
     });
     let ran = false;
@@ -342,7 +273,7 @@ describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () =
   it('names PGSSLROOTCERT when the CA bundle cannot be read', async () => {
     const connector = createDatabaseConnector({
       primary: cluster.database,
-      caBundlePath: path.join(certDir, 'missing.pem'),
+      caBundlePath: path.join(pki.dir, 'missing.pem'),
     });
     await assert.rejects(
       connector.withPrimary(() => Promise.resolve()),
@@ -359,7 +290,7 @@ describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () =
       const connector = createDatabaseConnector({
         primary: { ...cluster.database, user: 'dbops_pw' },
         replica: { host: '127.0.0.1', port: replica.port },
-        caBundlePath: certs.ca,
+        caBundlePath: pki.ca,
       });
       await connector.withPrimary((client) => client.query('SELECT 1'));
       assert.equal(replica.connections(), 0, 'read-write work stays on the primary');
@@ -416,20 +347,17 @@ async function startRecordingForwarder(port: number) {
 
 describe('aws provider: no database connection without TLS (real PostgreSQL 15 with TLS off)', () => {
   let cluster: ThrowawayCluster;
-  let certDir: string;
-  let ca: string;
+  let pki: TestPki;
   /** The 8-byte SSLRequest: length 8, code 80877103. */
   const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
   const PASSWORD = 'a-password-that-must-not-travel-in-clear';
 
   before(async () => {
-    certDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-certs-'));
-    await makePostgresDir(certDir);
-    [cluster, { ca }] = await Promise.all([startThrowawayCluster(), makeCertificates(certDir, 'rds')]);
+    [cluster, pki] = await Promise.all([startThrowawayCluster(), makeTestPki()]);
   });
   after(async () => {
     await cluster?.stop();
-    if (certDir) await rm(certDir, { recursive: true, force: true });
+    await pki?.remove();
   });
 
   const awsConfig = (port: number, auth: 'iam' | 'password') =>
@@ -439,7 +367,7 @@ describe('aws provider: no database connection without TLS (real PostgreSQL 15 w
       DBOPS_RDS_SUBNET_GROUP: 'mcp-demo-db',
       DBOPS_RDS_SECURITY_GROUP_IDS: 'sg-0123abcd',
       DBOPS_RDS_PARAMETER_GROUP: 'mcp-demo-postgres15',
-      PGSSLROOTCERT: ca,
+      PGSSLROOTCERT: pki.ca,
       DBOPS_DB_AUTH: auth,
       PGHOST: '127.0.0.1',
       PGPORT: String(port),
