@@ -2,7 +2,7 @@
  * `backup`: a manual snapshot of an instance, waited for until available, then optionally
  * exported (RDS export task to S3 / local SQL export) and waited for until complete.
  */
-import { metricMeter, workflowInfo } from '@temporalio/workflow';
+import { metricMeter } from '@temporalio/workflow';
 
 import type {
   ExportDestination,
@@ -14,6 +14,7 @@ import { pollUntil } from './lib/polling';
 import {
   derivedIdentifier,
   invalidInput,
+  ownerTags,
   rejectUnknownFields,
   requireIdentifier,
   requireObject,
@@ -56,9 +57,7 @@ export async function backup(input: BackupInput): Promise<BackupResult> {
 
   setStep(`requesting snapshot ${snapshotId}`);
   const requestedAt = new Date().toISOString();
-  await controlPlane.createSnapshot(instanceId, snapshotId, {
-    'dbops:workflow-id': workflowInfo().workflowId,
-  });
+  await controlPlane.createSnapshot(instanceId, snapshotId, ownerTags('backup', instanceId));
   const snapshot: SnapshotDescription = await pollUntil({
     what: `snapshot ${snapshotId} to be available`,
     describe: () => controlPlane.describeSnapshot(snapshotId),

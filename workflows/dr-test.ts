@@ -20,12 +20,14 @@ import { recordDrTest } from './lib/metrics';
 import {
   derivedIdentifier,
   DR_PURPOSE,
-  DR_TAGS,
   invalidInput,
   numberInRange,
+  OWNER_TAGS,
+  ownerTags,
   rejectUnknownFields,
   requireIdentifier,
   requireObject,
+  runOwner,
   secondsBetween,
   timeouts as parseTimeouts,
   trackRecovery,
@@ -59,9 +61,9 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
   const { instanceId, timeouts } = valid;
   const setStep = trackRecovery('drTest', instanceId);
   const started = new Date();
-  const { workflowId, runId } = workflowInfo();
+  const { workflowId } = workflowInfo();
   const target = valid.target;
-  const owner = { [DR_TAGS.workflowId]: workflowId, [DR_TAGS.runId]: runId };
+  const owner = runOwner();
   const report: DrTestReport = {
     instanceId,
     workflowId,
@@ -93,7 +95,7 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
     if (existing !== null && existing.status !== 'deleting') {
       throw ApplicationFailure.nonRetryable(
         `instance ${target} already exists (${existing.providerStatus}) and is not an orphan of a DR test: ` +
-          `it is owned by a running workflow (${existing.tags[DR_TAGS.workflowId] ?? 'none named'}) or not tagged ${DR_TAGS.purpose}=${DR_PURPOSE}`,
+          `it is owned by a running workflow (${existing.tags[OWNER_TAGS.workflowId] ?? 'none named'}) or not tagged ${OWNER_TAGS.purpose}=${DR_PURPOSE}`,
         'InvalidStateError',
       );
     }
@@ -117,11 +119,7 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
 
     setStep(`restoring ${snapshot.snapshotId} as ${target}`);
     const requestedAt = new Date().toISOString();
-    await controlPlane.restoreFromSnapshot(snapshot.snapshotId, target, {
-      ...owner,
-      [DR_TAGS.purpose]: DR_PURPOSE,
-      [DR_TAGS.source]: instanceId,
-    });
+    await controlPlane.restoreFromSnapshot(snapshot.snapshotId, target, ownerTags(DR_PURPOSE, instanceId));
     const restored = await waitForAvailable(target, timeouts, (s) =>
       setStep(`instance ${target} ${s.providerStatus}`),
     );

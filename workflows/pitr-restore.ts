@@ -3,17 +3,19 @@
  * time) as a NEW instance, waits until it is available and returns its endpoint. The target time
  * is checked against the source's restorable range before anything is created.
  */
-import { ApplicationFailure, CancellationScope, isCancellation, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, isCancellation } from '@temporalio/workflow';
 
 import type { Endpoint } from '../activities/control-plane/control-plane';
 import { PointInTimeRestoreNotEnabledError, RestoreTimeOutOfRangeError } from './lib/errors';
 import {
   derivedIdentifier,
   invalidInput,
+  ownerTags,
   rejectUnknownFields,
   requireIdentifier,
   requireIsoTime,
   requireObject,
+  runOwner,
   secondsBetween,
   timeouts as parseTimeouts,
   trackRecovery,
@@ -68,14 +70,13 @@ export async function pitrRestore(input: PitrRestoreInput): Promise<RestoreResul
 
   setStep(`restoring ${instanceId} to ${restoreTime} as ${targetInstanceId}`);
   const requestedAt = new Date().toISOString();
-  const owner = { 'dbops:workflow-id': workflowInfo().workflowId, 'dbops:run-id': workflowInfo().runId };
-  const tags = { ...owner, 'dbops:source-instance': instanceId };
+  const owner = runOwner();
   try {
     await controlPlane.restoreToPointInTime(
       instanceId,
       targetInstanceId,
       restoreTime === 'latest' ? 'latest' : { time: restoreTime },
-      tags,
+      ownerTags('restore', instanceId),
     );
     const restored = await waitForAvailable(targetInstanceId, timeouts, (s) =>
       setStep(`instance ${targetInstanceId} ${s.providerStatus}`),

@@ -3,14 +3,16 @@
  * returns its endpoint. The snapshot is checked (exists, available, of the given instance)
  * before anything is created.
  */
-import { CancellationScope, isCancellation, workflowInfo } from '@temporalio/workflow';
+import { CancellationScope, isCancellation } from '@temporalio/workflow';
 
 import {
   derivedIdentifier,
   invalidInput,
+  ownerTags,
   rejectUnknownFields,
   requireIdentifier,
   requireObject,
+  runOwner,
   requireSnapshotId,
   secondsBetween,
   timeouts as parseTimeouts,
@@ -55,12 +57,13 @@ export async function snapshotRestore(input: SnapshotRestoreInput): Promise<Rest
 
   setStep(`restoring ${snapshotId} as ${targetInstanceId}`);
   const requestedAt = new Date().toISOString();
-  const owner = { 'dbops:workflow-id': workflowInfo().workflowId, 'dbops:run-id': workflowInfo().runId };
+  const owner = runOwner();
   try {
-    await controlPlane.restoreFromSnapshot(snapshotId, targetInstanceId, {
-      ...owner,
-      'dbops:source-instance': sourceInstanceId,
-    });
+    await controlPlane.restoreFromSnapshot(
+      snapshotId,
+      targetInstanceId,
+      ownerTags('restore', sourceInstanceId),
+    );
     const restored = await waitForAvailable(targetInstanceId, timeouts, (s) =>
       setStep(`instance ${targetInstanceId} ${s.providerStatus}`),
     );

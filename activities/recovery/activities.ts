@@ -7,7 +7,7 @@ import { ApplicationFailure, Context, heartbeat } from '@temporalio/activity';
 import { WorkflowNotFoundError } from '@temporalio/client';
 
 import { InvalidInputError, NotFoundError } from '../../workflows/lib/errors';
-import { DR_PURPOSE, DR_TAGS, type DrTestReport } from '../../workflows/lib/recovery';
+import { DR_PURPOSE, OWNER_TAGS, type DrTestReport } from '../../workflows/lib/recovery';
 import type { ControlPlane, ExportDestination, InstanceDescription } from '../control-plane/control-plane';
 import type { DatabaseConnector } from '../postgres/connect';
 import { runDrChecks, type DrChecksInput, type DrChecksResult } from '../postgres/dr-checks';
@@ -41,10 +41,10 @@ export function createRecoveryActivities({ controlPlane, connector, storage }: R
       const own = Context.current().info.workflowExecution;
       const orphans: string[] = [];
       for (const instance of await controlPlane.listInstances()) {
-        if (!instance.instanceId.startsWith(prefix) || instance.tags[DR_TAGS.purpose] !== DR_PURPOSE)
+        if (!instance.instanceId.startsWith(prefix) || instance.tags[OWNER_TAGS.purpose] !== DR_PURPOSE)
           continue;
-        const workflowId = instance.tags[DR_TAGS.workflowId];
-        const runId = instance.tags[DR_TAGS.runId];
+        const workflowId = instance.tags[OWNER_TAGS.workflowId];
+        const runId = instance.tags[OWNER_TAGS.runId];
         if (workflowId === own?.workflowId && runId === own?.runId) continue;
         if (workflowId !== undefined && (await isRunning(workflowId, runId))) continue;
         orphans.push(instance.instanceId);
