@@ -7,6 +7,14 @@ import { builtinModules } from 'node:module';
 // never Node built-ins or activity implementations.
 const nodeBuiltins = builtinModules.flatMap((name) => [name, `node:${name}`]);
 
+// Layers: workers/ (processes, CLI, environment) build on activities/, which build on the pure
+// helpers in workflows/lib. Nothing below workers/ imports from it, not even a type.
+const noWorkers = {
+  group: ['**/workers', '**/workers/**'],
+  message:
+    'activities/ and workflows/ sit below workers/: move what both need into activities/ (e.g. config-types.ts).',
+};
+
 export default tseslint.config(
   { ignores: ['node_modules/', '.tools/', '.dbops/', 'eslint.config.mjs'] },
   eslint.configs.recommended,
@@ -36,6 +44,7 @@ export default tseslint.config(
               allowTypeImports: true,
               message: 'Workflows import activity types only (import type ...), never implementations.',
             },
+            noWorkers,
             {
               group: [
                 'pg',
@@ -50,6 +59,12 @@ export default tseslint.config(
           ],
         },
       ],
+    },
+  },
+  {
+    files: ['activities/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': ['error', { patterns: [noWorkers] }],
     },
   },
   prettier,

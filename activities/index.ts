@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 
-import { projectRoot, type DatabaseConfig } from '../workers/config';
+import { projectRoot, type DatabaseConfig } from './config-types';
 import { createControlPlaneActivities } from './control-plane/activities';
 import type { ControlPlane } from './control-plane/control-plane';
 import { createBackfillActivities } from './postgres/backfill';
@@ -18,6 +18,7 @@ import { instanceConnection } from './postgres/instance';
 import { primaryOrInstance } from './postgres/on-instance';
 import { createPingActivities } from './postgres/ping';
 import { createRecoveryActivities } from './recovery/activities';
+import { createOrphanActivities } from './recovery/orphans';
 import type { RecoveryStorage } from './recovery/reports';
 
 export interface ActivityDeps {
@@ -47,6 +48,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createHealthActivities(onInstance),
     ...createControlPlaneActivities(deps.controlPlane),
     ...createRecoveryActivities(deps),
+    ...createOrphanActivities(deps.controlPlane),
     ...createDeployActivities({
       withInstance: instanceConnection(deps.controlPlane, deps.connector),
       migrationsDir: deps.migrationsDir ?? path.join(projectRoot, 'migrations'),

@@ -27,7 +27,7 @@ import { Client } from 'pg';
 
 import { createActivities } from '../activities';
 import type { Endpoint } from '../activities/control-plane/control-plane';
-import { projectRoot } from '../workers/config';
+import { projectRoot } from '../activities/config-types';
 import { backfill, deployMigration } from '../workflows';
 import { startLocalInstance } from '../test/helpers/local-instance';
 import type { LoadResult, LoadSettings } from './lib/load-thread';

@@ -27,7 +27,7 @@ import {
   stopCluster,
   writeClusterSettings,
 } from '../activities/postgres/cluster';
-import { freePort } from '../workers/ports';
+import { freePort } from '../activities/ports';
 
 const execFileAsync = promisify(execFile);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);

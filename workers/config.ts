@@ -6,11 +6,15 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { CodecKeyRing, isKeyId, KEY_ID_RULE, KEY_RULE, parseKeyFile } from './codec/keys';
+import {
+  projectRoot,
+  type AwsConfig,
+  type ExportConfig,
+  type ProviderConfig,
+} from '../activities/config-types';
 import type { RolloutHook } from '../activities/postgres/deploy';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../workflows/lib/identifiers';
 import { MAINTENANCE_WINDOW_RULE, parseMaintenanceWindow } from '../workflows/lib/maintenance-window';
-
-export type Provider = 'local' | 'aws';
 
 export interface TemporalConfig {
   address: string;
@@ -44,64 +48,11 @@ export interface CodecServerConfig {
   token: string | undefined;
 }
 
-/** Where the application database lives. No password here: it comes from `.pgpass` or PGPASSWORD. */
-export interface DatabaseConfig {
-  host: string;
-  port: number;
-  database: string;
-  user: string;
-}
-
-export interface AwsConfig {
-  region: string;
-  /** Custom endpoint (a local AWS API peer); unset in production. */
-  endpoint: string | undefined;
-  rds: RdsConfig;
-  /** Unset: exports are refused with a message naming the missing variables. */
-  exports: ExportConfig | undefined;
-  connection: AwsConnectionConfig;
-}
-
-/** What every instance dbops creates or restores gets; RDS would fall back to defaults otherwise. */
-export interface RdsConfig {
-  subnetGroup: string;
-  securityGroupIds: string[];
-  multiAz: boolean;
-  parameterGroup: string;
-  instanceClass: string;
-  /** Only for `createInstance`: restores take them from the snapshot. */
-  engineVersion: string;
-  allocatedStorageGb: number;
-  tags: Record<string, string>;
-}
-
-export interface ExportConfig {
-  /** The bucket backups export to by default. */
-  bucket: string;
-  /** The role RDS assumes to write to the bucket. */
-  iamRoleArn: string;
-  /** The KMS key RDS encrypts the exported files with. */
-  kmsKeyId: string;
-}
-
-export interface AwsConnectionConfig {
-  /** `iam`: a 15-minute token per connection; `password`: `.pgpass` or PGPASSWORD. */
-  auth: 'iam' | 'password';
-  /** The CA bundle the server certificate must chain to (TLS is always required on aws). */
-  caBundlePath: string;
-  /** Read-only activities go here when set (the read/write split). */
-  replica: { host: string; port: number } | undefined;
-}
-
-export interface Config {
+/** The provider's part (activities use it) plus what only workers use. */
+export interface Config extends ProviderConfig {
   temporal: TemporalConfig;
-  provider: Provider;
   /** The RDS (or local) instance the operations act on by default. */
   instanceId: string;
-  database: DatabaseConfig;
-  aws: AwsConfig | undefined;
-  /** Where the local provider keeps clusters, snapshots and exports. */
-  stateDir: string;
   operations: OperationsConfig;
   codecServer: CodecServerConfig;
   /** Rollout hooks a deploy may name, by name (DBOPS_ROLLOUT_HOOKS). */
@@ -128,9 +79,6 @@ export class ConfigError extends Error {
 }
 
 type Env = Record<string, string | undefined>;
-
-/** Project root: this file lives in <root>/workers. */
-export const projectRoot = path.resolve(__dirname, '..');
 
 export function loadConfig(env: Env = process.env): Config {
   const provider = oneOf(env, 'DBOPS_PROVIDER', ['local', 'aws'] as const, 'local');

@@ -4,10 +4,11 @@
  */
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 
+import type { DatabaseConfig } from '../activities/config-types';
 import type { LocalControlPlane } from '../activities/control-plane/local';
 import { backup, drTest } from '../workflows';
 import { utcStamp, type DrTestReport } from '../workflows/lib/recovery';
-import type { Config, DatabaseConfig } from './config';
+import type { Config } from './config';
 import { seedDemoData } from './seed';
 import { connectClient } from './temporal-connection';
 

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { devServerSearchAttributeArgs } from '../workflows/lib/search-attributes';
-import { isPortOpen, waitForPort } from './ports';
+import { isPortOpen, waitForPort } from '../activities/ports';
 import { requireTool } from './tools';
 
 export interface DevServer {

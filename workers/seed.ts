@@ -7,6 +7,7 @@
  */
 import path from 'node:path';
 
+import { projectRoot, type DatabaseConfig } from '../activities/config-types';
 import { withClient } from '../activities/postgres/connect';
 import {
   appliedMigrations,
@@ -15,7 +16,6 @@ import {
   readMigrations,
   runMigrations,
 } from '../activities/postgres/migrations';
-import { projectRoot, type DatabaseConfig } from './config';
 
 export interface SeedOptions {
   conversations: number;

@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
-import { projectRoot } from './config';
+import { projectRoot } from '../activities/config-types';
 
 const toolsDir = path.join(projectRoot, '.tools');
 

@@ -1,10 +1,11 @@
 import { Worker } from '@temporalio/worker';
 
 import { createActivities, type ActivityDeps } from '../activities';
+import type { DatabaseConfig } from '../activities/config-types';
 import { createControlPlane } from '../activities/control-plane';
 import { connectorFromConfig } from '../activities/postgres/connect';
 import { recoveryStorageFromConfig } from '../activities/recovery/reports';
-import type { Config, DatabaseConfig, TemporalConfig } from './config';
+import type { Config, TemporalConfig } from './config';
 import { connectWorker, dataConverter } from './temporal-connection';
 
 export interface RunningWorker {

@@ -24,7 +24,7 @@ import {
 } from '@aws-sdk/client-rds';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 
-import type { ExportConfig, RdsConfig } from '../../workers/config';
+import type { ExportConfig, RdsConfig } from '../config-types';
 import {
   InvalidInputError,
   InvalidStateError,

@@ -1,12 +1,10 @@
 /** The ControlPlane of the configured provider. */
-import type { Config } from '../../workers/config';
+import type { ProviderConfig } from '../config-types';
 import { AwsRdsControlPlane, createAwsClients } from './aws-rds';
 import type { ControlPlane } from './control-plane';
 import { LocalControlPlane } from './local';
 
-export function createControlPlane(
-  config: Pick<Config, 'provider' | 'stateDir' | 'aws' | 'database'>,
-): ControlPlane {
+export function createControlPlane(config: ProviderConfig): ControlPlane {
   switch (config.provider) {
     case 'local':
       return new LocalControlPlane({ stateDir: config.stateDir });

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 
-import { freePort } from '../../workers/ports';
+import { freePort } from '../ports';
 import {
   chownToPostgres,
   initCluster,

@@ -21,7 +21,7 @@ import {
   TransientError,
 } from '../../workflows/lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../../workflows/lib/identifiers';
-import { freePort } from '../../workers/ports';
+import { freePort } from '../ports';
 import {
   chownToPostgres,
   isClusterRunning,

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { Signer, type SignerConfig } from '@aws-sdk/rds-signer';
 import { Client, type ClientConfig } from 'pg';
 
-import type { Config, DatabaseConfig } from '../../workers/config';
+import type { DatabaseConfig, ProviderConfig } from '../config-types';
 
 /**
  * Runs `fn` on a fresh connection and always closes it. The password is never passed in: `pg`
@@ -71,7 +71,7 @@ export function createDatabaseConnector(options: ConnectorOptions): DatabaseConn
 }
 
 /** The connector of the configured provider: IAM tokens (or `.pgpass`) over verified TLS on aws. */
-export function connectorFromConfig(config: Pick<Config, 'database' | 'aws'>): DatabaseConnector {
+export function connectorFromConfig(config: Pick<ProviderConfig, 'database' | 'aws'>): DatabaseConnector {
   const aws = config.aws;
   if (aws === undefined) return createDatabaseConnector({ primary: config.database });
   return createDatabaseConnector({

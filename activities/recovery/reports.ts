@@ -8,7 +8,7 @@ import path from 'node:path';
 
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 
-import type { Config } from '../../workers/config';
+import type { ProviderConfig } from '../config-types';
 import type { DrTestReport } from '../../workflows/lib/recovery';
 import { createAwsClients } from '../control-plane/aws-rds';
 
@@ -58,7 +58,7 @@ export function s3ReportStore(s3: S3Client, bucket: string, prefix: string): Rep
 export const LOCAL_EXPORT_BUCKET = 'dbops-exports';
 
 export function recoveryStorageFromConfig(
-  config: Pick<Config, 'provider' | 'stateDir' | 'aws'>,
+  config: Pick<ProviderConfig, 'provider' | 'stateDir' | 'aws'>,
 ): RecoveryStorage {
   const aws = config.aws;
   if (config.provider === 'local' || aws === undefined) {

@@ -6,7 +6,7 @@ import type { ActivityDeps } from '../../activities';
 import { LocalControlPlane } from '../../activities/control-plane/local';
 import { createDatabaseConnector } from '../../activities/postgres/connect';
 import { LOCAL_EXPORT_BUCKET, directoryReportStore } from '../../activities/recovery/reports';
-import type { DatabaseConfig } from '../../workers/config';
+import type { DatabaseConfig } from '../../activities/config-types';
 
 /**
  * `stateDir`: where the local provider keeps its instances (suites that restore pass a temp dir;

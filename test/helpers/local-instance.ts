@@ -8,7 +8,7 @@ import { Client } from 'pg';
 import type { ActivityDeps } from '../../activities';
 import type { Endpoint } from '../../activities/control-plane/control-plane';
 import { LocalControlPlane } from '../../activities/control-plane/local';
-import { projectRoot } from '../../workers/config';
+import { projectRoot } from '../../activities/config-types';
 import { localActivityDeps } from './activity-deps';
 
 export interface LocalInstance {

@@ -3,7 +3,7 @@
  * endpoint once for the whole test process, before any suite creates a connection. The runtime is
  * a singleton; when idle it shuts down and comes back with the same options, on the same port.
  */
-import { freePort } from '../../workers/ports';
+import { freePort } from '../../activities/ports';
 import { installMetricsRuntime } from '../../workers/metrics';
 
 let metricsPort: number | undefined;

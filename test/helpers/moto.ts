@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { freePort, waitForPort } from '../../workers/ports';
+import { freePort, waitForPort } from '../../activities/ports';
 import { requireTool } from '../../workers/tools';
 
 export interface MotoServer {

@@ -11,8 +11,8 @@ import {
   startCluster,
   stopCluster,
 } from '../../activities/postgres/cluster';
-import type { DatabaseConfig } from '../../workers/config';
-import { freePort } from '../../workers/ports';
+import type { DatabaseConfig } from '../../activities/config-types';
+import { freePort } from '../../activities/ports';
 
 export interface ThrowawayCluster {
   dataDir: string;

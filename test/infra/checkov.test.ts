@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import { projectRoot } from '../../workers/config';
+import { projectRoot } from '../../activities/config-types';
 import { requireTool } from '../../workers/tools';
 
 const terraformDir = path.join(projectRoot, 'infra', 'terraform');

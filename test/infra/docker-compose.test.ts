@@ -8,7 +8,7 @@ import path from 'node:path';
 
 import { parse } from 'yaml';
 
-import { projectRoot } from '../../workers/config';
+import { projectRoot } from '../../activities/config-types';
 
 interface Service {
   image?: string;

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import { projectRoot } from '../../workers/config';
+import { projectRoot } from '../../activities/config-types';
 import { deriveActions, usesAwsClients, type DerivedAction } from '../helpers/iam-actions';
 import { attr, blocks, find, parseTerraformDir, text, type HclBody } from '../helpers/terraform';
 

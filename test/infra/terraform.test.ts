@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 
-import { projectRoot } from '../../workers/config';
+import { projectRoot } from '../../activities/config-types';
 import {
   attr,
   blocks,

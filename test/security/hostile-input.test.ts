@@ -12,7 +12,7 @@ import path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import { Client } from 'pg';
 
-import { projectRoot } from '../../workers/config';
+import { projectRoot } from '../../activities/config-types';
 import * as workflows from '../../workflows';
 import { startRecoveryStack, type RecoveryStack } from '../helpers/recovery';
 

@@ -7,7 +7,7 @@ import { Worker } from '@temporalio/worker';
 import type { Client } from 'pg';
 
 import { createActivities } from '../../activities';
-import { projectRoot } from '../../workers/config';
+import { projectRoot } from '../../activities/config-types';
 import type { BackfillProgress } from '../../workflows/backfill';
 import type { DeployMigrationResult } from '../../workflows/deploy-migration';
 import { counter } from '../fixtures/backfills/counter';

@@ -11,7 +11,7 @@ import { Client as PgClient } from 'pg';
 import { createActivities } from '../../activities';
 import { localActivityDeps } from '../helpers/activity-deps';
 import type { ScheduleListing } from '../../workers/schedules';
-import { projectRoot } from '../../workers/config';
+import { projectRoot } from '../../activities/config-types';
 import type { HealthCheckResult } from '../../workflows/health-check';
 import type { MaintenanceResult } from '../../workflows/maintenance';
 import { startThrowawayCluster, type ThrowawayCluster } from '../helpers/postgres';

@@ -4,7 +4,7 @@ import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { projectRoot } from '../../workers/config';
+import { projectRoot } from '../../activities/config-types';
 import type { BackupResult } from '../../workflows/backup';
 import type { RestoreResult } from '../../workflows/pitr-restore';
 import { startRecoveryStack, type RecoveryStack } from '../helpers/recovery';

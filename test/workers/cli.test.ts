@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { InstanceDescription, SnapshotDescription } from '../../activities/control-plane/control-plane';
 import { LocalControlPlane } from '../../activities/control-plane/local';
-import { projectRoot } from '../../workers/config';
+import { projectRoot } from '../../activities/config-types';
 
 interface Run {
   code: number;

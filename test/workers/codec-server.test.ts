@@ -16,11 +16,12 @@ import { temporal as proto } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 
+import { projectRoot } from '../../activities/config-types';
+import { freePort } from '../../activities/ports';
 import { AesGcmPayloadCodec } from '../../workers/codec/aes-gcm-codec';
 import { CodecKeyRing } from '../../workers/codec/keys';
 import { codecServerFromConfig, toJson, type JsonPayload } from '../../workers/codec-server';
-import { ConfigError, loadConfig, projectRoot, type TemporalConfig } from '../../workers/config';
-import { freePort } from '../../workers/ports';
+import { ConfigError, loadConfig, type TemporalConfig } from '../../workers/config';
 import { connectClient, connectWorker, dataConverter } from '../../workers/temporal-connection';
 import { requireTool } from '../../workers/tools';
 import type { carryNote, failWithNote, NoteActivities } from '../fixtures/codec-workflow';

@@ -8,8 +8,8 @@ import { promisify } from 'node:util';
 
 import { Client, Connection } from '@temporalio/client';
 
-import { projectRoot } from '../../workers/config';
-import { freePort, isPortOpen } from '../../workers/ports';
+import { projectRoot } from '../../activities/config-types';
+import { freePort, isPortOpen } from '../../activities/ports';
 
 const execFileAsync = promisify(execFile);
 

@@ -1,6 +1,7 @@
 /**
  * Identifier rules shared by workflows (validating input at the edge), activities and config.
- * Pure code: safe inside the workflow sandbox.
+ * Pure code: safe inside the workflow sandbox. Activities import it too, so it must stay pure: no
+ * I/O, no Node built-ins, nothing from workers/, only types from activities/.
  */
 
 /** RDS DB instance / snapshot identifier: letter first, letters/digits/hyphens, 1-63, no "--", no trailing "-". */

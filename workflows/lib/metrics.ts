@@ -3,7 +3,8 @@
  * the meter of where you are: `metricMeter` from '@temporalio/workflow' in a workflow (not
  * recorded again on replay), or from '@temporalio/activity' in an activity. The SDK adds the
  * namespace, task queue and workflow or activity type as labels. Alert rules on these names:
- * infra/prometheus/alerts.yml.
+ * infra/prometheus/alerts.yml. Activities import it too, so it must stay pure: no I/O, no Node
+ * built-ins, nothing from workers/, only types from activities/.
  */
 import type { MetricMeter } from '@temporalio/common';
 

@@ -2,8 +2,8 @@
  * What the recovery workflows (backup, pitrRestore, snapshotRestore, drTest) share: input
  * validation at the edge, timeouts with defaults, identifiers from workflow time, the progress
  * query, search attributes, and the DR report's shape. Pure code: safe in the workflow sandbox.
- * Activities import it too, so it must stay pure: no I/O, no Node built-ins, nothing from
- * activities/ or workers/.
+ * Activities import it too, so it must stay pure: no I/O, no Node built-ins, nothing from workers/,
+ * only types from activities/.
  */
 import {
   ApplicationFailure,

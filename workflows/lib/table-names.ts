@@ -1,7 +1,9 @@
 /**
  * Table names arriving in workflow input (`table` or `schema.table`). Only plain identifiers pass:
  * no quotes, semicolons, spaces or other SQL. Activities still quote them and check that the table
- * exists before touching it. Pure code: safe inside the workflow sandbox.
+ * exists before touching it. Pure code: safe inside the workflow sandbox. Activities import it too,
+ * so it must stay pure: no I/O, no Node built-ins, nothing from workers/, only types from
+ * activities/.
  */
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;

@@ -14,7 +14,7 @@ import {
   type AwsRdsDeps,
 } from '../../../activities/control-plane/aws-rds';
 import type { InstanceDescription } from '../../../activities/control-plane/control-plane';
-import type { RdsConfig } from '../../../workers/config';
+import type { RdsConfig } from '../../../activities/config-types';
 import {
   AlreadyExistsError,
   InvalidInputError,

@@ -13,7 +13,7 @@ import {
   splitStatements,
   verifyMigrations,
 } from '../../../activities/postgres/migrations';
-import { projectRoot } from '../../../workers/config';
+import { projectRoot } from '../../../activities/config-types';
 import { startThrowawayCluster, type ThrowawayCluster } from '../../helpers/postgres';
 
 const repoMigrations = path.join(projectRoot, 'migrations');
