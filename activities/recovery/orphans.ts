@@ -1,0 +1,107 @@
+/**
+ * Finding orphans for the sweeper (workflows/sweep-orphans.ts): instances a DR test or a restore
+ * created whose owning run has ended without deleting them. A terminated `drTest` never runs its
+ * cleanup, and a restore cancelled or terminated while its create call was in flight can leave a
+ * copy nobody manages; both cost money until someone notices. Only instances carrying our tags are
+ * judged, and the owner named by the tags is asked for in Temporal, so an instance of a run that is
+ * still going, or one without owner tags, is never an orphan.
+ */
+import { Context, heartbeat } from '@temporalio/activity';
+import { WorkflowNotFoundError, type WorkflowExecutionStatusName } from '@temporalio/client';
+
+import { DR_PURPOSE, OWNER_TAGS, type OwnerPurpose } from '../../workflows/lib/recovery';
+import type { ControlPlane, InstanceDescription } from '../control-plane/control-plane';
+
+/** How the owning run stands: its Temporal status, or NOT_FOUND (never known, or past retention). */
+export type OwnerStatus = WorkflowExecutionStatusName | 'NOT_FOUND';
+
+export interface OrphanFinding {
+  instanceId: string;
+  /** `dbops:purpose`: what created the instance. */
+  purpose: OwnerPurpose;
+  /** The owning run named by the tags; null when they do not name one. */
+  owner: { workflowId: string; runId: string } | null;
+  /** Null when Temporal was not asked (no owner tags, or marked to keep). */
+  ownerStatus: OwnerStatus | null;
+  orphan: boolean;
+  /** Why it is an orphan, or why it is kept. */
+  reason: string;
+}
+
+/** Closed, and not by finishing its work: what is left of a restore then belongs to nobody. */
+const ABANDONED: OwnerStatus[] = ['CANCELLED', 'TERMINATED', 'TIMED_OUT'];
+const CLOSED: OwnerStatus[] = [...ABANDONED, 'COMPLETED', 'FAILED', 'CONTINUED_AS_NEW', 'NOT_FOUND'];
+
+export function createOrphanActivities(controlPlane: ControlPlane) {
+  return {
+    /**
+     * Every instance tagged as a DR copy or a restore target, each with its verdict and the
+     * reason. Instances without those tags are not listed: they are none of the sweeper's business.
+     */
+    async findOrphans(): Promise<OrphanFinding[]> {
+      const findings: OrphanFinding[] = [];
+      const instances = await controlPlane.listInstances();
+      for (const instance of instances) {
+        const finding = await judge(instance);
+        if (finding !== undefined) findings.push(finding);
+        heartbeat({ judged: findings.length, of: instances.length });
+        Context.current().cancellationSignal.throwIfAborted();
+      }
+      return findings.sort((a, b) => a.instanceId.localeCompare(b.instanceId));
+    },
+  };
+}
+
+async function judge(instance: InstanceDescription): Promise<OrphanFinding | undefined> {
+  const { instanceId, tags } = instance;
+  const purpose = tags[OWNER_TAGS.purpose];
+  if (purpose !== DR_PURPOSE && purpose !== 'restore') return undefined;
+  const workflowId = tags[OWNER_TAGS.workflowId];
+  const runId = tags[OWNER_TAGS.runId];
+  const owner = workflowId !== undefined && runId !== undefined ? { workflowId, runId } : null;
+  const kept = (reason: string, ownerStatus: OwnerStatus | null = null): OrphanFinding => ({
+    instanceId,
+    purpose,
+    owner,
+    ownerStatus,
+    orphan: false,
+    reason,
+  });
+  if (tags[OWNER_TAGS.keep] === 'true') return kept(`tagged ${OWNER_TAGS.keep}=true`);
+  if (owner === null) {
+    return kept(
+      `no owner tags (${OWNER_TAGS.workflowId} and ${OWNER_TAGS.runId}): nobody to ask whether it is done`,
+    );
+  }
+  const status = await ownerStatus(owner.workflowId, owner.runId);
+  const run = `owner ${owner.workflowId} (run ${owner.runId})`;
+  if (!CLOSED.includes(status)) return kept(`${run} is ${describeStatus(status)}`, status);
+  const orphan = (reason: string): OrphanFinding => ({ ...kept(reason, status), orphan: true });
+  if (purpose === DR_PURPOSE) return orphan(`DR copy whose ${run} ${describeStatus(status)}`);
+  if (ABANDONED.includes(status)) return orphan(`restore target whose ${run} ${describeStatus(status)}`);
+  if (status === 'COMPLETED') return kept(`${run} completed: the instance is the restore's result`, status);
+  if (status === 'FAILED') return kept(`${run} failed: kept for inspection (delete it when done)`, status);
+  return kept(`${run} ${describeStatus(status)}: how the restore ended is unknown`, status);
+}
+
+function describeStatus(status: OwnerStatus): string {
+  switch (status) {
+    case 'NOT_FOUND':
+      return 'is unknown to Temporal (ended before its retention period)';
+    case 'CONTINUED_AS_NEW':
+      return 'continued as new';
+    case 'TIMED_OUT':
+      return 'timed out';
+    default:
+      return status.toLowerCase();
+  }
+}
+
+async function ownerStatus(workflowId: string, runId: string): Promise<OwnerStatus> {
+  try {
+    return (await Context.current().client.workflow.getHandle(workflowId, runId).describe()).status.name;
+  } catch (error) {
+    if (error instanceof WorkflowNotFoundError) return 'NOT_FOUND';
+    throw error;
+  }
+}
