@@ -1,0 +1,181 @@
+/**
+ * `dbops backup`, `dbops restore` and `dbops dr-test`: the recovery workflows, waited for with
+ * their progress on stderr and their result as a table (or `--json`).
+ */
+import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
+
+import { backup, drTest, pitrRestore, snapshotRestore } from '../../workflows';
+import { utcDate, utcStamp, type DrTestReport } from '../../workflows/lib/recovery';
+import type { RestoreResult } from '../../workflows/pitr-restore';
+import { loadConfig } from '../config';
+import {
+  explainFailure,
+  instanceOption,
+  parse,
+  pollTimeouts,
+  print,
+  runWithProgress,
+  UsageError,
+  withTemporal,
+  type CommandGroup,
+} from './common';
+
+export const recovery: CommandGroup = {
+  usage: `  backup --instance ID [--export] [--json]
+                                     manual snapshot (and export), waited for until done
+  restore --instance ID --to <ISO-8601|latest> [--target NEW_ID] [--json]
+  restore --snapshot SNAPSHOT [--instance ID] [--target NEW_ID] [--json]
+                                     restore as a new instance: to a point in time, or a snapshot
+  dr-test --instance ID [--json]     restore the newest snapshot to a temporary instance, check
+                                     it, delete it, report RPO / RTO; exit 1 when a check fails`,
+  commands: { backup: backupCommand, restore, 'dr-test': drTestCommand },
+};
+
+async function backupCommand(args: string[]): Promise<void> {
+  const options = parse('backup', args, {
+    instance: { type: 'string' },
+    export: { type: 'boolean' },
+    json: { type: 'boolean' },
+  });
+  const instanceId = instanceOption(options.instance);
+  if (instanceId === undefined) throw new UsageError('dbops backup: --instance ID is required');
+  const config = loadConfig();
+  const workflowId = `backup-${instanceId}-${utcStamp(new Date())}`;
+  const result = await withTemporal(config, (client) =>
+    explainFailure(
+      runWithProgress(
+        client,
+        workflowId,
+        () =>
+          client.workflow.start(backup, {
+            taskQueue: config.temporal.taskQueue,
+            workflowId,
+            staticSummary: `Backup of ${instanceId}${options.export ? ' with export' : ''}`,
+            args: [{ instanceId, export: options.export ?? false, timeouts: pollTimeouts(config) }],
+          }),
+        options.json ?? false,
+      ),
+    ),
+  );
+  const size = result.sizeBytes === null ? '-' : `${(result.sizeBytes / 1024 / 1024).toFixed(1)} MiB`;
+  print(options.json, result, [
+    ['SNAPSHOT', 'CREATED', 'SIZE', 'SECONDS', 'EXPORT'],
+    [
+      result.snapshotId,
+      result.snapshotCreatedAt ?? '-',
+      size,
+      String(result.snapshotSeconds ?? '-'),
+      result.export === null ? '-' : `${result.export.status} ${result.export.destination}`,
+    ],
+  ]);
+}
+
+async function restore(args: string[]): Promise<void> {
+  const options = parse('restore', args, {
+    instance: { type: 'string' },
+    to: { type: 'string' },
+    snapshot: { type: 'string' },
+    target: { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  const instanceId = instanceOption(options.instance);
+  if ((options.to === undefined) === (options.snapshot === undefined)) {
+    throw new UsageError('dbops restore: give exactly one of --to <ISO-8601|latest> or --snapshot SNAPSHOT');
+  }
+  if (options.to !== undefined && instanceId === undefined) {
+    throw new UsageError('dbops restore --to: --instance ID is required (the instance to restore from)');
+  }
+  const config = loadConfig();
+  const timeouts = pollTimeouts(config);
+  const workflowId = `restore-${instanceId ?? options.snapshot}-${utcStamp(new Date())}`;
+  const result: RestoreResult = await withTemporal(config, (client) =>
+    explainFailure(
+      runWithProgress(
+        client,
+        workflowId,
+        () =>
+          options.snapshot !== undefined
+            ? client.workflow.start(snapshotRestore, {
+                taskQueue: config.temporal.taskQueue,
+                workflowId,
+                staticSummary: `Restore of snapshot ${options.snapshot} as a new instance`,
+                args: [
+                  { snapshotId: options.snapshot, instanceId, targetInstanceId: options.target, timeouts },
+                ],
+              })
+            : client.workflow.start(pitrRestore, {
+                taskQueue: config.temporal.taskQueue,
+                workflowId,
+                staticSummary: `Point-in-time restore of ${instanceId} to ${options.to}`,
+                args: [
+                  {
+                    instanceId: instanceId!,
+                    restoreTime: options.to!,
+                    targetInstanceId: options.target,
+                    timeouts,
+                  },
+                ],
+              }),
+        options.json ?? false,
+      ),
+    ),
+  );
+  const e = result.endpoint;
+  print(options.json, result, [
+    ['INSTANCE', 'ENDPOINT', 'RESTORED TO', 'SECONDS'],
+    [
+      result.targetInstanceId,
+      `${e.user}@${e.host}:${e.port}/${e.database}`,
+      result.restoredTo ?? '-',
+      String(result.restoreSeconds ?? '-'),
+    ],
+  ]);
+}
+
+async function drTestCommand(args: string[]): Promise<number> {
+  const options = parse('dr-test', args, { instance: { type: 'string' }, json: { type: 'boolean' } });
+  const instanceId = instanceOption(options.instance);
+  if (instanceId === undefined) throw new UsageError('dbops dr-test: --instance ID is required');
+  const config = loadConfig();
+  const workflowId = `dr-test-${instanceId}-${utcDate(new Date())}`;
+  let report: DrTestReport;
+  try {
+    report = await withTemporal(config, (client) =>
+      runWithProgress(
+        client,
+        workflowId,
+        () =>
+          client.workflow.start(drTest, {
+            taskQueue: config.temporal.taskQueue,
+            workflowId,
+            staticSummary: `DR test of ${instanceId}: restore the newest snapshot, check it, delete it`,
+            args: [{ instanceId, timeouts: pollTimeouts(config) }],
+          }),
+        options.json ?? false,
+      ),
+    );
+  } catch (error) {
+    // A failed DR test carries its report: print it like a passed one, then exit 1.
+    const cause = error instanceof WorkflowFailedError ? error.cause : undefined;
+    if (!(cause instanceof ApplicationFailure) || cause.type !== 'DrTestFailed') {
+      return explainFailure(Promise.reject(error as Error));
+    }
+    report = cause.details?.[0] as DrTestReport;
+  }
+  printDrReport(options.json ?? false, report);
+  return report.ok ? 0 : 1;
+}
+
+function printDrReport(json: boolean, report: DrTestReport): void {
+  print(json, report, [
+    ['CHECK', 'RESULT', 'DETAIL'],
+    ...report.checks.map((c) => [c.name, c.status, c.detail.split('\n')[0]!]),
+  ]);
+  if (json) return;
+  console.log(
+    `\nDR test of ${report.instanceId}: ${report.ok ? 'PASSED' : 'FAILED'}` +
+      `\n  snapshot ${report.snapshot?.snapshotId ?? 'none'}, RPO ${report.rpoSeconds ?? '?'} s, RTO ${report.rtoSeconds ?? '?'} s` +
+      (report.error === null ? '' : `\n  error: ${report.error}`) +
+      report.reportLocations.map((location) => `\n  report: ${location}`).join(''),
+  );
+}
