@@ -4,6 +4,7 @@ import { Signer, type SignerConfig } from '@aws-sdk/rds-signer';
 import { Client, type ClientConfig } from 'pg';
 
 import type { DatabaseConfig, ProviderConfig } from '../config-types';
+import { TransientError } from '../../workflows/lib/errors';
 
 /**
  * Runs `fn` on a fresh connection and always closes it. The password is never passed in: `pg`
@@ -97,6 +98,8 @@ export function iamAuthToken(
   }).getAuthToken();
 }
 
+const CONNECT_TIMEOUT_MS = 10_000;
+
 function baseClientConfig(db: DatabaseConfig): ClientConfig {
   return {
     host: db.host,
@@ -104,7 +107,7 @@ function baseClientConfig(db: DatabaseConfig): ClientConfig {
     database: db.database,
     user: db.user,
     application_name: 'dbops',
-    connectionTimeoutMillis: 10_000,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
   };
 }
 
@@ -116,12 +119,102 @@ async function readCaBundle(file: string): Promise<string> {
   }
 }
 
+/**
+ * The database connection was lost or could not be made for a reason that passes (a session
+ * terminated by an administrator, a failover, a server restarting after a crash, the network):
+ * only this attempt fails, and Temporal retries it on a fresh connection.
+ */
+export class DatabaseConnectionError extends TransientError {}
+
+/** How long closing a connection may take before its socket is destroyed (a peer that went silent). */
+const CLOSE_TIMEOUT_MS = 5_000;
+
+/**
+ * Connects, runs `fn`, always closes. The `error` listener keeps a dropped connection from
+ * becoming an unhandled `error` event (which ends the whole worker process): the pending query
+ * is rejected, a later one fails at once, and the attempt fails with a DatabaseConnectionError
+ * naming what happened. The broken client is discarded, never reused.
+ */
 async function runOnClient<T>(config: ClientConfig, fn: (client: Client) => Promise<T>): Promise<T> {
   const client = new Client(config);
-  await client.connect();
+  const where = `${config.host}:${config.port}/${config.database}`;
+  let lost: Error | undefined;
+  client.on('error', (error) => {
+    lost ??= error;
+  });
+  try {
+    await client.connect();
+  } catch (error) {
+    await close(client);
+    const reason = connectionFailure(error);
+    if (reason === undefined) throw error;
+    throw new DatabaseConnectionError(`could not connect to the database at ${where}: ${reason}`);
+  }
   try {
     return await fn(client);
+  } catch (error) {
+    let reason = connectionFailure(error);
+    // A query after the loss only says the client is not queryable: the loss itself says why
+    // (an `error` event on a connected client always means its connection is gone).
+    if (lost !== undefined && /not queryable/.test((error as Error).message)) {
+      reason = connectionFailure(lost) ?? `the connection failed (${lost.message})`;
+    }
+    if (reason === undefined) throw error;
+    throw new DatabaseConnectionError(`the database connection to ${where} was closed: ${reason}`);
   } finally {
-    await client.end();
+    await close(client);
   }
+}
+
+/** Ends the session; a connection that does not close in time is cut (its socket destroyed). */
+async function close(client: Client): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), CLOSE_TIMEOUT_MS);
+  });
+  try {
+    const outcome = await Promise.race([client.end().catch(() => undefined), timedOut]);
+    if (outcome === 'timeout') client.connection.stream.destroy();
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** SQLSTATEs with which the server ends a session (class 57P) or a connection fails (class 08). */
+const SERVER_REASONS: Record<string, string> = {
+  '57P01': 'terminated by an administrator (pg_terminate_backend) or a server shutdown',
+  '57P02': 'the server restarted after another server process crashed',
+  '57P03': 'the server is starting up or shutting down',
+  '57P05': 'closed by the server after idle_session_timeout',
+};
+
+/** Network errors of a connection that dropped or cannot be made. */
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+]);
+
+/**
+ * Why the connection failed, when `error` says it was lost or refused (a passing condition), else
+ * undefined: SQL errors, authentication failures and our own errors are no connection failures.
+ */
+export function connectionFailure(error: unknown): string | undefined {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  const text = typeof message === 'string' ? message : String(error);
+  if (typeof code === 'string') {
+    const reason = SERVER_REASONS[code] ?? (code.startsWith('08') ? 'connection failure' : undefined);
+    if (reason !== undefined) return `${reason} (SQLSTATE ${code}: ${text})`;
+    if (NETWORK_CODES.has(code)) return `network error (${text})`;
+  }
+  if (/^Connection terminated due to connection timeout/.test(text)) {
+    return `no answer within ${CONNECT_TIMEOUT_MS / 1000} s (${text})`;
+  }
+  if (/^Connection terminated unexpectedly/.test(text)) {
+    return `the server closed the connection unexpectedly: a crash, restart or network failure (${text})`;
+  }
+  return undefined;
 }

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { createHash, createHmac } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { mock } from 'node:test';
 import { inspect } from 'node:util';
@@ -11,13 +12,22 @@ import type { Client } from 'pg';
 import {
   connectorFromConfig,
   createDatabaseConnector,
+  DatabaseConnectionError,
   iamAuthToken,
   type ConnectorOptions,
 } from '../../../activities/postgres/connect';
 import { createActivities } from '../../../activities';
+import { freePort } from '../../../activities/ports';
 import { loadConfig } from '../../../workers/config';
 import { localActivityDeps } from '../../helpers/activity-deps';
 import { startThrowawayCluster, type ThrowawayCluster } from '../../helpers/postgres';
+import {
+  backendPid,
+  restartImmediately,
+  terminateBackend,
+  testSession,
+  waitForDbopsBackend,
+} from '../../helpers/sessions';
 import { makeTestPki, type TestPki } from '../../helpers/tls';
 
 const CREDENTIALS = {
@@ -421,6 +431,113 @@ describe('aws provider: no database connection without TLS (real PostgreSQL 15 w
     assert.throws(
       () => createDatabaseConnector({ primary: cluster.database, iam: IAM }),
       /^Error: IAM database authentication needs TLS: an auth token is a password and is only sent over verified TLS/,
+    );
+  });
+});
+
+describe('a dropped connection fails the attempt, not the process (real PostgreSQL 15)', () => {
+  let cluster: ThrowawayCluster;
+  let monitor: Client;
+  let logDir: string;
+  const connector = () => createDatabaseConnector({ primary: cluster.database });
+
+  before(async () => {
+    cluster = await startThrowawayCluster();
+    monitor = await testSession(cluster.database);
+    logDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-restart-'));
+  });
+  after(async () => {
+    await monitor?.end().catch(() => undefined);
+    await cluster?.stop();
+    await rm(logDir, { recursive: true, force: true });
+  });
+
+  /** The attempt's error: typed, retryable, and saying what happened. */
+  const droppedBy = (reason: RegExp) => (error: unknown) => {
+    assert.ok(error instanceof DatabaseConnectionError, String(error));
+    assert.equal(error.name, 'DatabaseConnectionError');
+    assert.equal(error.retryable, true);
+    assert.match(
+      error.message,
+      new RegExp(`^the database connection to 127\\.0\\.0\\.1:\\d+/postgres was closed: `),
+    );
+    assert.match(error.message, reason);
+    return true;
+  };
+
+  it('a query running when its session is terminated: rejected with DatabaseConnectionError naming the administrator', async () => {
+    const attempt = connector().withPrimary((client) =>
+      client.query('SELECT pg_sleep(60) AS dropped_running'),
+    );
+    const pid = await waitForDbopsBackend(monitor, 'running the query', `query LIKE '%dropped_running%'`);
+    assert.equal(await terminateBackend(monitor, pid), true);
+    await assert.rejects(
+      attempt,
+      droppedBy(/terminated by an administrator \(pg_terminate_backend\).*SQLSTATE 57P01/),
+    );
+    // The next attempt gets a fresh connection.
+    const { rows } = await connector().withPrimary((client) =>
+      client.query<{ ok: number }>('SELECT 1 AS ok'),
+    );
+    assert.deepEqual(rows, [{ ok: 1 }]);
+  });
+
+  it('an idle session terminated between two queries: the next query fails at once with the reason of the loss', async () => {
+    const attempt = connector().withPrimary(async (client) => {
+      await client.query('SELECT 1 AS dropped_idle');
+      // Only an 'end' listener (events.once would add an 'error' one and hide a missing listener).
+      const ended = new Promise((resolve) => client.once('end', resolve));
+      assert.equal(await terminateBackend(monitor, await backendPid(client)), true);
+      await ended; // the client has seen its connection go (and emitted 'error' while idle)
+      return client.query('SELECT 2');
+    });
+    await assert.rejects(
+      attempt,
+      droppedBy(/terminated by an administrator \(pg_terminate_backend\).*SQLSTATE 57P01/),
+    );
+  });
+
+  it('a server restarted at once (as after a crashed backend) under a running query: typed error, then the retry succeeds', async () => {
+    const attempt = connector().withPrimary((client) =>
+      client.query('SELECT pg_sleep(60) AS dropped_restart'),
+    );
+    const failed = assert.rejects(
+      attempt,
+      droppedBy(/terminated by an administrator|closed the connection unexpectedly/),
+    );
+    await waitForDbopsBackend(monitor, 'running the query', `query LIKE '%dropped_restart%'`);
+    await restartImmediately(cluster.dataDir, logDir);
+    await failed;
+    monitor = await testSession(cluster.database);
+    const { rows } = await connector().withPrimary((client) =>
+      client.query<{ ok: number }>('SELECT 1 AS ok'),
+    );
+    assert.deepEqual(rows, [{ ok: 1 }]);
+  });
+
+  it('no server listening: DatabaseConnectionError saying the connection was refused', async () => {
+    const port = await freePort();
+    await assert.rejects(
+      createDatabaseConnector({ primary: { ...cluster.database, port } }).withPrimary(() =>
+        Promise.resolve(),
+      ),
+      (error: unknown) => {
+        assert.ok(error instanceof DatabaseConnectionError, String(error));
+        assert.match(
+          error.message,
+          new RegExp(
+            `^could not connect to the database at 127\\.0\\.0\\.1:${port}/postgres: network error \\(connect ECONNREFUSED`,
+          ),
+        );
+        return true;
+      },
+    );
+  });
+
+  it('an SQL error is no connection failure: it reaches the caller unchanged', async () => {
+    await assert.rejects(
+      connector().withPrimary((client) => client.query('SELECT * FROM no_such_table')),
+      (error: unknown) => !(error instanceof DatabaseConnectionError) && /no_such_table/.test(String(error)),
     );
   });
 });
