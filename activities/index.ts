@@ -18,6 +18,7 @@ import { instanceConnection } from './postgres/instance';
 import { primaryOrInstance } from './postgres/on-instance';
 import { createPingActivities } from './postgres/ping';
 import { createRecoveryActivities } from './recovery/activities';
+import { createOrphanActivities } from './recovery/orphans';
 import type { RecoveryStorage } from './recovery/reports';
 
 export interface ActivityDeps {
@@ -47,6 +48,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createHealthActivities(onInstance),
     ...createControlPlaneActivities(deps.controlPlane),
     ...createRecoveryActivities(deps),
+    ...createOrphanActivities(deps.controlPlane),
     ...createDeployActivities({
       withInstance: instanceConnection(deps.controlPlane, deps.connector),
       migrationsDir: deps.migrationsDir ?? path.join(projectRoot, 'migrations'),

@@ -64,6 +64,8 @@ export interface OperationsConfig {
   maintenanceWindow: string;
   /** Minutes between scheduled health checks. */
   healthCheckIntervalMinutes: number;
+  /** Minutes between scheduled orphan sweeps. */
+  sweepIntervalMinutes: number;
   /** The worker's Prometheus endpoint (`/metrics`). */
   metricsPort: number;
 }
@@ -107,6 +109,7 @@ export function loadConfig(env: Env = process.env): Config {
     operations: {
       maintenanceWindow: maintenanceWindow(env, 'DBOPS_MAINTENANCE_WINDOW', 'sun:04:00-sun:05:00'),
       healthCheckIntervalMinutes: integer(env, 'DBOPS_HEALTH_CHECK_INTERVAL_MINUTES', 5, 1, 1440),
+      sweepIntervalMinutes: integer(env, 'DBOPS_SWEEP_INTERVAL_MINUTES', 60, 1, 1440),
       metricsPort: port(env, 'DBOPS_METRICS_PORT', 9464),
     },
     codecServer: {

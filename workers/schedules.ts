@@ -1,7 +1,8 @@
 /**
  * The recurring operations as Temporal Schedules (not cron strings on workflows): the monthly DR
- * test, the weekly maintenance in the maintenance window and the periodic health check. `apply`
- * is an idempotent upsert, run at every start: create, or update the existing schedule in place.
+ * test, the weekly maintenance in the maintenance window, the periodic health check and the
+ * (hourly by default) orphan sweep. `apply` is an idempotent upsert, run at every start: create,
+ * or update the existing schedule in place.
  */
 import {
   ScheduleAlreadyRunning,
@@ -20,6 +21,8 @@ export interface ScheduleSettings {
   /** RDS syntax, UTC; maintenance starts when the window opens. */
   maintenanceWindow: string;
   healthCheckIntervalMinutes: number;
+  /** Minutes between orphan sweeps (over every instance, not only `instanceId`). */
+  sweepIntervalMinutes: number;
 }
 
 export interface AppliedSchedule {
@@ -87,6 +90,24 @@ export function scheduleDefinitions(settings: ScheduleSettings): ScheduleOptions
       policies: {
         overlap: ScheduleOverlapPolicy.SKIP,
         catchupWindow: `${settings.healthCheckIntervalMinutes} minutes`,
+      },
+    },
+    {
+      scheduleId: `${SCHEDULE_PREFIX}sweep-orphans`,
+      spec: { intervals: [{ every: `${settings.sweepIntervalMinutes} minutes` }] },
+      action: {
+        type: 'startWorkflow',
+        workflowType: 'sweepOrphans',
+        taskQueue,
+        staticSummary: 'Sweep of orphaned DR copies and restore targets (schedule)',
+        args: [{}],
+        workflowId: `${SCHEDULE_PREFIX}sweep-orphans`,
+        typedSearchAttributes: [{ key: DbopsOperation, value: 'sweepOrphans' }],
+      },
+      // A sweep still deleting is not started twice; a missed one is made up by the next.
+      policies: {
+        overlap: ScheduleOverlapPolicy.SKIP,
+        catchupWindow: `${settings.sweepIntervalMinutes} minutes`,
       },
     },
   ];

@@ -9,3 +9,4 @@ export { backup } from './backup';
 export { pitrRestore } from './pitr-restore';
 export { snapshotRestore } from './snapshot-restore';
 export { drTest } from './dr-test';
+export { sweepOrphans } from './sweep-orphans';

@@ -198,6 +198,16 @@ describe('no secret in workflow history or worker logs (dev server, password-onl
     });
     assert.equal(report.ok, true, JSON.stringify(report));
     results.push(['s-dr', report] as const);
+    results.push(
+      await run(
+        's-sweep',
+        client.execute(workflows.sweepOrphans, {
+          taskQueue,
+          workflowId: 's-sweep',
+          args: [{ timeouts: fast }],
+        }),
+      ),
+    );
 
     // Every execution on the server, children included, and every registered type among them.
     const types = new Set<string>();

@@ -197,11 +197,12 @@ describe('config', () => {
   });
 });
 
-describe('config: maintenance window, health-check interval, metrics port', () => {
-  it('defaults to the RDS window of the runbook, a 5-minute health check and port 9464', () => {
+describe('config: maintenance window, health-check and sweep intervals, metrics port', () => {
+  it('defaults to the RDS window of the runbook, a 5-minute health check, an hourly sweep and port 9464', () => {
     assert.deepEqual(loadConfig({}).operations, {
       maintenanceWindow: 'sun:04:00-sun:05:00',
       healthCheckIntervalMinutes: 5,
+      sweepIntervalMinutes: 60,
       metricsPort: 9464,
     });
   });
@@ -210,11 +211,13 @@ describe('config: maintenance window, health-check interval, metrics port', () =
     const { operations } = loadConfig({
       DBOPS_MAINTENANCE_WINDOW: 'Sat:23:30-Sun:00:30',
       DBOPS_HEALTH_CHECK_INTERVAL_MINUTES: '15',
+      DBOPS_SWEEP_INTERVAL_MINUTES: '30',
       DBOPS_METRICS_PORT: '9100',
     });
     assert.deepEqual(operations, {
       maintenanceWindow: 'sat:23:30-sun:00:30',
       healthCheckIntervalMinutes: 15,
+      sweepIntervalMinutes: 30,
       metricsPort: 9100,
     });
   });
@@ -242,6 +245,11 @@ describe('config: maintenance window, health-check interval, metrics port', () =
       /^DBOPS_HEALTH_CHECK_INTERVAL_MINUTES: is "0"; expected a whole number from 1 to 1440$/,
     ],
     ['a health-check interval of "5m"', { DBOPS_HEALTH_CHECK_INTERVAL_MINUTES: '5m' }, /^DBOPS_HEALTH_CHECK/],
+    [
+      'a sweep interval of a week',
+      { DBOPS_SWEEP_INTERVAL_MINUTES: '10080' },
+      /^DBOPS_SWEEP_INTERVAL_MINUTES: is "10080"; expected a whole number from 1 to 1440$/,
+    ],
     ['metrics port 0', { DBOPS_METRICS_PORT: '0' }, /^DBOPS_METRICS_PORT: /],
   ];
   for (const [what, env, message] of bad) {

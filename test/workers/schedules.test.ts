@@ -11,6 +11,7 @@ const settings: ScheduleSettings = {
   instanceId: 'mcp-demo-prod',
   maintenanceWindow: 'sun:04:00-sun:05:00',
   healthCheckIntervalMinutes: 5,
+  sweepIntervalMinutes: 60,
 };
 
 // The Java time-skipping server has no Schedules API: these run on the dev server.
@@ -36,22 +37,24 @@ describe('schedules (dev server)', () => {
     return env.client.schedule.getHandle(scheduleId).describe();
   }
 
-  it('creates the three schedules, then updates them in place when applied again', async () => {
+  it('creates the four schedules, then updates them in place when applied again', async () => {
     const first = await applySchedules(env.client, settings);
     assert.deepEqual(first, [
       { scheduleId: 'dbops-dr-test-mcp-demo-prod', outcome: 'created' },
       { scheduleId: 'dbops-maintenance-mcp-demo-prod', outcome: 'created' },
       { scheduleId: 'dbops-health-check-mcp-demo-prod', outcome: 'created' },
+      { scheduleId: 'dbops-sweep-orphans', outcome: 'created' },
     ]);
     const second = await applySchedules(env.client, settings);
     assert.deepEqual(
       second.map((s) => s.outcome),
-      ['updated', 'updated', 'updated'],
+      ['updated', 'updated', 'updated', 'updated'],
     );
-    assert.deepEqual(await listedIds(3), [
+    assert.deepEqual(await listedIds(4), [
       'dbops-dr-test-mcp-demo-prod',
       'dbops-health-check-mcp-demo-prod',
       'dbops-maintenance-mcp-demo-prod',
+      'dbops-sweep-orphans',
     ]);
   });
 
@@ -89,6 +92,21 @@ describe('schedules (dev server)', () => {
     const changed = await describe('dbops-health-check-mcp-demo-prod');
     assert.deepEqual(changed.spec.intervals, [{ every: 15 * 60 * 1000, offset: undefined }]);
     assert.equal(changed.policies.catchupWindow, 15 * 60 * 1000);
+  });
+
+  it('sweeps orphans hourly over every instance, skipping overlaps, and follows a changed interval', async () => {
+    const sweep = await describe('dbops-sweep-orphans');
+    assert.equal(sweep.action.workflowType, 'sweepOrphans');
+    assert.deepEqual(sweep.action.args, [{}]);
+    assert.equal(sweep.action.taskQueue, 'dbops');
+    assert.deepEqual(sweep.spec.intervals, [{ every: 60 * 60 * 1000, offset: undefined }]);
+    assert.equal(sweep.policies.overlap, 'SKIP');
+    assert.equal(sweep.policies.catchupWindow, 60 * 60 * 1000);
+
+    await applySchedules(env.client, { ...settings, sweepIntervalMinutes: 20 });
+    const changed = await describe('dbops-sweep-orphans');
+    assert.deepEqual(changed.spec.intervals, [{ every: 20 * 60 * 1000, offset: undefined }]);
+    assert.equal(changed.policies.catchupWindow, 20 * 60 * 1000);
   });
 
   it('keeps a schedule an operator paused paused when applied again', async () => {

@@ -1,0 +1,183 @@
+/**
+ * `sweepOrphans`: deletes the copies no run manages any more. A terminated `drTest` never runs its
+ * cleanup, so its production-sized copy would stay until the next month's test; a restore
+ * cancelled or terminated while its create call was in flight can leave a copy nobody knows of.
+ * Scheduled hourly (workers/schedules.ts) and run by `dbops sweep [--dry-run]`.
+ *
+ * 1. Finds every instance tagged `dbops:purpose` `dr-test` or `restore` and asks Temporal how its
+ *    owning run (`dbops:workflow-id`, `dbops:run-id`) stands (activities/recovery/orphans.ts).
+ *    A DR copy is an orphan once its owner has closed in any way; a restore target only when its
+ *    owner was cancelled, terminated or timed out (a completed restore's instance is the user's
+ *    result, a failed one is kept for inspection). An instance tagged `dbops:keep=true`, one whose
+ *    owner still runs and one without owner tags are kept.
+ * 2. Deletes the orphans (no final snapshot), all at once, and waits until each is gone; a dry run
+ *    deletes nothing.
+ * 3. Reports what it removed, what it kept and why; a deletion that failed fails the run
+ *    (`SweepIncomplete`, the report in its details) so the schedule's failure shows.
+ */
+import {
+  ApplicationFailure,
+  defineQuery,
+  isCancellation,
+  log,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+
+import type { Activities } from '../activities';
+import type { OrphanFinding } from '../activities/recovery/orphans';
+import { NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
+import {
+  optionalBoolean,
+  OWNER_TAGS,
+  rejectUnknownFields,
+  requireObject,
+  timeouts as parseTimeouts,
+  type RecoveryTimeouts,
+} from './lib/recovery';
+import { deleteOwnedInstance, failureMessage } from './lib/recovery-steps';
+import { DbopsOperation } from './lib/search-attributes';
+
+export interface SweepOrphansInput {
+  /** List what would be removed and delete nothing. */
+  dryRun?: boolean;
+  timeouts?: Partial<RecoveryTimeouts>;
+}
+
+/** An instance carrying our tags, with why it was removed, kept, or could not be removed. */
+export type SweptInstance = Omit<OrphanFinding, 'orphan'>;
+
+export interface SweepReport {
+  workflowId: string;
+  dryRun: boolean;
+  startedAt: string;
+  finishedAt: string;
+  /** Orphans deleted; on a dry run, the orphans a sweep would delete. */
+  removed: SweptInstance[];
+  /** Instances with our tags left alone. */
+  kept: SweptInstance[];
+  /** Orphans whose deletion failed; `reason` says why. */
+  failed: SweptInstance[];
+}
+
+export interface SweepProgress {
+  operation: 'sweepOrphans';
+  /** What the sweep is doing now, e.g. `deleting 2 orphans: 1 gone`. */
+  step: string;
+  updatedAt: string;
+}
+
+/** The same query name as the other recovery workflows: `dbops status` and the CLI read it. */
+export const sweepProgressQuery = defineQuery<SweepProgress>('progress');
+
+const { findOrphans } = proxyActivities<Activities>({
+  startToCloseTimeout: '10 minutes',
+  // One Temporal describe per tagged instance, heartbeating after each.
+  heartbeatTimeout: '1 minute',
+  retry: {
+    initialInterval: '2 seconds',
+    maximumInterval: '1 minute',
+    maximumAttempts: 8,
+    nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES,
+  },
+});
+
+export async function sweepOrphans(input?: SweepOrphansInput): Promise<SweepReport> {
+  const { dryRun, timeouts } = validate(input);
+  let progress: SweepProgress = {
+    operation: 'sweepOrphans',
+    step: 'starting',
+    updatedAt: new Date().toISOString(),
+  };
+  setHandler(sweepProgressQuery, () => progress);
+  const setStep = (step: string) => {
+    progress = { ...progress, step, updatedAt: new Date().toISOString() };
+    setCurrentDetails(`sweepOrphans: ${step}`);
+  };
+  upsertSearchAttributes([{ key: DbopsOperation, value: 'sweepOrphans' }]);
+  const report: SweepReport = {
+    workflowId: workflowInfo().workflowId,
+    dryRun,
+    startedAt: new Date().toISOString(),
+    finishedAt: '',
+    removed: [],
+    kept: [],
+    failed: [],
+  };
+
+  setStep('finding instances whose owning run has closed');
+  const findings = await findOrphans();
+  const orphans: SweptInstance[] = [];
+  for (const { orphan, ...instance } of findings) {
+    if (!orphan) report.kept.push(instance);
+    else if (dryRun) report.removed.push(instance);
+    else orphans.push(instance);
+  }
+  for (const instance of report.kept) log.info(`keeping ${instance.instanceId}: ${instance.reason}`);
+
+  let done = 0;
+  if (orphans.length > 0) setStep(`deleting ${orphans.length} orphans`);
+  await Promise.all(
+    orphans.map(async (instance) => {
+      log.warn(`removing ${instance.instanceId}: ${instance.reason}`);
+      const owner = {
+        [OWNER_TAGS.workflowId]: instance.owner!.workflowId,
+        [OWNER_TAGS.runId]: instance.owner!.runId,
+      };
+      try {
+        const outcome = await deleteOwnedInstance(instance.instanceId, owner, timeouts);
+        if (outcome === 'not-ours') {
+          report.kept.push({
+            ...instance,
+            reason: 'replaced by an instance of another run before the deletion',
+          });
+        } else {
+          report.removed.push(
+            outcome === 'deleted' ? instance : { ...instance, reason: `${instance.reason} (already gone)` },
+          );
+        }
+      } catch (error) {
+        if (isCancellation(error)) throw error;
+        report.failed.push({ ...instance, reason: `not deleted: ${failureMessage(error)}` });
+      }
+      setStep(`deleting ${orphans.length} orphans: ${++done} done`);
+    }),
+  );
+
+  for (const list of [report.removed, report.kept, report.failed]) {
+    list.sort((a, b) => a.instanceId.localeCompare(b.instanceId));
+  }
+  report.finishedAt = new Date().toISOString();
+  const summary = summarize(report);
+  if (report.failed.length > 0) {
+    log.error(`ALERT: ${summary}`, { failed: report.failed.map((i) => `${i.instanceId}: ${i.reason}`) });
+    throw ApplicationFailure.create({
+      message: summary,
+      type: 'SweepIncomplete',
+      nonRetryable: true,
+      details: [report],
+    });
+  }
+  log.info(summary);
+  setStep(dryRun ? 'dry run done' : 'done');
+  return report;
+}
+
+/** One line: `sweep removed 2 orphans (a, b), kept 3`, and what failed. */
+function summarize(report: SweepReport): string {
+  const ids = (list: SweptInstance[]) =>
+    list.length === 0 ? '' : ` (${list.map((i) => i.instanceId).join(', ')})`;
+  const removed = `${report.dryRun ? 'would remove' : 'removed'} ${report.removed.length} orphans${ids(report.removed)}`;
+  const failed =
+    report.failed.length === 0 ? '' : `, FAILED to remove ${report.failed.length}${ids(report.failed)}`;
+  return `${report.dryRun ? 'dry run: sweep ' : 'sweep '}${removed}, kept ${report.kept.length}${failed}`;
+}
+
+function validate(raw: unknown) {
+  const input = raw === undefined ? {} : requireObject(raw);
+  rejectUnknownFields(input, ['dryRun', 'timeouts']);
+  return { dryRun: optionalBoolean('dryRun', input.dryRun), timeouts: parseTimeouts(input.timeouts) };
+}
