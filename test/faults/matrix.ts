@@ -1,0 +1,881 @@
+/**
+ * The fault matrix: every workflow type x every fault of harness.ts x each of its side-effecting
+ * activities, on one Temporal dev server against real local instances. A cell starts a run with
+ * the fault armed at its activity call, applies the fault there, waits for the run to end and
+ * checks what a user would: how it ended, exactly one snapshot / instance / export per intended
+ * resource (found through the local provider, by owner tags), nothing left that should not be,
+ * no advisory lock held, the migrations table equal to the deploy report, a backfill that re-ran
+ * at most one batch and ends equal to a single UPDATE.
+ */
+import { readdir, readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { mkdtemp, rm, chmod } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import {
+  CancelledFailure,
+  TerminatedFailure,
+  WorkflowFailedError,
+  type Client,
+  type WorkflowHandle,
+} from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { Client as PgClient } from 'pg';
+
+import type { Endpoint } from '../../activities/control-plane/control-plane';
+import { LocalControlPlane } from '../../activities/control-plane/local';
+import { withClient } from '../../activities/postgres/connect';
+import {
+  appliedMigrations,
+  DEFAULT_MIGRATE_SETTINGS,
+  runMigrations,
+} from '../../activities/postgres/migrations';
+import { OWNER_TAGS } from '../../workflows/lib/recovery';
+import { seedDemoData } from '../../workers/seed';
+import { migrationsDir } from '../helpers/local-instance';
+import {
+  applyFault,
+  connectClient,
+  FaultWorker,
+  placementFor,
+  TemporalServer,
+  writeWorkflowBundle,
+  FAULTS,
+  type Fault,
+  type FaultContext,
+} from './harness';
+
+const SRC = 'faults-src';
+const MIG = 'faults-mig';
+const EC = 'faults-ec';
+const BASE_SNAPSHOT = 'faults-base';
+const TASK_QUEUE = 'faults';
+const KEEP = { [OWNER_TAGS.keep]: 'true' };
+const FAST = { pollInterval: '1 second' };
+
+const COUNTER_ROWS = 3000;
+const COUNTER_BATCH = 100;
+const EC_ROWS = 500;
+const EC_BATCH = 100;
+/** A run must end this long after its fault (a killed attempt waits out its activity's timeout). */
+const RUN_TIMEOUT_MS = 420_000;
+
+export interface Lab {
+  dir: string;
+  stateDir: string;
+  server: TemporalServer;
+  client: Client;
+  plane: LocalControlPlane;
+  worker: FaultWorker;
+  endpoints: Record<string, Endpoint>;
+  workflowBundle: string;
+  migrationsDir: string;
+}
+
+interface ActivitySpec {
+  name: string;
+  call?: number;
+  /** The activity works in a database session (faults stop it there). */
+  usesDatabase: boolean;
+  /** Shown in the matrix instead of the name (e.g. `runMigrationStep down`). */
+  label?: string;
+  /** How long a killed attempt takes to be retried: its heartbeat or start-to-close timeout. */
+  retryAfterKillSeconds: number;
+  /** The cell needs the failing deploy (its down migration runs). */
+  failingDeploy?: boolean;
+}
+
+type Ended =
+  | { status: 'completed'; result: unknown }
+  | { status: 'failed'; type: string | undefined; message: string; details: unknown }
+  | { status: 'cancelled' }
+  | { status: 'terminated' }
+  | { status: 'timed-out'; message: string };
+
+interface Resources {
+  snapshots: { snapshotId: string; status: string; tags: Record<string, string> }[];
+  instances: { instanceId: string; status: string; tags: Record<string, string> }[];
+  exports: { exportId: string; snapshotId: string; status: string }[];
+}
+
+interface Intended {
+  snapshots: number;
+  instances: number;
+  exports: number;
+}
+
+interface CellRun {
+  lab: Lab;
+  workflowId: string;
+  fault: Fault;
+  activity: ActivitySpec;
+  ended: Ended;
+  created: Resources;
+  /** What the cell's instance looked like before (for deploy: the applied migrations). */
+  before: unknown;
+}
+
+interface WorkflowSpec {
+  /** The matrix's name for it (`backup+export` is the backup type with an export). */
+  name: string;
+  type: string;
+  instanceId: string;
+  activities: ActivitySpec[];
+  /** Puts the instance in the state the run starts from; returns what `check` compares with. */
+  setup?(lab: Lab, activity: ActivitySpec): Promise<unknown>;
+  input(workflowId: string): unknown;
+  /** Signals sent with the start (expandContract's codeDeployed). */
+  signalWithStart?: { signal: string; args: unknown[] };
+  /** How the run ends without a fault, or after one the run must survive. */
+  survives(activity: ActivitySpec): 'completed' | 'failed';
+  /** Resources the run leaves when it completed; after cancel/terminate at most these. */
+  intended: Intended;
+  /** It creates instances: after a terminate the orphan sweeper must remove them. */
+  createsInstances?: boolean;
+  /** The workflow's own checks (report vs table, backfill batches); problems found. */
+  check?(run: CellRun): Promise<string[]>;
+}
+
+const controlPlaneActivity = (name: string, extra: Partial<ActivitySpec> = {}): ActivitySpec => ({
+  name,
+  usesDatabase: false,
+  retryAfterKillSeconds: 120,
+  ...extra,
+});
+
+const NONE: Intended = { snapshots: 0, instances: 0, exports: 0 };
+
+// ---- the instance's state, set and read by the cells ----
+
+async function onInstance<T>(lab: Lab, instanceId: string, fn: (client: PgClient) => Promise<T>): Promise<T> {
+  return withClient(lab.endpoints[instanceId]!, fn);
+}
+
+async function advisoryLocks(lab: Lab, instanceId: string): Promise<number> {
+  return onInstance(lab, instanceId, async (client) => {
+    const { rows } = await client.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory'`,
+    );
+    return rows[0]!.n;
+  });
+}
+
+/** counter_rows for the counter backfill, its single-UPDATE result, and a log of batch statements. */
+async function resetCounter(client: PgClient): Promise<void> {
+  await client.query(`DROP TABLE IF EXISTS counter_rows, counter_expected, counter_batches`);
+  await client.query(
+    `CREATE TABLE counter_rows (id bigint PRIMARY KEY, value int NOT NULL, applied int NOT NULL DEFAULT 0, done boolean NOT NULL DEFAULT false)`,
+  );
+  await client.query(
+    `INSERT INTO counter_rows (id, value) SELECT g * 3, g % 97 FROM generate_series(1, $1) g`,
+    [COUNTER_ROWS],
+  );
+  await client.query(`CREATE TABLE counter_expected AS SELECT * FROM counter_rows`);
+  await client.query(
+    `UPDATE counter_expected SET value = value * 3, applied = applied + 1, done = true WHERE NOT done`,
+  );
+  await countBatches(client, 'counter_rows', 'counter_batches');
+  await client.query('ANALYZE counter_rows');
+}
+
+/** Every UPDATE statement on `table` (one per batch, re-runs included) adds a row to `log`. */
+async function countBatches(client: PgClient, table: string, log: string): Promise<void> {
+  await client.query(`CREATE TABLE ${log} (n serial PRIMARY KEY)`);
+  await client.query(
+    `CREATE OR REPLACE FUNCTION ${log}_add() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN INSERT INTO ${log} DEFAULT VALUES; RETURN NULL; END $$`,
+  );
+  await client.query(
+    `CREATE TRIGGER ${log} AFTER UPDATE ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${log}_add()`,
+  );
+}
+
+async function count(client: PgClient, sql: string): Promise<number> {
+  const { rows } = await client.query<{ n: number }>(sql);
+  return rows[0]!.n;
+}
+
+/**
+ * Batches beyond those the rows needed: statements logged minus one per full batch of rows done,
+ * minus the closing batch that finds no more rows when all are done.
+ */
+function rerunBatches(statements: number, rowsDone: number, rows: number, batchSize: number): number {
+  return statements - Math.floor(rowsDone / batchSize) - (rowsDone === rows ? 1 : 0);
+}
+
+async function counterCheck(run: CellRun): Promise<string[]> {
+  return onInstance(run.lab, SRC, async (client) => {
+    const problems: string[] = [];
+    const statements = await count(client, `SELECT count(*)::int AS n FROM counter_batches`);
+    const done = await count(client, `SELECT count(*)::int AS n FROM counter_rows WHERE done`);
+    const twice = await count(client, `SELECT count(*)::int AS n FROM counter_rows WHERE applied > 1`);
+    const reruns = rerunBatches(statements, done, COUNTER_ROWS, COUNTER_BATCH);
+    if (reruns > 1) problems.push(`${reruns} batches re-ran (at most 1 allowed)`);
+    if (twice > 0) problems.push(`${twice} rows changed twice`);
+    if (run.ended.status === 'completed') {
+      const different = await count(
+        client,
+        `SELECT count(*)::int AS n FROM counter_rows r FULL JOIN counter_expected e USING (id)
+          WHERE r.value IS DISTINCT FROM e.value OR r.done IS DISTINCT FROM e.done`,
+      );
+      if (different > 0) problems.push(`${different} rows differ from the single UPDATE`);
+    }
+    return problems;
+  });
+}
+
+/** The matrix's migrations: none of 0090 and later applied, fault_switch as the cell needs. */
+async function resetDeploy(lab: Lab, instanceId: string, failing: boolean): Promise<void> {
+  await onInstance(lab, instanceId, async (client) => {
+    await client.query(
+      `DROP TABLE IF EXISTS fault_a, fault_b, fault_switch, ec_rows, ec_expected, ec_batches`,
+    );
+    await client.query(`DELETE FROM pgmigrations WHERE name >= '0090'`);
+    if (failing) await client.query(`CREATE TABLE fault_switch (on_ boolean)`);
+  });
+}
+
+async function appliedOn(lab: Lab, instanceId: string): Promise<string[]> {
+  return onInstance(lab, instanceId, appliedMigrations);
+}
+
+/** The deploy's report (result or failure details) against the migrations table. */
+function deployReportProblems(ended: Ended, before: string[], after: string[]): string[] {
+  const added = after.filter((name) => !before.includes(name));
+  const removed = before.filter((name) => !after.includes(name));
+  if (removed.length > 0) return [`migrations removed that were applied before: ${removed.join(', ')}`];
+  const same = (a: string[], b: string[]) => a.join(',') === b.join(',');
+  if (ended.status === 'completed') {
+    const applied = (ended.result as { applied: string[] }).applied;
+    return same(applied, added)
+      ? []
+      : [`report says applied [${applied.join(', ')}], the table gained [${added.join(', ')}]`];
+  }
+  if (ended.status === 'failed' && ended.type === 'DeployFailed') {
+    const report = ended.details as { applied: string[]; reverted: string[] };
+    const net = report.applied.filter((name) => !report.reverted.includes(name));
+    return same(net, added)
+      ? []
+      : [
+          `report says applied [${report.applied.join(', ')}] reverted [${report.reverted.join(', ')}], ` +
+            `the table gained [${added.join(', ')}]`,
+        ];
+  }
+  if (ended.status === 'terminated') return [];
+  return added.length === 0
+    ? []
+    : [`ended ${ended.status} without a report, the table gained [${added.join(', ')}]`];
+}
+
+async function resetExpandContract(lab: Lab): Promise<void> {
+  await resetDeploy(lab, EC, false);
+  await onInstance(lab, EC, async (client) => {
+    await client.query(`CREATE TABLE ec_rows (id bigint PRIMARY KEY, v int NOT NULL)`);
+    await client.query(`INSERT INTO ec_rows SELECT g, g * 7 FROM generate_series(1, $1) g`, [EC_ROWS]);
+    await client.query(`CREATE TABLE ec_expected AS SELECT id, v FROM ec_rows`);
+    await countBatches(client, 'ec_rows', 'ec_batches');
+    await client.query('ANALYZE ec_rows');
+    // The plain deploy's migrations come first in the directory: applied, so each phase applies its own.
+    await runMigrations(
+      client,
+      lab.migrationsDir,
+      'up',
+      ['0090_fault_a', '0091_fault_b'],
+      DEFAULT_MIGRATE_SETTINGS,
+    );
+  });
+}
+
+async function expandContractCheck(run: CellRun): Promise<string[]> {
+  return onInstance(run.lab, EC, async (client) => {
+    const problems: string[] = [];
+    const statements = await count(client, `SELECT count(*)::int AS n FROM ec_batches`);
+    const hasNew = await count(
+      client,
+      `SELECT count(*)::int AS n FROM information_schema.columns WHERE table_name = 'ec_rows' AND column_name = 'v_new'`,
+    );
+    const done =
+      hasNew === 0
+        ? 0
+        : await count(client, `SELECT count(*)::int AS n FROM ec_rows WHERE v_new IS NOT NULL`);
+    const reruns = rerunBatches(statements, done, EC_ROWS, EC_BATCH);
+    if (reruns > 1) problems.push(`${reruns} backfill batches re-ran (at most 1 allowed)`);
+    const applied = await appliedMigrations(client);
+    if (run.ended.status === 'completed') {
+      const missing = ['0100_ec_expand', '0101_ec_tighten', '0102_ec_contract'].filter(
+        (name) => !applied.includes(name),
+      );
+      if (missing.length > 0) problems.push(`completed, but not applied: ${missing.join(', ')}`);
+      const different = await count(
+        client,
+        `SELECT count(*)::int AS n FROM ec_rows r FULL JOIN ec_expected e USING (id) WHERE r.v_new IS DISTINCT FROM e.v`,
+      );
+      if (different > 0) problems.push(`${different} rows differ from the single UPDATE`);
+    }
+    return problems;
+  });
+}
+
+// ---- the workflows and their side-effecting activities ----
+
+const backupSpec = (exported: boolean): WorkflowSpec => ({
+  name: exported ? 'backup+export' : 'backup',
+  type: 'backup',
+  instanceId: SRC,
+  activities: exported
+    ? [controlPlaneActivity('createSnapshot'), controlPlaneActivity('startExport')]
+    : [controlPlaneActivity('createSnapshot')],
+  input: (workflowId) => ({
+    instanceId: SRC,
+    snapshotId: workflowId,
+    ...(exported ? { export: true } : {}),
+    timeouts: FAST,
+  }),
+  survives: () => 'completed',
+  intended: { snapshots: 1, instances: 0, exports: exported ? 1 : 0 },
+});
+
+export const WORKFLOWS: WorkflowSpec[] = [
+  backupSpec(false),
+  backupSpec(true),
+  {
+    name: 'pitrRestore',
+    type: 'pitrRestore',
+    instanceId: SRC,
+    activities: [controlPlaneActivity('restoreToPointInTime')],
+    input: (workflowId) => ({
+      instanceId: SRC,
+      restoreTime: 'latest',
+      targetInstanceId: workflowId,
+      timeouts: FAST,
+    }),
+    survives: () => 'completed',
+    intended: { snapshots: 0, instances: 1, exports: 0 },
+    createsInstances: true,
+  },
+  {
+    name: 'snapshotRestore',
+    type: 'snapshotRestore',
+    instanceId: SRC,
+    activities: [controlPlaneActivity('restoreFromSnapshot')],
+    input: (workflowId) => ({ snapshotId: BASE_SNAPSHOT, targetInstanceId: workflowId, timeouts: FAST }),
+    survives: () => 'completed',
+    intended: { snapshots: 0, instances: 1, exports: 0 },
+    createsInstances: true,
+  },
+  {
+    name: 'drTest',
+    type: 'drTest',
+    instanceId: SRC,
+    activities: [
+      controlPlaneActivity('restoreFromSnapshot'),
+      { name: 'runDrChecks', usesDatabase: true, retryAfterKillSeconds: 300 },
+      controlPlaneActivity('deleteInstance'),
+      controlPlaneActivity('writeDrReport'),
+    ],
+    input: () => ({ instanceId: SRC, sampleQueries: 5, timeouts: FAST }),
+    survives: () => 'completed',
+    intended: NONE,
+    createsInstances: true,
+  },
+  {
+    name: 'deployMigration',
+    type: 'deployMigration',
+    instanceId: MIG,
+    activities: [
+      controlPlaneActivity('createSnapshot'),
+      {
+        name: 'runMigrationStep',
+        label: 'runMigrationStep up',
+        usesDatabase: true,
+        retryAfterKillSeconds: 60,
+      },
+      {
+        name: 'runMigrationStep',
+        call: 2,
+        label: 'runMigrationStep down',
+        usesDatabase: true,
+        retryAfterKillSeconds: 60,
+        failingDeploy: true,
+      },
+    ],
+    setup: async (lab, activity) => {
+      await resetDeploy(lab, MIG, activity.failingDeploy === true);
+      return appliedOn(lab, MIG);
+    },
+    input: () => ({ instanceId: MIG, target: '0091_fault_b' }),
+    survives: (activity) => (activity.failingDeploy ? 'failed' : 'completed'),
+    intended: { snapshots: 1, instances: 0, exports: 0 },
+    check: async (run) => {
+      const problems = deployReportProblems(run.ended, run.before as string[], await appliedOn(run.lab, MIG));
+      if (run.activity.failingDeploy && run.ended.status === 'failed') {
+        const report = run.ended.details as { reverted?: string[] } | undefined;
+        if (report?.reverted?.join(',') !== '0090_fault_a')
+          problems.push(
+            `the failed deploy reverted [${report?.reverted?.join(', ') ?? ''}], expected [0090_fault_a]`,
+          );
+      }
+      return problems;
+    },
+  },
+  {
+    name: 'backfill',
+    type: 'backfill',
+    instanceId: SRC,
+    activities: [{ name: 'runBackfillChunk', usesDatabase: true, retryAfterKillSeconds: 10 }],
+    setup: async (lab) => onInstance(lab, SRC, resetCounter),
+    input: () => ({
+      instanceId: SRC,
+      name: 'counter',
+      params: { factor: 3 },
+      batchSize: COUNTER_BATCH,
+      delayMs: 100,
+    }),
+    survives: () => 'completed',
+    intended: NONE,
+    check: counterCheck,
+  },
+  {
+    name: 'expandContract',
+    type: 'expandContract',
+    instanceId: EC,
+    activities: [
+      controlPlaneActivity('createSnapshot', { label: 'createSnapshot (expand)' }),
+      {
+        name: 'runMigrationStep',
+        label: 'runMigrationStep expand',
+        usesDatabase: true,
+        retryAfterKillSeconds: 60,
+      },
+      { name: 'runBackfillChunk', label: 'runBackfillChunk', usesDatabase: true, retryAfterKillSeconds: 10 },
+      {
+        name: 'runMigrationStep',
+        call: 2,
+        label: 'runMigrationStep tighten',
+        usesDatabase: true,
+        retryAfterKillSeconds: 60,
+      },
+      {
+        name: 'runMigrationStep',
+        call: 3,
+        label: 'runMigrationStep contract',
+        usesDatabase: true,
+        retryAfterKillSeconds: 60,
+      },
+    ],
+    setup: async (lab) => resetExpandContract(lab),
+    input: () => ({
+      instanceId: EC,
+      expandMigration: '0100_ec_expand',
+      tightenMigration: '0101_ec_tighten',
+      contractMigration: '0102_ec_contract',
+      backfill: 'ec-fill',
+      batchSize: EC_BATCH,
+    }),
+    signalWithStart: { signal: 'codeDeployed', args: [{ by: 'fault-matrix' }] },
+    survives: () => 'completed',
+    intended: { snapshots: 3, instances: 0, exports: 0 },
+    check: expandContractCheck,
+  },
+  {
+    name: 'maintenance',
+    type: 'maintenance',
+    instanceId: SRC,
+    activities: [{ name: 'vacuumTable', usesDatabase: true, retryAfterKillSeconds: 60 }],
+    input: () => ({ instanceId: SRC, tables: ['conversations'] }),
+    survives: () => 'completed',
+    intended: NONE,
+  },
+  {
+    name: 'healthCheck',
+    type: 'healthCheck',
+    instanceId: SRC,
+    activities: [{ name: 'measureHealth', usesDatabase: true, retryAfterKillSeconds: 120 }],
+    input: () => ({ instanceId: SRC }),
+    survives: () => 'completed',
+    intended: NONE,
+  },
+];
+
+// ---- the lab: one dev server, one worker, three instances ----
+
+async function waitAvailable(plane: LocalControlPlane, instanceId: string): Promise<Endpoint> {
+  for (let i = 0; i < 1200; i++) {
+    const description = await plane.describeInstance(instanceId);
+    if (description.status === 'available' && description.endpoint !== undefined) return description.endpoint;
+    if (description.status !== 'creating')
+      throw new Error(`instance ${instanceId} is ${description.providerStatus}`);
+    await sleep(100);
+  }
+  throw new Error(`instance ${instanceId} did not become available`);
+}
+
+async function waitSnapshotSettled(plane: LocalControlPlane, snapshotId: string): Promise<string> {
+  for (let i = 0; i < 1200; i++) {
+    const { status } = await plane.describeSnapshot(snapshotId);
+    if (status !== 'creating') return status;
+    await sleep(100);
+  }
+  throw new Error(`snapshot ${snapshotId} is still being created`);
+}
+
+export async function openLab(): Promise<Lab> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'dbops-faults-'));
+  await chmod(dir, 0o755);
+  const stateDir = path.join(dir, 'state');
+  const plane = new LocalControlPlane({ stateDir });
+  const extra: Record<string, string> = {};
+  const own = path.join(__dirname, 'migrations');
+  for (const file of await readdir(own)) extra[file] = await readFile(path.join(own, file), 'utf8');
+  const [server, workflowBundle, migrations] = await Promise.all([
+    TemporalServer.start(path.join(dir, 'temporal')),
+    writeWorkflowBundle(dir),
+    migrationsDir('0005', extra),
+    (async () => {
+      for (const id of [SRC, MIG, EC]) await plane.createInstance(id, { tags: KEEP });
+    })(),
+  ]);
+  const endpoints: Record<string, Endpoint> = {};
+  for (const id of [SRC, MIG, EC]) {
+    endpoints[id] = await waitAvailable(plane, id);
+    await seedDemoData(endpoints[id], { conversations: 40, chunksPerConversation: 1 });
+  }
+  await plane.createSnapshot(SRC, BASE_SNAPSHOT, KEEP);
+  await waitSnapshotSettled(plane, BASE_SNAPSHOT);
+  const worker = new FaultWorker({
+    taskQueue: TASK_QUEUE,
+    temporalAddress: server.address,
+    stateDir,
+    endpoint: endpoints[SRC]!,
+    migrationsDir: migrations,
+    workflowBundle,
+    logFile: path.join(dir, 'worker.log'),
+  });
+  await worker.start();
+  return {
+    dir,
+    stateDir,
+    server,
+    client: await connectClient(server),
+    plane,
+    worker,
+    endpoints,
+    workflowBundle,
+    migrationsDir: migrations,
+  };
+}
+
+export async function closeLab(lab: Lab | undefined): Promise<void> {
+  if (lab === undefined) return;
+  await lab.worker.stop();
+  await lab.client.connection.close().catch(() => undefined);
+  await lab.server.stop();
+  for (const instance of await lab.plane.listInstances().catch(() => [])) {
+    await lab.plane.deleteInstance(instance.instanceId, { skipFinalSnapshot: true }).catch(() => undefined);
+  }
+  for (let i = 0; i < 600 && (await lab.plane.listInstances().catch(() => [])).length > 0; i++)
+    await sleep(100);
+  await rm(lab.dir, { recursive: true, force: true });
+}
+
+// ---- cells ----
+
+export interface Cell {
+  workflow: WorkflowSpec;
+  activity: ActivitySpec;
+  fault: Fault;
+}
+
+export interface CellResult {
+  cell: Cell;
+  held: boolean;
+  problems: string[];
+  note: string;
+  seconds: number;
+}
+
+export function cellName(cell: Cell): string {
+  return `${cell.workflow.name} | ${cell.activity.label ?? cell.activity.name} | ${cell.fault}`;
+}
+
+/** Every cell of the matrix. */
+export function allCells(): Cell[] {
+  return WORKFLOWS.flatMap((workflow) =>
+    workflow.activities.flatMap((activity) => FAULTS.map((fault) => ({ workflow, activity, fault }))),
+  );
+}
+
+/**
+ * One cell for every (workflow, fault) pair: the activities take turns across the faults; a worker
+ * kill goes to the activity retried soonest after it (its timeout decides how long the cell takes).
+ */
+export function sampleCells(): Cell[] {
+  return WORKFLOWS.flatMap((workflow) =>
+    FAULTS.map((fault, i) => {
+      const activity =
+        fault === 'kill-worker'
+          ? [...workflow.activities].sort((a, b) => a.retryAfterKillSeconds - b.retryAfterKillSeconds)[0]!
+          : workflow.activities[i % workflow.activities.length]!;
+      return { workflow, activity, fault };
+    }),
+  );
+}
+
+async function exportsOnDisk(stateDir: string): Promise<Resources['exports']> {
+  const dir = path.join(stateDir, 'exports');
+  const found: Resources['exports'] = [];
+  for (const id of await readdir(dir).catch(() => [])) {
+    const record = JSON.parse(
+      await readFile(path.join(dir, id, 'export.json'), 'utf8').catch(() => '{}'),
+    ) as {
+      snapshotId?: string;
+      status?: string;
+    };
+    if (record.snapshotId !== undefined)
+      found.push({ exportId: id, snapshotId: record.snapshotId, status: record.status ?? '?' });
+  }
+  return found;
+}
+
+async function inventory(lab: Lab): Promise<Resources> {
+  const snapshots: Resources['snapshots'] = [];
+  for (const id of [SRC, MIG, EC]) {
+    for (const s of await lab.plane.listSnapshots(id))
+      snapshots.push({ snapshotId: s.snapshotId, status: s.status, tags: s.tags });
+  }
+  const instances = (await lab.plane.listInstances()).map((i) => ({
+    instanceId: i.instanceId,
+    status: i.status,
+    tags: i.tags,
+  }));
+  return { snapshots, instances, exports: await exportsOnDisk(lab.stateDir) };
+}
+
+function newSince(before: Resources, after: Resources): Resources {
+  const has = <T>(list: T[], key: (item: T) => string, item: T) =>
+    list.some((other) => key(other) === key(item));
+  return {
+    snapshots: after.snapshots.filter((s) => !has(before.snapshots, (x) => x.snapshotId, s)),
+    // An instance still being deleted is gone for the user; the provider finishes it.
+    instances: after.instances.filter(
+      (i) => i.status !== 'deleting' && !has(before.instances, (x) => x.instanceId, i),
+    ),
+    exports: after.exports.filter((e) => !has(before.exports, (x) => x.exportId, e)),
+  };
+}
+
+async function outcome(handle: WorkflowHandle): Promise<Ended> {
+  try {
+    return { status: 'completed', result: await handle.result() };
+  } catch (error) {
+    if (!(error instanceof WorkflowFailedError)) throw error;
+    const cause = error.cause;
+    if (cause instanceof CancelledFailure) return { status: 'cancelled' };
+    if (cause instanceof TerminatedFailure) return { status: 'terminated' };
+    if (cause instanceof ApplicationFailure) {
+      return {
+        status: 'failed',
+        type: cause.type ?? undefined,
+        message: cause.message,
+        details: cause.details?.[0],
+      };
+    }
+    return {
+      status: 'failed',
+      type: cause?.name,
+      message: cause?.message ?? error.message,
+      details: undefined,
+    };
+  }
+}
+
+function describeEnd(ended: Ended): string {
+  switch (ended.status) {
+    case 'failed':
+      return `failed (${ended.type ?? 'no type'}: ${ended.message.slice(0, 300)})`;
+    case 'timed-out':
+      return ended.message;
+    default:
+      return ended.status;
+  }
+}
+
+/** Whether the run ended as documented for the fault. */
+function endProblem(cell: Cell, ended: Ended): string | undefined {
+  const { fault, workflow, activity } = cell;
+  const wanted =
+    fault === 'cancel' ? 'cancelled' : fault === 'terminate' ? 'terminated' : workflow.survives(activity);
+  if (ended.status === wanted) {
+    if (wanted === 'failed' && (ended as { type?: string }).type !== 'DeployFailed')
+      return `ended ${describeEnd(ended)}, expected the deploy's DeployFailed report`;
+    return undefined;
+  }
+  // A cancelled deploy may end with its report of what it applied (checked against the table).
+  if (fault === 'cancel' && ended.status === 'failed' && ended.type === 'DeployFailed') return undefined;
+  return `ended ${describeEnd(ended)}, expected ${wanted}`;
+}
+
+function resourceProblems(cell: Cell, workflowId: string, created: Resources): string[] {
+  const problems: string[] = [];
+  const intended = cell.workflow.intended;
+  const exact = cell.fault !== 'cancel' && cell.fault !== 'terminate';
+  const kinds: [keyof Intended, { id: string; tags?: Record<string, string> }[]][] = [
+    ['snapshots', created.snapshots.map((s) => ({ id: s.snapshotId, tags: s.tags }))],
+    ['instances', created.instances.map((i) => ({ id: i.instanceId, tags: i.tags }))],
+    ['exports', created.exports.map((e) => ({ id: e.exportId }))],
+  ];
+  for (const [kind, items] of kinds) {
+    // Instances a cancelled or terminated run made are temporary: none may be left.
+    const allowed = kind === 'instances' && !exact ? 0 : intended[kind];
+    const bad = exact ? items.length !== allowed : items.length > allowed;
+    if (bad) {
+      problems.push(
+        `${items.length} ${kind} left (${items.map((i) => i.id).join(', ') || 'none'}), expected ${exact ? '' : 'at most '}${allowed}`,
+      );
+    }
+    for (const item of items) {
+      if (item.tags === undefined) continue;
+      const owner = item.tags[OWNER_TAGS.workflowId];
+      if (owner === undefined || !owner.startsWith(workflowId) || item.tags[OWNER_TAGS.runId] === undefined) {
+        problems.push(`${item.id} lacks this run's owner tags (${OWNER_TAGS.workflowId}=${owner ?? 'none'})`);
+      }
+    }
+  }
+  return problems;
+}
+
+/** Runs the orphan sweeper once, when the worker has it; otherwise says so. */
+async function sweep(lab: Lab, workflowId: string): Promise<string | undefined> {
+  try {
+    await lab.client.workflow.execute('sweepOrphans', {
+      taskQueue: TASK_QUEUE,
+      workflowId: `${workflowId}-sweep`,
+      args: [{}],
+      workflowExecutionTimeout: '3 minutes',
+    });
+    return undefined;
+  } catch (error) {
+    return `sweepOrphans did not run: ${(error as Error).message.slice(0, 200)}`;
+  }
+}
+
+async function removeCreated(lab: Lab, created: Resources): Promise<void> {
+  for (const instance of created.instances) {
+    await lab.plane.deleteInstance(instance.instanceId, { skipFinalSnapshot: true }).catch(() => undefined);
+  }
+  for (const snapshot of created.snapshots) {
+    await waitSnapshotSettled(lab.plane, snapshot.snapshotId).catch(() => undefined);
+    await lab.plane.deleteSnapshot(snapshot.snapshotId).catch(() => undefined);
+  }
+  for (let i = 0; i < 600; i++) {
+    const left = (await lab.plane.listInstances()).filter((x) =>
+      created.instances.some((c) => c.instanceId === x.instanceId),
+    );
+    if (left.length === 0) break;
+    await sleep(100);
+  }
+  await Promise.all(
+    created.exports.map((e) =>
+      rm(path.join(lab.stateDir, 'exports', e.exportId), { recursive: true, force: true }),
+    ),
+  );
+}
+
+let serial = 0;
+
+export async function runCell(lab: Lab, cell: Cell): Promise<CellResult> {
+  const started = Date.now();
+  const { workflow, activity, fault } = cell;
+  serial += 1;
+  const workflowId = `fm${serial}-${workflow.type.toLowerCase()}-${fault}`.slice(0, 50);
+  const problems: string[] = [];
+  let note = '';
+  if (!lab.worker.alive) await lab.worker.start();
+  const before = await workflow.setup?.(lab, activity);
+  const resourcesBefore = await inventory(lab);
+  const placement = placementFor(fault, activity.usesDatabase);
+  lab.worker.arm({
+    workflowId,
+    activity: activity.name,
+    call: activity.call ?? 1,
+    placement,
+    action: fault === 'lost-reply' ? 'throw' : 'pause',
+  });
+  const options = { taskQueue: TASK_QUEUE, workflowId, args: [workflow.input(workflowId)] };
+  const handle = workflow.signalWithStart
+    ? await lab.client.workflow.signalWithStart(workflow.type, {
+        ...options,
+        signal: workflow.signalWithStart.signal,
+        signalArgs: workflow.signalWithStart.args,
+      })
+    : await lab.client.workflow.start(workflow.type, options);
+  const result = outcome(handle);
+  const context: FaultContext = {
+    server: lab.server,
+    worker: lab.worker,
+    client: lab.client,
+    plane: lab.plane,
+    stateDir: lab.stateDir,
+    instanceId: workflow.instanceId,
+  };
+  try {
+    const applied = await applyFault(context, fault, handle, result);
+    note = applied.note;
+    if (!applied.reached) problems.push(`fault not applied: ${applied.note}`);
+  } catch (error) {
+    problems.push(`fault not applied: ${(error as Error).message}`);
+  }
+  lab.worker.disarm();
+  // Wait for the end; a worker that died on its own is a finding, and is replaced so the run can go on.
+  let ended: Ended | undefined;
+  const deadline = Date.now() + RUN_TIMEOUT_MS;
+  void result.then(
+    (value) => (ended = value),
+    (error: Error) => (ended = { status: 'timed-out', message: error.message }),
+  );
+  while (ended === undefined && Date.now() < deadline) {
+    if (!lab.worker.alive) {
+      problems.push(
+        `the worker process died (${lab.worker.exitCode ?? lab.worker.exitSignal}); see worker.log`,
+      );
+      await lab.worker.start();
+    }
+    await sleep(200);
+  }
+  if (ended === undefined) {
+    ended = { status: 'timed-out', message: `still running after ${RUN_TIMEOUT_MS / 1000} s` };
+    await handle.terminate('fault matrix: the cell timed out').catch(() => undefined);
+  }
+  const endedProblem = endProblem(cell, ended);
+  if (endedProblem !== undefined) problems.push(endedProblem);
+  if (fault === 'terminate' && workflow.createsInstances === true) {
+    const missing = await sweep(lab, workflowId);
+    if (missing !== undefined) problems.push(missing);
+  }
+  const created = newSince(resourcesBefore, await inventory(lab));
+  problems.push(...resourceProblems(cell, workflowId, created));
+  const locks = await advisoryLocks(lab, workflow.instanceId);
+  if (locks > 0) problems.push(`${locks} advisory locks held on ${workflow.instanceId}`);
+  if (workflow.check) {
+    problems.push(...(await workflow.check({ lab, workflowId, fault, activity, ended, created, before })));
+  }
+  await removeCreated(lab, created);
+  return {
+    cell,
+    held: problems.length === 0,
+    problems,
+    note: `${note}; ${describeEnd(ended)}`,
+    seconds: Math.round((Date.now() - started) / 100) / 10,
+  };
+}
+
+export function formatMatrix(results: CellResult[]): string {
+  const lines = results.map(
+    (r) =>
+      `${r.held ? 'held  ' : 'FAILED'} ${cellName(r.cell)} (${r.seconds} s)${r.held ? '' : `: ${r.problems.join('; ')} [${r.note}]`}`,
+  );
+  const held = results.filter((r) => r.held).length;
+  lines.push(`cells ${results.length}, held ${held}, failed ${results.length - held}`);
+  return lines.join('\n');
+}
