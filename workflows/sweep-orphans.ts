@@ -65,7 +65,7 @@ export interface SweepReport {
 
 export interface SweepProgress {
   operation: 'sweepOrphans';
-  /** What the sweep is doing now, e.g. `deleting 2 orphans: 1 gone`. */
+  /** What the sweep is doing now, e.g. `deleting orphans: 1 of 2 done`. */
   step: string;
   updatedAt: string;
 }
@@ -119,7 +119,7 @@ export async function sweepOrphans(input?: SweepOrphansInput): Promise<SweepRepo
   for (const instance of report.kept) log.info(`keeping ${instance.instanceId}: ${instance.reason}`);
 
   let done = 0;
-  if (orphans.length > 0) setStep(`deleting ${orphans.length} orphans`);
+  if (orphans.length > 0) setStep(`deleting orphans: 0 of ${orphans.length} done`);
   await Promise.all(
     orphans.map(async (instance) => {
       log.warn(`removing ${instance.instanceId}: ${instance.reason}`);
@@ -143,7 +143,7 @@ export async function sweepOrphans(input?: SweepOrphansInput): Promise<SweepRepo
         if (isCancellation(error)) throw error;
         report.failed.push({ ...instance, reason: `not deleted: ${failureMessage(error)}` });
       }
-      setStep(`deleting ${orphans.length} orphans: ${++done} done`);
+      setStep(`deleting orphans: ${++done} of ${orphans.length} done`);
     }),
   );
 
@@ -151,7 +151,7 @@ export async function sweepOrphans(input?: SweepOrphansInput): Promise<SweepRepo
     list.sort((a, b) => a.instanceId.localeCompare(b.instanceId));
   }
   report.finishedAt = new Date().toISOString();
-  const summary = summarize(report);
+  const summary = summarizeSweep(report);
   if (report.failed.length > 0) {
     log.error(`ALERT: ${summary}`, { failed: report.failed.map((i) => `${i.instanceId}: ${i.reason}`) });
     throw ApplicationFailure.create({
@@ -166,11 +166,12 @@ export async function sweepOrphans(input?: SweepOrphansInput): Promise<SweepRepo
   return report;
 }
 
-/** One line: `sweep removed 2 orphans (a, b), kept 3`, and what failed. */
-function summarize(report: SweepReport): string {
+/** One line for logs and `dbops sweep`: `sweep removed 2 orphans (a, b), kept 3`, and what failed. */
+export function summarizeSweep(report: SweepReport): string {
   const ids = (list: SweptInstance[]) =>
     list.length === 0 ? '' : ` (${list.map((i) => i.instanceId).join(', ')})`;
-  const removed = `${report.dryRun ? 'would remove' : 'removed'} ${report.removed.length} orphans${ids(report.removed)}`;
+  const orphans = (n: number) => `${n} orphan${n === 1 ? '' : 's'}`;
+  const removed = `${report.dryRun ? 'would remove' : 'removed'} ${orphans(report.removed.length)}${ids(report.removed)}`;
   const failed =
     report.failed.length === 0 ? '' : `, FAILED to remove ${report.failed.length}${ids(report.failed)}`;
   return `${report.dryRun ? 'dry run: sweep ' : 'sweep '}${removed}, kept ${report.kept.length}${failed}`;

@@ -18,9 +18,10 @@ import { UsageError, type Command, type CommandGroup } from './common';
 import { inventory } from './inventory';
 import { operations } from './operations';
 import { recovery } from './recovery';
+import { sweep } from './sweep';
 
 /** In the order of the usage text. */
-const GROUPS: CommandGroup[] = [inventory, operations, recovery, change, codec];
+const GROUPS: CommandGroup[] = [inventory, operations, recovery, sweep, change, codec];
 
 const USAGE = `usage: dbops <command> [options]
 
