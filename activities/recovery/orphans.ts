@@ -87,7 +87,7 @@ async function judge(instance: InstanceDescription): Promise<OrphanFinding | und
 function describeStatus(status: OwnerStatus): string {
   switch (status) {
     case 'NOT_FOUND':
-      return 'is unknown to Temporal (ended before its retention period)';
+      return 'is unknown to Temporal (it ended longer ago than the retention period)';
     case 'CONTINUED_AS_NEW':
       return 'continued as new';
     case 'TIMED_OUT':
