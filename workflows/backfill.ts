@@ -1,17 +1,23 @@
 /**
  * A batched, resumable backfill of a code-reviewed definition (activities/postgres/backfills),
  * referenced by name. Runs batches in short activity "chunks"; between chunks it applies new
- * settings, pauses, stops, or waits out database pressure. Progress is a query; the history stays
- * bounded by continuing as new, carrying the checkpoint.
+ * settings, pauses, stops, sleeps long delays on workflow timers, or waits out database pressure.
+ * A retried chunk resumes after its last committed batch. Progress is a query; the history stays
+ * bounded by continuing as new, carrying the checkpoint. Cancelling the workflow cancels the
+ * running batch's statement and ends the run cancelled once it has stopped.
  */
 import {
+  ActivityCancellationType,
+  ActivityFailure,
   ApplicationFailure,
+  CancelledFailure,
   allHandlersFinished,
   condition,
   continueAsNew,
   defineQuery,
   defineSignal,
   defineUpdate,
+  isCancellation,
   log,
   proxyActivities,
   setHandler,
@@ -19,6 +25,7 @@ import {
 } from '@temporalio/workflow';
 
 import type { Activities } from '../activities';
+import type { ChunkResult } from '../activities/postgres/backfill';
 import { InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
 import { toMs } from './lib/polling';
@@ -31,7 +38,10 @@ export interface BackfillInput {
   params?: unknown;
   /** Rows per batch (one transaction each). Default 1000. */
   batchSize?: number;
-  /** Pause between batches, in ms. Default 0. */
+  /**
+   * Pause between batches, in ms, 0 to 600000. Default 0. Under 1 s it is slept inside the chunk;
+   * from 1 s on, each batch is its own chunk and the pause a workflow timer.
+   */
   delayMs?: number;
   /** Throttle while replica lag exceeds this. Default 10 s. */
   maxReplicaLagSeconds?: number;
@@ -97,10 +107,24 @@ const { describeBackfill } = proxyActivities<Activities>({
   retry: { maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
 });
 
-// A chunk lasts seconds; the heartbeat after each batch carries its checkpoint to a retry.
+/** Upper bound for one batch statement (its session's statement_timeout). */
+const BATCH_TIMEOUT_MS = 20_000;
+/** A chunk runs batches for about this long, then the workflow applies settings, pauses or stops. */
+const CHUNK_MS = 2_000;
+/**
+ * Pauses between batches shorter than this are slept inside the chunk; longer ones are workflow
+ * timers between one-batch chunks (the worker holds nothing while it waits, and a pause, cancel or
+ * new setting takes effect at once).
+ */
+const WORKFLOW_DELAY_FROM_MS = 1_000;
+
+// The chunk heartbeats every second, also while a batch runs. The heartbeat timeout is above the
+// batch statement timeout: a retry after a lost worker starts only once the lost attempt's batch
+// has ended (committed with its checkpoint, or rolled back), and then resumes exactly there.
 const { runBackfillChunk } = proxyActivities<Activities>({
-  startToCloseTimeout: '10 minutes',
-  heartbeatTimeout: '10 seconds',
+  startToCloseTimeout: '2 minutes',
+  heartbeatTimeout: '30 seconds',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: {
     initialInterval: '1 second',
     maximumAttempts: 20,
@@ -108,40 +132,28 @@ const { runBackfillChunk } = proxyActivities<Activities>({
   },
 });
 
-const CHUNK_MS = 2_000;
-const BATCH_TIMEOUT_MS = 30_000;
-
 export async function backfill(input: BackfillInput): Promise<BackfillProgress> {
   validate(input);
   const settings = { batchSize: input.batchSize ?? 1000, delayMs: input.delayMs ?? 0 };
+  /** Bumped by every accepted `configure`, so a pause between batches hears a new delay. */
+  let settingsVersion = 0;
   const throttle = {
     maxReplicaLagSeconds: input.maxReplicaLagSeconds ?? 10,
     maxActiveConnections: input.maxActiveConnections ?? 50,
   };
-
-  let checkpoint: BackfillCheckpoint;
-  if (input.checkpoint === undefined) {
-    const description = await describeBackfill({
-      instanceId: input.instanceId,
-      name: input.name,
-      params: input.params,
-    });
-    log.info(`backfill ${description.name}: ${description.description}`, {
-      estimatedRows: description.estimatedRows,
-    });
-    checkpoint = {
-      lastKey: null,
-      batches: 0,
-      rowsScanned: 0,
-      rowsChanged: 0,
-      busyMs: 0,
-      estimatedRows: description.estimatedRows,
-      paused: false,
-      runs: 1,
-    };
-  } else {
-    checkpoint = { ...input.checkpoint, runs: input.checkpoint.runs + 1 };
-  }
+  const checkpoint: BackfillCheckpoint =
+    input.checkpoint === undefined
+      ? {
+          lastKey: null,
+          batches: 0,
+          rowsScanned: 0,
+          rowsChanged: 0,
+          busyMs: 0,
+          estimatedRows: 0,
+          paused: false,
+          runs: 1,
+        }
+      : { ...input.checkpoint, runs: input.checkpoint.runs + 1 };
 
   let state: BackfillState = checkpoint.paused ? 'paused' : 'running';
   let throttleReason: string | undefined;
@@ -168,12 +180,15 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
     };
   };
 
+  // Every handler is set before the first await: a query, signal or update sent right after the
+  // start is answered, not refused for want of a handler.
   setHandler(backfillProgressQuery, progress);
   setHandler(
     configureBackfillUpdate,
     (change) => {
       if (change.batchSize !== undefined) settings.batchSize = change.batchSize;
       if (change.delayMs !== undefined) settings.delayMs = change.delayMs;
+      settingsVersion += 1;
       log.info('backfill settings changed', settings);
       return { ...settings };
     },
@@ -189,52 +204,103 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
     cancelled = true;
   });
 
-  for (let chunks = 0; ; chunks++) {
-    if (checkpoint.paused) {
-      state = 'paused';
-      await condition(() => !checkpoint.paused || cancelled);
-    }
-    if (cancelled) {
-      state = 'cancelled';
-      return progress();
-    }
-    if (chunks >= (input.chunksPerRun ?? 500) || workflowInfo().continueAsNewSuggested) {
-      await condition(allHandlersFinished);
-      return continueAsNew<typeof backfill>({
-        ...input,
-        batchSize: settings.batchSize,
-        delayMs: settings.delayMs,
-        checkpoint,
-      });
-    }
-    state = 'running';
-    const chunk = await runBackfillChunk({
-      instanceId: input.instanceId,
-      name: input.name,
-      params: input.params,
-      lastKey: checkpoint.lastKey,
-      batchSize: settings.batchSize,
-      delayMs: settings.delayMs,
-      chunkMs: CHUNK_MS,
-      throttle,
-      batchTimeoutMs: BATCH_TIMEOUT_MS,
-    });
+  const record = (chunk: ChunkResult) => {
     checkpoint.lastKey = chunk.lastKey;
     checkpoint.batches += chunk.batches;
     checkpoint.rowsScanned += chunk.rowsScanned;
     checkpoint.rowsChanged += chunk.rowsChanged;
     checkpoint.busyMs += chunk.busyMs;
-    if (chunk.done) {
-      state = 'completed';
-      throttleReason = undefined;
-      return progress();
+  };
+
+  /** A chunk; cancelled, what it committed before its running batch was rolled back is recorded. */
+  const runChunk = async (oneBatch: boolean): Promise<ChunkResult> => {
+    try {
+      return await runBackfillChunk({
+        instanceId: input.instanceId,
+        name: input.name,
+        params: input.params,
+        lastKey: checkpoint.lastKey,
+        batchSize: settings.batchSize,
+        delayMs: oneBatch ? 0 : settings.delayMs,
+        chunkMs: oneBatch ? 0 : CHUNK_MS,
+        throttle,
+        batchTimeoutMs: BATCH_TIMEOUT_MS,
+      });
+    } catch (error) {
+      if (error instanceof ActivityFailure && error.cause instanceof CancelledFailure) {
+        const committed = error.cause.details[0] as ChunkResult | undefined;
+        if (committed !== undefined) record(committed);
+      }
+      throw error;
     }
-    throttleReason = chunk.throttled;
-    if (throttleReason !== undefined) {
-      state = 'throttled';
-      log.warn(`backfill throttled: ${throttleReason}`);
-      await condition(() => cancelled, input.throttleWait ?? '10 seconds');
+  };
+
+  /** The pause after a batch as a workflow timer; a new delay, pause or cancel cuts it short. */
+  const pauseBetweenBatches = async () => {
+    const from = Date.now();
+    for (;;) {
+      const left = from + settings.delayMs - Date.now();
+      if (left <= 0 || cancelled || checkpoint.paused) break;
+      const seen = settingsVersion;
+      await condition(() => cancelled || checkpoint.paused || settingsVersion !== seen, left);
     }
+    checkpoint.busyMs += Date.now() - from;
+  };
+
+  try {
+    if (input.checkpoint === undefined) {
+      const description = await describeBackfill({
+        instanceId: input.instanceId,
+        name: input.name,
+        params: input.params,
+      });
+      log.info(`backfill ${description.name}: ${description.description}`, {
+        estimatedRows: description.estimatedRows,
+      });
+      checkpoint.estimatedRows = description.estimatedRows;
+    }
+
+    for (let chunks = 0; ; chunks++) {
+      if (checkpoint.paused) {
+        state = 'paused';
+        await condition(() => !checkpoint.paused || cancelled);
+      }
+      if (cancelled) {
+        state = 'cancelled';
+        return progress();
+      }
+      if (chunks >= (input.chunksPerRun ?? 500) || workflowInfo().continueAsNewSuggested) {
+        await condition(allHandlersFinished);
+        return await continueAsNew<typeof backfill>({
+          ...input,
+          batchSize: settings.batchSize,
+          delayMs: settings.delayMs,
+          checkpoint,
+        });
+      }
+      state = 'running';
+      const longDelay = settings.delayMs >= WORKFLOW_DELAY_FROM_MS;
+      const chunk = await runChunk(longDelay);
+      record(chunk);
+      if (chunk.done) {
+        state = 'completed';
+        throttleReason = undefined;
+        return progress();
+      }
+      throttleReason = chunk.throttled;
+      if (throttleReason !== undefined) {
+        state = 'throttled';
+        log.warn(`backfill throttled: ${throttleReason}`);
+        await condition(() => cancelled, input.throttleWait ?? '10 seconds');
+      } else if (longDelay) {
+        await pauseBetweenBatches();
+      }
+    }
+  } catch (error) {
+    // Cancelled through Temporal: the running batch was cancelled and rolled back before this
+    // point (the workflow waits for the chunk); the progress query still answers, exactly.
+    if (isCancellation(error)) state = 'cancelled';
+    throw error;
   }
 }
 

@@ -1,14 +1,22 @@
 /**
  * Batched backfills: keyset pagination on the key, one short transaction (one statement) per
  * batch, only rows still pending are updated. An activity runs batches for a bounded time (a
- * "chunk") and returns, so the workflow applies new settings, pauses or stops between chunks; the
- * checkpoint after every batch is in the heartbeat details, so a killed worker resumes there.
+ * "chunk") and returns, so the workflow applies new settings, pauses, stops or sleeps between
+ * chunks. It heartbeats on a timer, also while a batch runs, and a cancelled chunk cancels its
+ * running batch (rolled back: its rows stay pending).
+ *
+ * The checkpoint of a chunk is written by the batch statement itself, in the same transaction,
+ * to `dbops.backfill_checkpoints` (one row per backfill workflow). A retry of the chunk (lost
+ * worker, lost reply, dropped connection) reads it back and resumes exactly after the last
+ * committed batch. Heartbeat details could not do that: the SDK sends them at most every 80% of
+ * the heartbeat timeout, so the recorded ones may be many batches behind.
  */
-import { ApplicationFailure, Context, metricMeter } from '@temporalio/activity';
+import { ApplicationFailure, CancelledFailure, Context, metricMeter } from '@temporalio/activity';
 import type { Client } from 'pg';
 
 import { DbopsError, InvalidInputError } from '../../workflows/lib/errors';
 import { recordBackfillRows } from '../../workflows/lib/metrics';
+import { backendCanceller, heartbeatWhile } from '../heartbeat';
 import type { AnyBackfill } from './backfills/definition';
 import type { WithInstance } from './instance';
 
@@ -38,11 +46,12 @@ export interface ChunkInput extends BackfillTarget {
   /** Last key done (as text: keys are bigint), null to start at the beginning. */
   lastKey: string | null;
   batchSize: number;
+  /** Pause between two batches of the chunk (longer pauses are the workflow's timers). */
   delayMs: number;
-  /** Return after about this long, so the workflow can apply new settings. */
+  /** Return after about this long (at least one batch), so the workflow can apply new settings. */
   chunkMs: number;
   throttle: ThrottleLimits;
-  /** Upper bound for one batch statement. */
+  /** Upper bound for one batch statement; the heartbeat timeout is set above it. */
   batchTimeoutMs: number;
 }
 
@@ -59,10 +68,22 @@ export interface ChunkResult {
   throttled: string | undefined;
 }
 
+/** Where a chunk's checkpoint is kept, in the database it changes. */
+export const CHECKPOINT_TABLE = 'dbops.backfill_checkpoints';
+
+/** The chunk a checkpoint belongs to: one activity of one workflow run, whatever its attempt. */
+export interface ChunkOwner {
+  workflowId: string;
+  /** `<run id>/<activity id>`. */
+  chunk: string;
+}
+
 /**
- * A batch as SQL text; the definition's parameters are $1..$n, then last key and batch size. The
- * batch is the next `limit` keys after the last one; the update walks that key range in index
- * order (cheaper than probing each key) and touches only rows still pending.
+ * A batch as SQL text; the definition's parameters are $1..$n, then last key and batch size, then
+ * the chunk's owner and its totals before this batch. The batch is the next `limit` keys after the
+ * last one; the update walks that key range in index order (cheaper than probing each key) and
+ * touches only rows still pending. The same statement, so the same transaction, records the
+ * chunk's new totals in the checkpoint table.
  */
 export function batchStatement(
   backfill: AnyBackfill,
@@ -70,8 +91,9 @@ export function batchStatement(
   set: string,
   pending: string,
 ): string {
-  const last = `$${paramCount + 1}::bigint`;
-  const limit = `$${paramCount + 2}::int`;
+  const p = (i: number) => `$${paramCount + i}`;
+  const last = `${p(1)}::bigint`;
+  const limit = `${p(2)}::int`;
   return `WITH batch AS (
   SELECT min(key) AS first_key, max(key) AS last_key, count(*)::int AS scanned FROM (
     SELECT ${backfill.key} AS key FROM ${backfill.table}
@@ -83,10 +105,24 @@ export function batchStatement(
    WHERE t.${backfill.key} BETWEEN (SELECT first_key FROM batch) AND (SELECT last_key FROM batch)
      AND (${pending})
   RETURNING 1
+), counted AS (
+  SELECT COALESCE((SELECT last_key FROM batch), ${last})::text AS last_key,
+         (SELECT scanned FROM batch) AS scanned,
+         (SELECT count(*) FROM changed)::int AS changed
+), saved AS (
+  INSERT INTO ${CHECKPOINT_TABLE} AS c
+         (workflow_id, chunk, last_key, batches, rows_scanned, rows_changed, busy_ms, done, updated_at)
+  SELECT ${p(3)}::text, ${p(4)}::text, last_key, ${p(5)}::int + 1, ${p(6)}::bigint + scanned,
+         ${p(7)}::bigint + changed,
+         ${p(8)}::float8 + 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp())::float8,
+         scanned < ${limit}, now()
+    FROM counted
+  ON CONFLICT (workflow_id) DO UPDATE
+     SET chunk = excluded.chunk, last_key = excluded.last_key, batches = excluded.batches,
+         rows_scanned = excluded.rows_scanned, rows_changed = excluded.rows_changed,
+         busy_ms = excluded.busy_ms, done = excluded.done, updated_at = excluded.updated_at
 )
-SELECT (SELECT last_key FROM batch)::text AS last_key,
-       (SELECT scanned FROM batch) AS scanned,
-       (SELECT count(*) FROM changed)::int AS changed`;
+SELECT last_key, scanned, changed FROM counted`;
 }
 
 export interface BatchResult {
@@ -95,21 +131,110 @@ export interface BatchResult {
   changed: number;
 }
 
-/** One batch after `lastKey`: its own transaction, only pending rows updated. */
+/**
+ * One batch after `totals.lastKey`: its own transaction, only pending rows updated, and the
+ * chunk's totals after it saved as `owner`'s checkpoint in the same transaction.
+ */
 export async function runBatch(
   client: Client,
   backfill: AnyBackfill,
   params: unknown,
-  lastKey: string | null,
   batchSize: number,
+  owner: ChunkOwner,
+  totals: ChunkResult,
 ): Promise<BatchResult> {
   const sql = backfill.prepare(params);
   const { rows } = await client.query<{ last_key: string | null; scanned: number; changed: number }>(
     batchStatement(backfill, sql.values.length, sql.set, sql.pending),
-    [...sql.values, lastKey, batchSize],
+    [
+      ...sql.values,
+      totals.lastKey,
+      batchSize,
+      owner.workflowId,
+      owner.chunk,
+      totals.batches,
+      totals.rowsScanned,
+      totals.rowsChanged,
+      totals.busyMs,
+    ],
   );
   const row = rows[0]!;
-  return { lastKey: row.last_key ?? lastKey, scanned: row.scanned, changed: row.changed };
+  return { lastKey: row.last_key, scanned: row.scanned, changed: row.changed };
+}
+
+/**
+ * Creates the checkpoint table on first use. Concurrent first backfills queue on a transaction
+ * lock (released at commit) instead of racing on the catalog.
+ */
+export async function ensureCheckpointTable(client: Client): Promise<void> {
+  const { rows } = await client.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [
+    CHECKPOINT_TABLE,
+  ]);
+  if (rows[0]!.ok) return;
+  // Several statements in one simple query run as one implicit transaction.
+  await client.query(`SELECT pg_advisory_xact_lock(hashtext('${CHECKPOINT_TABLE}'));
+CREATE SCHEMA IF NOT EXISTS dbops;
+CREATE TABLE IF NOT EXISTS ${CHECKPOINT_TABLE} (
+  workflow_id text PRIMARY KEY,
+  chunk text NOT NULL,
+  last_key text,
+  batches int NOT NULL,
+  rows_scanned bigint NOT NULL,
+  rows_changed bigint NOT NULL,
+  busy_ms float8 NOT NULL,
+  done boolean NOT NULL,
+  updated_at timestamptz NOT NULL
+);
+COMMENT ON TABLE ${CHECKPOINT_TABLE} IS 'dbops backfill: the last committed batch of each backfill workflow''s latest chunk, so a retried chunk resumes exactly there'`);
+}
+
+/**
+ * Where the chunk stands: its own checkpoint when an earlier attempt of it committed batches,
+ * else a fresh start at `lastKey`. First waits (bounded by the session's statement timeout) for
+ * any session still working for this workflow, e.g. the batch of a killed worker that the server
+ * has not noticed is gone; the lock goes with this session.
+ */
+export async function claimChunk(
+  client: Client,
+  owner: ChunkOwner,
+  lastKey: string | null,
+): Promise<ChunkResult> {
+  await client.query(`SELECT pg_advisory_lock(hashtext('${CHECKPOINT_TABLE}'), hashtext($1))`, [
+    owner.workflowId,
+  ]);
+  const { rows } = await client.query<{
+    last_key: string | null;
+    batches: number;
+    rows_scanned: string;
+    rows_changed: string;
+    busy_ms: number;
+    done: boolean;
+  }>(
+    `SELECT last_key, batches, rows_scanned, rows_changed, busy_ms, done
+       FROM ${CHECKPOINT_TABLE} WHERE workflow_id = $1 AND chunk = $2`,
+    [owner.workflowId, owner.chunk],
+  );
+  const saved = rows[0];
+  if (saved === undefined) {
+    return {
+      lastKey,
+      done: false,
+      batches: 0,
+      rowsScanned: 0,
+      rowsChanged: 0,
+      busyMs: 0,
+      throttled: undefined,
+    };
+  }
+  return {
+    lastKey: saved.last_key,
+    done: saved.done,
+    batches: saved.batches,
+    rowsScanned: Number(saved.rows_scanned),
+    rowsChanged: Number(saved.rows_changed),
+    busyMs: saved.busy_ms,
+    throttled: undefined,
+  };
 }
 
 /** Why batches should wait now, or undefined when the database has room. */
@@ -178,44 +303,71 @@ export function createBackfillActivities(deps: BackfillDeps) {
       return { name, description, table, key, estimatedRows };
     },
 
-    /** Runs batches for about `chunkMs`, checkpointing each one in the heartbeat details. */
+    /**
+     * Runs batches for about `chunkMs` (at least one), each one checkpointed in its own
+     * transaction; a retry of this chunk resumes after the last committed batch. Cancelled, it
+     * cancels the running batch and fails as cancelled with the committed totals as details.
+     */
     async runBackfillChunk(input: ChunkInput): Promise<ChunkResult> {
       const backfill = lookup(input.name, input.params);
       const context = Context.current();
-      // A retry after a lost worker resumes from the last batch it recorded.
-      const resumed = context.info.heartbeatDetails as ChunkResult | undefined;
-      const result: ChunkResult = resumed ?? {
-        lastKey: input.lastKey,
-        done: false,
-        batches: 0,
-        rowsScanned: 0,
-        rowsChanged: 0,
-        busyMs: 0,
-        throttled: undefined,
+      const { workflowExecution, activityId } = context.info;
+      if (workflowExecution === undefined) {
+        throw ApplicationFailure.nonRetryable(
+          'runBackfillChunk runs in a backfill workflow only',
+          InvalidInputError.name,
+        );
+      }
+      const owner: ChunkOwner = {
+        workflowId: workflowExecution.workflowId,
+        chunk: `${workflowExecution.runId}/${activityId}`,
       };
-      const started = Date.now();
-      await deps.withInstance(input.instanceId, async (client) => {
-        await client.query(`SELECT set_config('statement_timeout', $1, false)`, [
-          `${input.batchTimeoutMs}ms`,
-        ]);
-        while (!result.done && Date.now() - started < input.chunkMs) {
-          result.throttled = await pressure(client, input.throttle);
-          if (result.throttled !== undefined) break;
-          const batchStarted = performance.now();
-          const batch = await runBatch(client, backfill, input.params, result.lastKey, input.batchSize);
-          result.batches += 1;
-          result.rowsScanned += batch.scanned;
-          result.rowsChanged += batch.changed;
-          result.lastKey = batch.lastKey;
-          result.done = batch.scanned < input.batchSize;
-          context.heartbeat(result);
-          recordBackfillRows(metricMeter, backfill.table, batch.changed);
-          if (input.delayMs > 0 && !result.done) await context.sleep(input.delayMs);
-          result.busyMs += performance.now() - batchStarted;
-        }
-      });
-      result.busyMs = Math.round(result.busyMs);
-      return result;
+      let result: ChunkResult | undefined;
+      const connect = (fn: (other: Client) => Promise<unknown>) => deps.withInstance(input.instanceId, fn);
+      try {
+        await deps.withInstance(input.instanceId, async (client) => {
+          await client.query(`SELECT set_config('statement_timeout', $1, false)`, [
+            `${input.batchTimeoutMs}ms`,
+          ]);
+          const onCancel = await backendCanceller(client, connect);
+          await heartbeatWhile(
+            async (signal) => {
+              await ensureCheckpointTable(client);
+              const totals = await claimChunk(client, owner, input.lastKey);
+              result = totals;
+              const started = Date.now();
+              while (!totals.done && !signal.aborted) {
+                totals.throttled = await pressure(client, input.throttle);
+                if (totals.throttled !== undefined) return;
+                const batchStarted = performance.now();
+                const batch = await runBatch(client, backfill, input.params, input.batchSize, owner, totals);
+                totals.batches += 1;
+                totals.rowsScanned += batch.scanned;
+                totals.rowsChanged += batch.changed;
+                totals.lastKey = batch.lastKey;
+                totals.done = batch.scanned < input.batchSize;
+                recordBackfillRows(metricMeter, backfill.table, batch.changed);
+                if (input.delayMs > 0 && !totals.done && !signal.aborted) await context.sleep(input.delayMs);
+                totals.busyMs += performance.now() - batchStarted;
+                if (Date.now() - started >= input.chunkMs) return;
+              }
+            },
+            { details: () => result, onCancel },
+          );
+        });
+      } catch (error) {
+        if (error instanceof CancelledFailure) throw cancelled(result);
+        throw error;
+      }
+      // A cancellation that came after the last batch committed: the workflow still hears it.
+      if (context.cancellationSignal.aborted) throw cancelled(result);
+      return { ...result!, busyMs: Math.round(result!.busyMs) };
     },
   };
+}
+
+/** The chunk's cancellation, carrying what it committed (nothing when it never started a batch). */
+function cancelled(result: ChunkResult | undefined): CancelledFailure {
+  const committed = result === undefined ? [] : [{ ...result, busyMs: Math.round(result.busyMs) }];
+  return new CancelledFailure('backfill chunk cancelled (a batch it was running is rolled back)', committed);
 }

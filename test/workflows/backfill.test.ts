@@ -3,11 +3,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { CancelledFailure } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import type { Client } from 'pg';
 
-import { createActivities } from '../../activities';
+import { createActivities, type Activities } from '../../activities';
+import { HEARTBEAT_THROTTLE } from '../../activities/heartbeat';
 import { backfill } from '../../workflows';
 import type { BackfillProgress } from '../../workflows/backfill';
 import { counter } from '../fixtures/backfills/counter';
@@ -98,10 +100,13 @@ describe('backfill workflow (dev server, local instance)', () => {
     const second = startWorkerProcess(taskQueue);
     try {
       const final = await handle.result();
-      assert.equal(final.state, 'completed');
-      // Batches committed after the last recorded heartbeat re-run and change nothing, so the
-      // count can fall short of the table; the table itself is the proof.
-      assert.ok(final.rowsDone > 0 && final.rowsDone <= ROWS, String(final.rowsDone));
+      // The retried chunk resumed after the last batch the killed one committed: every row was
+      // counted as changed once (a batch walked twice would change nothing the second time and
+      // leave rowsDone short), and 100 full batches plus the empty one that found the end.
+      assert.deepEqual(
+        [final.state, final.rowsDone, final.rowsScanned, final.batches],
+        ['completed', ROWS, ROWS, ROWS / 200 + 1],
+      );
     } finally {
       second.kill('SIGKILL');
     }
@@ -115,6 +120,7 @@ describe('backfill workflow (dev server, local instance)', () => {
       taskQueue: 'backfill-control',
       workflowBundle: await workflowBundle(),
       activities: createActivities({ ...instance.deps, backfills: { counter } }),
+      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     });
     const final = await worker.runUntil(async () => {
       // 100 rows then 100 ms asleep: a 2-second chunk does at most about 2,000 rows, so the pause
@@ -177,6 +183,7 @@ describe('backfill workflow (dev server, local instance)', () => {
       taskQueue: 'backfill-throttle',
       workflowBundle: await workflowBundle(),
       activities: createActivities({ ...instance.deps, backfills: { counter } }),
+      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     });
     const final = await worker.runUntil(async () => {
       const handle = await env.client.workflow.start(backfill, {
@@ -202,6 +209,7 @@ describe('backfill workflow (dev server, local instance)', () => {
       taskQueue: 'backfill-cancel',
       workflowBundle: await workflowBundle(),
       activities: createActivities({ ...instance.deps, backfills: { counter } }),
+      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     });
     const final = await worker.runUntil(async () => {
       const handle = await env.client.workflow.start(backfill, {
@@ -221,6 +229,155 @@ describe('backfill workflow (dev server, local instance)', () => {
     assert.equal(rows[0]!.n, final.rowsDone);
   });
 
+  it('an update sent right after the start, while the first activity still runs, is accepted and applied', async () => {
+    await resetTable(client);
+    const activities = createActivities({ ...instance.deps, backfills: { counter } });
+    // The first activity waits until the test has had its answer.
+    let describing!: () => void;
+    const describeStarted = new Promise<void>((resolve) => (describing = resolve));
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const held: Activities = {
+      ...activities,
+      describeBackfill: async (target) => {
+        describing();
+        await released;
+        return activities.describeBackfill(target);
+      },
+    };
+    const worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue: 'backfill-early-update',
+      workflowBundle: await workflowBundle(),
+      activities: held,
+      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
+    });
+    const final = await worker.runUntil(async () => {
+      const handle = await env.client.workflow.start(backfill, {
+        taskQueue: 'backfill-early-update',
+        workflowId: 'backfill-early-update',
+        args: [input({ batchSize: 500 })],
+      });
+      await describeStarted;
+      const answer = await handle.executeUpdate('configure', { args: [{ batchSize: 4000 }] });
+      assert.deepEqual(answer, { batchSize: 4000, delayMs: 0 });
+      const early = await handle.query<BackfillProgress>('progress');
+      assert.deepEqual([early.state, early.batchSize, early.rowsDone], ['running', 4000, 0]);
+      release();
+      return handle.result();
+    });
+    // 5 full batches of 4000 and the empty one that found the end.
+    assert.deepEqual(
+      [final.state, final.batchSize, final.rowsDone, final.batches],
+      ['completed', 4000, ROWS, 6],
+    );
+    assert.deepEqual(await compare(client), { different: 0, notOnce: 0 });
+  });
+
+  it('cancelled through Temporal while a batch waits on a lock: the batch statement is cancelled at once, its rows stay pending, the progress is exact', async () => {
+    await resetTable(client);
+    // A row in the middle of the table is locked, so the batch that reaches it waits.
+    const locker = await instance.connect();
+    await locker.query('BEGIN');
+    await locker.query('SELECT 1 FROM counter_rows WHERE id = $1 FOR UPDATE', [3 * (ROWS / 2)]);
+    const worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue: 'backfill-temporal-cancel',
+      workflowBundle: await workflowBundle(),
+      activities: createActivities({ ...instance.deps, backfills: { counter } }),
+      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
+    });
+    try {
+      await worker.runUntil(async () => {
+        const handle = await env.client.workflow.start(backfill, {
+          taskQueue: 'backfill-temporal-cancel',
+          workflowId: 'backfill-temporal-cancel',
+          args: [input({ batchSize: 500 })],
+        });
+        await blockedBatch();
+        const cancelledAt = Date.now();
+        await handle.cancel();
+        await assert.rejects(
+          handle.result(),
+          (error: Error) => error instanceof WorkflowFailedError && error.cause instanceof CancelledFailure,
+        );
+        const waitedMs = Date.now() - cancelledAt;
+        // Ended by the cancel, not by the 20 s batch statement timeout.
+        assert.ok(waitedMs < 15_000, `the run took ${waitedMs} ms to end after the cancel`);
+        const { rows: waiting } = await client.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'dbops' AND wait_event_type = 'Lock'`,
+        );
+        assert.equal(waiting[0]!.n, 0, 'no batch still waiting');
+        // The chunk ended as cancelled (its batch rolled back) before the run reported its cancellation.
+        const events = (await handle.fetchHistory()).events ?? [];
+        const cancelledChunk = events.findIndex((e) => e.activityTaskCanceledEventAttributes != null);
+        const runCancelled = events.findIndex((e) => e.workflowExecutionCanceledEventAttributes != null);
+        assert.ok(cancelledChunk > 0 && cancelledChunk < runCancelled, 'chunk cancelled, then the run');
+        const progress = await handle.query<BackfillProgress>('progress');
+        assert.equal(progress.state, 'cancelled');
+        assert.equal(progress.rowsDone, await doneRows(), 'the progress counts every committed batch');
+        assert.ok(progress.rowsDone < ROWS / 2, String(progress.rowsDone));
+        const { rows: beyond } = await client.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM counter_rows WHERE id > $1 AND done`,
+          [progress.lastKey],
+        );
+        assert.equal(beyond[0]!.n, 0, 'nothing done after the last key the progress reports');
+      });
+    } finally {
+      await locker.query('ROLLBACK');
+    }
+    const { rows } = await client.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM counter_rows WHERE id >= $1 AND done`,
+      [3 * (ROWS / 2)],
+    );
+    assert.equal(rows[0]!.n, 0, 'the cancelled batch left its rows pending');
+    const { notOnce } = await compare(client);
+    assert.equal(notOnce, ROWS - (await doneRows()), 'no row changed twice');
+  });
+
+  it('a long delay between batches is a workflow timer: one batch per chunk, and a new delay ends the wait at once', async () => {
+    await resetTable(client);
+    const worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue: 'backfill-long-delay',
+      workflowBundle: await workflowBundle(),
+      activities: createActivities({ ...instance.deps, backfills: { counter } }),
+      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
+    });
+    const { final, history } = await worker.runUntil(async () => {
+      // Ten minutes after every batch: the run could not end within the test's time otherwise.
+      const handle = await env.client.workflow.start(backfill, {
+        taskQueue: 'backfill-long-delay',
+        workflowId: 'backfill-long-delay',
+        args: [input({ batchSize: 5000, delayMs: 600_000 })],
+      });
+      const waiting = await until(handle, 'first batch', (p) => p.batches >= 1);
+      assert.equal(waiting.rowsDone, 5000, 'one batch, then the pause');
+      assert.deepEqual(await handle.executeUpdate('configure', { args: [{ delayMs: 1000 }] }), {
+        batchSize: 5000,
+        delayMs: 1000,
+      });
+      return { final: await handle.result(), history: await handle.fetchHistory() };
+    });
+    assert.deepEqual([final.state, final.rowsDone, final.batches], ['completed', ROWS, 5]);
+    const events = history.events ?? [];
+    const chunks = events.filter(
+      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'runBackfillChunk',
+    );
+    const timers = events.flatMap((e) => {
+      const seconds = e.timerStartedEventAttributes?.startToFireTimeout?.seconds;
+      return seconds == null ? [] : [Number(String(seconds))];
+    });
+    const cancelledTimers = events.filter((e) => e.timerCanceledEventAttributes != null);
+    // A chunk per batch; the ten-minute timer after the first was cut short by the new delay,
+    // and one-second timers followed (none after the last batch).
+    assert.equal(chunks.length, 5);
+    assert.equal(timers[0], 600);
+    assert.ok(timers.length >= 4 && timers.slice(1).every((s) => s <= 1), String(timers));
+    assert.equal(cancelledTimers.length, 1);
+    assert.deepEqual(await compare(client), { different: 0, notOnce: 0 });
+  });
+
   it('bad parameters, unknown names and bad settings fail at start naming the field and rule; no row changes', async () => {
     await resetTable(client);
     const worker = await Worker.create({
@@ -228,6 +385,7 @@ describe('backfill workflow (dev server, local instance)', () => {
       taskQueue: 'backfill-bad',
       workflowBundle: await workflowBundle(),
       activities: createActivities({ ...instance.deps, backfills: { counter } }),
+      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     });
     const failure = async (id: string, extra: object): Promise<string> => {
       try {
@@ -260,6 +418,26 @@ describe('backfill workflow (dev server, local instance)', () => {
     assert.match(messages[4]!, /^instanceId: "Not_An_Id" is not /);
     assert.deepEqual(await compare(client), { different: ROWS, notOnce: ROWS });
   });
+
+  async function doneRows(): Promise<number> {
+    const { rows } = await client.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM counter_rows WHERE done`,
+    );
+    return rows[0]!.n;
+  }
+
+  /** Until a backfill batch is waiting on a row lock. */
+  async function blockedBatch(): Promise<void> {
+    for (let i = 0; i < 1200; i++) {
+      const { rows } = await client.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE application_name = 'dbops' AND wait_event_type = 'Lock' AND query LIKE 'WITH batch AS%'`,
+      );
+      if (rows[0]!.n > 0) return;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.fail('no batch ever waited on the lock');
+  }
 
   function startWorkerProcess(taskQueue: string): ChildProcess {
     const child = spawn(
