@@ -46,12 +46,8 @@ import {
   type FaultContext,
 } from './harness';
 
-const SRC = 'faults-src';
-const MIG = 'faults-mig';
-const EC = 'faults-ec';
-const BASE_SNAPSHOT = 'faults-base';
-const TASK_QUEUE = 'faults';
 const KEEP = { [OWNER_TAGS.keep]: 'true' };
+
 const FAST = { pollInterval: '1 second' };
 
 const COUNTER_ROWS = 3000;
@@ -67,7 +63,8 @@ export interface Lab {
   server: TemporalServer;
   client: Client;
   plane: LocalControlPlane;
-  worker: FaultWorker;
+  /** One worker per workflow (its lane), started when first needed; replaced after a kill. */
+  workers: Map<string, FaultWorker>;
   endpoints: Record<string, Endpoint>;
   workflowBundle: string;
   migrationsDir: string;
@@ -107,6 +104,7 @@ interface Intended {
 
 interface CellRun {
   lab: Lab;
+  instanceId: string;
   workflowId: string;
   fault: Fault;
   activity: ActivitySpec;
@@ -120,11 +118,15 @@ interface WorkflowSpec {
   /** The matrix's name for it (`backup+export` is the backup type with an export). */
   name: string;
   type: string;
+  /** Its own instance: what a cell finds there (snapshots, copies named after it) is the cell's. */
   instanceId: string;
+  /** The instance needs an available snapshot before the first cell (restores, DR test). */
+  baseSnapshot?: boolean;
   activities: ActivitySpec[];
   /** Puts the instance in the state the run starts from; returns what `check` compares with. */
   setup?(lab: Lab, activity: ActivitySpec): Promise<unknown>;
-  input(workflowId: string): unknown;
+  /** `name`: unique per cell, starts with the instance id (snapshot or copy to create). */
+  input(name: string): unknown;
   /** Signals sent with the start (expandContract's codeDeployed). */
   signalWithStart?: { signal: string; args: unknown[] };
   /** How the run ends without a fault, or after one the run must survive. */
@@ -205,7 +207,7 @@ function rerunBatches(statements: number, rowsDone: number, rows: number, batchS
 }
 
 async function counterCheck(run: CellRun): Promise<string[]> {
-  return onInstance(run.lab, SRC, async (client) => {
+  return onInstance(run.lab, run.instanceId, async (client) => {
     const problems: string[] = [];
     const statements = await count(client, `SELECT count(*)::int AS n FROM counter_batches`);
     const done = await count(client, `SELECT count(*)::int AS n FROM counter_rows WHERE done`);
@@ -268,9 +270,9 @@ function deployReportProblems(ended: Ended, before: string[], after: string[]): 
     : [`ended ${ended.status} without a report, the table gained [${added.join(', ')}]`];
 }
 
-async function resetExpandContract(lab: Lab): Promise<void> {
-  await resetDeploy(lab, EC, false);
-  await onInstance(lab, EC, async (client) => {
+async function resetExpandContract(lab: Lab, instanceId: string): Promise<void> {
+  await resetDeploy(lab, instanceId, false);
+  await onInstance(lab, instanceId, async (client) => {
     await client.query(`CREATE TABLE ec_rows (id bigint PRIMARY KEY, v int NOT NULL)`);
     await client.query(`INSERT INTO ec_rows SELECT g, g * 7 FROM generate_series(1, $1) g`, [EC_ROWS]);
     await client.query(`CREATE TABLE ec_expected AS SELECT id, v FROM ec_rows`);
@@ -288,7 +290,7 @@ async function resetExpandContract(lab: Lab): Promise<void> {
 }
 
 async function expandContractCheck(run: CellRun): Promise<string[]> {
-  return onInstance(run.lab, EC, async (client) => {
+  return onInstance(run.lab, run.instanceId, async (client) => {
     const problems: string[] = [];
     const statements = await count(client, `SELECT count(*)::int AS n FROM ec_batches`);
     const hasNew = await count(
@@ -319,21 +321,33 @@ async function expandContractCheck(run: CellRun): Promise<string[]> {
 
 // ---- the workflows and their side-effecting activities ----
 
-const backupSpec = (exported: boolean): WorkflowSpec => ({
-  name: exported ? 'backup+export' : 'backup',
-  type: 'backup',
-  instanceId: SRC,
-  activities: exported
-    ? [controlPlaneActivity('createSnapshot'), controlPlaneActivity('startExport')]
-    : [controlPlaneActivity('createSnapshot')],
-  input: (workflowId) => ({
-    instanceId: SRC,
-    snapshotId: workflowId,
-    ...(exported ? { export: true } : {}),
-    timeouts: FAST,
-  }),
-  survives: () => 'completed',
-  intended: { snapshots: 1, instances: 0, exports: exported ? 1 : 0 },
+const backupSpec = (exported: boolean): WorkflowSpec => {
+  const instanceId = exported ? 'fx-export' : 'fx-backup';
+  return {
+    name: exported ? 'backup+export' : 'backup',
+    type: 'backup',
+    instanceId,
+    activities: exported
+      ? [controlPlaneActivity('createSnapshot'), controlPlaneActivity('startExport')]
+      : [controlPlaneActivity('createSnapshot')],
+    input: (name) => ({
+      instanceId,
+      snapshotId: name,
+      ...(exported ? { export: true } : {}),
+      timeouts: FAST,
+    }),
+    survives: () => 'completed',
+    intended: { snapshots: 1, instances: 0, exports: exported ? 1 : 0 },
+  };
+};
+
+const migrationStep = (label: string, call = 1, extra: Partial<ActivitySpec> = {}): ActivitySpec => ({
+  name: 'runMigrationStep',
+  call,
+  label: `runMigrationStep ${label}`,
+  usesDatabase: true,
+  retryAfterKillSeconds: 60,
+  ...extra,
 });
 
 export const WORKFLOWS: WorkflowSpec[] = [
@@ -342,12 +356,13 @@ export const WORKFLOWS: WorkflowSpec[] = [
   {
     name: 'pitrRestore',
     type: 'pitrRestore',
-    instanceId: SRC,
+    instanceId: 'fx-pitr',
+    baseSnapshot: true,
     activities: [controlPlaneActivity('restoreToPointInTime')],
-    input: (workflowId) => ({
-      instanceId: SRC,
+    input: (name) => ({
+      instanceId: 'fx-pitr',
       restoreTime: 'latest',
-      targetInstanceId: workflowId,
+      targetInstanceId: name,
       timeouts: FAST,
     }),
     survives: () => 'completed',
@@ -357,9 +372,10 @@ export const WORKFLOWS: WorkflowSpec[] = [
   {
     name: 'snapshotRestore',
     type: 'snapshotRestore',
-    instanceId: SRC,
+    instanceId: 'fx-restore',
+    baseSnapshot: true,
     activities: [controlPlaneActivity('restoreFromSnapshot')],
-    input: (workflowId) => ({ snapshotId: BASE_SNAPSHOT, targetInstanceId: workflowId, timeouts: FAST }),
+    input: (name) => ({ snapshotId: 'fx-restore-base', targetInstanceId: name, timeouts: FAST }),
     survives: () => 'completed',
     intended: { snapshots: 0, instances: 1, exports: 0 },
     createsInstances: true,
@@ -367,14 +383,15 @@ export const WORKFLOWS: WorkflowSpec[] = [
   {
     name: 'drTest',
     type: 'drTest',
-    instanceId: SRC,
+    instanceId: 'fx-dr',
+    baseSnapshot: true,
     activities: [
       controlPlaneActivity('restoreFromSnapshot'),
       { name: 'runDrChecks', usesDatabase: true, retryAfterKillSeconds: 300 },
       controlPlaneActivity('deleteInstance'),
       controlPlaneActivity('writeDrReport'),
     ],
-    input: () => ({ instanceId: SRC, sampleQueries: 5, timeouts: FAST }),
+    input: () => ({ instanceId: 'fx-dr', sampleQueries: 5, timeouts: FAST }),
     survives: () => 'completed',
     intended: NONE,
     createsInstances: true,
@@ -382,39 +399,26 @@ export const WORKFLOWS: WorkflowSpec[] = [
   {
     name: 'deployMigration',
     type: 'deployMigration',
-    instanceId: MIG,
+    instanceId: 'fx-deploy',
     activities: [
       controlPlaneActivity('createSnapshot'),
-      {
-        name: 'runMigrationStep',
-        label: 'runMigrationStep up',
-        usesDatabase: true,
-        retryAfterKillSeconds: 60,
-      },
-      {
-        name: 'runMigrationStep',
-        call: 2,
-        label: 'runMigrationStep down',
-        usesDatabase: true,
-        retryAfterKillSeconds: 60,
-        failingDeploy: true,
-      },
+      migrationStep('up'),
+      migrationStep('down', 2, { failingDeploy: true }),
     ],
     setup: async (lab, activity) => {
-      await resetDeploy(lab, MIG, activity.failingDeploy === true);
-      return appliedOn(lab, MIG);
+      await resetDeploy(lab, 'fx-deploy', activity.failingDeploy === true);
+      return appliedOn(lab, 'fx-deploy');
     },
-    input: () => ({ instanceId: MIG, target: '0091_fault_b' }),
+    input: () => ({ instanceId: 'fx-deploy', target: '0091_fault_b' }),
     survives: (activity) => (activity.failingDeploy ? 'failed' : 'completed'),
     intended: { snapshots: 1, instances: 0, exports: 0 },
     check: async (run) => {
-      const problems = deployReportProblems(run.ended, run.before as string[], await appliedOn(run.lab, MIG));
+      const after = await appliedOn(run.lab, run.instanceId);
+      const problems = deployReportProblems(run.ended, run.before as string[], after);
       if (run.activity.failingDeploy && run.ended.status === 'failed') {
-        const report = run.ended.details as { reverted?: string[] } | undefined;
-        if (report?.reverted?.join(',') !== '0090_fault_a')
-          problems.push(
-            `the failed deploy reverted [${report?.reverted?.join(', ') ?? ''}], expected [0090_fault_a]`,
-          );
+        const reverted = (run.ended.details as { reverted?: string[] } | undefined)?.reverted ?? [];
+        if (reverted.join(',') !== '0090_fault_a')
+          problems.push(`the failed deploy reverted [${reverted.join(', ')}], expected [0090_fault_a]`);
       }
       return problems;
     },
@@ -422,11 +426,11 @@ export const WORKFLOWS: WorkflowSpec[] = [
   {
     name: 'backfill',
     type: 'backfill',
-    instanceId: SRC,
+    instanceId: 'fx-backfill',
     activities: [{ name: 'runBackfillChunk', usesDatabase: true, retryAfterKillSeconds: 10 }],
-    setup: async (lab) => onInstance(lab, SRC, resetCounter),
+    setup: async (lab) => onInstance(lab, 'fx-backfill', resetCounter),
     input: () => ({
-      instanceId: SRC,
+      instanceId: 'fx-backfill',
       name: 'counter',
       params: { factor: 3 },
       batchSize: COUNTER_BATCH,
@@ -439,34 +443,17 @@ export const WORKFLOWS: WorkflowSpec[] = [
   {
     name: 'expandContract',
     type: 'expandContract',
-    instanceId: EC,
+    instanceId: 'fx-ec',
     activities: [
       controlPlaneActivity('createSnapshot', { label: 'createSnapshot (expand)' }),
-      {
-        name: 'runMigrationStep',
-        label: 'runMigrationStep expand',
-        usesDatabase: true,
-        retryAfterKillSeconds: 60,
-      },
-      { name: 'runBackfillChunk', label: 'runBackfillChunk', usesDatabase: true, retryAfterKillSeconds: 10 },
-      {
-        name: 'runMigrationStep',
-        call: 2,
-        label: 'runMigrationStep tighten',
-        usesDatabase: true,
-        retryAfterKillSeconds: 60,
-      },
-      {
-        name: 'runMigrationStep',
-        call: 3,
-        label: 'runMigrationStep contract',
-        usesDatabase: true,
-        retryAfterKillSeconds: 60,
-      },
+      migrationStep('expand'),
+      { name: 'runBackfillChunk', usesDatabase: true, retryAfterKillSeconds: 10 },
+      migrationStep('tighten', 2),
+      migrationStep('contract', 3),
     ],
-    setup: async (lab) => resetExpandContract(lab),
+    setup: async (lab) => resetExpandContract(lab, 'fx-ec'),
     input: () => ({
-      instanceId: EC,
+      instanceId: 'fx-ec',
       expandMigration: '0100_ec_expand',
       tightenMigration: '0101_ec_tighten',
       contractMigration: '0102_ec_contract',
@@ -481,18 +468,18 @@ export const WORKFLOWS: WorkflowSpec[] = [
   {
     name: 'maintenance',
     type: 'maintenance',
-    instanceId: SRC,
+    instanceId: 'fx-maintenance',
     activities: [{ name: 'vacuumTable', usesDatabase: true, retryAfterKillSeconds: 60 }],
-    input: () => ({ instanceId: SRC, tables: ['conversations'] }),
+    input: () => ({ instanceId: 'fx-maintenance', tables: ['conversations'] }),
     survives: () => 'completed',
     intended: NONE,
   },
   {
     name: 'healthCheck',
     type: 'healthCheck',
-    instanceId: SRC,
+    instanceId: 'fx-health',
     activities: [{ name: 'measureHealth', usesDatabase: true, retryAfterKillSeconds: 120 }],
-    input: () => ({ instanceId: SRC }),
+    input: () => ({ instanceId: 'fx-health' }),
     survives: () => 'completed',
     intended: NONE,
   },
@@ -520,55 +507,70 @@ async function waitSnapshotSettled(plane: LocalControlPlane, snapshotId: string)
   throw new Error(`snapshot ${snapshotId} is still being created`);
 }
 
-export async function openLab(): Promise<Lab> {
+/** The lab for `cells`: the dev server, the workflow bundle, and each of their workflows' instance. */
+export async function openLab(cells: Cell[]): Promise<Lab> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'dbops-faults-'));
-  await chmod(dir, 0o755);
+  await chmod(dir, 0o755); // the postgres user must reach the clusters inside
   const stateDir = path.join(dir, 'state');
   const plane = new LocalControlPlane({ stateDir });
   const extra: Record<string, string> = {};
   const own = path.join(__dirname, 'migrations');
   for (const file of await readdir(own)) extra[file] = await readFile(path.join(own, file), 'utf8');
+  const specs = [...new Set(cells.map((cell) => cell.workflow))];
   const [server, workflowBundle, migrations] = await Promise.all([
     TemporalServer.start(path.join(dir, 'temporal')),
     writeWorkflowBundle(dir),
-    migrationsDir('0005', extra),
+    migrationsDir('0005_user_id_new_expand', extra),
     (async () => {
-      for (const id of [SRC, MIG, EC]) await plane.createInstance(id, { tags: KEEP });
+      for (const spec of specs) await plane.createInstance(spec.instanceId, { tags: KEEP });
     })(),
   ]);
   const endpoints: Record<string, Endpoint> = {};
-  for (const id of [SRC, MIG, EC]) {
-    endpoints[id] = await waitAvailable(plane, id);
-    await seedDemoData(endpoints[id], { conversations: 40, chunksPerConversation: 1 });
+  for (const spec of specs) {
+    const endpoint = await waitAvailable(plane, spec.instanceId);
+    endpoints[spec.instanceId] = endpoint;
+    await seedDemoData(endpoint, { conversations: 40, chunksPerConversation: 1 });
+    if (spec.baseSnapshot) await plane.createSnapshot(spec.instanceId, `${spec.instanceId}-base`, KEEP);
   }
-  await plane.createSnapshot(SRC, BASE_SNAPSHOT, KEEP);
-  await waitSnapshotSettled(plane, BASE_SNAPSHOT);
-  const worker = new FaultWorker({
-    taskQueue: TASK_QUEUE,
-    temporalAddress: server.address,
-    stateDir,
-    endpoint: endpoints[SRC]!,
-    migrationsDir: migrations,
-    workflowBundle,
-    logFile: path.join(dir, 'worker.log'),
-  });
-  await worker.start();
+  for (const spec of specs.filter((s) => s.baseSnapshot)) {
+    await waitSnapshotSettled(plane, `${spec.instanceId}-base`);
+  }
   return {
     dir,
     stateDir,
     server,
     client: await connectClient(server),
     plane,
-    worker,
+    workers: new Map(),
     endpoints,
     workflowBundle,
     migrationsDir: migrations,
   };
 }
 
+/** The worker of the workflow's lane (its own task queue), started when first needed. */
+async function laneWorker(lab: Lab, workflow: WorkflowSpec): Promise<FaultWorker> {
+  let worker = lab.workers.get(workflow.name);
+  if (worker === undefined) {
+    const lane = workflow.name.replace(/[^a-zA-Z]/g, '-');
+    worker = new FaultWorker({
+      taskQueue: `faults-${lane}`,
+      temporalAddress: lab.server.address,
+      stateDir: lab.stateDir,
+      endpoint: lab.endpoints[workflow.instanceId]!,
+      migrationsDir: lab.migrationsDir,
+      workflowBundle: lab.workflowBundle,
+      logFile: path.join(lab.dir, `worker-${lane}.log`),
+    });
+    lab.workers.set(workflow.name, worker);
+  }
+  if (!worker.alive) await worker.start();
+  return worker;
+}
+
 export async function closeLab(lab: Lab | undefined): Promise<void> {
   if (lab === undefined) return;
-  await lab.worker.stop();
+  await Promise.all([...lab.workers.values()].map((worker) => worker.stop()));
   await lab.client.connection.close().catch(() => undefined);
   await lab.server.stop();
   for (const instance of await lab.plane.listInstances().catch(() => [])) {
@@ -638,18 +640,24 @@ async function exportsOnDisk(stateDir: string): Promise<Resources['exports']> {
   return found;
 }
 
-async function inventory(lab: Lab): Promise<Resources> {
-  const snapshots: Resources['snapshots'] = [];
-  for (const id of [SRC, MIG, EC]) {
-    for (const s of await lab.plane.listSnapshots(id))
-      snapshots.push({ snapshotId: s.snapshotId, status: s.status, tags: s.tags });
-  }
-  const instances = (await lab.plane.listInstances()).map((i) => ({
-    instanceId: i.instanceId,
-    status: i.status,
-    tags: i.tags,
+/**
+ * What the workflow's instance has: its snapshots, the instances named after it (copies and
+ * restores are `<instance>-...`) and the exports of its snapshots. Cells of other workflows, on
+ * other instances, may run at the same time and are not counted.
+ */
+async function inventory(lab: Lab, instanceId: string): Promise<Resources> {
+  const snapshots = (await lab.plane.listSnapshots(instanceId)).map((s) => ({
+    snapshotId: s.snapshotId,
+    status: s.status,
+    tags: s.tags,
   }));
-  return { snapshots, instances, exports: await exportsOnDisk(lab.stateDir) };
+  const instances = (await lab.plane.listInstances())
+    .filter((i) => i.instanceId.startsWith(`${instanceId}-`))
+    .map((i) => ({ instanceId: i.instanceId, status: i.status, tags: i.tags }));
+  const exports = (await exportsOnDisk(lab.stateDir)).filter((e) =>
+    snapshots.some((s) => s.snapshotId === e.snapshotId),
+  );
+  return { snapshots, instances, exports };
 }
 
 function newSince(before: Resources, after: Resources): Resources {
@@ -746,10 +754,10 @@ function resourceProblems(cell: Cell, workflowId: string, created: Resources): s
 }
 
 /** Runs the orphan sweeper once, when the worker has it; otherwise says so. */
-async function sweep(lab: Lab, workflowId: string): Promise<string | undefined> {
+async function sweep(lab: Lab, taskQueue: string, workflowId: string): Promise<string | undefined> {
   try {
     await lab.client.workflow.execute('sweepOrphans', {
-      taskQueue: TASK_QUEUE,
+      taskQueue,
       workflowId: `${workflowId}-sweep`,
       args: [{}],
       workflowExecutionTimeout: '3 minutes',
@@ -784,25 +792,43 @@ async function removeCreated(lab: Lab, created: Resources): Promise<void> {
 
 let serial = 0;
 
+/** Runs one cell; a cell that cannot even be set up is a failed cell, with the reason. */
 export async function runCell(lab: Lab, cell: Cell): Promise<CellResult> {
+  const started = Date.now();
+  try {
+    return await runCellChecked(lab, cell);
+  } catch (error) {
+    const message = (error as Error).message;
+    return {
+      cell,
+      held: false,
+      problems: [`the cell could not run: ${message}`],
+      note: '',
+      seconds: (Date.now() - started) / 1000,
+    };
+  }
+}
+
+async function runCellChecked(lab: Lab, cell: Cell): Promise<CellResult> {
   const started = Date.now();
   const { workflow, activity, fault } = cell;
   serial += 1;
-  const workflowId = `fm${serial}-${workflow.type.toLowerCase()}-${fault}`.slice(0, 50);
+  const workflowId = `fm${serial}-${workflow.type.toLowerCase()}-${fault}`;
+  const name = `${workflow.instanceId}-c${serial}`;
   const problems: string[] = [];
   let note = '';
-  if (!lab.worker.alive) await lab.worker.start();
+  const worker = await laneWorker(lab, workflow);
+  const taskQueue = worker.options.taskQueue;
   const before = await workflow.setup?.(lab, activity);
-  const resourcesBefore = await inventory(lab);
-  const placement = placementFor(fault, activity.usesDatabase);
-  lab.worker.arm({
+  const resourcesBefore = await inventory(lab, workflow.instanceId);
+  worker.arm({
     workflowId,
     activity: activity.name,
     call: activity.call ?? 1,
-    placement,
+    placement: placementFor(fault, activity.usesDatabase),
     action: fault === 'lost-reply' ? 'throw' : 'pause',
   });
-  const options = { taskQueue: TASK_QUEUE, workflowId, args: [workflow.input(workflowId)] };
+  const options = { taskQueue, workflowId, args: [workflow.input(name)] };
   const handle = workflow.signalWithStart
     ? await lab.client.workflow.signalWithStart(workflow.type, {
         ...options,
@@ -813,7 +839,7 @@ export async function runCell(lab: Lab, cell: Cell): Promise<CellResult> {
   const result = outcome(handle);
   const context: FaultContext = {
     server: lab.server,
-    worker: lab.worker,
+    worker,
     client: lab.client,
     plane: lab.plane,
     stateDir: lab.stateDir,
@@ -826,7 +852,7 @@ export async function runCell(lab: Lab, cell: Cell): Promise<CellResult> {
   } catch (error) {
     problems.push(`fault not applied: ${(error as Error).message}`);
   }
-  lab.worker.disarm();
+  worker.disarm();
   // Wait for the end; a worker that died on its own is a finding, and is replaced so the run can go on.
   let ended: Ended | undefined;
   const deadline = Date.now() + RUN_TIMEOUT_MS;
@@ -835,11 +861,11 @@ export async function runCell(lab: Lab, cell: Cell): Promise<CellResult> {
     (error: Error) => (ended = { status: 'timed-out', message: error.message }),
   );
   while (ended === undefined && Date.now() < deadline) {
-    if (!lab.worker.alive) {
+    if (!worker.alive) {
       problems.push(
-        `the worker process died (${lab.worker.exitCode ?? lab.worker.exitSignal}); see worker.log`,
+        `the worker process died (${worker.exitCode ?? worker.exitSignal}); see ${path.basename(worker.options.logFile)}`,
       );
-      await lab.worker.start();
+      await worker.start();
     }
     await sleep(200);
   }
@@ -850,15 +876,16 @@ export async function runCell(lab: Lab, cell: Cell): Promise<CellResult> {
   const endedProblem = endProblem(cell, ended);
   if (endedProblem !== undefined) problems.push(endedProblem);
   if (fault === 'terminate' && workflow.createsInstances === true) {
-    const missing = await sweep(lab, workflowId);
+    const missing = await sweep(lab, taskQueue, workflowId);
     if (missing !== undefined) problems.push(missing);
   }
-  const created = newSince(resourcesBefore, await inventory(lab));
+  const created = newSince(resourcesBefore, await inventory(lab, workflow.instanceId));
   problems.push(...resourceProblems(cell, workflowId, created));
   const locks = await advisoryLocks(lab, workflow.instanceId);
   if (locks > 0) problems.push(`${locks} advisory locks held on ${workflow.instanceId}`);
   if (workflow.check) {
-    problems.push(...(await workflow.check({ lab, workflowId, fault, activity, ended, created, before })));
+    const run = { lab, instanceId: workflow.instanceId, workflowId, fault, activity, ended, created, before };
+    problems.push(...(await workflow.check(run)));
   }
   await removeCreated(lab, created);
   return {
@@ -868,6 +895,22 @@ export async function runCell(lab: Lab, cell: Cell): Promise<CellResult> {
     note: `${note}; ${describeEnd(ended)}`,
     seconds: Math.round((Date.now() - started) / 100) / 10,
   };
+}
+
+/**
+ * Cells whose fault is a worker kill mostly wait for the killed attempt's timeout: they run side
+ * by side, one lane (worker, task queue, instance) per workflow, each lane's cells in turn.
+ */
+export async function runLanes(lab: Lab, cells: Cell[]): Promise<CellResult[]> {
+  const lanes = new Map<string, Cell[]>();
+  for (const cell of cells) lanes.set(cell.workflow.name, [...(lanes.get(cell.workflow.name) ?? []), cell]);
+  const results: CellResult[] = [];
+  await Promise.all(
+    [...lanes.values()].map(async (lane) => {
+      for (const cell of lane) results.push(await runCell(lab, cell));
+    }),
+  );
+  return results;
 }
 
 export function formatMatrix(results: CellResult[]): string {

@@ -12,6 +12,7 @@ import { NativeConnection, Worker } from '@temporalio/worker';
 import type { Client } from 'pg';
 
 import { createActivities, type ActivityDeps } from '../../activities';
+import type { DatabaseConfig } from '../../activities/config-types';
 import { LocalControlPlane } from '../../activities/control-plane/local';
 import type { DatabaseConnector } from '../../activities/postgres/connect';
 import { localActivityDeps } from '../helpers/activity-deps';
@@ -126,7 +127,7 @@ function hookConnector(connector: DatabaseConnector): DatabaseConnector {
 
 async function main(): Promise<void> {
   const stateDir = env('FAULTS_STATE_DIR');
-  const base = localActivityDeps(JSON.parse(env('FAULTS_ENDPOINT')), stateDir);
+  const base = localActivityDeps(JSON.parse(env('FAULTS_ENDPOINT')) as DatabaseConfig, stateDir);
   const deps: ActivityDeps = {
     ...base,
     controlPlane: new LocalControlPlane({ stateDir }),
