@@ -24,7 +24,7 @@ import {
   utcStamp,
   type RecoveryTimeouts,
 } from './lib/recovery';
-import { controlPlane } from './lib/recovery-steps';
+import { controlPlane, createCalls } from './lib/recovery-steps';
 
 export interface BackupInput {
   instanceId: string;
@@ -57,7 +57,8 @@ export async function backup(input: BackupInput): Promise<BackupResult> {
 
   setStep(`requesting snapshot ${snapshotId}`);
   const requestedAt = new Date().toISOString();
-  await controlPlane.createSnapshot(instanceId, snapshotId, ownerTags('backup', instanceId));
+  const create = createCalls(timeouts);
+  await create.createSnapshot(instanceId, snapshotId, ownerTags('backup', instanceId));
   const snapshot: SnapshotDescription = await pollUntil({
     what: `snapshot ${snapshotId} to be available`,
     describe: () => controlPlane.describeSnapshot(snapshotId),
@@ -87,7 +88,7 @@ export async function backup(input: BackupInput): Promise<BackupResult> {
   const exportId = valid.export.exportId;
   setStep(`exporting ${snapshotId} as ${exportId}`);
   const exportRequestedAt = new Date().toISOString();
-  await controlPlane.startExport(exportId, snapshotId, destination);
+  await create.startExport(exportId, snapshotId, destination);
   const exported = await pollUntil({
     what: `export ${exportId} to complete`,
     describe: () => controlPlane.describeExport(exportId),

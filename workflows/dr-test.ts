@@ -38,6 +38,7 @@ import {
 import {
   checks as checkActivities,
   controlPlane,
+  createCalls,
   deleteInstance,
   deleteOwnedInstance,
   failureMessage,
@@ -119,7 +120,11 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
 
     setStep(`restoring ${snapshot.snapshotId} as ${target}`);
     const requestedAt = new Date().toISOString();
-    await controlPlane.restoreFromSnapshot(snapshot.snapshotId, target, ownerTags(DR_PURPOSE, instanceId));
+    await createCalls(timeouts).restoreFromSnapshot(
+      snapshot.snapshotId,
+      target,
+      ownerTags(DR_PURPOSE, instanceId),
+    );
     const restored = await waitForAvailable(target, timeouts, (s) =>
       setStep(`instance ${target} ${s.providerStatus}`),
     );

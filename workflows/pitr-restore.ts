@@ -22,7 +22,7 @@ import {
   utcStamp,
   type RecoveryTimeouts,
 } from './lib/recovery';
-import { controlPlane, deleteOwnedInstance, waitForAvailable } from './lib/recovery-steps';
+import { controlPlane, createCalls, deleteOwnedInstance, waitForAvailable } from './lib/recovery-steps';
 
 export interface PitrRestoreInput {
   /** The source instance. */
@@ -72,7 +72,7 @@ export async function pitrRestore(input: PitrRestoreInput): Promise<RestoreResul
   const requestedAt = new Date().toISOString();
   const owner = runOwner();
   try {
-    await controlPlane.restoreToPointInTime(
+    await createCalls(timeouts).restoreToPointInTime(
       instanceId,
       targetInstanceId,
       restoreTime === 'latest' ? 'latest' : { time: restoreTime },

@@ -20,7 +20,7 @@ import {
   utcStamp,
   type RecoveryTimeouts,
 } from './lib/recovery';
-import { controlPlane, deleteOwnedInstance, waitForAvailable } from './lib/recovery-steps';
+import { controlPlane, createCalls, deleteOwnedInstance, waitForAvailable } from './lib/recovery-steps';
 import type { RestoreResult } from './pitr-restore';
 
 export interface SnapshotRestoreInput {
@@ -59,7 +59,7 @@ export async function snapshotRestore(input: SnapshotRestoreInput): Promise<Rest
   const requestedAt = new Date().toISOString();
   const owner = runOwner();
   try {
-    await controlPlane.restoreFromSnapshot(
+    await createCalls(timeouts).restoreFromSnapshot(
       snapshotId,
       targetInstanceId,
       ownerTags('restore', sourceInstanceId),

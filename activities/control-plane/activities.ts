@@ -2,11 +2,13 @@
  * The ControlPlane as activities. Workflows call these (never the provider directly) and poll the
  * `describe*` ones with durable timers (workflows/lib/polling.ts). A typed error that retrying
  * cannot fix becomes a non-retryable ApplicationFailure carrying the error's name as its type, so
- * every workflow fails fast on it without listing types; TransientError stays retryable.
+ * every workflow fails fast on it without listing types; TransientError stays retryable. A
+ * BusyError (a condition to wait out, e.g. the instance is backing-up) stays retryable too, and is
+ * logged and heartbeated first, so the Web UI shows what the activity waits for.
  */
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, heartbeat, log } from '@temporalio/activity';
 
-import { DbopsError } from '../../workflows/lib/errors';
+import { BusyError, DbopsError } from '../../workflows/lib/errors';
 import type { ControlPlane } from './control-plane';
 
 export function createControlPlaneActivities(controlPlane: ControlPlane) {
@@ -30,6 +32,10 @@ function failFast<A extends unknown[], R>(operation: (...args: A) => Promise<R>)
     try {
       return await operation(...args);
     } catch (error) {
+      if (error instanceof BusyError) {
+        log.warn(error.message, { condition: error.providerCode });
+        heartbeat(error.message);
+      }
       if (error instanceof DbopsError && !error.retryable) {
         throw ApplicationFailure.nonRetryable(error.message, error.name);
       }

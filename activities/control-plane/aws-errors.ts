@@ -4,6 +4,7 @@
  */
 import {
   AlreadyExistsError,
+  BusyError,
   DbopsError,
   InvalidInputError,
   InvalidStateError,
@@ -24,6 +25,16 @@ const THROTTLING_CODES = new Set([
   'RequestLimitExceeded',
   'SlowDown',
   'PriorRequestNotComplete',
+]);
+
+/**
+ * Refusals that last only while a condition lasts: the instance is backing-up or modifying, the
+ * snapshot to export is not ready, the instance class has no capacity in the zone right now.
+ */
+const BUSY_CODES = new Set([
+  'InvalidDBInstanceState',
+  'InvalidExportSourceState',
+  'InsufficientDBInstanceCapacity',
 ]);
 
 /** Connection-level failures: the request may never have reached AWS. */
@@ -65,16 +76,17 @@ export function toDbopsError(error: unknown, what: string): Error {
   if (NETWORK_CODES.has(shape.code ?? '') || NETWORK_CODES.has(shape.name)) {
     return new TransientError(detail);
   }
-  if (code === 'PointInTimeRestoreNotEnabled') return new PointInTimeRestoreNotEnabledError(detail);
-  if (/AlreadyExists/.test(code)) return new AlreadyExistsError(detail);
-  if (/NotFound|^NoSuch/.test(code)) return new NotFoundError(detail);
-  if (/^Invalid.*State/.test(code)) return new InvalidStateError(detail);
-  if (/Quota/.test(code)) return new QuotaExceededError(detail);
+  if (code === 'PointInTimeRestoreNotEnabled') return new PointInTimeRestoreNotEnabledError(detail, code);
+  if (BUSY_CODES.has(code)) return new BusyError(`waiting: ${detail}`, code);
+  if (/AlreadyExists/.test(code)) return new AlreadyExistsError(detail, code);
+  if (/NotFound|^NoSuch/.test(code)) return new NotFoundError(detail, code);
+  if (/^Invalid.*State/.test(code)) return new InvalidStateError(detail, code);
+  if (/Quota/.test(code)) return new QuotaExceededError(detail, code);
   if (/^(InvalidParameter|MissingParameter|Validation|InvalidS3Bucket|InvalidRestore)/.test(code)) {
-    return new InvalidInputError(detail);
+    return new InvalidInputError(detail, code);
   }
   // Any other refusal (access denied, a KMS key we may not use...) will not change by retrying.
-  if (status !== undefined && status >= 400) return new InvalidInputError(detail);
+  if (status !== undefined && status >= 400) return new InvalidInputError(detail, code);
   return error;
 }
 

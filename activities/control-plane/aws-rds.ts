@@ -26,12 +26,15 @@ import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 
 import type { ExportConfig, RdsConfig } from '../config-types';
 import {
+  AlreadyExistsError,
+  BusyError,
   InvalidInputError,
   InvalidStateError,
   NotFoundError,
   RestoreTimeOutOfRangeError,
 } from '../../workflows/lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../../workflows/lib/identifiers';
+import { describeOwner, ownedBy } from '../../workflows/lib/recovery';
 import { mapAwsErrors } from './aws-errors';
 import type {
   ControlPlane,
@@ -173,8 +176,8 @@ export class AwsRdsControlPlane implements ControlPlane {
     } catch (error) {
       // Idempotent: a retry after a lost response finds the instance gone or already deleting.
       if (error instanceof NotFoundError) return;
-      if (error instanceof InvalidStateError && (await this.isBeingDeleted(instanceId))) return;
-      throw error;
+      if (isInstanceStateFault(error) && (await this.isBeingDeleted(instanceId))) return;
+      throw await this.instanceCondition(error, instanceId, what);
     }
   }
 
@@ -185,16 +188,29 @@ export class AwsRdsControlPlane implements ControlPlane {
   ): Promise<SnapshotDescription> {
     requireIdentifier('instanceId', instanceId);
     requireIdentifier('snapshotId', snapshotId);
-    const response = await mapAwsErrors(`creating snapshot "${snapshotId}" of instance "${instanceId}"`, () =>
-      this.deps.rds.send(
-        new CreateDBSnapshotCommand({
-          DBInstanceIdentifier: instanceId,
-          DBSnapshotIdentifier: snapshotId,
-          Tags: toTagList(tags),
-        }),
-      ),
-    );
-    return toSnapshot(required(response.DBSnapshot, 'DBSnapshot'));
+    const what = `creating snapshot "${snapshotId}" of instance "${instanceId}"`;
+    try {
+      const response = await mapAwsErrors(what, () =>
+        this.deps.rds.send(
+          new CreateDBSnapshotCommand({
+            DBInstanceIdentifier: instanceId,
+            DBSnapshotIdentifier: snapshotId,
+            Tags: toTagList(tags),
+          }),
+        ),
+      );
+      return toSnapshot(required(response.DBSnapshot, 'DBSnapshot'));
+    } catch (error) {
+      if (!(error instanceof AlreadyExistsError)) throw await this.instanceCondition(error, instanceId, what);
+      // A retry of the same run (the reply to its first attempt was lost) finds its own snapshot.
+      const found = toSnapshot(await this.findSnapshot(snapshotId));
+      if (found.instanceId === instanceId && ownedBy(found.tags, tags)) return found;
+      throw new AlreadyExistsError(
+        `${what}: snapshot "${snapshotId}" already exists, a snapshot of instance "${found.instanceId}" ` +
+          `created by ${describeOwner(found.tags)}, not by this run`,
+        error.providerCode,
+      );
+    }
   }
 
   async describeSnapshot(snapshotId: string): Promise<SnapshotDescription> {
@@ -231,9 +247,9 @@ export class AwsRdsControlPlane implements ControlPlane {
   ): Promise<InstanceDescription> {
     requireSnapshotId(snapshotId);
     requireIdentifier('targetInstanceId', targetInstanceId);
-    const response = await mapAwsErrors(
-      `restoring snapshot "${snapshotId}" as instance "${targetInstanceId}"`,
-      () =>
+    const what = `restoring snapshot "${snapshotId}" as instance "${targetInstanceId}"`;
+    try {
+      const response = await mapAwsErrors(what, () =>
         this.deps.rds.send(
           new RestoreDBInstanceFromDBSnapshotCommand({
             DBSnapshotIdentifier: snapshotId,
@@ -241,8 +257,12 @@ export class AwsRdsControlPlane implements ControlPlane {
             ...this.placement(tags),
           }),
         ),
-    );
-    return toInstance(required(response.DBInstance, 'DBInstance'), this.deps.connectAs, undefined);
+      );
+      return toInstance(required(response.DBInstance, 'DBInstance'), this.deps.connectAs, undefined);
+    } catch (error) {
+      if (error instanceof AlreadyExistsError) return this.ownInstance(error, targetInstanceId, tags, what);
+      throw error;
+    }
   }
 
   async restoreToPointInTime(
@@ -259,9 +279,9 @@ export class AwsRdsControlPlane implements ControlPlane {
     } else {
       requireIdentifier('sourceInstanceId', sourceInstanceId);
     }
-    const response = await mapAwsErrors(
-      `restoring instance "${sourceInstanceId}" to ${restoreTime?.toISOString() ?? 'its latest restorable time'} as instance "${targetInstanceId}"`,
-      () =>
+    const what = `restoring instance "${sourceInstanceId}" to ${restoreTime?.toISOString() ?? 'its latest restorable time'} as instance "${targetInstanceId}"`;
+    try {
+      const response = await mapAwsErrors(what, () =>
         this.deps.rds.send(
           new RestoreDBInstanceToPointInTimeCommand({
             SourceDBInstanceIdentifier: sourceInstanceId,
@@ -270,8 +290,13 @@ export class AwsRdsControlPlane implements ControlPlane {
             ...this.placement(tags),
           }),
         ),
-    );
-    return toInstance(required(response.DBInstance, 'DBInstance'), this.deps.connectAs, undefined);
+      );
+      return toInstance(required(response.DBInstance, 'DBInstance'), this.deps.connectAs, undefined);
+    } catch (error) {
+      if (error instanceof AlreadyExistsError) return this.ownInstance(error, targetInstanceId, tags, what);
+      // InvalidDBInstanceState here is about the source (e.g. backing-up).
+      throw await this.instanceCondition(error, sourceInstanceId, what);
+    }
   }
 
   async startExport(
@@ -287,13 +312,14 @@ export class AwsRdsControlPlane implements ControlPlane {
       );
     }
     const snapshot = await this.findSnapshot(snapshotId);
-    const response = await mapAwsErrors(
-      `exporting snapshot "${snapshotId}" to s3://${destination.bucket}/${destination.prefix} as export "${exportId}"`,
-      () =>
+    const sourceArn = required(snapshot.DBSnapshotArn, 'DBSnapshotArn');
+    const what = `exporting snapshot "${snapshotId}" to s3://${destination.bucket}/${destination.prefix} as export "${exportId}"`;
+    try {
+      const response = await mapAwsErrors(what, () =>
         this.deps.rds.send(
           new StartExportTaskCommand({
             ExportTaskIdentifier: exportId,
-            SourceArn: required(snapshot.DBSnapshotArn, 'DBSnapshotArn'),
+            SourceArn: sourceArn,
             S3BucketName: destination.bucket,
             // No prefix: the export lands at the bucket's root (S3Prefix is optional).
             S3Prefix: destination.prefix === '' ? undefined : destination.prefix,
@@ -301,8 +327,21 @@ export class AwsRdsControlPlane implements ControlPlane {
             KmsKeyId: exports.kmsKeyId,
           }),
         ),
-    );
-    return toExport(response);
+      );
+      return toExport(response);
+    } catch (error) {
+      if (!(error instanceof AlreadyExistsError)) throw error;
+      // Export tasks carry no tags: ours is the same task of the same snapshot to the same place.
+      const found = await this.findExport(exportId);
+      const sameDestination =
+        found.S3Bucket === destination.bucket && (found.S3Prefix ?? '') === destination.prefix;
+      if (found.SourceArn === sourceArn && sameDestination) return toExport(found);
+      const existing = toExport(found);
+      throw new AlreadyExistsError(
+        `${what}: export "${exportId}" already exists, of snapshot "${existing.snapshotId}" to ${existing.destination}`,
+        error.providerCode,
+      );
+    }
   }
 
   async describeExport(exportId: string): Promise<ExportDescription> {
@@ -352,6 +391,49 @@ export class AwsRdsControlPlane implements ControlPlane {
       CopyTagsToSnapshot: true,
       Tags: toTagList({ ...settings.tags, ...tags }),
     };
+  }
+
+  /**
+   * A restore refused because its target exists: a retry of the same run (its owner tags match)
+   * carries on with the instance as it is now (maybe still `creating`); any other instance of that
+   * name is AlreadyExistsError naming its owner.
+   */
+  private async ownInstance(
+    error: AlreadyExistsError,
+    instanceId: string,
+    tags: Record<string, string>,
+    what: string,
+  ): Promise<InstanceDescription> {
+    const found = toInstance(await this.findInstance(instanceId), this.deps.connectAs, undefined);
+    if (ownedBy(found.tags, tags)) return found;
+    throw new AlreadyExistsError(
+      `${what}: instance "${instanceId}" already exists (${found.providerStatus}), created by ${describeOwner(found.tags)}, not by this run`,
+      error.providerCode,
+    );
+  }
+
+  /**
+   * RDS answers InvalidDBInstanceState while the instance is busy: backing-up (the nightly backup
+   * window), modifying, rebooting, still creating. That is waited out, named by the instance's
+   * status. An instance that is failed or being deleted never gets ready: that fails fast.
+   */
+  private async instanceCondition(error: unknown, instanceId: string, what: string): Promise<unknown> {
+    if (!isInstanceStateFault(error)) return error;
+    let status: string;
+    try {
+      status = (await this.findInstance(instanceId)).DBInstanceStatus ?? 'unknown';
+    } catch {
+      return error;
+    }
+    const state = instanceStatus(status);
+    if (state === 'failed' || state === 'deleting') {
+      return new InvalidStateError(`${what}: instance "${instanceId}" is ${status}`, error.providerCode);
+    }
+    if (state === 'available') return error;
+    return new BusyError(
+      `waiting: instance "${instanceId}" is ${status} (${what}: ${error.providerCode})`,
+      error.providerCode,
+    );
   }
 
   private async findInstance(instanceId: string): Promise<DBInstance> {
@@ -406,6 +488,11 @@ export class AwsRdsControlPlane implements ControlPlane {
     if (task === undefined) throw new NotFoundError(`describing export "${exportId}": no such export task`);
     return task;
   }
+}
+
+/** RDS refused because of the instance's state (InvalidDBInstanceState), mapped to BusyError. */
+function isInstanceStateFault(error: unknown): error is BusyError {
+  return error instanceof BusyError && error.providerCode === 'InvalidDBInstanceState';
 }
 
 // ---- status words: RDS has many more than the ControlPlane models ----

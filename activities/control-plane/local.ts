@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
   AlreadyExistsError,
+  BusyError,
   InvalidInputError,
   InvalidStateError,
   NotFoundError,
@@ -21,6 +22,7 @@ import {
   TransientError,
 } from '../../workflows/lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../../workflows/lib/identifiers';
+import { describeOwner, ownedBy } from '../../workflows/lib/recovery';
 import { freePort } from '../ports';
 import {
   chownToPostgres,
@@ -284,6 +286,8 @@ export class LocalControlPlane implements ControlPlane {
   ): Promise<SnapshotDescription> {
     const id = identifier('instanceId', instanceId);
     const snapId = identifier('snapshotId', snapshotId);
+    const existing = await readJson<SnapshotRecord>(this.layout.record('snapshots', snapId));
+    if (existing !== undefined) return this.ownSnapshot(existing, id, tags);
     const instance = await this.settledInstance(id);
     if (instance === undefined) throw new NotFoundError(`instance ${id} not found`);
     await this.requireRunning(instance, 'snapshot it');
@@ -335,6 +339,8 @@ export class LocalControlPlane implements ControlPlane {
   ): Promise<InstanceDescription> {
     const snapId = existingSnapshotId('snapshotId', snapshotId);
     const targetId = identifier('targetInstanceId', targetInstanceId);
+    const existing = await readJson<InstanceRecord>(this.layout.record('instances', targetId));
+    if (existing !== undefined) return this.ownInstance(existing, tags);
     await this.availableSnapshot(snapId);
     const record = await this.newInstance(targetId, tags, { kind: 'snapshot', snapshotId: snapId });
     await this.startJob('restore-instance', targetId, [['instances', targetId]]);
@@ -350,12 +356,11 @@ export class LocalControlPlane implements ControlPlane {
     const sourceId = identifier('sourceInstanceId', sourceInstanceId);
     const targetId = identifier('targetInstanceId', targetInstanceId);
     const targetTime = parseRestoreTarget(target);
+    const existing = await readJson<InstanceRecord>(this.layout.record('instances', targetId));
+    if (existing !== undefined) return this.ownInstance(existing, tags);
     const source = await this.settledInstance(sourceId);
     if (source === undefined) throw new NotFoundError(`instance ${sourceId} not found`);
     const running = await this.requireRestorable(source);
-    if (await this.exists('instances', targetId)) {
-      throw new AlreadyExistsError(`instance ${targetId} already exists`);
-    }
     const backups = (await this.snapshotRecords(sourceId)).filter(
       (s) => s.status === 'available' && s.incarnation === source.incarnation,
     );
@@ -408,6 +413,8 @@ export class LocalControlPlane implements ControlPlane {
         `destination.prefix ${JSON.stringify(prefix)} is not valid: path segments of letters, digits, dots, hyphens or underscores, not starting with a dot`,
       );
     }
+    const existing = await readJson<ExportRecord>(this.layout.record('exports', id));
+    if (existing !== undefined) return this.ownExport(existing, snapId, bucket, segments.join('/'));
     await this.availableSnapshot(snapId);
     await this.layout.ensureDir('exports');
     try {
@@ -451,11 +458,62 @@ export class LocalControlPlane implements ControlPlane {
     }
   }
 
-  private async exists(kind: ResourceKind, id: string): Promise<boolean> {
-    return stat(this.layout.dir(kind, id)).then(
-      () => true,
-      () => false,
-    );
+  // ---- a create that finds its resource already there ----
+  // A retry of the run that made it (its owner tags match) carries on with the resource as it is
+  // now, starting its job if the attempt that wrote the record died before starting it. Anything
+  // else is AlreadyExistsError naming what is there and who made it.
+
+  private async ownSnapshot(
+    record: SnapshotRecord,
+    instanceId: string,
+    tags: Record<string, string>,
+  ): Promise<SnapshotDescription> {
+    if (record.instanceId !== instanceId || !ownedBy(record.tags, tags)) {
+      throw new AlreadyExistsError(
+        `snapshot ${record.snapshotId} already exists: a snapshot of instance ${record.instanceId} created by ${describeOwner(record.tags)}, not by this run`,
+      );
+    }
+    if (record.status === 'creating') await this.resumeJob('snapshot', 'snapshots', record.snapshotId);
+    return this.describeSnapshot(record.snapshotId);
+  }
+
+  private async ownInstance(
+    record: InstanceRecord,
+    tags: Record<string, string>,
+  ): Promise<InstanceDescription> {
+    if (!ownedBy(record.tags, tags)) {
+      throw new AlreadyExistsError(
+        `instance ${record.instanceId} already exists (${record.status}), created by ${describeOwner(record.tags)}, not by this run`,
+      );
+    }
+    if (record.status === 'creating') {
+      const job = record.origin.kind === 'new' ? 'create-instance' : 'restore-instance';
+      await this.resumeJob(job, 'instances', record.instanceId);
+    }
+    return this.describeInstance(record.instanceId);
+  }
+
+  /** Exports carry no tags (as on RDS): ours is the same export of the same snapshot to the same place. */
+  private async ownExport(
+    record: ExportRecord,
+    snapshotId: string,
+    bucket: string,
+    prefix: string,
+  ): Promise<ExportDescription> {
+    if (record.snapshotId !== snapshotId || record.bucket !== bucket || record.prefix !== prefix) {
+      throw new AlreadyExistsError(
+        `export ${record.exportId} already exists: an export of snapshot ${record.snapshotId} to bucket ${record.bucket} prefix ${JSON.stringify(record.prefix)}`,
+      );
+    }
+    if (record.status === 'starting') await this.resumeJob('export', 'exports', record.exportId);
+    return this.describeExport(record.exportId);
+  }
+
+  /** Starts the job of a resource whose record was written but whose job was never started. */
+  private async resumeJob(job: JobName, kind: ResourceKind, id: string): Promise<void> {
+    if ((await readJson<JobRecord>(this.layout.job(kind, id))) === undefined) {
+      await this.startJob(job, id, [[kind, id]]);
+    }
   }
 
   /** Creates the directory and record of a new instance (status creating) with a free port. */
@@ -644,6 +702,9 @@ export class LocalControlPlane implements ControlPlane {
   private async availableSnapshot(id: string): Promise<SnapshotRecord> {
     const snapshot = await this.settledSnapshot(id);
     if (snapshot === undefined) throw new NotFoundError(`snapshot ${id} not found`);
+    if (snapshot.status === 'creating') {
+      throw new BusyError(`waiting: snapshot ${id} is creating, not available yet`);
+    }
     if (snapshot.status !== 'available') {
       throw new InvalidStateError(`snapshot ${id} is ${snapshot.status}, not available`);
     }
@@ -651,6 +712,9 @@ export class LocalControlPlane implements ControlPlane {
   }
 
   private async requireRunning(record: InstanceRecord, what: string): Promise<void> {
+    if (record.status === 'creating') {
+      throw new BusyError(`waiting: instance ${record.instanceId} is creating: cannot ${what} yet`);
+    }
     if (record.status !== 'available') {
       throw new InvalidStateError(`instance ${record.instanceId} is ${record.status}: cannot ${what}`);
     }
@@ -661,6 +725,11 @@ export class LocalControlPlane implements ControlPlane {
 
   /** A point-in-time restore source must be available or stopped; returns whether it runs. */
   private async requireRestorable(record: InstanceRecord): Promise<boolean> {
+    if (record.status === 'creating') {
+      throw new BusyError(
+        `waiting: instance ${record.instanceId} is creating: cannot restore it to a point in time yet`,
+      );
+    }
     if (record.status !== 'available') {
       throw new InvalidStateError(
         `instance ${record.instanceId} is ${record.status}: cannot restore it to a point in time`,

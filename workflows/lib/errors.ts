@@ -8,8 +8,11 @@
 export class DbopsError extends Error {
   /** Whether Temporal should retry the activity that threw it. */
   readonly retryable: boolean = false;
-  constructor(message: string) {
+  /** The provider's own code when a provider fault was mapped, e.g. `InvalidDBInstanceState`. */
+  readonly providerCode: string | undefined;
+  constructor(message: string, providerCode?: string) {
     super(message);
+    this.providerCode = providerCode;
     this.name = new.target.name;
   }
 }
@@ -28,6 +31,16 @@ export class RestoreTimeOutOfRangeError extends InvalidInputError {}
 export class PointInTimeRestoreNotEnabledError extends DbopsError {}
 /** An account or provider limit, e.g. the snapshot quota. */
 export class QuotaExceededError extends DbopsError {}
+/**
+ * A condition that passes on its own, to wait out rather than fail on: an instance `backing-up`
+ * or `modifying` (RDS refuses snapshots and restores in the nightly backup window), an export
+ * source not ready yet, no capacity for the instance class right now. The message names the
+ * condition (`waiting: instance x is backing-up ...`). The create and delete calls that meet it
+ * retry with a backoff of minutes, bounded by `timeouts.busy` (workflows/lib/recovery-steps.ts).
+ */
+export class BusyError extends DbopsError {
+  override readonly retryable = true;
+}
 /** Throttling, 5xx, a connection reset: worth retrying. */
 export class TransientError extends DbopsError {
   override readonly retryable = true;

@@ -2,11 +2,11 @@
  * Steps the recovery workflows share: the activity proxies, waiting for a restored instance to
  * become available, deleting an instance and waiting until it is gone.
  */
-import { proxyActivities, sleep } from '@temporalio/workflow';
+import { ActivityCancellationType, proxyActivities } from '@temporalio/workflow';
 
 import type { Activities } from '../../activities';
 import type { InstanceDescription } from '../../activities/control-plane/control-plane';
-import { InvalidStateError, NON_RETRYABLE_ERROR_TYPES } from './errors';
+import { NON_RETRYABLE_ERROR_TYPES } from './errors';
 import { pollUntil, toMs } from './polling';
 import type { RecoveryTimeouts } from './recovery';
 
@@ -19,6 +19,34 @@ const retry = {
 
 /** ControlPlane calls return at once (the slow part runs on the provider): short timeouts. */
 export const controlPlane = proxyActivities<Activities>({ startToCloseTimeout: '2 minutes', retry });
+
+/** The longest pause between two attempts of a call waiting out a busy resource. */
+const MAX_WAIT_INTERVAL_MS = 120_000;
+
+/**
+ * For the calls that create or delete (snapshot, restore, export, delete instance). They can meet
+ * a condition that passes on its own (BusyError: the instance is backing-up in its backup window,
+ * modifying, no capacity right now), and RDS backup and maintenance windows last from 30 minutes
+ * to hours: so instead of 8 quick attempts, attempts go on with a backoff growing to 2 minutes
+ * until `bound` has passed in all (each attempt names the condition in its log, heartbeat and
+ * failure). A retry after a lost reply finds its own resource (owner tags) and carries on.
+ * Cancellation waits until the call has ended (WAIT_CANCELLATION_COMPLETED): a cancelled run's
+ * cleanup then sees whatever the call created.
+ */
+export function createCalls(timeouts: RecoveryTimeouts, bound: string = timeouts.busy) {
+  const interval = Math.min(toMs(timeouts.pollInterval), MAX_WAIT_INTERVAL_MS);
+  return proxyActivities<Activities>({
+    startToCloseTimeout: '2 minutes',
+    scheduleToCloseTimeout: bound,
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    retry: {
+      initialInterval: interval,
+      backoffCoefficient: 2,
+      maximumInterval: MAX_WAIT_INTERVAL_MS,
+      nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES,
+    },
+  });
+}
 
 /** The DR checks scan tables and run sample queries: longer, heartbeating after each check. */
 export const checks = proxyActivities<Activities>({
@@ -47,9 +75,7 @@ export async function waitForAvailable(
 
 /**
  * Deletes an instance this run created (its tags carry `owner`) without a final snapshot, and
- * waits until it is gone; an instance with other tags is never touched. One that cannot be
- * deleted yet (RDS refuses while it is still creating) is asked again after each poll interval
- * until the deletion timeout. Returns what it found.
+ * waits until it is gone; an instance with other tags is never touched. Returns what it found.
  */
 export async function deleteOwnedInstance(
   instanceId: string,
@@ -63,22 +89,17 @@ export async function deleteOwnedInstance(
   return 'deleted';
 }
 
-/** Deletes a temporary instance (no final snapshot) and waits until it is gone. */
+/**
+ * Deletes a temporary instance (no final snapshot) and waits until it is gone, both within the
+ * deletion timeout. One that cannot be deleted yet (RDS refuses while it is still creating or
+ * backing-up) is asked again with the backoff of createCalls.
+ */
 export async function deleteInstance(instanceId: string, timeouts: RecoveryTimeouts): Promise<void> {
   const deadline = Date.now() + toMs(timeouts.deletion);
-  for (;;) {
-    try {
-      await controlPlane.deleteInstance(instanceId, {
-        skipFinalSnapshot: true,
-        deleteAutomatedBackups: true,
-      });
-      break;
-    } catch (error) {
-      const type = (error as { cause?: { type?: string } }).cause?.type;
-      if (type !== InvalidStateError.name || Date.now() >= deadline) throw error;
-      await sleep(timeouts.pollInterval);
-    }
-  }
+  await createCalls(timeouts, timeouts.deletion).deleteInstance(instanceId, {
+    skipFinalSnapshot: true,
+    deleteAutomatedBackups: true,
+  });
   await waitUntilGone(instanceId, Math.max(deadline - Date.now(), toMs(timeouts.pollInterval)), timeouts);
 }
 

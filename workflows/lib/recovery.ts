@@ -1,7 +1,7 @@
 /**
  * What the recovery workflows (backup, pitrRestore, snapshotRestore, drTest) share: input
  * validation at the edge, timeouts with defaults, identifiers from workflow time, the progress
- * query, search attributes, and the DR report's shape. Pure code: safe in the workflow sandbox.
+ * query, search attributes, the owner tags of what they create, and the DR report's shape. Pure code: safe in the workflow sandbox.
  * Activities import it too, so it must stay pure: no I/O, no Node built-ins, nothing from workers/,
  * only types from activities/.
  */
@@ -32,6 +32,11 @@ export interface RecoveryTimeouts {
   restore: string;
   /** A deleted instance to disappear (DR cleanup, orphans). */
   deletion: string;
+  /**
+   * A create, restore or export call to wait out a busy resource in all (the instance is
+   * backing-up in its backup window, modifying, or the instance class has no capacity).
+   */
+  busy: string;
 }
 
 export const DEFAULT_TIMEOUTS: RecoveryTimeouts = {
@@ -40,6 +45,7 @@ export const DEFAULT_TIMEOUTS: RecoveryTimeouts = {
   export: '12 hours',
   restore: '3 hours',
   deletion: '1 hour',
+  busy: '4 hours',
 };
 
 export function invalidInput(message: string): ApplicationFailure {

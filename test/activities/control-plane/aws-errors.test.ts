@@ -3,7 +3,10 @@ import assert from 'node:assert/strict';
 import {
   DBInstanceAlreadyExistsFault,
   DBInstanceNotFoundFault,
+  InsufficientDBInstanceCapacityFault,
   InvalidDBInstanceStateFault,
+  InvalidDBSnapshotStateFault,
+  InvalidExportSourceStateFault,
   PointInTimeRestoreNotEnabledFault,
   SnapshotQuotaExceededFault,
 } from '@aws-sdk/client-rds';
@@ -12,6 +15,7 @@ import { NoSuchBucket } from '@aws-sdk/client-s3';
 import { toDbopsError } from '../../../activities/control-plane/aws-errors';
 import {
   AlreadyExistsError,
+  BusyError,
   InvalidInputError,
   InvalidStateError,
   NotFoundError,
@@ -34,7 +38,7 @@ describe('AWS error mapping (SDK fault objects built in the test)', () => {
     const cases: [Error, new (message: string) => Error][] = [
       [new DBInstanceAlreadyExistsFault({ message: 'exists', ...metadata(400) }), AlreadyExistsError],
       [new DBInstanceNotFoundFault({ message: 'missing', ...metadata(404) }), NotFoundError],
-      [new InvalidDBInstanceStateFault({ message: 'busy', ...metadata(400) }), InvalidStateError],
+      [new InvalidDBSnapshotStateFault({ message: 'deleting', ...metadata(400) }), InvalidStateError],
       [new SnapshotQuotaExceededFault({ message: 'full', ...metadata(400) }), QuotaExceededError],
       [
         new PointInTimeRestoreNotEnabledFault({ message: 'off', ...metadata(400) }),
@@ -47,6 +51,20 @@ describe('AWS error mapping (SDK fault objects built in the test)', () => {
       assert.ok(mapped instanceof expected, `${fault.name} -> ${expected.name}, got ${mapped.name}`);
       assert.ok(mapped.message.startsWith(`${what}: `), mapped.message);
       assert.ok(mapped.message.includes(fault.name.replace(/Fault$/, '')), mapped.message);
+    }
+  });
+
+  it('maps the conditions that pass on their own onto BusyError (retried), naming the code', () => {
+    for (const fault of [
+      new InvalidDBInstanceStateFault({ message: 'Instance is backing-up', ...metadata(400) }),
+      new InvalidExportSourceStateFault({ message: 'Snapshot is creating', ...metadata(400) }),
+      new InsufficientDBInstanceCapacityFault({ message: 'No capacity', ...metadata(400) }),
+    ]) {
+      const mapped = toDbopsError(fault, what);
+      const code = fault.name.replace(/Fault$/, '');
+      assert.ok(mapped instanceof BusyError && mapped.retryable, `${fault.name}: ${mapped.name}`);
+      assert.equal(mapped.providerCode, code);
+      assert.equal(mapped.message, `waiting: ${what}: ${fault.message} (${code}, HTTP 400)`);
     }
   });
 

@@ -17,14 +17,16 @@ import type { InstanceDescription } from '../../../activities/control-plane/cont
 import type { RdsConfig } from '../../../activities/config-types';
 import {
   AlreadyExistsError,
+  BusyError,
   InvalidInputError,
+  InvalidStateError,
   NotFoundError,
   PointInTimeRestoreNotEnabledError,
   QuotaExceededError,
   RestoreTimeOutOfRangeError,
   TransientError,
 } from '../../../workflows/lib/errors';
-import { startFaultProxy, THROTTLING, type FaultProxy } from '../../helpers/fault-proxy';
+import { startFaultProxy, THROTTLING, type Fault, type FaultProxy } from '../../helpers/fault-proxy';
 import { startMoto, type MotoServer } from '../../helpers/moto';
 import { createRdsNetwork } from '../../helpers/moto-rds';
 
@@ -448,6 +450,158 @@ describe('aws provider (RDS and S3 on moto, through a loopback fault proxy)', fu
             prefix: 'p',
           }),
         /DBOPS_EXPORT_BUCKET, DBOPS_EXPORT_IAM_ROLE_ARN and DBOPS_EXPORT_KMS_KEY_ID/,
+      );
+    });
+  });
+
+  describe('idempotent creates: a retry of the same run finds its own resource', () => {
+    // Two runs of one workflow id: only the run id tells them apart.
+    const ours = {
+      'dbops:workflow-id': 'backup-mcp-demo-prod',
+      'dbops:run-id': 'run-1',
+      'dbops:purpose': 'backup',
+    };
+    const theirs = { ...ours, 'dbops:run-id': 'run-2' };
+    // What the refusal names: the run that owns the resource.
+    const ourRun = /created by workflow backup-mcp-demo-prod run run-1, not by this run/;
+
+    it('a snapshot: the same call twice returns the one snapshot; another run is refused, named', async () => {
+      const first = await plane.createSnapshot(SOURCE, 'idem-snap', ours);
+      const again = await plane.createSnapshot(SOURCE, 'idem-snap', ours);
+      assert.equal(again.snapshotId, first.snapshotId);
+      assert.equal(again.tags['dbops:run-id'], 'run-1');
+      assert.equal(proxy.calls('CreateDBSnapshot').length, 2, 'the second call reached RDS and was refused');
+      const named = (await plane.listSnapshots(SOURCE)).filter((s) => s.snapshotId === 'idem-snap');
+      assert.equal(named.length, 1);
+
+      await plane.createInstance('idem-other-src');
+      await assert.rejects(
+        plane.createSnapshot('idem-other-src', 'idem-snap', ours),
+        (error: unknown) =>
+          error instanceof AlreadyExistsError && /a snapshot of instance "mcp-demo-prod"/.test(error.message),
+        'the same owner asking for a snapshot of another instance is not a retry',
+      );
+      await assert.rejects(
+        plane.createSnapshot(SOURCE, 'idem-snap', theirs),
+        (error: unknown) => error instanceof AlreadyExistsError && ourRun.test(error.message),
+      );
+      const untagged = await plane.createSnapshot(SOURCE, 'idem-untagged').then(() => 'created');
+      assert.equal(untagged, 'created');
+      await assert.rejects(
+        plane.createSnapshot(SOURCE, 'idem-untagged', ours),
+        (error: unknown) =>
+          error instanceof AlreadyExistsError && /created by no dbops run/.test(error.message),
+      );
+    });
+
+    it('a snapshot restore: the same call twice returns the instance; another run is refused, named', async () => {
+      const tags = { ...ours, 'dbops:purpose': 'restore' };
+      const first = await plane.restoreFromSnapshot('idem-snap', 'idem-restore', tags);
+      const again = await plane.restoreFromSnapshot('idem-snap', 'idem-restore', tags);
+      assert.equal(again.instanceId, first.instanceId);
+      assert.equal(again.tags['dbops:run-id'], 'run-1');
+      const named = (await plane.listInstances()).filter((i) => i.instanceId === 'idem-restore');
+      assert.equal(named.length, 1);
+      await assert.rejects(
+        plane.restoreFromSnapshot('idem-snap', 'idem-restore', { ...tags, 'dbops:run-id': 'run-2' }),
+        (error: unknown) =>
+          error instanceof AlreadyExistsError &&
+          /instance "idem-restore" already exists \(available\), created by workflow backup-mcp-demo-prod run run-1, not by this run/.test(
+            error.message,
+          ),
+      );
+    });
+
+    it('a point-in-time restore: the same call twice returns the instance; another run is refused', async () => {
+      const tags = { ...ours, 'dbops:purpose': 'restore' };
+      await plane.restoreToPointInTime(SOURCE, 'idem-pitr', 'latest', tags);
+      const again = await plane.restoreToPointInTime(SOURCE, 'idem-pitr', 'latest', tags);
+      assert.equal(again.instanceId, 'idem-pitr');
+      assert.equal((await plane.listInstances()).filter((i) => i.instanceId === 'idem-pitr').length, 1);
+      await assert.rejects(
+        plane.restoreToPointInTime(SOURCE, 'idem-pitr', 'latest', theirs),
+        (error: unknown) => error instanceof AlreadyExistsError && ourRun.test(error.message),
+      );
+    });
+
+    it('an export: the same task of the same snapshot to the same place is ours; a different one is refused', async () => {
+      const destination = { bucket: EXPORTS.bucket, prefix: 'idem' };
+      const first = await plane.startExport('idem-snap-export', 'idem-snap', destination);
+      const again = await plane.startExport('idem-snap-export', 'idem-snap', destination);
+      assert.deepEqual(again, { ...first, status: again.status, percentProgress: again.percentProgress });
+      assert.equal(proxy.calls('StartExportTask').length, 2);
+      await assert.rejects(
+        plane.startExport('idem-snap-export', 'idem-snap', { ...destination, prefix: 'elsewhere' }),
+        (error: unknown) =>
+          error instanceof AlreadyExistsError &&
+          /export "idem-snap-export" already exists, of snapshot "idem-snap" to s3:\/\/mcp-demo-backups\/idem$/.test(
+            error.message,
+          ),
+      );
+      await assert.rejects(
+        plane.startExport('idem-snap-export', 'idem-untagged', destination),
+        AlreadyExistsError,
+      );
+    });
+  });
+
+  describe('conditions to wait out (answered by the proxy: moto is never busy)', () => {
+    const refused = (code: string): Fault => ({ status: 400, code, message: `${code} (from the proxy)` });
+    const showStatus = (status: string) =>
+      proxy.rewriteNext('DescribeDBInstances', 1, (body) =>
+        body.replace(
+          '<DBInstanceStatus>available</DBInstanceStatus>',
+          `<DBInstanceStatus>${status}</DBInstanceStatus>`,
+        ),
+      );
+
+    it('a snapshot refused while the instance is backing-up: BusyError naming the instance and its status', async () => {
+      proxy.failNext('CreateDBSnapshot', 1, refused('InvalidDBInstanceState'));
+      showStatus('backing-up');
+      await assert.rejects(
+        plane.createSnapshot(SOURCE, 'busy-snap'),
+        (error: unknown) =>
+          error instanceof BusyError &&
+          error.retryable &&
+          error.message ===
+            'waiting: instance "mcp-demo-prod" is backing-up (creating snapshot "busy-snap" of instance "mcp-demo-prod": InvalidDBInstanceState)',
+      );
+      await assert.rejects(plane.describeSnapshot('busy-snap'), NotFoundError);
+    });
+
+    it('a point-in-time restore refused while the source is modifying names the source', async () => {
+      proxy.failNext('RestoreDBInstanceToPointInTime', 1, refused('InvalidDBInstanceState'));
+      showStatus('modifying');
+      await assert.rejects(
+        plane.restoreToPointInTime(SOURCE, 'busy-pitr', 'latest'),
+        (error: unknown) =>
+          error instanceof BusyError &&
+          /^waiting: instance "mcp-demo-prod" is modifying \(/.test(error.message),
+      );
+    });
+
+    it('an instance that is failed will not get ready: InvalidStateError at once', async () => {
+      proxy.failNext('CreateDBSnapshot', 1, refused('InvalidDBInstanceState'));
+      showStatus('storage-full');
+      await assert.rejects(
+        plane.createSnapshot(SOURCE, 'busy-snap'),
+        (error: unknown) =>
+          error instanceof InvalidStateError &&
+          /instance "mcp-demo-prod" is storage-full$/.test(error.message),
+      );
+    });
+
+    it('no capacity for a restore, and an export source not ready: BusyError', async () => {
+      proxy.failNext('RestoreDBInstanceFromDBSnapshot', 1, refused('InsufficientDBInstanceCapacity'));
+      await assert.rejects(
+        plane.restoreFromSnapshot('idem-snap', 'busy-restore'),
+        (error: unknown) =>
+          error instanceof BusyError && /^waiting: restoring snapshot "idem-snap"/.test(error.message),
+      );
+      proxy.failNext('StartExportTask', 1, refused('InvalidExportSourceState'));
+      await assert.rejects(
+        plane.startExport('busy-export', 'idem-snap', { bucket: EXPORTS.bucket, prefix: '' }),
+        (error: unknown) => error instanceof BusyError && /InvalidExportSourceState/.test(error.message),
       );
     });
   });

@@ -13,8 +13,11 @@ import type {
   SnapshotDescription,
 } from '../../../activities/control-plane/control-plane';
 import { LocalControlPlane } from '../../../activities/control-plane/local';
+import { createSnapshotRecord } from '../../../activities/control-plane/local-jobs';
+import { StateLayout } from '../../../activities/control-plane/local-state';
 import {
   AlreadyExistsError,
+  BusyError,
   InvalidInputError,
   InvalidStateError,
   NotFoundError,
@@ -547,6 +550,128 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
       assert.equal(final.status, 'available');
       assert.equal(final.type, 'manual');
       assert.deepEqual(final.tableRowCounts, { 'mcp_db.public.chunks': 2001 });
+    });
+  });
+
+  describe('idempotent creates: a retry of the same run finds its own resource', () => {
+    // Two runs of one workflow id: only the run id tells them apart.
+    const ours = { 'dbops:workflow-id': 'restore-x', 'dbops:run-id': 'run-1', 'dbops:purpose': 'restore' };
+    const theirs = { ...ours, 'dbops:run-id': 'run-2' };
+    const ourRun = /created by workflow restore-x run run-1, not by this run/;
+    const jobPid = async (kind: string, id: string) =>
+      (JSON.parse(await readFile(path.join(stateDir, kind, id, 'job.json'), 'utf8')) as { pid: number }).pid;
+
+    it('a snapshot: the same call twice is the one snapshot and one job; another run is refused, named', async () => {
+      const tags = { ...ours, 'dbops:purpose': 'backup' };
+      await plane.createSnapshot('source-db', 'idem-snap', tags);
+      const pid = await jobPid('snapshots', 'idem-snap');
+      const again = await plane.createSnapshot('source-db', 'idem-snap', tags);
+      assert.equal(again.snapshotId, 'idem-snap');
+      assert.equal(await jobPid('snapshots', 'idem-snap'), pid, 'no second backup job');
+      await assert.rejects(
+        plane.createSnapshot('source-db', 'idem-snap', { ...tags, 'dbops:run-id': 'run-2' }),
+        (error: Error) => error instanceof AlreadyExistsError && ourRun.test(error.message),
+      );
+      assert.equal((await settledSnapshot(plane, 'idem-snap')).status, 'available');
+      assert.equal(
+        (await plane.listSnapshots('source-db')).filter((s) => s.snapshotId === 'idem-snap').length,
+        1,
+      );
+    });
+
+    it('restores: the same call twice is the one instance; another run is refused, named', async () => {
+      const first = await plane.restoreFromSnapshot('idem-snap', 'idem-restore', ours);
+      const again = await plane.restoreFromSnapshot('idem-snap', 'idem-restore', ours);
+      assert.equal(again.instanceId, 'idem-restore');
+      assert.equal(
+        again.endpoint?.port ?? first.endpoint?.port,
+        first.endpoint?.port ?? again.endpoint?.port,
+      );
+      const pitr = await plane.restoreToPointInTime('source-db', 'idem-pitr', 'latest', ours);
+      assert.equal(
+        (await plane.restoreToPointInTime('source-db', 'idem-pitr', 'latest', ours)).instanceId,
+        pitr.instanceId,
+      );
+      for (const attempt of [
+        () => plane.restoreFromSnapshot('idem-snap', 'idem-restore', theirs),
+        () => plane.restoreToPointInTime('source-db', 'idem-pitr', 'latest', theirs),
+        () => plane.restoreFromSnapshot('idem-snap', 'idem-pitr', {}),
+      ]) {
+        await assert.rejects(
+          attempt(),
+          (error: Error) => error instanceof AlreadyExistsError && ourRun.test(error.message),
+        );
+      }
+      const [restored, pointInTime] = await Promise.all([
+        settledInstance(plane, 'idem-restore'),
+        settledInstance(plane, 'idem-pitr'),
+      ]);
+      assert.equal(restored.status, 'available', restored.providerStatus);
+      assert.equal(pointInTime.status, 'available', pointInTime.providerStatus);
+      assert.equal(restored.tags['dbops:run-id'], 'run-1');
+      const ids = (await plane.listInstances()).map((i) => i.instanceId);
+      assert.deepEqual(
+        ids.filter((id) => id.startsWith('idem-')),
+        ['idem-pitr', 'idem-restore'],
+      );
+      await plane.deleteInstance('idem-restore', { skipFinalSnapshot: true });
+      await plane.deleteInstance('idem-pitr', { skipFinalSnapshot: true });
+    });
+
+    it('an export: the same export of the same snapshot to the same place is ours; a different one is refused', async () => {
+      const destination = { bucket: 'idem-bucket', prefix: 'a/b' };
+      await plane.startExport('idem-export', 'idem-snap', destination);
+      const pid = await jobPid('exports', 'idem-export');
+      const again = await plane.startExport('idem-export', 'idem-snap', { ...destination, prefix: '/a/b/' });
+      assert.equal(again.exportId, 'idem-export');
+      assert.equal(await jobPid('exports', 'idem-export'), pid, 'no second export job');
+      await assert.rejects(
+        plane.startExport('idem-export', 'idem-snap', { ...destination, prefix: 'c' }),
+        (error: Error) =>
+          error instanceof AlreadyExistsError &&
+          error.message ===
+            'export idem-export already exists: an export of snapshot idem-snap to bucket idem-bucket prefix "a/b"',
+      );
+      let state = await plane.describeExport('idem-export');
+      while (state.status === 'starting' || state.status === 'in-progress') {
+        await sleep(100);
+        state = await plane.describeExport('idem-export');
+      }
+      assert.equal(state.status, 'complete', state.failureCause);
+    });
+
+    it('a retry after an attempt that died between writing the record and starting the job starts the job', async () => {
+      const tags = { ...ours, 'dbops:purpose': 'backup' };
+      const instance = JSON.parse(
+        await readFile(path.join(stateDir, 'instances', 'source-db', 'instance.json'), 'utf8'),
+      ) as { incarnation: string; engineVersion: string };
+      // What the dead attempt left: the record, no job.
+      await createSnapshotRecord(new StateLayout(stateDir), {
+        snapshotId: 'orphaned-record',
+        instanceId: 'source-db',
+        incarnation: instance.incarnation,
+        type: 'manual',
+        engineVersion: instance.engineVersion,
+        tags,
+      });
+      assert.equal((await plane.createSnapshot('source-db', 'orphaned-record', tags)).status, 'creating');
+      const done = await settledSnapshot(plane, 'orphaned-record');
+      assert.equal(done.status, 'available');
+      const [count] = await query<{ n: string }>(source, 'SELECT count(*) AS n FROM chunks');
+      assert.deepEqual(done.tableRowCounts, { 'mcp_db.public.chunks': Number(count?.n) });
+    });
+
+    it('a snapshot of an instance still being created waits (BusyError naming it), creating nothing', async () => {
+      await plane.createInstance('still-creating');
+      await assert.rejects(
+        plane.createSnapshot('still-creating', 'too-early'),
+        (error: Error) =>
+          error instanceof BusyError &&
+          error.retryable &&
+          error.message === 'waiting: instance still-creating is creating: cannot snapshot it yet',
+      );
+      await assert.rejects(plane.describeSnapshot('too-early'), NotFoundError);
+      await plane.deleteInstance('still-creating', { skipFinalSnapshot: true });
     });
   });
 });
