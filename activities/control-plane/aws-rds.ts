@@ -129,25 +129,32 @@ export class AwsRdsControlPlane implements ControlPlane {
   ): Promise<InstanceDescription> {
     requireIdentifier('instanceId', instanceId);
     const { settings, connectAs } = this.deps;
-    const response = await mapAwsErrors(`creating instance "${instanceId}"`, () =>
-      this.deps.rds.send(
-        new CreateDBInstanceCommand({
-          DBInstanceIdentifier: instanceId,
-          Engine: 'postgres',
-          EngineVersion: settings.engineVersion,
-          AllocatedStorage: settings.allocatedStorageGb,
-          StorageType: 'gp3',
-          StorageEncrypted: true,
-          DBName: connectAs.database,
-          MasterUsername: connectAs.user,
-          // RDS keeps the master password in Secrets Manager: no password passes through dbops.
-          ManageMasterUserPassword: true,
-          BackupRetentionPeriod: 30,
-          ...this.placement(options.tags),
-        }),
-      ),
-    );
-    return toInstance(required(response.DBInstance, 'DBInstance'), connectAs, undefined);
+    const what = `creating instance "${instanceId}"`;
+    try {
+      const response = await mapAwsErrors(what, () =>
+        this.deps.rds.send(
+          new CreateDBInstanceCommand({
+            DBInstanceIdentifier: instanceId,
+            Engine: 'postgres',
+            EngineVersion: settings.engineVersion,
+            AllocatedStorage: settings.allocatedStorageGb,
+            StorageType: 'gp3',
+            StorageEncrypted: true,
+            DBName: connectAs.database,
+            MasterUsername: connectAs.user,
+            // RDS keeps the master password in Secrets Manager: no password passes through dbops.
+            ManageMasterUserPassword: true,
+            BackupRetentionPeriod: 30,
+            ...this.placement(options.tags),
+          }),
+        ),
+      );
+      return toInstance(required(response.DBInstance, 'DBInstance'), connectAs, undefined);
+    } catch (error) {
+      if (error instanceof AlreadyExistsError)
+        return this.ownInstance(error, instanceId, options.tags ?? {}, what);
+      throw error;
+    }
   }
 
   async deleteInstance(instanceId: string, options: DeleteInstanceOptions): Promise<void> {
@@ -394,7 +401,7 @@ export class AwsRdsControlPlane implements ControlPlane {
   }
 
   /**
-   * A restore refused because its target exists: a retry of the same run (its owner tags match)
+   * A create or restore refused because its instance exists: a retry of the same run (its owner tags match)
    * carries on with the instance as it is now (maybe still `creating`); any other instance of that
    * name is AlreadyExistsError naming its owner.
    */

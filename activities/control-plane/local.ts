@@ -189,6 +189,8 @@ export class LocalControlPlane implements ControlPlane {
     options: CreateInstanceOptions = {},
   ): Promise<InstanceDescription> {
     const id = identifier('instanceId', instanceId);
+    const existing = await readJson<InstanceRecord>(this.layout.record('instances', id));
+    if (existing !== undefined) return this.ownInstance(existing, options.tags ?? {});
     const record = await this.newInstance(id, options.tags ?? {}, { kind: 'new' });
     await this.startJob('create-instance', id, [['instances', id]]);
     return this.instanceDescription(record);

@@ -494,6 +494,17 @@ describe('aws provider (RDS and S3 on moto, through a loopback fault proxy)', fu
       );
     });
 
+    it('an instance: the same create twice returns the one instance; another run is refused, named', async () => {
+      await plane.createInstance('idem-created', { tags: ours });
+      const again = await plane.createInstance('idem-created', { tags: ours });
+      assert.equal(again.tags['dbops:run-id'], 'run-1');
+      assert.equal((await plane.listInstances()).filter((i) => i.instanceId === 'idem-created').length, 1);
+      await assert.rejects(
+        plane.createInstance('idem-created', { tags: theirs }),
+        (error: unknown) => error instanceof AlreadyExistsError && ourRun.test(error.message),
+      );
+    });
+
     it('a snapshot restore: the same call twice returns the instance; another run is refused, named', async () => {
       const tags = { ...ours, 'dbops:purpose': 'restore' };
       const first = await plane.restoreFromSnapshot('idem-snap', 'idem-restore', tags);

@@ -661,8 +661,16 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
       assert.deepEqual(done.tableRowCounts, { 'mcp_db.public.chunks': Number(count?.n) });
     });
 
-    it('a snapshot of an instance still being created waits (BusyError naming it), creating nothing', async () => {
-      await plane.createInstance('still-creating');
+    it('an instance: the same create twice is the one instance; a snapshot of it while creating waits (BusyError)', async () => {
+      const first = await plane.createInstance('still-creating', { tags: ours });
+      const pid = await jobPid('instances', 'still-creating');
+      const again = await plane.createInstance('still-creating', { tags: ours });
+      assert.equal(again.instanceId, first.instanceId);
+      assert.equal(await jobPid('instances', 'still-creating'), pid, 'no second create job');
+      await assert.rejects(
+        plane.createInstance('still-creating', { tags: theirs }),
+        (error: Error) => error instanceof AlreadyExistsError && ourRun.test(error.message),
+      );
       await assert.rejects(
         plane.createSnapshot('still-creating', 'too-early'),
         (error: Error) =>
