@@ -9,6 +9,8 @@ import { createControlPlaneActivities } from './control-plane/activities';
 import type { ControlPlane } from './control-plane/control-plane';
 import { createBackfillActivities } from './postgres/backfill';
 import { BACKFILLS } from './postgres/backfills';
+import { createChangeActivities } from './postgres/changes/activities';
+import { CHANGES, changeBackfills } from './postgres/changes';
 import type { AnyBackfill } from './postgres/backfills/definition';
 import type { DatabaseConnector } from './postgres/connect';
 import { createDeployActivities, type RolloutHook } from './postgres/deploy';
@@ -57,7 +59,12 @@ export function createActivities(deps: ActivityDeps) {
     }),
     ...createBackfillActivities({
       withInstance: instanceConnection(deps.controlPlane, deps.connector),
-      backfills: deps.backfills ?? BACKFILLS,
+      backfills: deps.backfills ?? { ...BACKFILLS, ...changeBackfills(CHANGES) },
+    }),
+    ...createChangeActivities({
+      withInstance: instanceConnection(deps.controlPlane, deps.connector),
+      squawkConfig: deps.squawkConfig ?? path.join(projectRoot, '.squawk.toml'),
+      changes: CHANGES,
     }),
   };
 }

@@ -1,0 +1,256 @@
+/**
+ * Runs a declared change's phases on a database: reads the table from the catalog for the plan,
+ * lints the generated SQL with squawk, runs a phase's steps with lock_timeout and retries, and
+ * records each phase in `dbops.change_phases` (in the phase's last transaction, so a retried phase
+ * after a lost reply finds its record and does nothing). node-pg-migrate's table is not used: it
+ * refuses applied names that have no file in the migrations directory.
+ */
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import type { Client } from 'pg';
+
+import { InvalidStateError } from '../../../workflows/lib/errors';
+import { lintMigrations, type LintViolation, type MigrationFile } from '../migrations';
+import { quote, type Change } from './definition';
+import { planChange, type ChangePlan, type Phase, type TableInfo } from './plan';
+
+export const PHASES_TABLE = 'dbops.change_phases';
+
+export interface PhaseOwner {
+  workflowId: string;
+  runId: string;
+}
+
+export interface PhaseRecord {
+  phase: Phase;
+  workflowId: string;
+  appliedAt: string;
+}
+
+export interface LockSettings {
+  lockTimeoutMs: number;
+  /** Attempts of a transaction that hit lock_timeout, with exponential backoff and jitter. */
+  attempts: number;
+  retryBaseMs: number;
+}
+
+export const DEFAULT_LOCK_SETTINGS: LockSettings = { lockTimeoutMs: 2_000, attempts: 8, retryBaseMs: 250 };
+
+/** The table as the plan needs it; no columns when the table does not exist. */
+export async function readTable(client: Client, change: Change): Promise<TableInfo> {
+  const relation = `${quote(change.schema)}.${quote(change.table)}`;
+  const { rows: columns } = await client.query<TableInfo['columns'][number]>(
+    `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, attnotnull AS "notNull",
+            atthasdef AS "hasDefault"
+       FROM pg_attribute
+      WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped
+      ORDER BY attnum`,
+    [relation],
+  );
+  const { rows: used } = await client.query<{ column: string; users: string[] }>(
+    `SELECT a.attname AS column, array_agg(DISTINCT u.name ORDER BY u.name) AS users
+       FROM pg_attribute a
+       JOIN (SELECT i.indexrelid::regclass::text AS name, k.attnum
+               FROM pg_index i, unnest(i.indkey) AS k(attnum)
+              WHERE i.indrelid = to_regclass($1) AND NOT i.indisprimary
+             UNION ALL
+             SELECT c.conname, k.attnum
+               FROM pg_constraint c, unnest(c.conkey) AS k(attnum)
+              WHERE c.conrelid = to_regclass($1) AND c.contype NOT IN ('p')
+             UNION ALL
+             SELECT c.conname, k.attnum
+               FROM pg_constraint c, unnest(c.confkey) AS k(attnum)
+              WHERE c.confrelid = to_regclass($1)) u ON u.attnum = a.attnum
+      WHERE a.attrelid = to_regclass($1)
+      GROUP BY a.attname`,
+    [relation],
+  );
+  const { rows: names } = await client.query<{ name: string }>(
+    `SELECT relname AS name FROM pg_class WHERE relnamespace = $1::regnamespace
+     UNION SELECT conname FROM pg_constraint WHERE connamespace = $1::regnamespace
+     UNION SELECT nspname FROM pg_namespace`,
+    [change.schema],
+  );
+  return {
+    columns,
+    usedBy: Object.fromEntries(used.map((row) => [row.column, row.users])),
+    names: names.map((row) => row.name),
+  };
+}
+
+async function ensurePhasesTable(client: Client): Promise<void> {
+  const { rows } = await client.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [
+    PHASES_TABLE,
+  ]);
+  if (rows[0]!.ok) return;
+  await client.query(`SELECT pg_advisory_xact_lock(hashtext('${PHASES_TABLE}'));
+CREATE SCHEMA IF NOT EXISTS dbops;
+CREATE TABLE IF NOT EXISTS ${PHASES_TABLE} (
+  change text NOT NULL,
+  phase text NOT NULL,
+  workflow_id text NOT NULL,
+  run_id text NOT NULL,
+  statements text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (change, workflow_id, phase)
+);
+COMMENT ON TABLE ${PHASES_TABLE} IS 'dbops declared changes: each phase applied, by which workflow, with its SQL'`);
+}
+
+/** The phases `workflowId` applied of `change`, in order. */
+export async function phasesOf(client: Client, change: string, workflowId: string): Promise<PhaseRecord[]> {
+  await ensurePhasesTable(client);
+  const { rows } = await client.query<PhaseRecord>(
+    `SELECT phase, workflow_id AS "workflowId", applied_at::text AS "appliedAt"
+       FROM ${PHASES_TABLE} WHERE change = $1 AND workflow_id = $2 ORDER BY applied_at`,
+    [change, workflowId],
+  );
+  return rows;
+}
+
+/**
+ * The plan for `owner`'s run of `change`. Refuses when another run has the change in progress or
+ * completed it (a second run would fight the first over the same columns).
+ */
+export async function planFor(client: Client, change: Change, workflowId: string): Promise<ChangePlan> {
+  await ensurePhasesTable(client);
+  const { rows } = await client.query<{ workflow_id: string; phases: string[] }>(
+    `SELECT workflow_id, array_agg(phase) AS phases FROM ${PHASES_TABLE}
+      WHERE change = $1 AND workflow_id <> $2 GROUP BY workflow_id`,
+    [change.name, workflowId],
+  );
+  for (const row of rows) {
+    if (row.phases.includes('contract'))
+      throw new InvalidStateError(`change ${change.name} was completed by ${row.workflow_id}`);
+    if (!row.phases.includes('abort'))
+      throw new InvalidStateError(
+        `change ${change.name} is in progress in ${row.workflow_id}; abort it or let it finish`,
+      );
+  }
+  const own = (await phasesOf(client, change.name, workflowId)).map((record) => record.phase);
+  return planChange(change, await readTable(client, change), own.includes('expand'));
+}
+
+/** squawk's verdict on each phase's SQL (transactional steps linted as running in a transaction). */
+export async function lintPlan(plan: ChangePlan, squawkConfig: string): Promise<LintViolation[]> {
+  const dir = path.join(await mkdtemp(path.join(os.tmpdir(), 'dbops-change-')), 'changes');
+  try {
+    await mkdir(dir);
+    const files: MigrationFile[] = [];
+    for (const [phase, steps] of Object.entries(plan.phases)) {
+      for (const [i, step] of steps.entries()) {
+        const name = `${plan.change}.${phase}.${i + 1}`;
+        const file = path.join(dir, `${name}.sql`);
+        const up = step.statements.map((statement) => `${statement};`).join('\n\n');
+        await writeFile(file, `${up}\n`);
+        files.push({ name, file, up, down: undefined, noTransaction: !step.transaction, onlyIn: undefined });
+      }
+    }
+    return await lintMigrations(files, squawkConfig);
+  } finally {
+    await rm(path.dirname(dir), { recursive: true, force: true });
+  }
+}
+
+export interface PhaseControl {
+  settings: LockSettings;
+  signal: AbortSignal;
+  progress: (what: string) => void;
+}
+
+/**
+ * Runs `phase` of `plan` for `owner`, unless its record says it ran. Each transactional step is
+ * retried from the start when it hits lock_timeout; the last one also writes the record.
+ * Returns false when the phase had run already.
+ */
+export async function runPhase(
+  client: Client,
+  plan: ChangePlan,
+  phase: Phase,
+  owner: PhaseOwner,
+  control: PhaseControl,
+): Promise<boolean> {
+  const done = await phasesOf(client, plan.change, owner.workflowId);
+  if (done.some((record) => record.phase === phase)) return false;
+  const steps = plan.phases[phase];
+  const record = {
+    sql: `INSERT INTO ${PHASES_TABLE} (change, phase, workflow_id, run_id, statements) VALUES ($1, $2, $3, $4, $5)`,
+    values: [
+      plan.change,
+      phase,
+      owner.workflowId,
+      owner.runId,
+      steps.flatMap((step) => step.statements.map((s) => `${s};`)).join('\n'),
+    ],
+  };
+  await client.query(`SELECT set_config('lock_timeout', $1, false)`, [`${control.settings.lockTimeoutMs}ms`]);
+  for (const [i, step] of steps.entries()) {
+    control.signal.throwIfAborted();
+    const last = i === steps.length - 1;
+    control.progress(`${plan.change} ${phase}: step ${i + 1} of ${steps.length}`);
+    if (step.transaction) {
+      await withLockRetries(control, `${phase} step ${i + 1}`, async () => {
+        await client.query('BEGIN');
+        try {
+          for (const statement of step.statements) {
+            control.signal.throwIfAborted();
+            await client.query(statement);
+          }
+          if (last) await client.query(record.sql, record.values);
+          await client.query('COMMIT');
+        } catch (error) {
+          await client.query('ROLLBACK');
+          throw error;
+        }
+      });
+    } else {
+      if (step.index !== undefined) await dropInvalidIndex(client, plan, step.index);
+      for (const statement of step.statements) {
+        control.signal.throwIfAborted();
+        await withLockRetries(control, `${phase} step ${i + 1}`, () => client.query(statement));
+      }
+      if (step.index !== undefined) await assertValidIndex(client, plan, step.index);
+    }
+  }
+  if (steps.length === 0 || !steps.at(-1)!.transaction) await client.query(record.sql, record.values);
+  return true;
+}
+
+async function withLockRetries(
+  control: PhaseControl,
+  what: string,
+  fn: () => Promise<unknown>,
+): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await fn();
+      return;
+    } catch (error) {
+      if ((error as { code?: string }).code !== '55P03' || attempt >= control.settings.attempts) throw error;
+      const backoff = control.settings.retryBaseMs * 2 ** (attempt - 1) * (0.5 + Math.random());
+      control.progress(`${what}: lock_timeout on attempt ${attempt}; retrying in ${Math.round(backoff)} ms`);
+      await sleep(backoff, undefined, { signal: control.signal });
+    }
+  }
+}
+
+const indexState = `SELECT i.indisvalid AS valid FROM pg_index i
+  JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = $1 AND c.relnamespace = $2::regnamespace`;
+
+/** A failed concurrent build leaves an INVALID index behind; IF NOT EXISTS would keep it. */
+async function dropInvalidIndex(client: Client, plan: ChangePlan, index: string): Promise<void> {
+  const schema = plan.table.split('.')[0]!.replaceAll('"', '');
+  const { rows } = await client.query<{ valid: boolean }>(indexState, [index, schema]);
+  if (rows[0]?.valid === false) {
+    await client.query(`DROP INDEX CONCURRENTLY IF EXISTS ${quote(schema)}.${quote(index)}`);
+  }
+}
+
+async function assertValidIndex(client: Client, plan: ChangePlan, index: string): Promise<void> {
+  const schema = plan.table.split('.')[0]!.replaceAll('"', '');
+  const { rows } = await client.query<{ valid: boolean }>(indexState, [index, schema]);
+  if (rows[0]?.valid !== true) throw new InvalidStateError(`index ${index} was not built valid`);
+}
