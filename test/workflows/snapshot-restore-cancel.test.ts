@@ -14,6 +14,7 @@ import { Worker } from '@temporalio/worker';
 
 import { createActivities } from '../../activities';
 import { backup, drTest, pitrRestore, snapshotRestore } from '../../workflows';
+import { progressQuery } from '../../workflows/lib/recovery';
 import { localActivityDeps } from '../helpers/activity-deps';
 import { startRecoveryStack, type RecoveryStack } from '../helpers/recovery';
 import { workflowBundle } from '../helpers/temporal';
@@ -119,6 +120,8 @@ describe('a restore cancelled while its create call is in flight leaves no copy 
     hook.arm();
     const handle = await start();
     await hook.entered;
+    // Where the run is, as `dbops` and the Web UI ask for it, while the call is in flight.
+    assert.match((await handle.query(progressQuery)).step, /^restoring .+ as /);
     await handle.cancel();
     await releaseWhenCancelHandled(handle);
     const error = await handle.result().then(
