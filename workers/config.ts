@@ -5,6 +5,9 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
+import type { Duration } from '@temporalio/common';
+import { msToNumber } from '@temporalio/common/lib/time';
+
 import { CodecKeyRing, isKeyId, KEY_ID_RULE, KEY_RULE, parseKeyFile } from './codec/keys';
 import {
   projectRoot,
@@ -26,6 +29,11 @@ export interface TemporalConfig {
   tls?: TemporalTlsConfig;
   /** Payload encryption keys; unset: payloads are stored unencrypted. */
   codecKeys?: CodecKeyRing;
+  /**
+   * How long a stopping worker lets running activities finish (a Temporal duration) before it
+   * cancels them; cancelled, they stop their SQL and release their locks.
+   */
+  shutdownGraceTime: string;
 }
 
 /** File paths only: the files are read when connecting, so no key material sits in the config. */
@@ -93,6 +101,7 @@ export function loadConfig(env: Env = process.env): Config {
       namespace: text(env, 'TEMPORAL_NAMESPACE', 'default'),
       taskQueue: text(env, 'DBOPS_TASK_QUEUE', 'dbops'),
       uiPort,
+      shutdownGraceTime: positiveDuration(env, 'DBOPS_SHUTDOWN_GRACE', '5 minutes'),
       ...(tls === undefined ? {} : { tls }),
       ...(codecKeys === undefined ? {} : { codecKeys }),
     },
@@ -403,6 +412,24 @@ function hostPort(env: Env, name: string, fallback: string): string {
   const n = Number(match?.[2]);
   if (!match || n < 1 || n > 65535) {
     throw new ConfigError(name, `is ${JSON.stringify(value)}; expected host:port, e.g. localhost:7233`);
+  }
+  return value;
+}
+
+/** A duration as the Temporal SDK reads it ('5 minutes', '90s'), longer than zero. */
+function positiveDuration(env: Env, name: string, fallback: string): string {
+  const value = raw(env, name) ?? fallback;
+  let ms: number;
+  try {
+    ms = msToNumber(value as Duration);
+  } catch {
+    ms = Number.NaN;
+  }
+  if (!(ms > 0)) {
+    throw new ConfigError(
+      name,
+      `is ${JSON.stringify(value)}; expected a duration such as '5 minutes' or '90s'`,
+    );
   }
   return value;
 }

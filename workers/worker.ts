@@ -24,6 +24,9 @@ export async function createWorker(temporal: TemporalConfig, deps: ActivityDeps)
     workflowsPath: require.resolve('../workflows'),
     activities: createActivities(deps),
     dataConverter: dataConverter(temporal),
+    // On SIGTERM (a redeploy) running activities get this long to finish; then they are
+    // cancelled, stop their SQL and release their locks, and are retried on another worker.
+    shutdownGraceTime: temporal.shutdownGraceTime,
   });
   return { worker, close: () => connection.close() };
 }

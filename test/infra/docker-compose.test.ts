@@ -6,9 +6,12 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
+import type { Duration } from '@temporalio/common';
+import { msToNumber } from '@temporalio/common/lib/time';
 import { parse } from 'yaml';
 
 import { projectRoot } from '../../activities/config-types';
+import { loadConfig } from '../../workers/config';
 
 interface Service {
   image?: string;
@@ -18,11 +21,20 @@ interface Service {
   healthcheck?: { test: string[] };
   depends_on?: Record<string, { condition: string }>;
   ports?: string[];
+  stop_grace_period?: string;
 }
 
 interface Compose {
   services: Record<string, Service>;
   volumes: Record<string, unknown>;
+}
+
+/** A Docker duration (`1m30s`, `90s`, `6m`) in milliseconds. */
+function dockerDurationMs(value: string): number {
+  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  const parts = [...value.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)];
+  assert.equal(parts.map((part) => part[0]).join(''), value, `${value} is not a Docker duration`);
+  return parts.reduce((total, [, amount, unit]) => total + Number(amount) * units[unit!]!, 0);
 }
 
 /** Names under which a value must never be written into the compose file itself. */
@@ -64,6 +76,20 @@ describe('docker-compose.yml and Dockerfile (static check: no Docker engine runs
       }
     }
     assert.deepEqual(Object.keys(compose.services.worker!.depends_on ?? {}).sort(), ['db', 'temporal']);
+  });
+
+  it("the worker's stop grace period outlasts its shutdown grace by at least 30 s, so running SQL is cancelled cleanly, never cut off", () => {
+    const worker = compose.services.worker!;
+    const env = Object.fromEntries(
+      Object.entries(worker.environment ?? {}).map(([key, value]) => [key, String(value)]),
+    );
+    const graceMs = msToNumber(loadConfig(env).temporal.shutdownGraceTime as Duration);
+    assert.ok(worker.stop_grace_period, 'the worker has no stop_grace_period: Docker kills it after 10 s');
+    const stopMs = dockerDurationMs(worker.stop_grace_period);
+    assert.ok(
+      stopMs >= graceMs + 30_000,
+      `stop_grace_period ${worker.stop_grace_period} leaves less than 30 s after the worker's shutdown grace (${graceMs / 1000} s)`,
+    );
   });
 
   it('data lives in named volumes declared at the top level', () => {

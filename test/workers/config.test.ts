@@ -23,6 +23,7 @@ describe('config', () => {
       namespace: 'default',
       taskQueue: 'dbops',
       uiPort: 8233,
+      shutdownGraceTime: '5 minutes',
     });
     assert.equal(config.provider, 'local');
     assert.equal(config.instanceId, 'mcp-demo-prod');
@@ -34,6 +35,7 @@ describe('config', () => {
       TEMPORAL_ADDRESS: 'temporal.internal:7233',
       TEMPORAL_NAMESPACE: 'ops',
       DBOPS_TASK_QUEUE: 'dbops-prod',
+      DBOPS_SHUTDOWN_GRACE: '90s',
       DBOPS_PROVIDER: 'aws',
       DBOPS_INSTANCE_ID: 'mcp-demo-prod',
       AWS_REGION: 'us-east-1',
@@ -44,6 +46,7 @@ describe('config', () => {
       ...AWS_REQUIRED,
     });
     assert.equal(config.temporal.address, 'temporal.internal:7233');
+    assert.equal(config.temporal.shutdownGraceTime, '90s');
     assert.deepEqual(config.database, { host: 'db.internal', port: 6432, database: 'app', user: 'dbops' });
     assert.equal(config.aws?.region, 'us-east-1');
     assert.equal(config.aws?.endpoint, undefined);
@@ -251,6 +254,12 @@ describe('config: maintenance window, health-check and sweep intervals, metrics 
       /^DBOPS_SWEEP_INTERVAL_MINUTES: is "10080"; expected a whole number from 1 to 1440$/,
     ],
     ['metrics port 0', { DBOPS_METRICS_PORT: '0' }, /^DBOPS_METRICS_PORT: /],
+    [
+      'a shutdown grace that is no duration',
+      { DBOPS_SHUTDOWN_GRACE: 'soon' },
+      /^DBOPS_SHUTDOWN_GRACE: is "soon"; expected a duration such as '5 minutes' or '90s'$/,
+    ],
+    ['a shutdown grace of 0', { DBOPS_SHUTDOWN_GRACE: '0s' }, /^DBOPS_SHUTDOWN_GRACE: is "0s"/],
   ];
   for (const [what, env, message] of bad) {
     it(`rejects ${what}, naming the variable`, () => {

@@ -24,6 +24,7 @@ describe('worker health check (the container HEALTHCHECK)', () => {
     namespace: 'default',
     taskQueue: 'healthcheck-test',
     uiPort: 0,
+    shutdownGraceTime: '5 minutes',
   };
 
   it('is unhealthy before a worker of this host polls the task queue, healthy while one does', async () => {
