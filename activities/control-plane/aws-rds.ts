@@ -183,8 +183,10 @@ export class AwsRdsControlPlane implements ControlPlane {
     } catch (error) {
       // Idempotent: a retry after a lost response finds the instance gone or already deleting.
       if (error instanceof NotFoundError) return;
-      if (isInstanceStateFault(error) && (await this.isBeingDeleted(instanceId))) return;
-      throw await this.instanceCondition(error, instanceId, what);
+      if (!isInstanceStateFault(error)) throw error;
+      const status = await this.statusOf(instanceId);
+      if (status === null || instanceStatus(status) === 'deleting') return;
+      throw instanceCondition(error, instanceId, status, what);
     }
   }
 
@@ -419,28 +421,20 @@ export class AwsRdsControlPlane implements ControlPlane {
     );
   }
 
-  /**
-   * RDS answers InvalidDBInstanceState while the instance is busy: backing-up (the nightly backup
-   * window), modifying, rebooting, still creating. That is waited out, named by the instance's
-   * status. An instance that is failed or being deleted never gets ready: that fails fast.
-   */
+  /** A refusal for the instance's state, named by the state it is in now. */
   private async instanceCondition(error: unknown, instanceId: string, what: string): Promise<unknown> {
     if (!isInstanceStateFault(error)) return error;
-    let status: string;
+    return instanceCondition(error, instanceId, await this.statusOf(instanceId), what);
+  }
+
+  /** The instance's RDS status word, or null when it does not exist. */
+  private async statusOf(instanceId: string): Promise<string | null> {
     try {
-      status = (await this.findInstance(instanceId)).DBInstanceStatus ?? 'unknown';
-    } catch {
-      return error;
+      return (await this.findInstance(instanceId)).DBInstanceStatus ?? 'unknown';
+    } catch (error) {
+      if (error instanceof NotFoundError) return null;
+      throw error;
     }
-    const state = instanceStatus(status);
-    if (state === 'failed' || state === 'deleting') {
-      return new InvalidStateError(`${what}: instance "${instanceId}" is ${status}`, error.providerCode);
-    }
-    if (state === 'available') return error;
-    return new BusyError(
-      `waiting: instance "${instanceId}" is ${status} (${what}: ${error.providerCode})`,
-      error.providerCode,
-    );
   }
 
   private async findInstance(instanceId: string): Promise<DBInstance> {
@@ -464,15 +458,6 @@ export class AwsRdsControlPlane implements ControlPlane {
       .filter((time): time is Date => time !== undefined)
       .sort((a, b) => a.getTime() - b.getTime())[0];
     return earliest?.toISOString();
-  }
-
-  private async isBeingDeleted(instanceId: string): Promise<boolean> {
-    try {
-      return (await this.findInstance(instanceId)).DBInstanceStatus === 'deleting';
-    } catch (error) {
-      if (error instanceof NotFoundError) return true;
-      throw error;
-    }
   }
 
   private async findSnapshot(snapshotId: string): Promise<DBSnapshot> {
@@ -500,6 +485,23 @@ export class AwsRdsControlPlane implements ControlPlane {
 /** RDS refused because of the instance's state (InvalidDBInstanceState), mapped to BusyError. */
 function isInstanceStateFault(error: unknown): error is BusyError {
   return error instanceof BusyError && error.providerCode === 'InvalidDBInstanceState';
+}
+
+/**
+ * RDS answers InvalidDBInstanceState while the instance is busy: backing-up (the nightly backup
+ * window), modifying, rebooting, still creating. That is waited out, named by the instance's
+ * status. An instance that is failed or being deleted never gets ready: that fails fast.
+ */
+function instanceCondition(error: BusyError, instanceId: string, status: string | null, what: string): Error {
+  const state = status === null ? undefined : instanceStatus(status);
+  if (state === undefined || state === 'available') return error;
+  if (state === 'failed' || state === 'deleting') {
+    return new InvalidStateError(`${what}: instance "${instanceId}" is ${status}`, error.providerCode);
+  }
+  return new BusyError(
+    `waiting: instance "${instanceId}" is ${status} (${what}: ${error.providerCode})`,
+    error.providerCode,
+  );
 }
 
 // ---- status words: RDS has many more than the ControlPlane models ----

@@ -602,6 +602,25 @@ describe('aws provider (RDS and S3 on moto, through a loopback fault proxy)', fu
       );
     });
 
+    it('a delete refused while the instance is still creating waits; while it is already deleting, it is done', async () => {
+      proxy.failNext('DeleteDBInstance', 1, refused('InvalidDBInstanceState'));
+      showStatus('creating');
+      await assert.rejects(
+        plane.deleteInstance(SOURCE, { skipFinalSnapshot: true }),
+        (error: unknown) =>
+          error instanceof BusyError &&
+          /^waiting: instance "mcp-demo-prod" is creating \(deleting instance/.test(error.message),
+      );
+      proxy.failNext('DeleteDBInstance', 1, refused('InvalidDBInstanceState'));
+      showStatus('deleting');
+      await plane.deleteInstance(SOURCE, { skipFinalSnapshot: true });
+      assert.equal(
+        (await plane.describeInstance(SOURCE)).status,
+        'available',
+        'both were answered by the proxy',
+      );
+    });
+
     it('no capacity for a restore, and an export source not ready: BusyError', async () => {
       proxy.failNext('RestoreDBInstanceFromDBSnapshot', 1, refused('InsufficientDBInstanceCapacity'));
       await assert.rejects(
