@@ -214,8 +214,9 @@ export class FaultWorker {
     }
   }
 
+  /** A worker that has died gets nothing: the cell finds it dead and replaces it. */
   private send(message: ParentMessage): void {
-    this.child?.send(message);
+    if (this.child?.connected === true) this.child.send(message);
   }
 
   arm(plan: FaultPlan): void {
@@ -231,10 +232,11 @@ export class FaultWorker {
   /** The armed call has reached its stop (or the run ended first: `ended` resolves). */
   waitForHit(ended: Promise<unknown>, timeoutMs: number): Promise<Hit | 'ended'> {
     let over = false;
-    void ended.finally(() => {
+    const mark = () => {
       over = true;
       this.wake();
-    });
+    };
+    void ended.then(mark, mark);
     return this.until(
       'the armed activity call was not reached',
       () => this.hits.shift() ?? (over ? 'ended' : undefined),
