@@ -129,7 +129,8 @@ async function failFast<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (error) {
-    if (error instanceof DbopsError) throw ApplicationFailure.nonRetryable(error.message, error.name);
+    if (error instanceof DbopsError && !error.retryable)
+      throw ApplicationFailure.nonRetryable(error.message, error.name);
     const code = (error as { code?: string }).code;
     // SQLSTATE classes 08 (connection) and 57P01-03 (shut down, crash) are worth another attempt.
     // 55P03: lock_timeout on every attempt of a step; a later activity attempt may find the table free.
