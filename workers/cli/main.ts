@@ -14,6 +14,7 @@
 import { InvalidInputError } from '../../workflows/lib/errors';
 import { change } from './change';
 import { codec } from './codec';
+import { declared } from './declared';
 import { UsageError, type Command, type CommandGroup } from './common';
 import { inventory } from './inventory';
 import { operations } from './operations';
@@ -21,7 +22,7 @@ import { recovery } from './recovery';
 import { sweep } from './sweep';
 
 /** In the order of the usage text. */
-const GROUPS: CommandGroup[] = [inventory, operations, recovery, sweep, change, codec];
+const GROUPS: CommandGroup[] = [inventory, operations, recovery, sweep, change, declared, codec];
 
 const USAGE = `usage: dbops <command> [options]
 

@@ -1,0 +1,172 @@
+/**
+ * `dbops plan CHANGE` and `dbops change ...`: declared changes (activities/postgres/changes). The
+ * plan prints every phase's SQL and squawk's verdict before anything runs; `change` starts one,
+ * tells it the new code is deployed, or aborts it before its contract.
+ */
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+
+import { declaredChange, planChange } from '../../workflows';
+import {
+  abortChangeSignal,
+  codeDeployedSignal,
+  declaredChangeProgressQuery,
+  type DeclaredChangeResult,
+} from '../../workflows/declared-change';
+import { InvalidInputError } from '../../workflows/lib/errors';
+import { utcStamp } from '../../workflows/lib/recovery';
+import { loadConfig } from '../config';
+import {
+  clock,
+  explainFailure,
+  instanceOption,
+  integerOption,
+  parse,
+  positional,
+  UsageError,
+  whileRunning,
+  withTemporal,
+  type CommandGroup,
+} from './common';
+
+export const declared: CommandGroup = {
+  usage: `  plan CHANGE --instance ID [--json] every phase's SQL of a declared change on that instance and
+                                     squawk's verdict (exit 1 on a finding); changes nothing
+  change start CHANGE --instance ID [--batch-size N] [--detach] [--json]
+                                     run a declared change: expand, backfill, tighten, wait for
+                                     code-deployed, contract
+  change code-deployed WORKFLOW_ID --by NAME
+                                     the new code is live everywhere: let the contract run
+  change abort WORKFLOW_ID [--by NAME]
+                                     before the contract: undo the change, the table as it was`,
+  commands: { plan, change: changeCommand },
+};
+
+async function plan(args: string[]): Promise<number> {
+  const [change, rest] = positional('plan', 'CHANGE (a change declared in the repository)', args);
+  const options = parse('plan', rest, { instance: { type: 'string' }, json: { type: 'boolean' } });
+  const instanceId = instanceOption(options.instance);
+  if (instanceId === undefined) throw new UsageError('dbops plan: --instance ID is required');
+  const config = loadConfig();
+  const planned = await withTemporal(config, (client) =>
+    explainFailure(
+      client.workflow.execute(planChange, {
+        taskQueue: config.temporal.taskQueue,
+        workflowId: `plan-${change}-${instanceId}-${utcStamp(new Date())}`,
+        args: [{ instanceId, change }],
+      }),
+    ),
+  );
+  if (options.json) console.log(JSON.stringify(planned, null, 2));
+  else {
+    console.log(planned.text);
+    console.log('');
+    for (const v of planned.violations) console.log(`lint: ${v.file}:${v.line} ${v.rule}: ${v.message}`);
+    console.log(
+      planned.violations.length === 0 ? 'lint: clean' : `lint: ${planned.violations.length} finding(s)`,
+    );
+  }
+  return planned.violations.length === 0 ? 0 : 1;
+}
+
+/** `dbops change start|code-deployed|abort ...` */
+async function changeCommand(args: string[]): Promise<void> {
+  const [action, ...rest] = args;
+  if (action === 'start') return changeStart(rest);
+  if (action === 'code-deployed' || action === 'abort') return changeSignal(action, rest);
+  throw new UsageError('dbops change: expected start CHANGE, code-deployed WORKFLOW_ID or abort WORKFLOW_ID');
+}
+
+async function changeStart(args: string[]): Promise<void> {
+  const [change, rest] = positional('change start', 'CHANGE (a change declared in the repository)', args);
+  const options = parse('change start', rest, {
+    instance: { type: 'string' },
+    'batch-size': { type: 'string' },
+    detach: { type: 'boolean' },
+    json: { type: 'boolean' },
+  });
+  const instanceId = instanceOption(options.instance);
+  if (instanceId === undefined) throw new UsageError('dbops change start: --instance ID is required');
+  const batchSize = integerOption('change start', 'batch-size', options['batch-size']);
+  const config = loadConfig();
+  // One run of a change per instance at a time: the id says which.
+  const workflowId = `change-${change}-${instanceId}`;
+  const final = await withTemporal(config, async (client) => {
+    const handle = await client.workflow
+      .start(declaredChange, {
+        taskQueue: config.temporal.taskQueue,
+        workflowId,
+        args: [{ instanceId, change, batchSize }],
+      })
+      .catch((error: Error) => {
+        if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
+        throw new Error(`${workflowId} is already running; see dbops status ${workflowId}`);
+      });
+    if (options.detach) return undefined;
+    if (!options.json) console.error(`started ${workflowId}`);
+    let stage = '';
+    return explainFailure(
+      whileRunning(handle.result(), async () => {
+        const progress = await handle.query(declaredChangeProgressQuery).catch(() => undefined);
+        if (progress === undefined || progress.stage === stage) return;
+        stage = progress.stage;
+        if (options.json) return;
+        console.error(`[${clock()}] ${stage}`);
+        if (stage === 'awaiting-code-deploy') {
+          console.error(
+            `deploy the new code (search_path ${progress.versionSchema ?? 'public'}), then: dbops change code-deployed ${workflowId} --by NAME`,
+          );
+        }
+      }),
+    );
+  });
+  if (final === undefined) console.log(workflowId);
+  else if (options.json) console.log(JSON.stringify(final, null, 2));
+  else console.log(summary(final));
+}
+
+function summary(result: DeclaredChangeResult): string {
+  if (result.outcome === 'aborted') {
+    return `${result.change} on ${result.instanceId}: aborted during ${result.abortedIn} by ${result.abortedBy}; the table is as it was`;
+  }
+  return `${result.change} on ${result.instanceId}: completed (code deployed by ${result.codeDeployedBy})`;
+}
+
+/** The running change `workflowId`; anything else is a clear error. */
+async function runningChange(client: Client, workflowId: string, action: string) {
+  const handle = client.workflow.getHandle<typeof declaredChange>(workflowId);
+  const description = await handle.describe().catch((error: Error) => {
+    if (error instanceof WorkflowNotFoundError) throw new Error(`no workflow ${workflowId}`);
+    throw error;
+  });
+  if (description.type !== 'declaredChange') {
+    throw new InvalidInputError(`${workflowId} is a ${description.type} workflow, not a declared change`);
+  }
+  if (description.status.name !== 'RUNNING') {
+    throw new Error(`${workflowId} is ${description.status.name}; nothing to ${action}`);
+  }
+  return handle;
+}
+
+async function changeSignal(action: 'code-deployed' | 'abort', args: string[]): Promise<void> {
+  const [workflowId, rest] = positional(`change ${action}`, 'WORKFLOW_ID', args);
+  const options = parse(`change ${action}`, rest, { by: { type: 'string' } });
+  const by = options.by ?? (action === 'abort' ? (process.env.USER ?? 'dbops') : undefined);
+  if (by === undefined || by.trim() === '') {
+    throw new UsageError(`dbops change ${action}: --by NAME is required (who deployed, or a CI run id)`);
+  }
+  const result = await withTemporal(loadConfig(), async (client) => {
+    const handle = await runningChange(client, workflowId, action);
+    if (action === 'code-deployed') {
+      await handle.signal(codeDeployedSignal, { by });
+      return undefined;
+    }
+    const { stage } = await handle.query(declaredChangeProgressQuery);
+    if (stage === 'contract' || stage === 'done') {
+      throw new Error(`${workflowId} is at ${stage}: too late to abort (the old columns are being dropped)`);
+    }
+    await handle.signal(abortChangeSignal, { by });
+    return explainFailure(handle.result());
+  });
+  if (result === undefined) console.log(`code-deployed sent to ${workflowId}: the contract runs next`);
+  else console.log(summary(result));
+}

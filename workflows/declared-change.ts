@@ -1,0 +1,256 @@
+/**
+ * A declared change (activities/postgres/changes), run by name: plan and lint every phase's SQL,
+ * then expand (new columns, sync triggers both ways, the new version's schema) -> backfill (child
+ * workflow) -> tighten (constraints NOT VALID, then validated) -> wait for `codeDeployed` ->
+ * contract (triggers and old columns dropped, new ones renamed, one short transaction). Until the
+ * contract starts, the `abort` signal stops the change and drops what expand and tighten added:
+ * the table is as it was. Old code and new code both keep working from expand to the end.
+ */
+import {
+  ActivityCancellationType,
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  defineQuery,
+  defineSignal,
+  executeChild,
+  isCancellation,
+  log,
+  proxyActivities,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+
+import type { Activities } from '../activities';
+import type { PhaseResult } from '../activities/postgres/changes/activities';
+import { backfill, type BackfillProgress } from './backfill';
+import { InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
+import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
+import { isPositiveDuration, toMs } from './lib/polling';
+
+export interface DeclaredChangeInput {
+  instanceId: string;
+  /** A change declared in activities/postgres/changes, e.g. `user-id-bigint`. */
+  change: string;
+  /** Rows per backfill batch. Default 1000. */
+  batchSize?: number;
+  /** How long to wait for `codeDeployed` before giving up (the contract then does not run). */
+  codeDeployedTimeout?: string;
+  /** How often to log the reminder while waiting. */
+  reminderEvery?: string;
+}
+
+export type DeclaredChangeStage =
+  | 'plan'
+  | 'expand'
+  | 'backfill'
+  | 'tighten'
+  | 'awaiting-code-deploy'
+  | 'contract'
+  | 'done'
+  | 'aborting'
+  | 'aborted';
+
+export interface DeclaredChangeProgress {
+  change: string;
+  stage: DeclaredChangeStage;
+  /** Phases applied so far, in order. */
+  applied: string[];
+  /** The new code's schema (`SET search_path TO <it>, public`), once known. */
+  versionSchema: string | undefined;
+}
+
+export interface DeclaredChangeResult {
+  instanceId: string;
+  change: string;
+  outcome: 'completed' | 'aborted';
+  /** The stage the abort stopped, and who asked. */
+  abortedIn: DeclaredChangeStage | undefined;
+  abortedBy: string | undefined;
+  phases: PhaseResult[];
+  backfill: BackfillProgress | undefined;
+  codeDeployedBy: string | undefined;
+  versionSchema: string | undefined;
+}
+
+export interface CodeDeployed {
+  /** Who deployed (or what: a CI job id), for the record. */
+  by: string;
+}
+
+export interface AbortChange {
+  by: string;
+}
+
+export const codeDeployedSignal = defineSignal<[CodeDeployed]>('codeDeployed');
+/** Before the contract: stop and put the table back as it was. Ignored from the contract on. */
+export const abortChangeSignal = defineSignal<[AbortChange]>('abort');
+export const declaredChangeProgressQuery = defineQuery<DeclaredChangeProgress>('progress');
+
+const { planDeclaredChange } = proxyActivities<Activities>({
+  startToCloseTimeout: '2 minutes',
+  retry: { maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+});
+
+// Index builds may take hours; the phase heartbeats every second, and a cancel reaches its SQL.
+const { runChangePhase } = proxyActivities<Activities>({
+  startToCloseTimeout: '6 hours',
+  heartbeatTimeout: '30 seconds',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: {
+    initialInterval: '1 second',
+    maximumAttempts: 10,
+    nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES, 'ChangePhaseFailed'],
+  },
+});
+
+export async function declaredChange(input: DeclaredChangeInput): Promise<DeclaredChangeResult> {
+  validate(input);
+  const { instanceId, change } = input;
+  const id = workflowInfo().workflowId;
+  const progress: DeclaredChangeProgress = { change, stage: 'plan', applied: [], versionSchema: undefined };
+  const phases: PhaseResult[] = [];
+  let codeDeployedBy: string | undefined;
+  let abortedBy: string | undefined;
+  let abortedIn: DeclaredChangeStage | undefined;
+  let filled: BackfillProgress | undefined;
+  const backfillScope = new CancellationScope();
+
+  // Every handler is set before the first await: a signal sent with the start is not lost.
+  setHandler(declaredChangeProgressQuery, () => progress);
+  setHandler(codeDeployedSignal, ({ by }) => {
+    codeDeployedBy = typeof by === 'string' && by !== '' ? by : 'unknown';
+  });
+  setHandler(abortChangeSignal, ({ by }) => {
+    if (abortedBy !== undefined) return;
+    if (['contract', 'done', 'aborting', 'aborted'].includes(progress.stage)) {
+      log.warn(`abort ignored: the change is at ${progress.stage}`);
+      return;
+    }
+    abortedBy = typeof by === 'string' && by !== '' ? by : 'unknown';
+    abortedIn = progress.stage;
+    log.info(`${id}: abort asked by ${abortedBy} during ${abortedIn}`);
+    if (progress.stage === 'backfill') backfillScope.cancel();
+  });
+
+  const result = (outcome: DeclaredChangeResult['outcome']): DeclaredChangeResult => ({
+    instanceId,
+    change,
+    outcome,
+    abortedIn,
+    abortedBy,
+    phases,
+    backfill: filled,
+    codeDeployedBy,
+    versionSchema: progress.versionSchema,
+  });
+  const phase = async (name: PhaseResult['phase']) => {
+    const done = await runChangePhase({ instanceId, change, phase: name });
+    phases.push(done);
+    progress.applied.push(name);
+  };
+  const abort = async (): Promise<DeclaredChangeResult> => {
+    progress.stage = 'aborting';
+    await CancellationScope.nonCancellable(() => phase('abort'));
+    progress.stage = 'aborted';
+    return result('aborted');
+  };
+
+  const planned = await planDeclaredChange({ instanceId, change });
+  progress.versionSchema = planned.plan.versionSchema;
+  if (planned.violations.length > 0) {
+    throw ApplicationFailure.nonRetryable(
+      `change ${change} blocked by the SQL lint, nothing ran: ` +
+        planned.violations.map((v) => `${v.file}:${v.line} ${v.rule}: ${v.message}`).join('; '),
+      'ChangeLintFailed',
+      planned.violations,
+    );
+  }
+  log.info(`change ${change} plan:\n${planned.text}`);
+  if (abortedBy !== undefined) return abort();
+
+  progress.stage = 'expand';
+  await phase('expand');
+  if (abortedBy !== undefined) return abort();
+
+  if (planned.plan.backfill !== undefined) {
+    progress.stage = 'backfill';
+    try {
+      filled = await backfillScope.run(() =>
+        executeChild(backfill, {
+          workflowId: `${id}-backfill`,
+          args: [
+            {
+              instanceId,
+              name: change,
+              ...(input.batchSize === undefined ? {} : { batchSize: input.batchSize }),
+            },
+          ],
+        }),
+      );
+    } catch (error) {
+      if (abortedBy !== undefined && isCancellation(error)) return abort();
+      throw error;
+    }
+    if (abortedBy !== undefined) return abort();
+    if (filled.state !== 'completed') {
+      throw ApplicationFailure.nonRetryable(
+        `backfill ended ${filled.state}; not tightening (old and new code both still work; abort to undo)`,
+        'BackfillIncomplete',
+      );
+    }
+  }
+
+  progress.stage = 'tighten';
+  await phase('tighten');
+  if (abortedBy !== undefined) return abort();
+
+  progress.stage = 'awaiting-code-deploy';
+  const timeout = input.codeDeployedTimeout ?? '7 days';
+  const deadline = Date.now() + toMs(timeout);
+  while (codeDeployedBy === undefined && abortedBy === undefined) {
+    log.info(
+      `change ${change} (${id}): deploy the code that uses the new version, then signal codeDeployed ` +
+        `(dbops change code-deployed ${id} --by NAME), or abort (dbops change abort ${id})`,
+    );
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      throw ApplicationFailure.nonRetryable(
+        `no codeDeployed signal within ${timeout}: the contract did not run; old and new code both still work`,
+        'CodeDeployTimedOut',
+      );
+    }
+    await condition(
+      () => codeDeployedBy !== undefined || abortedBy !== undefined,
+      Math.min(left, toMs(input.reminderEvery ?? '1 hour')),
+    );
+  }
+  if (abortedBy !== undefined) return abort();
+
+  progress.stage = 'contract';
+  await phase('contract');
+  progress.stage = 'done';
+  return result('completed');
+}
+
+function validate(input: DeclaredChangeInput): void {
+  const bad = (message: string): never => {
+    throw ApplicationFailure.nonRetryable(message, InvalidInputError.name);
+  };
+  if (typeof input !== 'object' || input === null)
+    bad('input: expected an object like {"instanceId": "mcp-demo-prod", "change": "user-id-bigint"}');
+  if (!isRdsIdentifier(input.instanceId))
+    bad(`instanceId: ${JSON.stringify(input.instanceId)} is not ${RDS_IDENTIFIER_RULE}`);
+  if (typeof input.change !== 'string' || !/^[a-z][a-z0-9-]{0,39}$/.test(input.change))
+    bad(`change: ${JSON.stringify(input.change)} is not a change name like user-id-bigint`);
+  const batchSize = input.batchSize;
+  if (batchSize !== undefined && !(Number.isInteger(batchSize) && batchSize >= 1 && batchSize <= 100_000))
+    bad(`batchSize: ${JSON.stringify(batchSize)} is not an integer from 1 to 100000`);
+  for (const key of ['codeDeployedTimeout', 'reminderEvery'] as const) {
+    const value = input[key];
+    if (value !== undefined && !isPositiveDuration(value))
+      bad(
+        `${key}: ${JSON.stringify(value)} is not a duration longer than zero, such as '30 seconds' or '2 hours'`,
+      );
+  }
+}
