@@ -6,15 +6,17 @@
  * restores on its own.
  */
 import {
+  ActivityCancellationType,
   ApplicationFailure,
+  CancellationScope,
   condition,
   defineQuery,
   defineUpdate,
+  isCancellation,
   log,
   proxyActivities,
   setHandler,
   sleep,
-  workflowInfo,
 } from '@temporalio/workflow';
 
 import type { Activities } from '../activities';
@@ -29,6 +31,7 @@ import {
   ROLLOUT_HOOK_NAME_RULE,
 } from './lib/identifiers';
 import { isPositiveDuration, pollUntil } from './lib/polling';
+import { ownerTags } from './lib/recovery';
 
 export interface DeployMigrationInput {
   instanceId: string;
@@ -65,14 +68,18 @@ export interface DeployMigrationResult {
   rollout: RolloutResult | undefined;
 }
 
-/** What a failed deploy reports (the failure's details, and its message in words). */
+/**
+ * What a failed or cancelled deploy reports (the failure's details, and its message in words).
+ * `applied` and `reverted` are read from the database after the failure, never remembered.
+ */
 export interface DeployFailure {
   instanceId: string;
   stage: 'lint' | 'approval' | 'migrate';
   lintViolations: LintViolation[];
   snapshotId: string | undefined;
-  /** Applied by this deploy before it failed. */
+  /** Applied by this deploy (recorded in the migrations table as applied by this run) when it failed. */
   applied: string[];
+  /** Of `applied`, those migrated down again. */
   reverted: string[];
   /** Set when the database could not be put back by reverting: what to run, by a human. */
   restoreCommand: string | undefined;
@@ -97,10 +104,13 @@ const quick = proxyActivities<Activities>({
   retry: { maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
 });
 
-// Waiting for the lock or building an index may take long; the heartbeat tells a live run from a lost one.
+// Waiting for the lock or building an index may take long: the step heartbeats every few seconds,
+// so a lost worker is noticed within the heartbeat timeout and a cancel reaches the running SQL.
+// On cancel the workflow waits for the step to have stopped its SQL before it reads what is applied.
 const { runMigrationStep } = proxyActivities<Activities>({
   startToCloseTimeout: '6 hours',
-  heartbeatTimeout: '1 minute',
+  heartbeatTimeout: '20 seconds',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: { maximumAttempts: 3, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
 });
 
@@ -207,37 +217,11 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
       rollout = await runRolloutHook({ hook: input.rolloutHook, instanceId, applied });
     }
   } catch (error) {
-    const changed = changedBy(error);
-    if (changed !== undefined) applied = changed;
-    const message = rootMessage(error);
-    const restoreCommand = `dbops restore --instance ${instanceId} --snapshot ${snapshotId} --target ${restoreTarget(instanceId)}`;
-    const irreversible = applied.filter((name) => plan.irreversible.includes(name));
-    if (applied.length === 0) return fail({ ...none, stage: 'migrate', snapshotId, error: message });
-    if (irreversible.length > 0) {
-      return fail({
-        ...none,
-        stage: 'migrate',
-        snapshotId,
-        applied,
-        restoreCommand,
-        error: `${message}; not reverted: ${irreversible.join(', ')} cannot be undone`,
-      });
-    }
-    progress.stage = 'revert';
-    let reverted: string[];
-    try {
-      reverted = await runMigrationStep({ instanceId, direction: 'down', names: applied, settings });
-    } catch (revertError) {
-      return fail({
-        ...none,
-        stage: 'migrate',
-        snapshotId,
-        applied,
-        restoreCommand,
-        error: `${message}; reverting failed too: ${rootMessage(revertError)}`,
-      });
-    }
-    return fail({ ...none, stage: 'migrate', snapshotId, applied, reverted, error: message });
+    // A cancelled deploy still reads, reverts and reports: that work must not be cancelled too.
+    const failure = await CancellationScope.nonCancellable(() =>
+      undoAfterFailure(error, { instanceId, plan, settings, snapshotId, progress }),
+    );
+    return fail(failure);
   }
   progress.stage = 'done';
   return {
@@ -252,6 +236,61 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
   };
 }
 
+interface Deploy {
+  instanceId: string;
+  plan: { toApply: string[]; irreversible: string[] };
+  settings: Partial<MigrateSettings>;
+  snapshotId: string;
+  progress: DeployProgress;
+}
+
+/**
+ * After any failure or cancel of the migrate step (or of verify / the rollout hook): reads from the
+ * database what this run applied of its plan (whatever the failure, also when a worker died
+ * between two migrations), reverts exactly that where every one has a down migration, and says
+ * what to do otherwise.
+ */
+async function undoAfterFailure(
+  error: unknown,
+  { instanceId, plan, settings, snapshotId, progress }: Deploy,
+): Promise<Omit<DeployFailure, 'instanceId'>> {
+  const message = isCancellation(error) ? 'the deploy was cancelled' : rootMessage(error);
+  const none = {
+    stage: 'migrate' as const,
+    lintViolations: [],
+    snapshotId,
+    reverted: [],
+    restoreCommand: undefined,
+  };
+  const applied = await quick.migrationsAppliedByRun({ instanceId, names: plan.toApply });
+  if (applied.length === 0) return { ...none, applied, error: message };
+  const restoreCommand = `dbops restore --instance ${instanceId} --snapshot ${snapshotId} --target ${restoreTarget(instanceId)}`;
+  const irreversible = applied.filter((name) => plan.irreversible.includes(name));
+  if (irreversible.length > 0) {
+    return {
+      ...none,
+      applied,
+      restoreCommand,
+      error: `${message}; not reverted: ${irreversible.join(', ')} cannot be undone`,
+    };
+  }
+  progress.stage = 'revert';
+  try {
+    const reverted = await runMigrationStep({ instanceId, direction: 'down', names: applied, settings });
+    return { ...none, applied, reverted, error: message };
+  } catch (revertError) {
+    // Some may be reverted: the database says which.
+    const left = await quick.migrationsAppliedByRun({ instanceId, names: applied });
+    return {
+      ...none,
+      applied,
+      reverted: applied.filter((name) => !left.includes(name)),
+      restoreCommand,
+      error: `${message}; reverting failed too: ${rootMessage(revertError)}`,
+    };
+  }
+}
+
 /** `pre-migration-YYYYMMDD-HHMMSS` (UTC, workflow time); a second later if that id is taken. */
 async function takeSnapshot(
   instanceId: string,
@@ -261,10 +300,8 @@ async function takeSnapshot(
   for (let attempt = 1; ; attempt++) {
     const snapshotId = `pre-migration-${stamp(new Date())}`;
     try {
-      await quick.createSnapshot(instanceId, snapshotId, {
-        purpose: 'pre-migration',
-        workflowId: workflowInfo().workflowId,
-      });
+      // Owner tags: a retry after a lost reply finds this run's snapshot instead of taking another.
+      await quick.createSnapshot(instanceId, snapshotId, ownerTags('pre-migration', instanceId));
       onId(snapshotId);
       return await pollUntil({
         what: `snapshot ${snapshotId} to be available`,
@@ -305,13 +342,6 @@ function rootMessage(error: unknown): string {
   return current?.message ?? String(error);
 }
 
-/** What a failed migration run had applied, carried in its failure details. */
-function changedBy(error: unknown): string[] | undefined {
-  const cause = (error as { cause?: { type?: string; details?: unknown[] } }).cause;
-  if (cause?.type !== 'MigrationFailed') return undefined;
-  return (cause.details?.[0] as { changed?: string[] } | undefined)?.changed;
-}
-
 function describe(instanceId: string, failure: Omit<DeployFailure, 'instanceId'>): string {
   switch (failure.stage) {
     case 'lint':
@@ -323,8 +353,9 @@ function describe(instanceId: string, failure: Omit<DeployFailure, 'instanceId'>
       return `deploy to ${instanceId}: ${failure.error} (snapshot ${failure.snapshotId} kept)`;
     case 'migrate': {
       const parts = [`deploy to ${instanceId} failed: ${failure.error}`];
-      if (failure.reverted.length > 0)
+      if (failure.reverted.length > 0 && failure.reverted.length === failure.applied.length)
         parts.push(`reverted ${failure.reverted.join(', ')}; the schema is as before`);
+      else if (failure.reverted.length > 0) parts.push(`reverted ${failure.reverted.join(', ')}`);
       else if (failure.applied.length === 0) parts.push('nothing was applied');
       if (failure.restoreCommand !== undefined) {
         parts.push(

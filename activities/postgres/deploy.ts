@@ -7,8 +7,10 @@ import { execFile } from 'node:child_process';
 
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { DbopsError, InvalidInputError } from '../../workflows/lib/errors';
+import { backendCanceller, heartbeatWhile } from '../heartbeat';
 import type { WithInstance } from './instance';
 import {
+  appliedBy,
   appliedMigrations,
   DEFAULT_MIGRATE_SETTINGS,
   lintMigrations,
@@ -19,6 +21,7 @@ import {
   verifyMigrations,
   type LintViolation,
   type MigrateSettings,
+  type MigrationOwner,
   type MigrationPlan,
   type VerifyResult,
 } from './migrations';
@@ -51,6 +54,12 @@ export interface MigrateInput {
   direction: 'up' | 'down';
   names: string[];
   settings?: Partial<MigrateSettings>;
+}
+
+export interface AppliedByRunInput {
+  instanceId: string;
+  /** The plan's migrations: which of them are applied now, and by this workflow run. */
+  names: string[];
 }
 
 export interface VerifyInput {
@@ -90,24 +99,53 @@ export function createDeployActivities(deps: DeployDeps) {
       });
     },
 
-    /** Applies or reverts exactly `names`; heartbeats while waiting for the lock or a long index build. */
+    /**
+     * Applies or reverts exactly `names`, starting from what the migrations table says is applied
+     * (a retry applies only what is missing). Heartbeats the migration running now every few
+     * seconds. Cancelled (the workflow's cancel, a timeout, the worker shutting down), it cancels
+     * its running statement, waits for it to stop, releases the migration lock and fails as
+     * cancelled. Returns, of `names`, those this workflow run applied (up) or those no longer
+     * applied (down).
+     */
     async runMigrationStep(input: MigrateInput): Promise<string[]> {
+      const context = Context.current();
       const settings = { ...DEFAULT_MIGRATE_SETTINGS, ...input.settings };
-      let status = `${input.direction} ${input.names.join(', ')}`;
-      const beat = setInterval(() => Context.current().heartbeat(status), 5_000);
-      try {
-        return await failFast(() =>
-          withInstance(input.instanceId, (client) =>
-            runMigrations(client, deps.migrationsDir, input.direction, input.names, settings, (what) => {
-              status = what;
-              Context.current().log.info(what);
-              Context.current().heartbeat(what);
+      const owner = runOf(context);
+      let status = `${input.direction === 'up' ? 'applying' : 'reverting'} ${input.names.join(', ')}`;
+      const progress = (what: string) => {
+        status = what;
+        context.log.info(what);
+        context.heartbeat(what);
+      };
+      return failFast(() =>
+        heartbeatWhile(
+          (signal) =>
+            withInstance(input.instanceId, async (client) => {
+              const cancelRunning = await backendCanceller(client, (fn) =>
+                withInstance(input.instanceId, fn),
+              );
+              const control = { owner, progress, signal, cancelRunning };
+              await runMigrations(
+                client,
+                deps.migrationsDir,
+                input.direction,
+                input.names,
+                settings,
+                control,
+              );
+              if (input.direction === 'up') return appliedBy(client, input.names, owner);
+              const applied = await appliedMigrations(client);
+              return input.names.filter((name) => !applied.includes(name));
             }),
-          ),
-        );
-      } finally {
-        clearInterval(beat);
-      }
+          { details: () => status },
+        ),
+      );
+    },
+
+    /** Of the plan's migrations, those applied now by this workflow run (read-only; after any failure). */
+    async migrationsAppliedByRun(input: AppliedByRunInput): Promise<string[]> {
+      const owner = runOf(Context.current());
+      return withInstance(input.instanceId, (client) => appliedBy(client, input.names, owner));
     },
 
     async verifyMigrationDeploy(input: VerifyInput): Promise<VerifyResult> {
@@ -141,18 +179,28 @@ export function createDeployActivities(deps: DeployDeps) {
   };
 }
 
+/** The workflow run an activity works for: the owner recorded for the migrations it applies. */
+function runOf(context: Context): MigrationOwner {
+  const run = context.info.workflowExecution;
+  if (run === undefined) {
+    throw ApplicationFailure.nonRetryable(
+      'migrations are applied by a workflow run only',
+      InvalidInputError.name,
+    );
+  }
+  return { workflowId: run.workflowId, runId: run.runId };
+}
+
 /**
- * A failed migration and our typed errors are final: retrying gives the same answer. The failure
- * carries what the run had applied, so the workflow reverts exactly that. Connection failures
- * stay retryable.
+ * A failed migration and our typed errors are final: retrying gives the same answer. Connection
+ * failures stay retryable. The workflow reads what was applied from the database, not from here.
  */
 async function failFast<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (error) {
-    if (error instanceof MigrationRunError) {
-      throw ApplicationFailure.nonRetryable(error.message, 'MigrationFailed', { changed: error.changed });
-    }
+    if (error instanceof MigrationRunError)
+      throw ApplicationFailure.nonRetryable(error.message, 'MigrationFailed');
     if (error instanceof DbopsError && !error.retryable)
       throw ApplicationFailure.nonRetryable(error.message, error.name);
     throw error;

@@ -11,6 +11,7 @@
 import { execFile } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { MigrationBuilder, RunnerOption } from 'node-pg-migrate' with {
   'resolution-mode': 'import',
@@ -82,26 +83,48 @@ type MigrationLoader = Exclude<
 >;
 type MigrationUnit = Awaited<ReturnType<MigrationLoader>>[number];
 
-/** A node-pg-migrate loader for our SQL format (the built-in one has no non-transactional mode). */
-export async function loadSqlMigrations(filePaths: string[]): Promise<MigrationUnit[]> {
-  return Promise.all(
-    filePaths.map(async (file): Promise<MigrationUnit> => {
-      const migration = parseMigration(file, await readFile(file, 'utf8'));
-      const action = (sql: string) => (pgm: MigrationBuilder) => {
-        if (!migration.noTransaction) return void pgm.sql(sql);
-        pgm.noTransaction();
-        for (const statement of splitStatements(sql)) pgm.sql(statement);
-      };
-      return {
-        id: file,
-        filePaths: [file],
-        actions: {
-          up: action(migration.up),
-          down: migration.down === undefined ? false : action(migration.down),
-        },
-      };
-    }),
-  );
+/**
+ * A node-pg-migrate loader for our SQL format (the built-in one has no non-transactional mode).
+ * Each migration also records its owner: `owner` after an up step (nobody known without one),
+ * removed after a down step. The record is written in the migration's own transaction, or right
+ * after the last statement of a non-transactional one, just before node-pg-migrate's own record.
+ */
+function sqlMigrationLoader(client: Client, owner: MigrationOwner | undefined): MigrationLoader {
+  const literal = (value: string) => client.escapeLiteral(value);
+  return (filePaths) =>
+    Promise.all(
+      filePaths.map(async (file): Promise<MigrationUnit> => {
+        const migration = parseMigration(file, await readFile(file, 'utf8'));
+        const forget = `DELETE FROM ${OWNERS_TABLE} WHERE name = ${literal(migration.name)}`;
+        const record = {
+          up:
+            owner === undefined
+              ? forget
+              : `INSERT INTO ${OWNERS_TABLE} (name, workflow_id, run_id)
+                 VALUES (${literal(migration.name)}, ${literal(owner.workflowId)}, ${literal(owner.runId)})
+                 ON CONFLICT (name) DO UPDATE
+                   SET workflow_id = EXCLUDED.workflow_id, run_id = EXCLUDED.run_id, applied_at = now()`,
+          down: forget,
+        };
+        const action = (sql: string, direction: 'up' | 'down') => (pgm: MigrationBuilder) => {
+          if (migration.noTransaction) {
+            pgm.noTransaction();
+            for (const statement of splitStatements(sql)) pgm.sql(statement);
+          } else {
+            pgm.sql(sql);
+          }
+          pgm.sql(record[direction]);
+        };
+        return {
+          id: file,
+          filePaths: [file],
+          actions: {
+            up: action(migration.up, 'up'),
+            down: migration.down === undefined ? false : action(migration.down, 'down'),
+          },
+        };
+      }),
+    );
 }
 
 export async function appliedMigrations(client: Client): Promise<string[]> {
@@ -113,6 +136,37 @@ export async function appliedMigrations(client: Client): Promise<string[]> {
     `SELECT name FROM ${MIGRATIONS_TABLE} ORDER BY run_on, id`,
   );
   return applied.rows.map((row) => row.name);
+}
+
+/** The workflow run that applies or reverts migrations: recorded as the owner of what it applies. */
+export interface MigrationOwner {
+  workflowId: string;
+  runId: string;
+}
+
+/**
+ * Which workflow run applied each migration, one row per applied migration, beside
+ * node-pg-migrate's table (which says what is applied, not by whom). A deploy reads it to report
+ * and revert exactly what it applied, also after its worker died between two migrations or when
+ * another deploy applied some of its plan first.
+ */
+export const OWNERS_TABLE = 'dbops_migration_owners';
+
+/** Of `names`, those applied now and recorded as applied by `owner`'s run, in the order given. */
+export async function appliedBy(client: Client, names: string[], owner: MigrationOwner): Promise<string[]> {
+  const { rows: tables } = await client.query<{ exists: boolean }>(
+    `SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS exists`,
+    [MIGRATIONS_TABLE, OWNERS_TABLE],
+  );
+  if (!tables[0]?.exists) return [];
+  // One statement: both tables read in the same snapshot.
+  const { rows } = await client.query<{ name: string }>(
+    `SELECT m.name FROM ${MIGRATIONS_TABLE} m JOIN ${OWNERS_TABLE} o USING (name)
+      WHERE o.workflow_id = $1 AND o.run_id = $2`,
+    [owner.workflowId, owner.runId],
+  );
+  const owned = new Set(rows.map((row) => row.name));
+  return names.filter((name) => owned.has(name));
 }
 
 export interface MigrationPlan {
@@ -245,15 +299,32 @@ export const DEFAULT_MIGRATE_SETTINGS: MigrateSettings = {
   lockRetryBaseMs: 500,
 };
 
-/** Called while waiting or retrying, so the activity can heartbeat what it is doing. */
+/** Called while waiting or retrying and as each migration starts, so the activity can heartbeat it. */
 export type Progress = (what: string) => void;
 
+export interface MigrationControl {
+  /** The run applying: recorded as the owner of each migration it applies. */
+  owner?: MigrationOwner | undefined;
+  progress?: Progress | undefined;
+  /**
+   * Once aborted, no further statement starts, the running one is cancelled with `cancelRunning`,
+   * and when it has stopped and the lock is released the run throws the signal's reason.
+   */
+  signal?: AbortSignal | undefined;
+  /** Cancels the statement running on the migration session (`pg_cancel_backend` from another session). */
+  cancelRunning?: (() => Promise<void>) | undefined;
+}
+
+/** A killed worker's session notices its client is gone within this, and stops its SQL. */
+const CLIENT_CHECK_INTERVAL = '5s';
+
 /**
- * Applies (`up`) or reverts (`down`) exactly `names`, in order, on `client`, holding
- * node-pg-migrate's advisory lock for the whole run so no other deploy interleaves. Each
+ * Applies (`up`) or reverts (`down`) exactly `names`, in order and one at a time, on `client`,
+ * holding node-pg-migrate's advisory lock for the whole run so no other deploy interleaves. Each
  * migration commits on its own (single transaction is impossible with CONCURRENTLY, and lets a
- * failed deploy revert precisely what it applied). Returns the names it applied or reverted, in
- * order; on failure throws MigrationRunError with those.
+ * failed deploy revert precisely what it applied) together with the record of its owner. Starts
+ * from what the migrations table says is applied, so a retry applies only what is still missing.
+ * Returns the names this call applied or reverted, in order.
  */
 export async function runMigrations(
   client: Client,
@@ -261,40 +332,145 @@ export async function runMigrations(
   direction: 'up' | 'down',
   names: string[],
   settings: MigrateSettings,
-  progress: Progress = () => undefined,
+  control: MigrationControl = {},
 ): Promise<string[]> {
   const { PG_MIGRATE_LOCK_ID } = await import('node-pg-migrate');
-  await acquireMigrationLock(client, PG_MIGRATE_LOCK_ID, settings, progress);
-  await client.query(
-    `SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)`,
-    [`${settings.lockTimeoutMs}ms`, `${settings.statementTimeoutMs}ms`],
-  );
+  const signal = control.signal ?? new AbortController().signal;
+  const progress = control.progress ?? (() => undefined);
+  const canceller = cancelOnAbort(signal, control.cancelRunning, progress);
   try {
-    return await migrateHoldingLock(client, dir, direction, names, settings, progress);
+    await acquireMigrationLock(client, PG_MIGRATE_LOCK_ID, settings, progress, signal);
+    await client.query(
+      `SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false),
+              set_config('client_connection_check_interval', $3, false)`,
+      [`${settings.lockTimeoutMs}ms`, `${settings.statementTimeoutMs}ms`, CLIENT_CHECK_INTERVAL],
+    );
+    await client.query(
+      `CREATE TABLE IF NOT EXISTS ${OWNERS_TABLE} (
+         name varchar(255) PRIMARY KEY,
+         workflow_id text NOT NULL,
+         run_id text NOT NULL,
+         applied_at timestamptz NOT NULL DEFAULT now())`,
+    );
+    const steps = { client, migrating: stopsOnAbort(client, signal), signal, progress };
+    return await migrateHoldingLock(steps, dir, direction, names, settings, control.owner);
+  } catch (error) {
+    if (signal.aborted) throw signal.reason;
+    throw error;
   } finally {
+    // The cancel, if one was sent, has reached the backend before the clean-up statements run.
+    await canceller.stop();
+    // A cancelled statement leaves its migration's transaction open.
+    if (signal.aborted) await client.query('ROLLBACK');
     // Releases our hold and any re-entrant one node-pg-migrate could not release after a failure.
     await client.query('SELECT pg_advisory_unlock_all()');
   }
 }
 
+/**
+ * On abort: cancels the running statement, and again every few seconds until `stop()` (a
+ * statement sent just before the abort may reach the server after the first cancel). `stop()`
+ * returns once no cancel is in flight.
+ */
+function cancelOnAbort(
+  signal: AbortSignal,
+  cancelRunning: (() => Promise<void>) | undefined,
+  progress: Progress,
+): { stop: () => Promise<void> } {
+  let stopped = false;
+  let wake = () => undefined as void;
+  let loop: Promise<void> = Promise.resolve();
+  const start = () => {
+    loop = (async () => {
+      while (!stopped && cancelRunning !== undefined) {
+        try {
+          await cancelRunning();
+        } catch (error) {
+          progress(`could not cancel the running statement (${(error as Error).message}); trying again`);
+        }
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 2_000);
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+    })();
+  };
+  if (signal.aborted) start();
+  else signal.addEventListener('abort', start, { once: true });
+  return {
+    stop: async () => {
+      stopped = true;
+      signal.removeEventListener('abort', start);
+      wake();
+      await loop;
+    },
+  };
+}
+
+/** `client` as node-pg-migrate gets it: once `signal` is aborted, no further statement starts. */
+function stopsOnAbort(client: Client, signal: AbortSignal): Client {
+  const query = (...args: unknown[]): unknown => {
+    signal.throwIfAborted();
+    return (client.query as (...queryArgs: unknown[]) => unknown)(...args);
+  };
+  return new Proxy(client, {
+    get: (target, property, receiver) =>
+      property === 'query' ? query : (Reflect.get(target, property, receiver) as unknown),
+  });
+}
+
+interface MigrationSession {
+  /** Our own statements (reads, ROLLBACK). */
+  client: Client;
+  /** node-pg-migrate's: refuses to start a statement once cancelled. */
+  migrating: Client;
+  signal: AbortSignal;
+  progress: Progress;
+}
+
 async function migrateHoldingLock(
-  client: Client,
+  { client, migrating, signal, progress }: MigrationSession,
   dir: string,
   direction: 'up' | 'down',
   names: string[],
   settings: MigrateSettings,
-  progress: Progress,
+  owner: MigrationOwner | undefined,
 ): Promise<string[]> {
   const { runner } = await import('node-pg-migrate');
   const before = await appliedMigrations(client);
-  // What this run changed, read back from the migrations table (we hold the lock: nobody else).
+  // What this call changed, read back from the migrations table (we hold the lock: nobody else).
   const changed = async () => {
     const after = await appliedMigrations(client);
     return direction === 'up'
       ? after.filter((name) => !before.includes(name))
       : before.filter((name) => !after.includes(name)).reverse();
   };
-  for (let attempt = 1; ; attempt++) {
+  const options: RunnerOption = {
+    dbClient: migrating,
+    dir,
+    ignorePattern: '.*(?<!\\.sql)',
+    migrationsTable: MIGRATIONS_TABLE,
+    direction,
+    // One at a time: a cancellation stops between two migrations at the latest.
+    count: 1,
+    singleTransaction: false,
+    checkOrder: true,
+    // Re-entrant: this session already holds the lock (acquired above with a clear wait).
+    advisoryLockMode: 'fail',
+    migrationLoaderStrategies: [{ extensions: ['.sql'], loader: sqlMigrationLoader(client, owner) }],
+    logger: {
+      debug: () => undefined,
+      info: () => undefined,
+      warn: () => undefined,
+      error: () => undefined,
+    },
+  };
+  let attempt = 1;
+  for (;;) {
+    signal.throwIfAborted();
     const applied = await appliedMigrations(client);
     const remaining = names.filter((name) =>
       direction === 'up' ? !applied.includes(name) : applied.includes(name),
@@ -317,37 +493,21 @@ async function migrateHoldingLock(
         );
       }
     }
-    const options: RunnerOption = {
-      dbClient: client,
-      dir,
-      ignorePattern: '.*(?<!\\.sql)',
-      migrationsTable: MIGRATIONS_TABLE,
-      direction,
-      count: remaining.length,
-      singleTransaction: false,
-      checkOrder: true,
-      // Re-entrant: this session already holds the lock (acquired above with a clear wait).
-      advisoryLockMode: 'fail',
-      migrationLoaderStrategies: [{ extensions: ['.sql'], loader: loadSqlMigrations }],
-      logger: {
-        debug: () => undefined,
-        info: () => undefined,
-        warn: () => undefined,
-        error: () => undefined,
-      },
-    };
+    progress(direction === 'up' ? `applying ${remaining[0]}` : `reverting ${remaining.at(-1)}`);
     try {
       await runner(options);
-      return await changed();
+      attempt = 1;
     } catch (error) {
+      if (signal.aborted) throw signal.reason;
       // node-pg-migrate leaves a failed per-migration transaction open.
       await client.query('ROLLBACK');
       if (!isLockTimeout(error) || attempt >= settings.lockTimeoutAttempts) {
-        throw new MigrationRunError(describeFailure(error), await changed());
+        throw new MigrationRunError(describeFailure(error));
       }
       const backoff = settings.lockRetryBaseMs * 2 ** (attempt - 1) * (0.5 + Math.random());
       progress(`lock_timeout on attempt ${attempt}; retrying in ${Math.round(backoff)} ms`);
-      await new Promise((resolve) => setTimeout(resolve, backoff));
+      await sleep(backoff, undefined, { signal });
+      attempt++;
     }
   }
 }
@@ -361,12 +521,9 @@ function describeFailure(error: unknown): string {
   return failure.code ? `${failure.message} (SQLSTATE ${failure.code})` : failure.message;
 }
 
-/** A migration run failed; `changed` lists what it applied (or reverted) before failing. */
+/** A migration failed (its statement's error, final); what is applied is in the migrations table. */
 export class MigrationRunError extends Error {
-  constructor(
-    message: string,
-    readonly changed: string[],
-  ) {
+  constructor(message: string) {
     super(message);
     this.name = 'MigrationRunError';
   }
@@ -391,9 +548,11 @@ async function acquireMigrationLock(
   lockId: number,
   settings: MigrateSettings,
   progress: Progress,
+  signal: AbortSignal,
 ): Promise<void> {
   const deadline = Date.now() + settings.lockWaitMs;
   for (;;) {
+    signal.throwIfAborted();
     const { rows } = await client.query<{ locked: boolean }>(`SELECT pg_try_advisory_lock($1) AS locked`, [
       lockId,
     ]);
@@ -406,7 +565,7 @@ async function acquireMigrationLock(
       );
     }
     progress(`waiting for the migration lock held by ${holder}`);
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    await sleep(1_000, undefined, { signal });
   }
 }
 

@@ -18,6 +18,9 @@ const SCHEMA = '0005_user_id_new_expand';
 const addNote =
   '-- Up Migration\nALTER TABLE conversations ADD COLUMN note text;\n-- Down Migration\n-- squawk-ignore ban-drop-column\nALTER TABLE conversations DROP COLUMN note;\n';
 const broken = '-- Up Migration\nSELECT 1 / 0;\n-- Down Migration\nSELECT 1;\n';
+/** A migration that runs until it is cancelled or its session ends. */
+const SLOW_SQL = 'pg_sleep(600)';
+const slow = `-- Up Migration\nSELECT ${SLOW_SQL};\n-- Down Migration\nSELECT 1;\n`;
 
 /** The failure's structured details (DeployFailure) and its message. */
 async function deployFailure(
@@ -307,6 +310,57 @@ describe('deployMigration workflow (dev server, local instance)', () => {
     const { rowCount } = await client.query(`SELECT 1 FROM pgmigrations WHERE name = '0106_add_lang'`);
     assert.equal(rowCount, 0);
   });
+
+  it('cancelled while a migration runs: its SQL is cancelled, what this deploy applied is reverted, and the report says exactly that', async () => {
+    const dir = await migrationsDir(SCHEMA, {
+      ...extras,
+      '0107_add_mood.sql': addNote.replaceAll('note', 'mood'),
+      '0108_slow.sql': slow,
+    });
+    const observer = await instance.connect();
+    const { message, details } = await withWorker({ migrationsDir: dir }, async (taskQueue) => {
+      const handle = await start(taskQueue, 'deploy-cancelled');
+      await runningStatement(observer, SLOW_SQL);
+      await handle.cancel();
+      return deployFailure(handle.result());
+    });
+    assert.equal(details.stage, 'migrate');
+    assert.deepEqual(details.applied, ['0107_add_mood']);
+    assert.deepEqual(details.reverted, ['0107_add_mood']);
+    assert.match(message, /the deploy was cancelled\. reverted 0107_add_mood; the schema is as before/);
+    assert.deepEqual(await leftovers(observer, SLOW_SQL), { running: 0, advisoryLocks: 0 });
+    assert.deepEqual(await applied(observer, ['0107_add_mood', '0108_slow']), []);
+    const { rowCount } = await observer.query(
+      `SELECT 1 FROM information_schema.columns WHERE table_name = 'conversations' AND column_name = 'mood'`,
+    );
+    assert.equal(rowCount, 0);
+  });
+
+  it('a failure that is no migration error (connection lost on every attempt): the retries apply nothing twice, and the report and revert cover what the table says this deploy applied', async () => {
+    const dir = await migrationsDir(SCHEMA, {
+      ...extras,
+      '0109_add_score.sql': addNote.replaceAll('note', 'score'),
+      '0110_slow.sql': slow,
+    });
+    const observer = await instance.connect();
+    const seenApplied: string[][] = [];
+    const { message, details } = await withWorker({ migrationsDir: dir }, async (taskQueue) => {
+      const handle = await start(taskQueue, 'deploy-connection-lost');
+      // Each attempt of the migrate step: once it runs the slow migration, its session is terminated.
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        const pid = await runningStatement(observer, SLOW_SQL);
+        seenApplied.push(await applied(observer, ['0109_add_score', '0110_slow']));
+        await observer.query('SELECT pg_terminate_backend($1, 10000)', [pid]);
+      }
+      return deployFailure(handle.result());
+    });
+    assert.deepEqual(seenApplied, [['0109_add_score'], ['0109_add_score'], ['0109_add_score']]);
+    assert.deepEqual(details.applied, ['0109_add_score']);
+    assert.deepEqual(details.reverted, ['0109_add_score']);
+    assert.match(message, /terminat/);
+    assert.deepEqual(await leftovers(observer, SLOW_SQL), { running: 0, advisoryLocks: 0 });
+    assert.deepEqual(await applied(observer, ['0109_add_score', '0110_slow']), []);
+  });
 });
 
 async function waitForStage(handle: WorkflowHandle<typeof deployMigration>, stage: string): Promise<void> {
@@ -316,4 +370,41 @@ async function waitForStage(handle: WorkflowHandle<typeof deployMigration>, stag
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   assert.fail(`the deploy never reached stage ${stage}`);
+}
+
+/** Waits until a session runs a statement containing `text` (observed, not timed); its pid. */
+async function runningStatement(observer: Client, text: string): Promise<number> {
+  for (let i = 0; i < 1200; i++) {
+    const { rows } = await observer.query<{ pid: number }>(
+      `SELECT pid FROM pg_stat_activity
+        WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`,
+      [text],
+    );
+    if (rows[0] !== undefined) return rows[0].pid;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.fail(`no session ran ${text}`);
+}
+
+/** After a run ended: sessions still running `text`, and advisory locks held by anyone. */
+async function leftovers(
+  observer: Client,
+  text: string,
+): Promise<{ running: number; advisoryLocks: number }> {
+  const { rows } = await observer.query<{ running: number; advisory_locks: number }>(
+    `SELECT (SELECT count(*)::int FROM pg_stat_activity
+              WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()) AS running,
+            (SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory') AS advisory_locks`,
+    [text],
+  );
+  return { running: rows[0]!.running, advisoryLocks: rows[0]!.advisory_locks };
+}
+
+/** Of `names`, those the migrations table lists as applied. */
+async function applied(client: Client, names: string[]): Promise<string[]> {
+  const { rows } = await client.query<{ name: string }>(
+    'SELECT name FROM pgmigrations WHERE name = ANY($1) ORDER BY id',
+    [names],
+  );
+  return rows.map((row) => row.name);
 }

@@ -3,7 +3,11 @@ import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
+import type { Client } from 'pg';
+
+import { backendCanceller } from '../../../activities/heartbeat';
 import {
+  appliedBy,
   appliedMigrations,
   DEFAULT_MIGRATE_SETTINGS,
   lintMigrations,
@@ -21,7 +25,43 @@ const squawkConfig = path.join(projectRoot, '.squawk.toml');
 const addNote = {
   '0100_add_note.sql': `-- Up Migration\nALTER TABLE conversations ADD COLUMN note text;\n-- Down Migration\nALTER TABLE conversations DROP COLUMN note;\n`,
 };
+const addTag = {
+  '0101_add_tag.sql': `-- Up Migration\nALTER TABLE conversations ADD COLUMN tag text;\n-- Down Migration\nALTER TABLE conversations DROP COLUMN tag;\n`,
+};
+/** Runs until cancelled: long enough that only a cancel ends it within the test's timeout. */
+const slow = {
+  '0101_slow.sql': `-- Up Migration\nSELECT pg_sleep(600);\n-- Down Migration\nSELECT 1;\n`,
+};
 const fast = { ...DEFAULT_MIGRATE_SETTINGS, lockWaitMs: 60_000, lockRetryBaseMs: 50 };
+const runA = { workflowId: 'deploy-a', runId: 'run-a' };
+const runB = { workflowId: 'deploy-b', runId: 'run-b' };
+
+/** Waits until a session runs a statement containing `text` (observed, not timed), returning its pid. */
+async function runningStatement(observer: Client, text: string): Promise<number> {
+  for (let i = 0; i < 600; i++) {
+    const { rows } = await observer.query<{ pid: number }>(
+      `SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`,
+      [text],
+    );
+    if (rows[0] !== undefined) return rows[0].pid;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.fail(`no session ran ${text}`);
+}
+
+/** What a user checks after a stopped run: sessions still running `text`, and advisory locks held. */
+async function leftovers(
+  observer: Client,
+  text: string,
+): Promise<{ running: number; advisoryLocks: number }> {
+  const { rows } = await observer.query<{ running: number; advisory_locks: number }>(
+    `SELECT (SELECT count(*)::int FROM pg_stat_activity
+              WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()) AS running,
+            (SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory') AS advisory_locks`,
+    [text],
+  );
+  return { running: rows[0]!.running, advisoryLocks: rows[0]!.advisory_locks };
+}
 
 /** The repository's schema migrations (0001-0005) plus `extra` files, in a temp `migrations/` dir. */
 async function migrationsWith(extra: Record<string, string>): Promise<string> {
@@ -171,9 +211,11 @@ describe('migrations (node-pg-migrate + squawk on a real Postgres)', () => {
 
     // whenLocked: wait — it waits, reports why, and goes on once the holder releases the lock.
     const waits: string[] = [];
-    const applied = await runMigrations(client, dir, 'up', ['0100_add_note'], fast, (what) => {
-      waits.push(what);
-      if (waits.length === 1) void holder.query('SELECT pg_advisory_unlock_all()');
+    const applied = await runMigrations(client, dir, 'up', ['0100_add_note'], fast, {
+      progress: (what) => {
+        waits.push(what);
+        if (waits.length === 1) void holder.query('SELECT pg_advisory_unlock_all()');
+      },
     });
     assert.deepEqual(applied, ['0100_add_note']);
     assert.match(waits[0] ?? '', /waiting for the migration lock held by session pid \d+ \(other-deploy/);
@@ -193,9 +235,12 @@ describe('migrations (node-pg-migrate + squawk on a real Postgres)', () => {
       'up',
       ['0100_add_note'],
       { ...fast, lockTimeoutMs: 100 },
-      (what) => {
-        retries.push(what);
-        if (retries.length === 2) void blocker.query('COMMIT');
+      {
+        progress: (what) => {
+          if (!what.startsWith('lock_timeout')) return;
+          retries.push(what);
+          if (retries.length === 2) void blocker.query('COMMIT');
+        },
       },
     );
     assert.deepEqual(applied, ['0100_add_note']);
@@ -236,5 +281,99 @@ describe('migrations (node-pg-migrate + squawk on a real Postgres)', () => {
       verifyMigrations(client, [...expected, '0100_missing'], []),
       /applied migrations are \[.*0005_user_id_new_expand\], expected \[.*0005_user_id_new_expand, 0100_missing\]/,
     );
+  });
+
+  it('records which run applied each migration: a retry applies only what is missing, and each run sees only its own', async () => {
+    const dir = await migrationsWith({ ...addNote, ...addTag });
+    const client = await cluster.connect();
+    const both = ['0100_add_note', '0101_add_tag'];
+    assert.deepEqual(await runMigrations(client, dir, 'up', ['0100_add_note'], fast, { owner: runA }), [
+      '0100_add_note',
+    ]);
+    // Run A again for both (a retry after its worker died between the two): only the missing one.
+    assert.deepEqual(await runMigrations(client, dir, 'up', both, fast, { owner: runA }), ['0101_add_tag']);
+    const { rows } = await client.query<{ name: string; n: number }>(
+      `SELECT name, count(*)::int AS n FROM pgmigrations WHERE name = ANY($1) GROUP BY name ORDER BY name`,
+      [both],
+    );
+    assert.deepEqual(rows, [
+      { name: '0100_add_note', n: 1 },
+      { name: '0101_add_tag', n: 1 },
+    ]);
+    assert.deepEqual(await appliedBy(client, both, runA), both);
+    assert.deepEqual(await appliedBy(client, both, runB), [], 'run B applied none of them');
+    assert.deepEqual(await appliedBy(client, both, { ...runA, runId: 'run-a-2' }), [], 'another run of A');
+
+    // Reverted: no longer anyone's. Applied again by B: B's.
+    await runMigrations(client, dir, 'down', both, fast, { owner: runA });
+    assert.deepEqual(await appliedBy(client, both, runA), []);
+    await runMigrations(client, dir, 'up', ['0100_add_note'], fast, { owner: runB });
+    assert.deepEqual(await appliedBy(client, both, runB), ['0100_add_note']);
+    // Applied without an owner (e.g. the demo seed): nobody's.
+    await runMigrations(client, dir, 'down', ['0100_add_note'], fast, { owner: runB });
+    await runMigrations(client, dir, 'up', ['0100_add_note'], fast);
+    assert.deepEqual(await appliedBy(client, both, runB), []);
+    await runMigrations(client, dir, 'down', ['0100_add_note'], fast);
+  });
+
+  it('cancelled while a migration runs: its statement is cancelled, the lock released, and the table says what was applied', async () => {
+    const dir = await migrationsWith({ ...addNote, ...slow });
+    const client = await cluster.connect();
+    const observer = await cluster.connect();
+    const abort = new AbortController();
+    const steps: string[] = [];
+    const run = runMigrations(client, dir, 'up', ['0100_add_note', '0101_slow'], fast, {
+      owner: runA,
+      progress: (what) => steps.push(what),
+      signal: abort.signal,
+      cancelRunning: await backendCanceller(client, (fn) => fn(observer)),
+    });
+    await runningStatement(observer, 'pg_sleep(600)');
+    abort.abort(new Error('the deploy was cancelled'));
+    await assert.rejects(run, /the deploy was cancelled/);
+    assert.deepEqual(await leftovers(observer, 'pg_sleep(600)'), { running: 0, advisoryLocks: 0 });
+    assert.deepEqual(steps, ['applying 0100_add_note', 'applying 0101_slow']);
+    const applied = await appliedMigrations(client);
+    assert.equal(applied.at(-1), '0100_add_note', 'the cancelled migration is not recorded');
+    assert.deepEqual(await appliedBy(client, ['0100_add_note', '0101_slow'], runA), ['0100_add_note']);
+    // The session is usable again (no transaction left open).
+    assert.deepEqual(await runMigrations(client, dir, 'down', ['0100_add_note'], fast), ['0100_add_note']);
+  });
+
+  it('cancelled while waiting for the migration lock: stops waiting at once and applies nothing', async () => {
+    const holder = await cluster.connect();
+    const { PG_MIGRATE_LOCK_ID } = await import('node-pg-migrate');
+    await holder.query('SELECT pg_advisory_lock($1)', [PG_MIGRATE_LOCK_ID]);
+    const dir = await migrationsWith(addNote);
+    const client = await cluster.connect();
+    const abort = new AbortController();
+    const run = runMigrations(client, dir, 'up', ['0100_add_note'], fast, {
+      signal: abort.signal,
+      progress: (what) => {
+        if (what.startsWith('waiting for the migration lock'))
+          abort.abort(new Error('cancelled while waiting'));
+      },
+    });
+    await assert.rejects(run, /cancelled while waiting/);
+    assert.equal((await appliedMigrations(client)).includes('0100_add_note'), false);
+    await holder.query('SELECT pg_advisory_unlock_all()');
+  });
+
+  it('a session whose client vanished (a killed worker) stops its SQL and frees the migration lock', async () => {
+    const dir = await migrationsWith(slow);
+    const client = await cluster.connect();
+    const observer = await cluster.connect();
+    const run = runMigrations(client, dir, 'up', ['0101_slow'], fast, { owner: runA });
+    const pid = await runningStatement(observer, 'pg_sleep(600)');
+    // What SIGKILL does to the worker's connection: the socket closes with no goodbye.
+    client.connection.stream.destroy();
+    await assert.rejects(run);
+    for (let i = 0; i < 300; i++) {
+      const { rowCount } = await observer.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid]);
+      if (rowCount === 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.deepEqual(await leftovers(observer, 'pg_sleep(600)'), { running: 0, advisoryLocks: 0 });
+    assert.equal((await appliedMigrations(observer)).includes('0101_slow'), false);
   });
 });
