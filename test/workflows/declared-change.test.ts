@@ -190,6 +190,13 @@ describe('declaredChange workflow: user-id-bigint (dev server, local instance)',
     const unknown = await dbops('plan', 'no-such-change', '--instance', INSTANCE);
     assert.equal(unknown.code, 2, unknown.stderr);
     assert.match(unknown.stderr, /change: no change named "no-such-change"; known: user-id-bigint/);
+    const hostile = await dbops('change', 'start', 'x;DROP TABLE conversations', '--instance', INSTANCE);
+    assert.equal(hostile.code, 2, hostile.stderr);
+    assert.match(
+      hostile.stderr,
+      /change: "x;DROP TABLE conversations" is not a change name like user-id-bigint/,
+    );
+    assert.deepEqual(await tableChecksums(client, 'conversations'), before);
   });
 
   it('proof: old-code and new-code writers through the whole change, no error, every row holds its latest value', async () => {
@@ -232,7 +239,8 @@ describe('declaredChange workflow: user-id-bigint (dev server, local instance)',
       `SELECT count(*)::int AS n FROM conversations WHERE _new_user_id IS DISTINCT FROM user_id::bigint`,
     );
     assert.equal(mid[0]!.n, 0, 'before contract, every new value is the conversion of the old one');
-    await handle.signal('codeDeployed', { by: 'ci-run-7' });
+    const deployed = await dbops('change', 'code-deployed', 'change-proof', '--by', 'ci-run-7');
+    assert.equal(deployed.code, 0, deployed.stderr);
     const result = await handle.result();
     await watcher;
     // A few more writes of both against the contracted table.
@@ -299,11 +307,19 @@ describe('declaredChange workflow: user-id-bigint (dev server, local instance)',
           signalArgs: [{ by: 'tester' }],
         });
       } else if (stage === 'awaiting-code-deploy') {
-        handle = await env.client.workflow.start(declaredChange, { taskQueue, workflowId, args });
+        const start = await dbops('change', 'start', 'user-id-bigint', '--instance', INSTANCE, '--detach');
+        assert.equal(start.code, 0, start.stderr);
+        assert.equal(start.stdout.trim(), `change-user-id-bigint-${INSTANCE}`);
+        handle = env.client.workflow.getHandle<typeof declaredChange>(start.stdout.trim());
         await untilStage(handle, stage);
-        const run = await dbops('change', 'abort', workflowId, '--by', 'tester');
+        const status = await dbops('status', start.stdout.trim(), '--json');
+        assert.match(status.stdout, /"stage": "awaiting-code-deploy"/);
+        const run = await dbops('change', 'abort', start.stdout.trim(), '--by', 'tester');
         assert.equal(run.code, 0, run.stderr);
         assert.match(run.stdout, /aborted during awaiting-code-deploy by tester; the table is as it was/);
+        const late = await dbops('change', 'abort', start.stdout.trim());
+        assert.equal(late.code, 1);
+        assert.match(late.stderr, /is COMPLETED; nothing to abort/);
       } else {
         let release = stage === 'expand' ? await holdTable() : undefined;
         handle = await env.client.workflow.start(declaredChange, { taskQueue, workflowId, args });
