@@ -6,10 +6,15 @@
  *
  * Table and index names come from the catalog or the snapshot's metadata, never from workflow
  * input as SQL: they are quoted with escapeIdentifier.
+ *
+ * Run as an activity, the checks heartbeat on a timer while each one runs (a count on a cold,
+ * freshly restored volume can take minutes), and a cancellation cancels the running queries.
  */
+import { asyncLocalStorage } from '@temporalio/activity';
 import type { Client } from 'pg';
 
 import type { Endpoint } from '../control-plane/control-plane';
+import { heartbeatWhile } from '../heartbeat';
 import type { DatabaseConnector } from './connect';
 
 export type CheckStatus = 'passed' | 'failed' | 'skipped';
@@ -62,7 +67,8 @@ const K = 10;
 /**
  * Runs every check; a check that finds a problem fails with its detail, the others still run.
  * Only a connection failure throws (the activity retries it: a fresh RDS endpoint may take a
- * moment to resolve).
+ * moment to resolve). `progress` hears each check as it ends. In an activity, heartbeats go out
+ * on a timer meanwhile, and cancelling the activity cancels the running queries and stops.
  */
 export async function runDrChecks(
   connector: DatabaseConnector,
@@ -70,51 +76,87 @@ export async function runDrChecks(
   progress: (check: string) => void = () => undefined,
 ): Promise<DrChecksResult> {
   const endpoint = { ...input.endpoint };
-  return connector.withEndpoint(endpoint, async (client) => {
-    const checks: DrCheck[] = [];
-    const add = (check: DrCheck) => {
-      checks.push(check);
-      progress(check.name);
-    };
-    const { rows } = await client.query<{ version: string; db: string }>(
-      `SELECT current_setting('server_version') AS version, current_database() AS db`,
-    );
-    add({
-      name: 'connectivity',
-      status: 'passed',
-      detail: `connected to ${rows[0]!.db} as ${endpoint.user} on ${endpoint.host}:${endpoint.port}, PostgreSQL ${rows[0]!.version}`,
+  const checks: DrCheck[] = [];
+  /** Backends of the open check sessions, to cancel. */
+  const sessions = new Set<number>();
+  const open = <T>(where: Endpoint, fn: (client: Client) => Promise<T>): Promise<T> =>
+    connector.withEndpoint(where, async (client) => {
+      const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      sessions.add(rows[0]!.pid);
+      try {
+        return await fn(client);
+      } finally {
+        sessions.delete(rows[0]!.pid);
+      }
     });
-
-    const conversations = await checkConversations(client);
-    add(conversations.check);
-    add(await checkRowCounts(connector, endpoint, input.expectedRowCounts));
-
-    const pgvectorVersion = await extensionVersion(client, 'vector');
-    add(
-      pgvectorVersion === null
-        ? { name: 'pgvector', status: 'failed', detail: 'the vector extension is not installed' }
-        : { name: 'pgvector', status: 'passed', detail: `vector ${pgvectorVersion} installed` },
-    );
-
-    const indexes = pgvectorVersion === null ? [] : await vectorIndexes(client);
-    if (indexes.length === 0) {
-      add({ name: 'vector-indexes', status: 'failed', detail: 'no HNSW or IVFFlat index found' });
-    }
-    for (const index of indexes) add(await checkIndexUsable(client, index, indexes));
-
-    const hnsw = indexes.filter((index) => index.method === 'hnsw' && index.valid);
-    if (pgvectorVersion !== null && hnsw.length === 0) {
-      add({ name: 'recall', status: 'failed', detail: 'no valid HNSW index to measure recall@10 on' });
-    }
-    for (const index of hnsw) add(await checkRecall(client, index, indexes, input));
-
-    return {
-      checks,
-      conversationCount: conversations.count,
-      latestConversation: conversations.latest,
-      pgvectorVersion,
-    };
+  const run = (signal?: AbortSignal) =>
+    open(endpoint, (client) => checkAll(client, { input, endpoint, checks, progress, open, signal }));
+  if (asyncLocalStorage.getStore() === undefined) return run();
+  return heartbeatWhile(run, {
+    details: () => ({ checksDone: checks.map((check) => check.name) }),
+    onCancel: () =>
+      connector.withEndpoint(endpoint, (other) =>
+        other.query('SELECT pg_cancel_backend(pid) FROM unnest($1::int[]) AS pid', [[...sessions]]),
+      ),
   });
+}
+
+interface CheckRun {
+  input: DrChecksInput;
+  endpoint: Endpoint;
+  checks: DrCheck[];
+  progress: (check: string) => void;
+  /** A connection whose backend a cancellation reaches. */
+  open: <T>(where: Endpoint, fn: (client: Client) => Promise<T>) => Promise<T>;
+  signal: AbortSignal | undefined;
+}
+
+async function checkAll(client: Client, run: CheckRun): Promise<DrChecksResult> {
+  const { input, endpoint, checks, progress, signal } = run;
+  const add = (check: DrCheck) => {
+    checks.push(check);
+    progress(check.name);
+    // Cancelled between two checks: the next one does not start.
+    if (signal?.aborted) throw signal.reason;
+  };
+  const { rows } = await client.query<{ version: string; db: string }>(
+    `SELECT current_setting('server_version') AS version, current_database() AS db`,
+  );
+  add({
+    name: 'connectivity',
+    status: 'passed',
+    detail: `connected to ${rows[0]!.db} as ${endpoint.user} on ${endpoint.host}:${endpoint.port}, PostgreSQL ${rows[0]!.version}`,
+  });
+
+  const conversations = await checkConversations(client);
+  add(conversations.check);
+  add(await checkRowCounts(run.open, endpoint, input.expectedRowCounts));
+
+  const pgvectorVersion = await extensionVersion(client, 'vector');
+  add(
+    pgvectorVersion === null
+      ? { name: 'pgvector', status: 'failed', detail: 'the vector extension is not installed' }
+      : { name: 'pgvector', status: 'passed', detail: `vector ${pgvectorVersion} installed` },
+  );
+
+  const indexes = pgvectorVersion === null ? [] : await vectorIndexes(client);
+  if (indexes.length === 0) {
+    add({ name: 'vector-indexes', status: 'failed', detail: 'no HNSW or IVFFlat index found' });
+  }
+  for (const index of indexes) add(await checkIndexUsable(client, index, indexes));
+
+  const hnsw = indexes.filter((index) => index.method === 'hnsw' && index.valid);
+  if (pgvectorVersion !== null && hnsw.length === 0) {
+    add({ name: 'recall', status: 'failed', detail: 'no valid HNSW index to measure recall@10 on' });
+  }
+  for (const index of hnsw) add(await checkRecall(client, index, indexes, input));
+
+  return {
+    checks,
+    conversationCount: conversations.count,
+    latestConversation: conversations.latest,
+    pgvectorVersion,
+  };
 }
 
 /** The runbook's query: the restored copy has conversations, up to some latest time. */
@@ -149,7 +191,7 @@ async function checkConversations(
 
 /** Every table's row count against the snapshot's; keys are `db.schema.table` or `schema.table`. */
 async function checkRowCounts(
-  connector: DatabaseConnector,
+  open: CheckRun['open'],
   endpoint: Endpoint,
   expected: Record<string, number> | null,
 ): Promise<DrCheck> {
@@ -172,7 +214,7 @@ async function checkRowCounts(
     byDatabase.set(database, [...(byDatabase.get(database) ?? []), { key, schema, table, rows }]);
   }
   for (const [database, tables] of byDatabase) {
-    await connector.withEndpoint({ ...endpoint, database }, async (client) => {
+    await open({ ...endpoint, database }, async (client) => {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       try {
         for (const { key, schema, table, rows } of tables) {

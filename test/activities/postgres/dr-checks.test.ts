@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
 
+import { CancelledFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+
 import { createDatabaseConnector } from '../../../activities/postgres/connect';
 import { runDrChecks, type DrChecksInput } from '../../../activities/postgres/dr-checks';
 import { seedDemoData } from '../../../workers/seed';
@@ -81,6 +84,47 @@ describe('DR checks on a restored copy (real PostgreSQL 15 + pgvector, seeded de
         detail: 'no row counts were recorded with this snapshot',
       },
     );
+  });
+
+  it('as an activity: heartbeats on its timer while a check waits (a cold copy), and a cancellation cancels the waiting query', async () => {
+    // The count of conversations waits on a lock, as it would on a cold volume.
+    const locker = await cluster.connect();
+    const watcher = await cluster.connect();
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE conversations IN ACCESS EXCLUSIVE MODE');
+    const env = new MockActivityEnvironment();
+    const beats: unknown[] = [];
+    let wanted = Infinity;
+    let enough!: () => void;
+    const reached = new Promise<void>((resolve) => (enough = resolve));
+    env.on('heartbeat', (details: unknown) => {
+      beats.push(details);
+      if (beats.length >= wanted) enough();
+    });
+    const running = env.run(() => run());
+    try {
+      for (;;) {
+        const { rows } = await watcher.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+            WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT count(*) AS n, max(created_at)%'`,
+        );
+        if (rows[0]!.n === 1) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      // Two more heartbeats while the query still waits.
+      wanted = beats.length + 2;
+      if (beats.length >= wanted) enough();
+      await reached;
+      assert.deepEqual(beats.at(-1), { checksDone: ['connectivity'] });
+      env.cancel();
+      await assert.rejects(running, (error: Error) => error instanceof CancelledFailure);
+      const { rows } = await watcher.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'`,
+      );
+      assert.equal(rows[0]!.n, 0, 'the waiting count was cancelled');
+    } finally {
+      await locker.query('ROLLBACK');
+    }
   });
 
   it('fails recall when the bar is above what the index reaches, and leaves the indexes in place', async () => {
