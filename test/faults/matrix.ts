@@ -689,10 +689,14 @@ async function outcome(handle: WorkflowHandle): Promise<Ended> {
         details: cause.details?.[0],
       };
     }
+    // An activity's or a child's failure: the innermost cause says what went wrong.
+    let root: Error | undefined = cause;
+    while (root?.cause instanceof Error) root = root.cause;
+    const rootType = root instanceof ApplicationFailure ? root.type : root?.name;
     return {
       status: 'failed',
       type: cause?.name,
-      message: cause?.message ?? error.message,
+      message: `${cause?.message ?? error.message}${root !== cause ? ` <- ${rootType}: ${root?.message}` : ''}`,
       details: undefined,
     };
   }
