@@ -515,6 +515,36 @@ describe('a dropped connection fails the attempt, not the process (real PostgreS
     assert.deepEqual(rows, [{ ok: 1 }]);
   });
 
+  it('a peer that goes silent (a network partition): closing the connection gives up after 5 s instead of hanging', async () => {
+    // A relay to the server that, once told to, passes nothing on and never closes its side.
+    let silent = false;
+    const relays: net.Socket[] = [];
+    const relay = net.createServer({ allowHalfOpen: true }, (socket) => {
+      const upstream = net.connect(cluster.database.port, '127.0.0.1');
+      relays.push(socket, upstream);
+      socket.on('data', (chunk) => silent || upstream.write(chunk));
+      upstream.on('data', (chunk) => silent || socket.write(chunk));
+    });
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (relay.address() as net.AddressInfo).port;
+      const started = Date.now();
+      const { rows } = await createDatabaseConnector({ primary: { ...cluster.database, port } }).withPrimary(
+        async (client) => {
+          const result = await client.query<{ ok: number }>('SELECT 1 AS ok');
+          silent = true;
+          return result;
+        },
+      );
+      const closedAfter = Date.now() - started;
+      assert.deepEqual(rows, [{ ok: 1 }]);
+      assert.ok(closedAfter >= 4_500 && closedAfter < 15_000, `closed after ${closedAfter} ms`);
+    } finally {
+      relays.forEach((socket) => socket.destroy());
+      relay.close();
+    }
+  });
+
   it('no server listening: DatabaseConnectionError saying the connection was refused', async () => {
     const port = await freePort();
     await assert.rejects(
