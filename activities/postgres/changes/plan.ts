@@ -46,7 +46,8 @@ export interface ChangePlan {
 
 /** What the plan needs from the catalog. */
 export interface TableInfo {
-  columns: { name: string; type: string; notNull: boolean; hasDefault: boolean }[];
+  /** `default`: the default expression as SQL, null without one. */
+  columns: { name: string; type: string; notNull: boolean; default: string | null }[];
   /** Index and constraint names (NOT NULL and the primary key aside) using each column. */
   usedBy: Record<string, string[]>;
   /** Relation and constraint names already in the table's schema. */
@@ -56,7 +57,7 @@ export interface TableInfo {
 interface Parts {
   change: Change;
   table: string;
-  pairs: (ColumnPair & { tmp: string; oldNotNull: boolean })[];
+  pairs: (ColumnPair & { tmp: string; oldNotNull: boolean; oldDefault: string | null })[];
   added: AddedColumn[];
   dropped: DroppedColumn[];
   /** Physical name of a column of the new version (by its new name). */
@@ -90,7 +91,14 @@ export function planChange(change: Change, info: TableInfo, expanded: boolean): 
   const alter = `ALTER TABLE ${table}`;
 
   const expandSql: string[] = [
-    ...parts.pairs.map((p) => `${alter} ADD COLUMN ${quote(p.tmp)} ${p.type}`),
+    ...parts.pairs.flatMap((p) => [
+      `${alter} ADD COLUMN ${quote(p.tmp)} ${p.type}`,
+      // The old default, converted, for new-code inserts that leave the column out (set apart
+      // from ADD COLUMN: a volatile default there would rewrite the table).
+      ...(p.oldDefault === null
+        ? []
+        : [`${alter} ALTER COLUMN ${quote(p.tmp)} SET DEFAULT ${p.up(() => `(${p.oldDefault})`)}`]),
+    ]),
     ...parts.added.map((c) =>
       c.default === undefined
         ? `${alter} ADD COLUMN ${quote(c.name)} ${c.type}`
@@ -107,7 +115,7 @@ export function planChange(change: Change, info: TableInfo, expanded: boolean): 
     );
   }
   const expandSteps: Step[] = [
-    { transaction: true, statements: expandSql },
+    ...(expandSql.length > 0 ? [{ transaction: true, statements: expandSql }] : []),
     ...indexes.map((index) => ({
       transaction: false,
       index: index.name,
@@ -210,13 +218,13 @@ function collect(change: Change, info: TableInfo, expanded: boolean): Parts {
     .flatMap((op) => op.pairs ?? [])
     .map((pair) => {
       const old = column(pair.old) ?? refuse(`no column ${pair.old}`);
-      return { ...pair, tmp: tmpColumn(pair), oldNotNull: old.notNull };
+      return { ...pair, tmp: tmpColumn(pair), oldNotNull: old.notNull, oldDefault: old.default };
     });
   const added = change.operations.flatMap((op) => op.added ?? []);
   const dropped = change.operations.flatMap((op) => op.dropped ?? []);
   for (const c of dropped) {
     const existing = column(c.name) ?? refuse(`no column ${c.name}`);
-    if (existing.notNull && !existing.hasDefault && c.down === undefined)
+    if (existing.notNull && existing.default === null && c.down === undefined)
       refuse(`${c.name} is NOT NULL without a default: declare down, the value new-code inserts get`);
   }
   for (const name of [...pairs.map((p) => p.old), ...dropped.map((c) => c.name)]) {
@@ -261,7 +269,8 @@ function viewColumns(parts: Parts, info: TableInfo): string[] {
   for (const { name } of info.columns) {
     if (ours.has(name) || parts.dropped.some((c) => c.name === name)) continue;
     const pair = parts.pairs.find((p) => p.old === name);
-    columns.push(pair === undefined ? quote(name) : `${quote(pair.tmp)} AS ${quote(pair.final)}`);
+    if (pair === undefined || pair.tmp === pair.final) columns.push(quote(pair?.tmp ?? name));
+    else columns.push(`${quote(pair.tmp)} AS ${quote(pair.final)}`);
   }
   return [...columns, ...parts.added.map((c) => quote(c.name))];
 }

@@ -43,11 +43,11 @@ export const DEFAULT_LOCK_SETTINGS: LockSettings = { lockTimeoutMs: 2_000, attem
 export async function readTable(client: Client, change: Change): Promise<TableInfo> {
   const relation = `${quote(change.schema)}.${quote(change.table)}`;
   const { rows: columns } = await client.query<TableInfo['columns'][number]>(
-    `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, attnotnull AS "notNull",
-            atthasdef AS "hasDefault"
-       FROM pg_attribute
-      WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped
-      ORDER BY attnum`,
+    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS "notNull",
+            CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END AS default
+       FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+      ORDER BY a.attnum`,
     [relation],
   );
   const { rows: used } = await client.query<{ column: string; users: string[] }>(

@@ -183,6 +183,13 @@ describe('declared changes (throwaway cluster)', () => {
       /items_owner_fk/,
     );
 
+    // The renamed column keeps the old one's default for new-code inserts that leave it out.
+    await newCode.query(`INSERT INTO items (user_id, title_length, owner_id) VALUES (7, 0, 1)`);
+    const { rows: defaulted } = await client.query(
+      `SELECT name, title FROM items WHERE user_id = 7 AND title_length = 0`,
+    );
+    assert.deepEqual(defaulted, [{ name: '', title: '' }]);
+
     await phase(client, everything, 'contract');
     await newWrite(4);
     const { rows: shape } = await client.query<{ name: string; type: string; notnull: boolean }>(
@@ -207,6 +214,37 @@ describe('declared changes (throwaway cluster)', () => {
       `SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = 'items'::regclass AND NOT tgisinternal`,
     );
     assert.equal(triggers[0]!.n, 0);
+  });
+
+  it('contract waits for a held table lock with a short lock_timeout and retries, then applies in one transaction', async () => {
+    await resetTables(client);
+    await phase(client, everything, 'expand');
+    await backfill(client, everything);
+    await phase(client, everything, 'tighten');
+    const holder = await cluster.connect();
+    await holder.query('BEGIN');
+    await holder.query('LOCK TABLE items IN ACCESS SHARE MODE');
+    const retries: string[] = [];
+    let released: Promise<unknown> | undefined;
+    const plan = await planFor(client, everything, owner.workflowId);
+    await runPhase(client, plan, 'contract', owner, {
+      settings: { lockTimeoutMs: 100, attempts: 50, retryBaseMs: 10 },
+      signal: new AbortController().signal,
+      progress: (what) => {
+        if (!what.includes('lock_timeout')) return;
+        retries.push(what);
+        // Seen waiting and retrying: the holder lets go.
+        if (retries.length === 2) released = holder.query('COMMIT');
+      },
+    });
+    await released;
+    assert.ok(retries.length >= 2, retries.join('; '));
+    assert.match(retries[0]!, /^contract step 1: lock_timeout on attempt 1; retrying in \d+ ms$/);
+    const { rows } = await client.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM dbops.change_phases WHERE change = $1 AND phase = 'contract'`,
+      [everything.name],
+    );
+    assert.equal(rows[0]!.n, 1);
   });
 
   for (const last of [undefined, 'expand', 'backfill', 'tighten'] as const) {
