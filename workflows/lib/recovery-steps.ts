@@ -2,11 +2,11 @@
  * Steps the recovery workflows share: the activity proxies, waiting for a restored instance to
  * become available, deleting an instance and waiting until it is gone.
  */
-import { ActivityCancellationType, proxyActivities } from '@temporalio/workflow';
+import { ActivityCancellationType, patched, proxyActivities, sleep } from '@temporalio/workflow';
 
 import type { Activities } from '../../activities';
 import type { InstanceDescription } from '../../activities/control-plane/control-plane';
-import { NON_RETRYABLE_ERROR_TYPES } from './errors';
+import { InvalidStateError, NON_RETRYABLE_ERROR_TYPES } from './errors';
 import { pollUntil, toMs } from './polling';
 import type { RecoveryTimeouts } from './recovery';
 
@@ -19,6 +19,13 @@ const retry = {
 
 /** ControlPlane calls return at once (the slow part runs on the provider): short timeouts. */
 export const controlPlane = proxyActivities<Activities>({ startToCloseTimeout: '2 minutes', retry });
+
+/**
+ * Runs started before create and delete calls waited for their cancellation and waited out busy
+ * resources replay as they ran: a cancel during a create call went straight on to the cleanup, and
+ * a delete refused with InvalidStateError was asked again on a timer.
+ */
+const WAITING_CREATE_CALLS = 'create-calls-wait-for-cancellation-and-busy-resources';
 
 /** The longest pause between two attempts of a call waiting out a busy resource. */
 const MAX_WAIT_INTERVAL_MS = 120_000;
@@ -38,7 +45,9 @@ export function createCalls(timeouts: RecoveryTimeouts, bound: string = timeouts
   return proxyActivities<Activities>({
     startToCloseTimeout: '2 minutes',
     scheduleToCloseTimeout: bound,
-    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    cancellationType: patched(WAITING_CREATE_CALLS)
+      ? ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+      : ActivityCancellationType.TRY_CANCEL,
     retry: {
       initialInterval: interval,
       backoffCoefficient: 2,
@@ -96,10 +105,21 @@ export async function deleteOwnedInstance(
  */
 export async function deleteInstance(instanceId: string, timeouts: RecoveryTimeouts): Promise<void> {
   const deadline = Date.now() + toMs(timeouts.deletion);
-  await createCalls(timeouts, timeouts.deletion).deleteInstance(instanceId, {
-    skipFinalSnapshot: true,
-    deleteAutomatedBackups: true,
-  });
+  const options = { skipFinalSnapshot: true, deleteAutomatedBackups: true };
+  if (patched(WAITING_CREATE_CALLS)) {
+    await createCalls(timeouts, timeouts.deletion).deleteInstance(instanceId, options);
+  } else {
+    for (;;) {
+      try {
+        await controlPlane.deleteInstance(instanceId, options);
+        break;
+      } catch (error) {
+        const type = (error as { cause?: { type?: string } }).cause?.type;
+        if (type !== InvalidStateError.name || Date.now() >= deadline) throw error;
+        await sleep(timeouts.pollInterval);
+      }
+    }
+  }
   await waitUntilGone(instanceId, Math.max(deadline - Date.now(), toMs(timeouts.pollInterval)), timeouts);
 }
 
