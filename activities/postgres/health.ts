@@ -5,6 +5,7 @@
  */
 import type { Client } from 'pg';
 
+import { backendCanceller, heartbeatWhile } from '../heartbeat';
 import type { InstanceInput, OnInstance } from './on-instance';
 
 export interface StatementStats {
@@ -64,18 +65,32 @@ const OPERATOR_BY_OPCLASS: Record<string, string> = {
 
 export function createHealthActivities(onInstance: OnInstance) {
   return {
+    /**
+     * One pass of measurements. It heartbeats on a timer (the EXPLAIN ANALYZE of the kNN query
+     * can take long on a big table scanned without its index); cancelled, it cancels its query.
+     */
     async measureHealth(input: InstanceInput): Promise<HealthSnapshot> {
       return onInstance(input.instanceId, async (client) => {
-        const statements = await statementStats(client);
-        return {
-          measuredAt: new Date().toISOString(),
-          connections: await connections(client),
-          isReplica: await isReplica(client),
-          replicas: await replicationLag(client),
-          cache: await cacheCounters(client),
-          ...statements,
-          knn: await explainKnn(client),
-        };
+        const onCancel = await backendCanceller(client, (fn) => onInstance(input.instanceId, fn));
+        return heartbeatWhile(
+          async (signal) => {
+            const step = async <T>(measure: (client: Client) => Promise<T>): Promise<T> => {
+              if (signal.aborted) throw signal.reason;
+              return measure(client);
+            };
+            const statements = await step(statementStats);
+            return {
+              measuredAt: new Date().toISOString(),
+              connections: await step(connections),
+              isReplica: await step(isReplica),
+              replicas: await step(replicationLag),
+              cache: await step(cacheCounters),
+              ...statements,
+              knn: await step(explainKnn),
+            };
+          },
+          { onCancel },
+        );
       });
     },
   };

@@ -2,11 +2,11 @@
  * The runbook's vacuum / analyze routine: which tables to vacuum, one VACUUM per activity (it can
  * run for hours on a big table, so it heartbeats), and the report a DBA reads before and after.
  */
-import { Context } from '@temporalio/activity';
 import type { Client } from 'pg';
 
 import { InvalidInputError } from '../../workflows/lib/errors';
 import { parseTableName, TABLE_NAME_RULE } from '../../workflows/lib/table-names';
+import { backendCanceller, heartbeatWhile } from '../heartbeat';
 import type { InstanceInput, OnInstance } from './on-instance';
 
 export interface TableRef {
@@ -70,8 +70,6 @@ export const RECOMMENDED_AUTOVACUUM: Record<string, string> = {
   autovacuum_analyze_threshold: '500',
 };
 
-const HEARTBEAT_INTERVAL_MS = 5_000;
-
 export function createMaintenanceActivities(onInstance: OnInstance, maintenanceWindow: string) {
   return {
     /** The configured window for VACUUM FULL (an activity, so the workflow stays deterministic). */
@@ -107,38 +105,30 @@ export function createMaintenanceActivities(onInstance: OnInstance, maintenanceW
       });
     },
 
-    /** VACUUM (ANALYZE[, FULL]) of one table, heartbeating; cancelling the activity cancels the VACUUM. */
+    /**
+     * VACUUM (ANALYZE[, FULL]) of one table, heartbeating on a timer while it runs (hours on a big
+     * table); cancelling the activity cancels the VACUUM.
+     */
     async vacuumTable(input: InstanceInput & { table: TableRef; full: boolean }): Promise<VacuumResult> {
       const { schema, table } = input.table;
-      const context = Context.current();
       return onInstance(input.instanceId, async (client) => {
         const found = await client.query(
           'SELECT 1 FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2',
           [schema, table],
         );
         if (found.rowCount === 0) throw new InvalidInputError(`table ${schema}.${table} does not exist`);
-
-        const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-        const pid = rows[0]!.pid;
-        const cancelVacuum = () => {
-          void onInstance(input.instanceId, (other) =>
-            other.query('SELECT pg_cancel_backend($1)', [pid]),
-          ).catch(() => undefined);
-        };
-        context.cancellationSignal.addEventListener('abort', cancelVacuum);
-        const heartbeat = setInterval(() => context.heartbeat({ schema, table }), HEARTBEAT_INTERVAL_MS);
+        const onCancel = await backendCanceller(client, (fn) => onInstance(input.instanceId, fn));
         const started = Date.now();
-        try {
-          context.heartbeat({ schema, table });
-          // VACUUM FULL holds an ACCESS EXCLUSIVE lock: give up rather than queue every query behind it.
-          if (input.full) await client.query(`SET lock_timeout = '10s'`);
-          const options = input.full ? 'FULL, ANALYZE' : 'ANALYZE';
-          const target = `${client.escapeIdentifier(schema)}.${client.escapeIdentifier(table)}`;
-          await client.query(`VACUUM (${options}) ${target}`);
-        } finally {
-          clearInterval(heartbeat);
-          context.cancellationSignal.removeEventListener('abort', cancelVacuum);
-        }
+        await heartbeatWhile(
+          async () => {
+            // VACUUM FULL holds an ACCESS EXCLUSIVE lock: give up rather than queue every query behind it.
+            if (input.full) await client.query(`SET lock_timeout = '10s'`);
+            const options = input.full ? 'FULL, ANALYZE' : 'ANALYZE';
+            const target = `${client.escapeIdentifier(schema)}.${client.escapeIdentifier(table)}`;
+            await client.query(`VACUUM (${options}) ${target}`);
+          },
+          { details: { schema, table }, onCancel },
+        );
         return { schema, table, full: input.full, durationMs: Date.now() - started };
       });
     },

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 
+import { CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import type { Client as PgClient } from 'pg';
 
@@ -76,6 +77,45 @@ describe('maintenance activities (real Postgres, mock activity context)', () => 
       `SELECT last_vacuum IS NOT NULL AS vacuumed FROM pg_stat_user_tables WHERE schemaname = 'archive'`,
     );
     assert.deepEqual(rows, [{ vacuumed: true }]);
+  });
+
+  it('a VACUUM that waits heartbeats on its timer, and cancelling the activity cancels it', async () => {
+    const locker = await cluster.connect();
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE public.events IN ACCESS EXCLUSIVE MODE');
+    const env = new MockActivityEnvironment();
+    let beats = 0;
+    let wanted = Infinity;
+    let enough!: () => void;
+    const reached = new Promise<void>((resolve) => (enough = resolve));
+    env.on('heartbeat', () => {
+      beats += 1;
+      if (beats >= wanted) enough();
+    });
+    const running = env.run((input: VacuumInput) => activities.vacuumTable(input), {
+      table: { schema: 'public', table: 'events' },
+      full: false,
+    });
+    try {
+      for (;;) {
+        const { rows } = await sql.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'VACUUM%'`,
+        );
+        if (rows[0]!.n === 1) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      // Two more heartbeats while the VACUUM still waits.
+      wanted = beats + 2;
+      await reached;
+      env.cancel();
+      await assert.rejects(running, (error: Error) => error instanceof CancelledFailure);
+      const { rows } = await sql.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'VACUUM%' AND state = 'active'`,
+      );
+      assert.equal(rows[0]!.n, 0, 'the VACUUM was cancelled');
+    } finally {
+      await locker.query('ROLLBACK');
+    }
   });
 
   it('refuses to vacuum a table that does not exist (checked again at the activity)', async () => {
