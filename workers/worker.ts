@@ -1,6 +1,7 @@
 import { Worker } from '@temporalio/worker';
 
 import { createActivities, type ActivityDeps } from '../activities';
+import { HEARTBEAT_THROTTLE } from '../activities/heartbeat';
 import type { DatabaseConfig } from '../activities/config-types';
 import { createControlPlane } from '../activities/control-plane';
 import { connectorFromConfig } from '../activities/postgres/connect';
@@ -27,6 +28,8 @@ export async function createWorker(temporal: TemporalConfig, deps: ActivityDeps)
     // On SIGTERM (a redeploy) running activities get this long to finish; then they are
     // cancelled, stop their SQL and release their locks, and are retried on another worker.
     shutdownGraceTime: temporal.shutdownGraceTime,
+    // Heartbeats reach the server at least this often, and with their answer a cancellation.
+    maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
   });
   return { worker, close: () => connection.close() };
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,6 +10,7 @@ import { Worker } from '@temporalio/worker';
 import type { Client } from 'pg';
 
 import { createActivities, type ActivityDeps } from '../../activities';
+import { HEARTBEAT_THROTTLE } from '../../activities/heartbeat';
 import type { DeployFailure } from '../../workflows/deploy-migration';
 import { deployMigration } from '../../workflows';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
@@ -20,6 +22,8 @@ const addNote =
 const broken = '-- Up Migration\nSELECT 1 / 0;\n-- Down Migration\nSELECT 1;\n';
 /** A migration that runs until it is cancelled or its session ends. */
 const SLOW_SQL = 'pg_sleep(600)';
+/** What the gate migration's statement contains. */
+const GATE_SQL = 'SELECT open FROM deploy_gate';
 const slow = `-- Up Migration\nSELECT ${SLOW_SQL};\n-- Down Migration\nSELECT 1;\n`;
 
 /** The failure's structured details (DeployFailure) and its message. */
@@ -93,6 +97,7 @@ describe('deployMigration workflow (dev server, local instance)', () => {
       taskQueue,
       workflowBundle: await workflowBundle(),
       activities: createActivities({ ...instance.deps, ...deps }),
+      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     });
     return worker.runUntil(fn(taskQueue));
   }
@@ -361,6 +366,62 @@ describe('deployMigration workflow (dev server, local instance)', () => {
     assert.deepEqual(await leftovers(observer, SLOW_SQL), { running: 0, advisoryLocks: 0 });
     assert.deepEqual(await applied(observer, ['0109_add_score', '0110_slow']), []);
   });
+
+  it('a worker SIGKILLed between two migrations: its session ends, the retry applies only the missing one, and the result lists both', async () => {
+    const observer = await instance.connect();
+    await observer.query(
+      'CREATE TABLE deploy_gate (open boolean NOT NULL); INSERT INTO deploy_gate VALUES (false)',
+    );
+    const dir = await migrationsDir(SCHEMA, {
+      ...extras,
+      '0111_add_level.sql': addNote.replaceAll('note', 'level'),
+      // Waits until the test opens the gate: the step is observed inside it, never timed.
+      '0112_wait_for_gate.sql':
+        '-- Up Migration\nDO $$ BEGIN WHILE NOT (SELECT open FROM deploy_gate) LOOP PERFORM pg_sleep(0.05); END LOOP; END $$;\n-- Down Migration\nSELECT 1;\n',
+    });
+    const taskQueue = `deploy-${++queue}`;
+    const first = spawn(
+      process.execPath,
+      ['--import', 'tsx', path.join(__dirname, '..', 'fixtures', 'deploy-worker.ts')],
+      {
+        env: {
+          ...process.env,
+          TEST_STATE_DIR: instance.stateDir,
+          TEST_ENDPOINT: JSON.stringify(instance.endpoint),
+          TEST_TEMPORAL_ADDRESS: env.address,
+          TEST_TASK_QUEUE: taskQueue,
+          TEST_MIGRATIONS_DIR: dir,
+        },
+        stdio: ['ignore', 'ignore', 'inherit'],
+      },
+    );
+    const handle = await start(taskQueue, 'deploy-worker-killed');
+    const killedPid = await runningStatement(observer, GATE_SQL);
+    assert.deepEqual(await applied(observer, ['0111_add_level', '0112_wait_for_gate']), ['0111_add_level']);
+    first.kill('SIGKILL');
+    await new Promise((resolve) => first.once('exit', resolve));
+    // The database notices the vanished client and ends its session: the lock is free for the retry.
+    await sessionGone(observer, killedPid);
+
+    const second = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue,
+      workflowBundle: await workflowBundle(),
+      activities: createActivities({ ...instance.deps, migrationsDir: dir }),
+      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
+    });
+    const result = await second.runUntil(async () => {
+      // The retry (after the step's heartbeat timeout) runs only the gate migration: open it.
+      await runningStatement(observer, GATE_SQL);
+      assert.deepEqual(await applied(observer, ['0111_add_level', '0112_wait_for_gate']), ['0111_add_level']);
+      await observer.query('UPDATE deploy_gate SET open = true');
+      return handle.result();
+    });
+    assert.equal(result.status, 'migrated');
+    assert.deepEqual(result.applied, ['0111_add_level', '0112_wait_for_gate']);
+    assert.deepEqual(await applied(observer, ['0111_add_level', '0112_wait_for_gate']), result.applied);
+    assert.deepEqual(await leftovers(observer, GATE_SQL), { running: 0, advisoryLocks: 0 });
+  });
 });
 
 async function waitForStage(handle: WorkflowHandle<typeof deployMigration>, stage: string): Promise<void> {
@@ -407,4 +468,14 @@ async function applied(client: Client, names: string[]): Promise<string[]> {
     [names],
   );
   return rows.map((row) => row.name);
+}
+
+/** Waits until the session `pid` has ended. */
+async function sessionGone(observer: Client, pid: number): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    const { rowCount } = await observer.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid]);
+    if (rowCount === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.fail(`session ${pid} still runs 30 s after its client vanished`);
 }
