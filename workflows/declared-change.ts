@@ -167,70 +167,85 @@ export async function declaredChange(input: DeclaredChangeInput): Promise<Declar
     );
   }
   log.info(`change ${change} plan:\n${planned.text}`);
-  if (abortedBy !== undefined) return abort();
+  try {
+    return await applyChange();
+  } catch (error) {
+    // Cancelled before its contract committed, the change is undone as an abort would: what a
+    // cancelled run leaves must not hold the table in two versions with nobody to finish it.
+    if (isCancellation(error) && !['plan', 'done', 'aborting', 'aborted'].includes(progress.stage)) {
+      abortedIn ??= progress.stage;
+      abortedBy ??= 'cancellation';
+      await abort();
+    }
+    throw error;
+  }
 
-  progress.stage = 'expand';
-  await phase('expand');
-  if (abortedBy !== undefined) return abort();
+  async function applyChange(): Promise<DeclaredChangeResult> {
+    if (abortedBy !== undefined) return abort();
 
-  if (planned.plan.backfill !== undefined) {
-    progress.stage = 'backfill';
-    try {
-      filled = await backfillScope.run(() =>
-        executeChild(backfill, {
-          workflowId: `${id}-backfill`,
-          args: [
-            {
-              instanceId,
-              name: change,
-              ...(input.batchSize === undefined ? {} : { batchSize: input.batchSize }),
-            },
-          ],
-        }),
+    progress.stage = 'expand';
+    await phase('expand');
+    if (abortedBy !== undefined) return abort();
+
+    if (planned.plan.backfill !== undefined) {
+      progress.stage = 'backfill';
+      try {
+        filled = await backfillScope.run(() =>
+          executeChild(backfill, {
+            workflowId: `${id}-backfill`,
+            args: [
+              {
+                instanceId,
+                name: change,
+                ...(input.batchSize === undefined ? {} : { batchSize: input.batchSize }),
+              },
+            ],
+          }),
+        );
+      } catch (error) {
+        if (abortedBy !== undefined && isCancellation(error)) return abort();
+        throw error;
+      }
+      if (abortedBy !== undefined) return abort();
+      if (filled.state !== 'completed') {
+        throw ApplicationFailure.nonRetryable(
+          `backfill ended ${filled.state}; not tightening (old and new code both still work; abort to undo)`,
+          'BackfillIncomplete',
+        );
+      }
+    }
+
+    progress.stage = 'tighten';
+    await phase('tighten');
+    if (abortedBy !== undefined) return abort();
+
+    progress.stage = 'awaiting-code-deploy';
+    const timeout = input.codeDeployedTimeout ?? '7 days';
+    const deadline = Date.now() + toMs(timeout);
+    while (codeDeployedBy === undefined && abortedBy === undefined) {
+      log.info(
+        `change ${change} (${id}): deploy the code that uses the new version, then signal codeDeployed ` +
+          `(dbops change code-deployed ${id} --by NAME), or abort (dbops change abort ${id})`,
       );
-    } catch (error) {
-      if (abortedBy !== undefined && isCancellation(error)) return abort();
-      throw error;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw ApplicationFailure.nonRetryable(
+          `no codeDeployed signal within ${timeout}: the contract did not run; old and new code both still work`,
+          'CodeDeployTimedOut',
+        );
+      }
+      await condition(
+        () => codeDeployedBy !== undefined || abortedBy !== undefined,
+        Math.min(left, toMs(input.reminderEvery ?? '1 hour')),
+      );
     }
     if (abortedBy !== undefined) return abort();
-    if (filled.state !== 'completed') {
-      throw ApplicationFailure.nonRetryable(
-        `backfill ended ${filled.state}; not tightening (old and new code both still work; abort to undo)`,
-        'BackfillIncomplete',
-      );
-    }
+
+    progress.stage = 'contract';
+    await phase('contract');
+    progress.stage = 'done';
+    return result('completed');
   }
-
-  progress.stage = 'tighten';
-  await phase('tighten');
-  if (abortedBy !== undefined) return abort();
-
-  progress.stage = 'awaiting-code-deploy';
-  const timeout = input.codeDeployedTimeout ?? '7 days';
-  const deadline = Date.now() + toMs(timeout);
-  while (codeDeployedBy === undefined && abortedBy === undefined) {
-    log.info(
-      `change ${change} (${id}): deploy the code that uses the new version, then signal codeDeployed ` +
-        `(dbops change code-deployed ${id} --by NAME), or abort (dbops change abort ${id})`,
-    );
-    const left = deadline - Date.now();
-    if (left <= 0) {
-      throw ApplicationFailure.nonRetryable(
-        `no codeDeployed signal within ${timeout}: the contract did not run; old and new code both still work`,
-        'CodeDeployTimedOut',
-      );
-    }
-    await condition(
-      () => codeDeployedBy !== undefined || abortedBy !== undefined,
-      Math.min(left, toMs(input.reminderEvery ?? '1 hour')),
-    );
-  }
-  if (abortedBy !== undefined) return abort();
-
-  progress.stage = 'contract';
-  await phase('contract');
-  progress.stage = 'done';
-  return result('completed');
 }
 
 function validate(input: DeclaredChangeInput): void {

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 
-import type { WorkflowHandle } from '@temporalio/client';
+import { CancelledFailure, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import type { Client } from 'pg';
@@ -24,7 +24,11 @@ import {
 } from '../../activities/postgres/migrations';
 import { MIGRATIONS_DIR } from '../../workers/seed';
 import { declaredChange } from '../../workflows';
-import type { DeclaredChangeProgress, DeclaredChangeStage } from '../../workflows/declared-change';
+import type {
+  DeclaredChangeInput,
+  DeclaredChangeProgress,
+  DeclaredChangeStage,
+} from '../../workflows/declared-change';
 import { startLocalInstance, type LocalInstance } from '../helpers/local-instance';
 import { tableChecksums, type TableChecksums } from '../helpers/table-checksums';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
@@ -295,7 +299,9 @@ describe('declaredChange workflow: user-id-bigint (dev server, local instance)',
     it(`abort during ${stage}: the table is back as it was (schema and data checksums equal)`, async () => {
       const before = await resetTable();
       const workflowId = `change-abort-${stage}`;
-      const args = [{ instanceId: INSTANCE, change: 'user-id-bigint', batchSize: 100 }];
+      const args: [DeclaredChangeInput] = [
+        { instanceId: INSTANCE, change: 'user-id-bigint', batchSize: 100 },
+      ];
       let handle: Handle;
       if (stage === 'plan') {
         // Sent with the start: the first thing the run hears.
@@ -348,4 +354,20 @@ describe('declaredChange workflow: user-id-bigint (dev server, local instance)',
       assert.equal(rows[0]!.n, 0, 'the new version schema is gone');
     });
   }
+  it('cancelling the run before its contract undoes the change as an abort does', async () => {
+    const before = await resetTable();
+    const handle = await env.client.workflow.start(declaredChange, {
+      taskQueue,
+      workflowId: 'change-cancelled',
+      args: [{ instanceId: INSTANCE, change: 'user-id-bigint' }],
+    });
+    await untilStage(handle, 'awaiting-code-deploy');
+    await handle.cancel();
+    await assert.rejects(handle.result(), (error: Error) => {
+      assert.ok(error instanceof WorkflowFailedError);
+      assert.ok(error.cause instanceof CancelledFailure, String(error.cause));
+      return true;
+    });
+    assert.deepEqual(await tableChecksums(client, 'conversations'), before);
+  });
 });

@@ -5,7 +5,7 @@
  */
 import { ApplicationFailure, Context } from '@temporalio/activity';
 
-import { DbopsError, InvalidInputError } from '../../../workflows/lib/errors';
+import { DbopsError, InvalidInputError, InvalidStateError } from '../../../workflows/lib/errors';
 import { backendCanceller, heartbeatWhile } from '../../heartbeat';
 import type { WithInstance } from '../instance';
 import type { LintViolation } from '../migrations';
@@ -93,6 +93,11 @@ export function createChangeActivities(deps: ChangeDeps) {
               const done = await phasesOf(client, change.name, owner.workflowId);
               if (done.some((record) => record.phase === input.phase))
                 return { phase: input.phase, applied: false };
+              if (input.phase === 'abort' && done.some((record) => record.phase === 'contract')) {
+                throw new InvalidStateError(
+                  `change ${change.name}: its contract is applied; too late to abort`,
+                );
+              }
               const plan = await planFor(client, change, owner.workflowId);
               const onCancel = await backendCanceller(client, (fn) =>
                 deps.withInstance(input.instanceId, fn),
