@@ -11,6 +11,7 @@ import { createBackfillActivities } from './postgres/backfill';
 import { BACKFILLS } from './postgres/backfills';
 import { createChangeActivities } from './postgres/changes/activities';
 import { CHANGES, changeBackfills } from './postgres/changes';
+import type { Change } from './postgres/changes/definition';
 import type { AnyBackfill } from './postgres/backfills/definition';
 import type { DatabaseConnector } from './postgres/connect';
 import { createDeployActivities, type RolloutHook } from './postgres/deploy';
@@ -38,8 +39,13 @@ export interface ActivityDeps {
   squawkConfig?: string;
   /** Rollout hooks a deploy may name (e.g. a `kubectl set image` command). */
   rolloutHooks?: Record<string, RolloutHook>;
-  /** The backfills a workflow may run by name; the repository's by default. */
+  /**
+   * The backfills a workflow may run by name; by default the repository's and those of `changes`
+   * (`changeBackfills(changes)` gives them when both are set).
+   */
   backfills?: Record<string, AnyBackfill>;
+  /** The declared changes a workflow may run by name; the repository's by default. */
+  changes?: Record<string, Change>;
 }
 
 export function createActivities(deps: ActivityDeps) {
@@ -59,12 +65,12 @@ export function createActivities(deps: ActivityDeps) {
     }),
     ...createBackfillActivities({
       withInstance: instanceConnection(deps.controlPlane, deps.connector),
-      backfills: deps.backfills ?? { ...BACKFILLS, ...changeBackfills(CHANGES) },
+      backfills: deps.backfills ?? { ...BACKFILLS, ...changeBackfills(deps.changes ?? CHANGES) },
     }),
     ...createChangeActivities({
       withInstance: instanceConnection(deps.controlPlane, deps.connector),
       squawkConfig: deps.squawkConfig ?? path.join(projectRoot, '.squawk.toml'),
-      changes: CHANGES,
+      changes: deps.changes ?? CHANGES,
     }),
   };
 }
