@@ -7,10 +7,10 @@
  * no advisory lock held, the migrations table equal to the deploy report, a backfill that re-ran
  * at most one batch and ends equal to a single UPDATE.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { chmod, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { mkdtemp, rm, chmod } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
@@ -124,7 +124,7 @@ interface WorkflowSpec {
   baseSnapshot?: boolean;
   activities: ActivitySpec[];
   /** Puts the instance in the state the run starts from; returns what `check` compares with. */
-  setup?(lab: Lab, activity: ActivitySpec): Promise<unknown>;
+  setup?(lab: Lab, activity: ActivitySpec, name: string): Promise<unknown>;
   /** `name`: unique per cell, starts with the instance id (snapshot or copy to create). */
   input(name: string): unknown;
   /** Signals sent with the start (expandContract's codeDeployed). */
@@ -483,9 +483,38 @@ export const WORKFLOWS: WorkflowSpec[] = [
     survives: () => 'completed',
     intended: NONE,
   },
+  // The sweeper: an orphan (a DR copy whose owning run Temporal does not know) is made before
+  // the run; once the sweep has completed it is gone.
+  {
+    name: 'sweepOrphans',
+    type: 'sweepOrphans',
+    instanceId: 'fx-sweep',
+    activities: [controlPlaneActivity('deleteInstance')],
+    setup: async (lab, _activity, name) => {
+      await lab.plane.createInstance(name, {
+        tags: {
+          [OWNER_TAGS.purpose]: 'dr-test',
+          [OWNER_TAGS.workflowId]: `${name}-owner`,
+          [OWNER_TAGS.runId]: randomUUID(), // a run that never was
+        },
+      });
+      await waitAvailable(lab.plane, name);
+      return name;
+    },
+    input: () => ({ timeouts: FAST }),
+    survives: () => 'completed',
+    intended: NONE,
+    check: async (run) => {
+      const orphan = run.before as string;
+      const left = (await run.lab.plane.listInstances()).find((i) => i.instanceId === orphan);
+      await run.lab.plane.deleteInstance(orphan, { skipFinalSnapshot: true }).catch(() => undefined);
+      if (run.ended.status !== 'completed' || left === undefined || left.status === 'deleting') return [];
+      return [`the orphan ${orphan} is still there (${left.status}) after the sweep completed`];
+    },
+  },
 ];
 
-// ---- the lab: one dev server, one worker, three instances ----
+// ---- the lab: one dev server, a worker per workflow, an instance per workflow ----
 
 async function waitAvailable(plane: LocalControlPlane, instanceId: string): Promise<Endpoint> {
   for (let i = 0; i < 1200; i++) {
@@ -823,7 +852,7 @@ async function runCellChecked(lab: Lab, cell: Cell): Promise<CellResult> {
   let note = '';
   const worker = await laneWorker(lab, workflow);
   const taskQueue = worker.options.taskQueue;
-  const before = await workflow.setup?.(lab, activity);
+  const before = await workflow.setup?.(lab, activity, name);
   const resourcesBefore = await inventory(lab, workflow.instanceId);
   worker.arm({
     workflowId,
