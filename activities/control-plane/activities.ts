@@ -4,11 +4,14 @@
  * cannot fix becomes a non-retryable ApplicationFailure carrying the error's name as its type, so
  * every workflow fails fast on it without listing types; TransientError stays retryable. A
  * BusyError (a condition to wait out, e.g. the instance is backing-up) stays retryable too, and is
- * logged and heartbeated first, so the Web UI shows what the activity waits for.
+ * logged and heartbeated first, so the Web UI shows what the activity waits for. Every call
+ * heartbeats while it runs: with a heartbeat timeout, an attempt lost with its worker is retried
+ * within seconds instead of after its start-to-close timeout.
  */
 import { ApplicationFailure, heartbeat, log } from '@temporalio/activity';
 
 import { BusyError, DbopsError } from '../../workflows/lib/errors';
+import { heartbeatWhile } from '../heartbeat';
 import type { ControlPlane } from './control-plane';
 
 export function createControlPlaneActivities(controlPlane: ControlPlane) {
@@ -30,7 +33,7 @@ export function createControlPlaneActivities(controlPlane: ControlPlane) {
 function failFast<A extends unknown[], R>(operation: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
   return async (...args) => {
     try {
-      return await operation(...args);
+      return await heartbeatWhile(() => operation(...args));
     } catch (error) {
       if (error instanceof BusyError) {
         log.warn(error.message, { condition: error.providerCode });

@@ -44,6 +44,8 @@ export function createCalls(timeouts: RecoveryTimeouts, bound: string = timeouts
   const interval = Math.min(toMs(timeouts.pollInterval), MAX_WAIT_INTERVAL_MS);
   return proxyActivities<Activities>({
     startToCloseTimeout: '2 minutes',
+    // The call heartbeats while it runs: a worker lost mid-call is noticed in seconds.
+    heartbeatTimeout: '30 seconds',
     scheduleToCloseTimeout: bound,
     cancellationType: patched(WAITING_CREATE_CALLS)
       ? ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
