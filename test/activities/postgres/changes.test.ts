@@ -276,4 +276,33 @@ describe('declared changes (throwaway cluster)', () => {
     await client.query('ALTER TABLE items DROP COLUMN title');
     assert.deepEqual(await tableChecksums(client, 'items'), before);
   });
+  it('a wrong declaration is refused where it is written, naming the rule', () => {
+    const base = { description: 'd', table: 'items', key: 'id' };
+    const retype = alterColumnType({ column: 'user_id', type: 'bigint', down: (col) => col('user_id') });
+    assert.throws(
+      () => defineChange({ ...base, name: 'User_Id', operations: [retype] }),
+      /change User_Id: name: lowercase words joined by "-"/,
+    );
+    assert.throws(
+      () =>
+        defineChange({
+          ...base,
+          name: 'twice',
+          operations: [retype, dropColumn({ name: 'user_id' })],
+        }),
+      /change twice: column user_id is changed by two operations/,
+    );
+    assert.throws(
+      () => defineChange({ ...base, name: 'key', operations: [dropColumn({ name: 'id' })] }),
+      /change key: the key id cannot be changed/,
+    );
+    assert.throws(
+      () => addIndex({ name: 'i', columns: ['embedding'], method: 'hnsw; DROP TABLE items' }),
+      /addIndex i: "hnsw; DROP TABLE items" is not a lowercase word/,
+    );
+    assert.throws(
+      () => addForeignKey({ name: 'f', columns: ['a'], references: 'users; --', referencedColumns: ['id'] }),
+      /addForeignKey f: references "users; --" is not a table name/,
+    );
+  });
 });

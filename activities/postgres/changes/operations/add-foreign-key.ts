@@ -2,6 +2,7 @@
  * Add a FOREIGN KEY: NOT VALID in tighten (only new writes are checked), then validated without
  * blocking writes on either table.
  */
+import { InvalidInputError } from '../../../../workflows/lib/errors';
 import { quote, type Operation } from '../definition';
 
 export interface AddForeignKeyOptions {
@@ -17,7 +18,9 @@ const TABLE_RULE = /^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$/;
 
 export function addForeignKey(options: AddForeignKeyOptions): Operation {
   if (!TABLE_RULE.test(options.references)) {
-    throw new Error(`addForeignKey ${options.name}: references ${options.references} is not a table name`);
+    throw new InvalidInputError(
+      `addForeignKey ${options.name}: references ${JSON.stringify(options.references)} is not a table name`,
+    );
   }
   const list = (columns: string[]) => columns.map(quote).join(', ');
   const table = options.references.split('.').map(quote).join('.');

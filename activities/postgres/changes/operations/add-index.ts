@@ -2,6 +2,7 @@
  * Add an index with CREATE INDEX CONCURRENTLY during expand (writes go on; an invalid left-over
  * of a failed build is dropped and built again), HNSW and IVFFlat included.
  */
+import { InvalidInputError } from '../../../../workflows/lib/errors';
 import type { Operation } from '../definition';
 
 export interface AddIndexOptions {
@@ -20,9 +21,14 @@ const WORD = /^[a-z_][a-z0-9_]*$/;
 
 export function addIndex(options: AddIndexOptions): Operation {
   const method = options.method ?? 'btree';
-  const words = [method, options.opclass ?? 'x', ...Object.keys(options.with ?? {})];
+  const words = [
+    method,
+    ...(options.opclass === undefined ? [] : [options.opclass]),
+    ...Object.keys(options.with ?? {}),
+  ];
   const bad = words.find((word) => !WORD.test(word));
-  if (bad !== undefined) throw new Error(`addIndex ${options.name}: ${JSON.stringify(bad)} is not a word`);
+  if (bad !== undefined)
+    throw new InvalidInputError(`addIndex ${options.name}: ${JSON.stringify(bad)} is not a lowercase word`);
   const storage = Object.entries(options.with ?? {})
     .map(([key, value]) => `${key} = ${Number(value)}`)
     .join(', ');
