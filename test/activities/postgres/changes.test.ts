@@ -276,6 +276,19 @@ describe('declared changes (throwaway cluster)', () => {
     await client.query('ALTER TABLE items DROP COLUMN title');
     assert.deepEqual(await tableChecksums(client, 'items'), before);
   });
+  it('a phase run again by the same workflow (a retry after a lost reply) does nothing; another run is refused while one is in progress', async () => {
+    await resetTables(client);
+    const plan = await planFor(client, everything, owner.workflowId);
+    assert.equal(await runPhase(client, plan, 'expand', owner, control), true);
+    const after = await tableChecksums(client, 'items');
+    assert.equal(await runPhase(client, plan, 'expand', owner, control), false);
+    assert.deepEqual(await tableChecksums(client, 'items'), after);
+    await assert.rejects(
+      planFor(client, everything, 'another-run'),
+      /change items-everything is in progress in change-test; abort it or let it finish/,
+    );
+  });
+
   it('a wrong declaration is refused where it is written, naming the rule', () => {
     const base = { description: 'd', table: 'items', key: 'id' };
     const retype = alterColumnType({ column: 'user_id', type: 'bigint', down: (col) => col('user_id') });
