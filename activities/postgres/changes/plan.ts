@@ -241,6 +241,7 @@ function collect(change: Change, info: TableInfo, expanded: boolean): Parts {
     const names = [
       ...ours.map((item) => item.name),
       ...pairs.filter((p) => p.oldNotNull).map((p) => `${p.tmp}_not_null`),
+      ...added.filter((c) => c.up !== undefined).map((c) => `${c.name}_not_null`),
     ];
     taken.push(...names.filter((name) => info.names.includes(name)));
     if (info.names.includes(`change_${change.ident}`)) taken.push(`change_${change.ident}`);
