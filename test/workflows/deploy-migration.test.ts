@@ -13,6 +13,7 @@ import { createActivities, type ActivityDeps } from '../../activities';
 import { HEARTBEAT_THROTTLE } from '../../activities/heartbeat';
 import type { DeployFailure } from '../../workflows/deploy-migration';
 import { deployMigration } from '../../workflows';
+import { createWorker } from '../../workers/worker';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
 import { migrationsDir, startLocalInstance, type LocalInstance } from '../helpers/local-instance';
 
@@ -24,6 +25,9 @@ const broken = '-- Up Migration\nSELECT 1 / 0;\n-- Down Migration\nSELECT 1;\n';
 const SLOW_SQL = 'pg_sleep(600)';
 /** What the gate migration's statement contains. */
 const GATE_SQL = 'SELECT open FROM deploy_gate';
+/** Waits until the test opens the gate: a step is observed inside it, never placed by timing. */
+const WAIT_FOR_GATE = `-- Up Migration\nDO $$ BEGIN WHILE NOT (${GATE_SQL}) LOOP PERFORM pg_sleep(0.05); END LOOP; END $$;\n-- Down Migration\nSELECT 1;\n`;
+const ADD_LEVEL = addNote.replaceAll('note', 'level');
 const slow = `-- Up Migration\nSELECT ${SLOW_SQL};\n-- Down Migration\nSELECT 1;\n`;
 
 /** The failure's structured details (DeployFailure) and its message. */
@@ -374,10 +378,8 @@ describe('deployMigration workflow (dev server, local instance)', () => {
     );
     const dir = await migrationsDir(SCHEMA, {
       ...extras,
-      '0111_add_level.sql': addNote.replaceAll('note', 'level'),
-      // Waits until the test opens the gate: the step is observed inside it, never timed.
-      '0112_wait_for_gate.sql':
-        '-- Up Migration\nDO $$ BEGIN WHILE NOT (SELECT open FROM deploy_gate) LOOP PERFORM pg_sleep(0.05); END LOOP; END $$;\n-- Down Migration\nSELECT 1;\n',
+      '0111_add_level.sql': ADD_LEVEL,
+      '0112_wait_for_gate.sql': WAIT_FOR_GATE,
     });
     const taskQueue = `deploy-${++queue}`;
     const first = spawn(
@@ -420,6 +422,52 @@ describe('deployMigration workflow (dev server, local instance)', () => {
     assert.equal(result.status, 'migrated');
     assert.deepEqual(result.applied, ['0111_add_level', '0112_wait_for_gate']);
     assert.deepEqual(await applied(observer, ['0111_add_level', '0112_wait_for_gate']), result.applied);
+    assert.deepEqual(await leftovers(observer, GATE_SQL), { running: 0, advisoryLocks: 0 });
+    Object.assign(extras, { '0111_add_level.sql': ADD_LEVEL, '0112_wait_for_gate.sql': WAIT_FOR_GATE });
+  });
+
+  it('a worker stopped mid-migration (a redeploy) gives it the shutdown grace, then cancels its SQL and frees the lock; another worker finishes the deploy', async () => {
+    const observer = await instance.connect();
+    await observer.query('UPDATE deploy_gate SET open = false');
+    const dir = await migrationsDir(SCHEMA, {
+      ...extras,
+      '0113_add_rank.sql': addNote.replaceAll('note', 'rank'),
+      '0114_wait_for_gate.sql': WAIT_FOR_GATE,
+    });
+    const both = ['0113_add_rank', '0114_wait_for_gate'];
+    const taskQueue = `deploy-${++queue}`;
+    const temporal = {
+      address: env.address,
+      namespace: 'default',
+      taskQueue,
+      uiPort: 0,
+      shutdownGraceTime: '1 second',
+    };
+    const stopping = await createWorker(temporal, { ...instance.deps, migrationsDir: dir });
+    const running = stopping.worker.run();
+    const handle = await start(taskQueue, 'deploy-worker-stopped');
+    const pid = await runningStatement(observer, GATE_SQL);
+    stopping.worker.shutdown();
+    await running; // returns once its activities have ended
+    await stopping.close();
+    assert.deepEqual(await leftovers(observer, GATE_SQL), { running: 0, advisoryLocks: 0 });
+    await sessionGone(observer, pid);
+    assert.deepEqual(await applied(observer, both), ['0113_add_rank']);
+
+    const second = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue,
+      workflowBundle: await workflowBundle(),
+      activities: createActivities({ ...instance.deps, migrationsDir: dir }),
+      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
+    });
+    const result = await second.runUntil(async () => {
+      await runningStatement(observer, GATE_SQL);
+      await observer.query('UPDATE deploy_gate SET open = true');
+      return handle.result();
+    });
+    assert.deepEqual(result.applied, both);
+    assert.deepEqual(await applied(observer, both), both);
     assert.deepEqual(await leftovers(observer, GATE_SQL), { running: 0, advisoryLocks: 0 });
   });
 });
