@@ -326,9 +326,13 @@ export function createBackfillActivities(deps: BackfillDeps) {
       const connect = (fn: (other: Client) => Promise<unknown>) => deps.withInstance(input.instanceId, fn);
       try {
         await deps.withInstance(input.instanceId, async (client) => {
-          await client.query(`SELECT set_config('statement_timeout', $1, false)`, [
-            `${input.batchTimeoutMs}ms`,
-          ]);
+          // A killed worker's batch: the server sees its connection gone within 2 s and rolls the
+          // batch back, instead of running it to its end and holding the chunk's lock meanwhile.
+          await client.query(
+            `SELECT set_config('statement_timeout', $1, false),
+                    set_config('client_connection_check_interval', '2s', false)`,
+            [`${input.batchTimeoutMs}ms`],
+          );
           const onCancel = await backendCanceller(client, connect);
           await heartbeatWhile(
             async (signal) => {

@@ -117,6 +117,8 @@ export function createMaintenanceActivities(onInstance: OnInstance, maintenanceW
           [schema, table],
         );
         if (found.rowCount === 0) throw new InvalidInputError(`table ${schema}.${table} does not exist`);
+        // A VACUUM of a killed worker stops within seconds instead of running on for hours.
+        await client.query(`SET client_connection_check_interval = '2s'`);
         const onCancel = await backendCanceller(client, (fn) => onInstance(input.instanceId, fn));
         const started = Date.now();
         await heartbeatWhile(
