@@ -31,7 +31,8 @@ import {
   ROLLOUT_HOOK_NAME_RULE,
 } from './lib/identifiers';
 import { isPositiveDuration, pollUntil } from './lib/polling';
-import { ownerTags } from './lib/recovery';
+import { DEFAULT_TIMEOUTS, ownerTags } from './lib/recovery';
+import { createCalls } from './lib/recovery-steps';
 
 export interface DeployMigrationInput {
   instanceId: string;
@@ -301,7 +302,12 @@ async function takeSnapshot(
     const snapshotId = `pre-migration-${stamp(new Date())}`;
     try {
       // Owner tags: a retry after a lost reply finds this run's snapshot instead of taking another.
-      await quick.createSnapshot(instanceId, snapshotId, ownerTags('pre-migration', instanceId));
+      // A busy instance (RDS in its backup window) is waited out, as in a backup.
+      await createCalls({ ...DEFAULT_TIMEOUTS, pollInterval: '5 seconds' }).createSnapshot(
+        instanceId,
+        snapshotId,
+        ownerTags('pre-migration', instanceId),
+      );
       onId(snapshotId);
       return await pollUntil({
         what: `snapshot ${snapshotId} to be available`,
