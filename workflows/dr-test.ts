@@ -19,10 +19,8 @@ import type { DrCheck } from '../activities/postgres/dr-checks';
 import { recordDrTest } from './lib/metrics';
 import {
   derivedIdentifier,
-  DR_PURPOSE,
   invalidInput,
   numberInRange,
-  OWNER_TAGS,
   ownerTags,
   rejectUnknownFields,
   requireIdentifier,
@@ -35,6 +33,7 @@ import {
   type DrTestReport,
   type RecoveryTimeouts,
 } from './lib/recovery';
+import { DR_PURPOSE, OWNER_TAGS } from './lib/owner-tags';
 import {
   checks as checkActivities,
   controlPlane,

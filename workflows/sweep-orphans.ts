@@ -32,12 +32,12 @@ import type { OrphanFinding } from '../activities/recovery/orphans';
 import { NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
 import {
   optionalBoolean,
-  OWNER_TAGS,
   rejectUnknownFields,
   requireObject,
   timeouts as parseTimeouts,
   type RecoveryTimeouts,
 } from './lib/recovery';
+import { OWNER_TAGS } from './lib/owner-tags';
 import { deleteOwnedInstance, failureMessage } from './lib/recovery-steps';
 import { DbopsOperation } from './lib/search-attributes';
 

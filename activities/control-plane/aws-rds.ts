@@ -34,7 +34,7 @@ import {
   RestoreTimeOutOfRangeError,
 } from '../../workflows/lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../../workflows/lib/identifiers';
-import { describeOwner, ownedBy } from '../../workflows/lib/recovery';
+import { describeOwner, ownedBy } from '../../workflows/lib/owner-tags';
 import { mapAwsErrors } from './aws-errors';
 import type {
   ControlPlane,

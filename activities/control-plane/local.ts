@@ -22,7 +22,7 @@ import {
   TransientError,
 } from '../../workflows/lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../../workflows/lib/identifiers';
-import { describeOwner, ownedBy } from '../../workflows/lib/recovery';
+import { describeOwner, ownedBy } from '../../workflows/lib/owner-tags';
 import { freePort } from '../ports';
 import {
   chownToPostgres,

@@ -7,7 +7,8 @@ import { ApplicationFailure, Context, heartbeat } from '@temporalio/activity';
 import { WorkflowNotFoundError } from '@temporalio/client';
 
 import { InvalidInputError, NotFoundError } from '../../workflows/lib/errors';
-import { DR_PURPOSE, OWNER_TAGS, type DrTestReport } from '../../workflows/lib/recovery';
+import { DR_PURPOSE, OWNER_TAGS } from '../../workflows/lib/owner-tags';
+import type { DrTestReport } from '../../workflows/lib/recovery';
 import type { ControlPlane, ExportDestination, InstanceDescription } from '../control-plane/control-plane';
 import type { DatabaseConnector } from '../postgres/connect';
 import { runDrChecks, type DrChecksInput, type DrChecksResult } from '../postgres/dr-checks';

@@ -9,7 +9,7 @@
 import { Context, heartbeat } from '@temporalio/activity';
 import { WorkflowNotFoundError, type WorkflowExecutionStatusName } from '@temporalio/client';
 
-import { DR_PURPOSE, OWNER_TAGS, type OwnerPurpose } from '../../workflows/lib/recovery';
+import { DR_PURPOSE, OWNER_TAGS, type OwnerPurpose } from '../../workflows/lib/owner-tags';
 import type { ControlPlane, InstanceDescription } from '../control-plane/control-plane';
 
 /** How the owning run stands: its Temporal status, or NOT_FOUND (never known, or past retention). */

@@ -31,7 +31,7 @@ import {
   DEFAULT_MIGRATE_SETTINGS,
   runMigrations,
 } from '../../activities/postgres/migrations';
-import { OWNER_TAGS } from '../../workflows/lib/recovery';
+import { OWNER_TAGS } from '../../workflows/lib/owner-tags';
 import { seedDemoData } from '../../workers/seed';
 import { migrationsDir } from '../helpers/local-instance';
 import {

@@ -6,7 +6,7 @@ import type { WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 
 import { projectRoot } from '../../activities/config-types';
 import { drTest } from '../../workflows';
-import { OWNER_TAGS } from '../../workflows/lib/recovery';
+import { OWNER_TAGS } from '../../workflows/lib/owner-tags';
 import type { SweepReport } from '../../workflows/sweep-orphans';
 import { startRecoveryStack, type RecoveryStack } from '../helpers/recovery';
 

@@ -10,7 +10,7 @@ import {
 } from '@temporalio/client';
 
 import { backup, drTest, snapshotRestore, sweepOrphans } from '../../workflows';
-import { OWNER_TAGS } from '../../workflows/lib/recovery';
+import { OWNER_TAGS } from '../../workflows/lib/owner-tags';
 import type { SweepReport, SweptInstance } from '../../workflows/sweep-orphans';
 import { requireTool } from '../../workers/tools';
 import { startRecoveryStack, waitForInstances, type RecoveryStack } from '../helpers/recovery';

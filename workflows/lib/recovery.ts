@@ -2,8 +2,8 @@
  * What the recovery workflows (backup, pitrRestore, snapshotRestore, drTest) share: input
  * validation at the edge, timeouts with defaults, identifiers from workflow time, the progress
  * query, search attributes, the owner tags of what they create, and the DR report's shape. Pure code: safe in the workflow sandbox.
- * Activities import it too, so it must stay pure: no I/O, no Node built-ins, nothing from workers/,
- * only types from activities/.
+ * It uses the workflow API, so activities import only its types; the tag names they share with the
+ * workflows live in ./owner-tags.
  */
 import {
   ApplicationFailure,
@@ -18,6 +18,7 @@ import type { DrCheck } from '../../activities/postgres/dr-checks';
 import type { SnapshotDescription } from '../../activities/control-plane/control-plane';
 import { InvalidInputError } from './errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './identifiers';
+import { OWNER_TAGS, type OwnerPurpose } from './owner-tags';
 import { toMs } from './polling';
 import { DbopsInstance, DbopsOperation } from './search-attributes';
 
@@ -198,24 +199,6 @@ export function secondsBetween(from: string | undefined, to: string | undefined)
   return Math.round((Date.parse(to) - Date.parse(from)) / 100) / 10;
 }
 
-/**
- * Owner tags: every snapshot and instance a run creates carries them. The run's ids make a retried
- * create recognise its own resource (the provider carries on instead of failing), the purpose and
- * source tell what it is, and the sweeper deletes copies whose owning run has closed, except
- * those tagged `dbops:keep=true`.
- */
-export const OWNER_TAGS = {
-  workflowId: 'dbops:workflow-id',
-  runId: 'dbops:run-id',
-  purpose: 'dbops:purpose',
-  source: 'dbops:source-instance',
-  keep: 'dbops:keep',
-} as const;
-
-export type OwnerPurpose = 'backup' | 'restore' | 'dr-test' | 'pre-migration';
-
-export const DR_PURPOSE = 'dr-test' satisfies OwnerPurpose;
-
 /** The owning run (workflow id and run id): what a provider compares to call a resource ours. */
 export function runOwner(): Record<string, string> {
   const { workflowId, runId } = workflowInfo();
@@ -229,19 +212,6 @@ export function ownerTags(purpose: OwnerPurpose, sourceInstanceId?: string): Rec
     [OWNER_TAGS.purpose]: purpose,
     ...(sourceInstanceId === undefined ? {} : { [OWNER_TAGS.source]: sourceInstanceId }),
   };
-}
-
-/** Whether a resource's tags name the run `owner` names: workflow id and run id both given and equal. */
-export function ownedBy(tags: Record<string, string>, owner: Record<string, string>): boolean {
-  const ids = [OWNER_TAGS.workflowId, OWNER_TAGS.runId];
-  return ids.every((key) => owner[key] !== undefined && tags[key] === owner[key]);
-}
-
-/** The owner a resource's tags name, for messages. */
-export function describeOwner(tags: Record<string, string>): string {
-  const workflowId = tags[OWNER_TAGS.workflowId];
-  if (workflowId === undefined) return `no dbops run (no ${OWNER_TAGS.workflowId} tag)`;
-  return `workflow ${workflowId} run ${tags[OWNER_TAGS.runId] ?? '(none named)'}`;
 }
 
 export interface DrTestReport {
