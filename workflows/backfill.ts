@@ -19,6 +19,7 @@ import {
   defineUpdate,
   isCancellation,
   log,
+  patched,
   proxyActivities,
   setHandler,
   workflowInfo,
@@ -117,6 +118,7 @@ const CHUNK_MS = 2_000;
  * new setting takes effect at once).
  */
 const WORKFLOW_DELAY_FROM_MS = 1_000;
+const DELAY_TIMERS_PATCH = 'backfill-delay-timers';
 
 // The chunk heartbeats every second, also while a batch runs. The heartbeat timeout is above the
 // batch statement timeout: a retry after a lost worker starts only once the lost attempt's batch
@@ -213,7 +215,13 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
   };
 
   /** A chunk; cancelled, what it committed before its running batch was rolled back is recorded. */
-  const runChunk = async (oneBatch: boolean): Promise<ChunkResult> => {
+  const runChunk = async ({
+    delayMs,
+    chunkMs,
+  }: {
+    delayMs: number;
+    chunkMs: number;
+  }): Promise<ChunkResult> => {
     try {
       return await runBackfillChunk({
         instanceId: input.instanceId,
@@ -221,8 +229,8 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
         params: input.params,
         lastKey: checkpoint.lastKey,
         batchSize: settings.batchSize,
-        delayMs: oneBatch ? 0 : settings.delayMs,
-        chunkMs: oneBatch ? 0 : CHUNK_MS,
+        delayMs,
+        chunkMs,
         throttle,
         batchTimeoutMs: BATCH_TIMEOUT_MS,
       });
@@ -280,7 +288,14 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
       }
       state = 'running';
       const longDelay = settings.delayMs >= WORKFLOW_DELAY_FROM_MS;
-      const chunk = await runChunk(longDelay);
+      // Runs started before long delays became timers keep sleeping inside the chunk (under a
+      // second, so within the chunk's timeout) until they continue as new.
+      const timers = longDelay && patched(DELAY_TIMERS_PATCH);
+      const chunk = await runChunk(
+        timers
+          ? { delayMs: 0, chunkMs: 0 }
+          : { delayMs: Math.min(settings.delayMs, WORKFLOW_DELAY_FROM_MS - 1), chunkMs: CHUNK_MS },
+      );
       record(chunk);
       if (chunk.done) {
         state = 'completed';
@@ -292,7 +307,7 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
         state = 'throttled';
         log.warn(`backfill throttled: ${throttleReason}`);
         await condition(() => cancelled, input.throttleWait ?? '10 seconds');
-      } else if (longDelay) {
+      } else if (timers) {
         await pauseBetweenBatches();
       }
     }

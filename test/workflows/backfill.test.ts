@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { CancelledFailure } from '@temporalio/common';
+import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import type { Client } from 'pg';
@@ -469,4 +471,14 @@ describe('backfill workflow (dev server, local instance)', () => {
     );
     return child;
   }
+});
+
+describe('backfill workflow replays runs recorded by earlier code', () => {
+  it('a run whose long delay slept inside the chunk (before delays became timers) replays without a non-determinism error', async () => {
+    const file = path.join(__dirname, '..', 'fixtures', 'histories', 'backfill', 'delay-in-chunk.binpb');
+    const history = temporal.api.history.v1.History.decode(await readFile(file));
+    const chunks = (history.events ?? []).filter((e) => e.activityTaskScheduledEventAttributes != null);
+    assert.ok(chunks.length >= 3, 'the recording has a pause between two chunks');
+    await Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, history, 'backfill-delay');
+  });
 });
