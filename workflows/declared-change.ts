@@ -2,14 +2,16 @@
  * A declared change (activities/postgres/changes), run by name: plan and lint every phase's SQL,
  * then expand (new columns, sync triggers both ways, the new version's schema) -> backfill (child
  * workflow) -> tighten (constraints NOT VALID, then validated) -> wait for `codeDeployed` ->
- * contract (triggers and old columns dropped, new ones renamed, one short transaction). Until the
- * contract starts, the `abort` signal stops the change and drops what expand and tighten added:
- * the table is as it was. Old code and new code both keep working from expand to the end.
+ * pre-contract snapshot -> contract (triggers and old columns dropped, new ones renamed, one short
+ * transaction). Until the contract starts, the `abort` signal (or cancelling the run) stops the
+ * change and drops what expand and tighten added: the table is as it was. Old code and new code
+ * both keep working from expand to the end.
  */
 import {
   ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
+  sleep,
   condition,
   defineQuery,
   defineSignal,
@@ -24,9 +26,11 @@ import {
 import type { Activities } from '../activities';
 import type { PhaseResult } from '../activities/postgres/changes/activities';
 import { backfill, type BackfillProgress } from './backfill';
-import { InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
+import { AlreadyExistsError, InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
-import { isPositiveDuration, toMs } from './lib/polling';
+import { isPositiveDuration, pollUntil, toMs } from './lib/polling';
+import { DEFAULT_TIMEOUTS, ownerTags, utcStamp } from './lib/recovery';
+import { controlPlane, createCalls } from './lib/recovery-steps';
 
 export interface DeclaredChangeInput {
   instanceId: string;
@@ -38,6 +42,8 @@ export interface DeclaredChangeInput {
   codeDeployedTimeout?: string;
   /** How often to log the reminder while waiting. */
   reminderEvery?: string;
+  /** Give up waiting for the pre-contract snapshot after this long. Default 2 hours. */
+  snapshotTimeout?: string;
 }
 
 export type DeclaredChangeStage =
@@ -46,6 +52,7 @@ export type DeclaredChangeStage =
   | 'backfill'
   | 'tighten'
   | 'awaiting-code-deploy'
+  | 'snapshot'
   | 'contract'
   | 'done'
   | 'aborting'
@@ -71,6 +78,8 @@ export interface DeclaredChangeResult {
   backfill: BackfillProgress | undefined;
   codeDeployedBy: string | undefined;
   versionSchema: string | undefined;
+  /** Taken before the contract: the contract's dropped columns come back only by restoring it. */
+  snapshotId: string | undefined;
 }
 
 export interface CodeDeployed {
@@ -114,6 +123,7 @@ export async function declaredChange(input: DeclaredChangeInput): Promise<Declar
   let abortedBy: string | undefined;
   let abortedIn: DeclaredChangeStage | undefined;
   let filled: BackfillProgress | undefined;
+  let snapshotId: string | undefined;
   const backfillScope = new CancellationScope();
 
   // Every handler is set before the first await: a signal sent with the start is not lost.
@@ -143,6 +153,7 @@ export async function declaredChange(input: DeclaredChangeInput): Promise<Declar
     backfill: filled,
     codeDeployedBy,
     versionSchema: progress.versionSchema,
+    snapshotId,
   });
   const phase = async (name: PhaseResult['phase']) => {
     const done = await runChangePhase({ instanceId, change, phase: name });
@@ -241,10 +252,44 @@ export async function declaredChange(input: DeclaredChangeInput): Promise<Declar
     }
     if (abortedBy !== undefined) return abort();
 
+    progress.stage = 'snapshot';
+    snapshotId = await snapshotBeforeContract(instanceId, input.snapshotTimeout ?? '2 hours');
+    if (abortedBy !== undefined) return abort();
+
     progress.stage = 'contract';
     await phase('contract');
     progress.stage = 'done';
     return result('completed');
+  }
+}
+
+/**
+ * `pre-migration-YYYYMMDD-HHMMSS` (UTC, workflow time; a second later if that id is taken), tagged
+ * as this run's: a retry after a lost reply finds it instead of taking another.
+ */
+async function snapshotBeforeContract(instanceId: string, timeout: string): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    const snapshotId = `pre-migration-${utcStamp(new Date())}`;
+    try {
+      await createCalls({ ...DEFAULT_TIMEOUTS, pollInterval: '5 seconds' }).createSnapshot(
+        instanceId,
+        snapshotId,
+        ownerTags('pre-migration', instanceId),
+      );
+      await pollUntil({
+        what: `snapshot ${snapshotId} to be available`,
+        describe: () => controlPlane.describeSnapshot(snapshotId),
+        isDone: (snapshot) => snapshot.status === 'available',
+        failure: (snapshot) => (snapshot.status === 'failed' ? 'the snapshot failed' : undefined),
+        interval: '5 seconds',
+        timeout,
+      });
+      return snapshotId;
+    } catch (error) {
+      const type = (error as { cause?: { type?: string } }).cause?.type;
+      if (attempt >= 5 || type !== AlreadyExistsError.name) throw error;
+      await sleep('1 second');
+    }
   }
 }
 
@@ -261,7 +306,7 @@ function validate(input: DeclaredChangeInput): void {
   const batchSize = input.batchSize;
   if (batchSize !== undefined && !(Number.isInteger(batchSize) && batchSize >= 1 && batchSize <= 100_000))
     bad(`batchSize: ${JSON.stringify(batchSize)} is not an integer from 1 to 100000`);
-  for (const key of ['codeDeployedTimeout', 'reminderEvery'] as const) {
+  for (const key of ['codeDeployedTimeout', 'reminderEvery', 'snapshotTimeout'] as const) {
     const value = input[key];
     if (value !== undefined && !isPositiveDuration(value))
       bad(

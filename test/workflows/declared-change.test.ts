@@ -16,6 +16,7 @@ import { Worker } from '@temporalio/worker';
 import type { Client } from 'pg';
 
 import { createActivities } from '../../activities';
+import { CHECKPOINT_TABLE, ensureCheckpointTable } from '../../activities/postgres/backfill';
 import { projectRoot } from '../../activities/config-types';
 import {
   DEFAULT_MIGRATE_SETTINGS,
@@ -133,7 +134,22 @@ describe('declaredChange workflow: user-id-bigint (dev server, local instance)',
       [ROWS],
     );
     await client.query('ANALYZE conversations');
+    await ensureCheckpointTable(client);
     return tableChecksums(client, 'conversations');
+  }
+
+  /**
+   * Holds the lock that makes a backfill batch wait: the batch records its checkpoint in the same
+   * statement, so it cannot start while the checkpoint table is locked in SHARE mode. Expand,
+   * tighten and the writers do not touch that table. The returned function releases it.
+   */
+  async function holdBackfill(): Promise<() => Promise<void>> {
+    const holder = await instance.connect();
+    await holder.query('BEGIN');
+    await holder.query(`LOCK TABLE ${CHECKPOINT_TABLE} IN SHARE MODE`);
+    return async () => {
+      await holder.query('COMMIT');
+    };
   }
 
   function dbops(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -218,6 +234,8 @@ describe('declaredChange workflow: user-id-bigint (dev server, local instance)',
     const newCode = new Writer(newClient, even, 2_000_000, () => stage);
     oldCode.start();
 
+    // The backfill waits until both writers have written while it is in its phase.
+    const releaseBackfill = await holdBackfill();
     const handle = await env.client.workflow.start(declaredChange, {
       taskQueue,
       workflowId: 'change-proof',
@@ -234,10 +252,15 @@ describe('declaredChange workflow: user-id-bigint (dev server, local instance)',
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     })();
+    await untilStage(handle, 'backfill');
+    const during = (w: Writer) => w.writesIn.get('backfill') ?? 0;
+    while (during(oldCode) < 30 || during(newCode) < 30)
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    await releaseBackfill();
     await untilStage(handle, 'awaiting-code-deploy');
     // Both writers keep going while the operator deploys the new code.
-    const seen = newCode.writesIn.get('awaiting-code-deploy') ?? 0;
-    while ((newCode.writesIn.get('awaiting-code-deploy') ?? 0) < seen + 50)
+    const awaiting = (w: Writer) => w.writesIn.get('awaiting-code-deploy') ?? 0;
+    while (awaiting(oldCode) < 30 || awaiting(newCode) < 30)
       await new Promise((resolve) => setTimeout(resolve, 50));
     const { rows: mid } = await client.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM conversations WHERE _new_user_id IS DISTINCT FROM user_id::bigint`,
@@ -259,6 +282,7 @@ describe('declaredChange workflow: user-id-bigint (dev server, local instance)',
       ['expand', 'tighten', 'contract'],
     );
     assert.equal(result.backfill?.state, 'completed');
+    assert.match(result.snapshotId ?? '', /^pre-migration-\d{8}-\d{6}$/);
     assert.deepEqual(oldCode.errors, [], 'old code met no error');
     assert.deepEqual(newCode.errors, [], 'new code met no error');
     for (const writer of [oldCode, newCode]) {
@@ -327,16 +351,15 @@ describe('declaredChange workflow: user-id-bigint (dev server, local instance)',
         assert.equal(late.code, 1);
         assert.match(late.stderr, /is COMPLETED; nothing to abort/);
       } else {
-        let release = stage === 'expand' ? await holdTable() : undefined;
+        // Expand waits for the table lock; the backfill for the checkpoint table's; tighten, once the
+        // backfill may go on, for the table lock again.
+        let release = stage === 'expand' ? await holdTable() : await holdBackfill();
         handle = await env.client.workflow.start(declaredChange, { taskQueue, workflowId, args });
-        if (stage === 'backfill') {
-          await untilStage(handle, 'backfill');
-          // Paused, the backfill stays in its phase until the abort cancels it.
-          await env.client.workflow.getHandle(`${workflowId}-backfill`).signal('pause');
-        }
         if (stage === 'tighten') {
           await untilStage(handle, 'backfill');
+          const releaseBackfill = release;
           release = await holdTable();
+          await releaseBackfill();
         }
         await untilStage(handle, stage);
         await handle.signal('abort', { by: 'tester' });

@@ -128,7 +128,10 @@ function summary(result: DeclaredChangeResult): string {
   if (result.outcome === 'aborted') {
     return `${result.change} on ${result.instanceId}: aborted during ${result.abortedIn} by ${result.abortedBy}; the table is as it was`;
   }
-  return `${result.change} on ${result.instanceId}: completed (code deployed by ${result.codeDeployedBy})`;
+  return (
+    `${result.change} on ${result.instanceId}: completed (code deployed by ${result.codeDeployedBy}); ` +
+    `snapshot before the contract: ${result.snapshotId}`
+  );
 }
 
 /** The running change `workflowId`; anything else is a clear error. */
