@@ -54,6 +54,7 @@ export type DeclaredChangeStage =
   | 'awaiting-code-deploy'
   | 'snapshot'
   | 'contract'
+  | 'failed'
   | 'done'
   | 'aborting'
   | 'aborted';
@@ -65,6 +66,8 @@ export interface DeclaredChangeProgress {
   applied: string[];
   /** The new code's schema (`SET search_path TO <it>, public`), once known. */
   versionSchema: string | undefined;
+  /** Why the run is `failed`: the phase and its error. */
+  error: string | undefined;
 }
 
 export interface DeclaredChangeResult {
@@ -80,6 +83,8 @@ export interface DeclaredChangeResult {
   versionSchema: string | undefined;
   /** Taken before the contract: the contract's dropped columns come back only by restoring it. */
   snapshotId: string | undefined;
+  /** Set when a phase failed and the run waited for the abort. */
+  error: string | undefined;
 }
 
 export interface CodeDeployed {
@@ -117,7 +122,13 @@ export async function declaredChange(input: DeclaredChangeInput): Promise<Declar
   validate(input);
   const { instanceId, change } = input;
   const id = workflowInfo().workflowId;
-  const progress: DeclaredChangeProgress = { change, stage: 'plan', applied: [], versionSchema: undefined };
+  const progress: DeclaredChangeProgress = {
+    change,
+    stage: 'plan',
+    applied: [],
+    versionSchema: undefined,
+    error: undefined,
+  };
   const phases: PhaseResult[] = [];
   let codeDeployedBy: string | undefined;
   let abortedBy: string | undefined;
@@ -154,6 +165,7 @@ export async function declaredChange(input: DeclaredChangeInput): Promise<Declar
     codeDeployedBy,
     versionSchema: progress.versionSchema,
     snapshotId,
+    error: progress.error,
   });
   const phase = async (name: PhaseResult['phase']) => {
     const done = await runChangePhase({ instanceId, change, phase: name });
@@ -178,17 +190,34 @@ export async function declaredChange(input: DeclaredChangeInput): Promise<Declar
     );
   }
   log.info(`change ${change} plan:\n${planned.text}`);
-  try {
-    return await applyChange();
-  } catch (error) {
-    // Cancelled before its contract committed, the change is undone as an abort would: what a
-    // cancelled run leaves must not hold the table in two versions with nobody to finish it.
+  // Cancelled before its contract committed, the change is undone as an abort would: what a
+  // cancelled run leaves must not hold the table in two versions with nobody to finish it.
+  const abortIfCancelled = async (error: unknown): Promise<never> => {
     if (isCancellation(error) && !['plan', 'done', 'aborting', 'aborted'].includes(progress.stage)) {
       abortedIn ??= progress.stage;
       abortedBy ??= 'cancellation';
       await abort();
     }
     throw error;
+  };
+  try {
+    return await applyChange();
+  } catch (error) {
+    if (isCancellation(error) || ['done', 'aborting', 'aborted'].includes(progress.stage)) {
+      return abortIfCancelled(error);
+    }
+    // A phase failed (or no codeDeployed came in time): the table stays as the last phase left it,
+    // valid for old and new code, and the operator decides. Aborting on our own could break new
+    // code already reading the change's schema.
+    progress.error = `${progress.stage}: ${rootMessage(error)}`;
+    progress.stage = 'failed';
+    log.error(`change ${change} (${id}) failed in ${progress.error}; undo it with: dbops change abort ${id}`);
+    try {
+      await condition(() => abortedBy !== undefined);
+    } catch (waiting) {
+      return abortIfCancelled(waiting);
+    }
+    return abort();
   }
 
   async function applyChange(): Promise<DeclaredChangeResult> {
@@ -241,7 +270,7 @@ export async function declaredChange(input: DeclaredChangeInput): Promise<Declar
       const left = deadline - Date.now();
       if (left <= 0) {
         throw ApplicationFailure.nonRetryable(
-          `no codeDeployed signal within ${timeout}: the contract did not run; old and new code both still work`,
+          `no codeDeployed signal within ${timeout}: the contract did not run`,
           'CodeDeployTimedOut',
         );
       }
@@ -291,6 +320,15 @@ async function snapshotBeforeContract(instanceId: string, timeout: string): Prom
       await sleep('1 second');
     }
   }
+}
+
+/** The innermost message: an activity's own, not the "Activity task failed" wrapper. */
+function rootMessage(error: unknown): string {
+  let current = error as { message?: string; cause?: unknown };
+  while ((current.cause as { message?: string } | undefined)?.message !== undefined) {
+    current = current.cause as { message?: string; cause?: unknown };
+  }
+  return current.message ?? String(error);
 }
 
 function validate(input: DeclaredChangeInput): void {

@@ -393,4 +393,41 @@ describe('declaredChange workflow: user-id-bigint (dev server, local instance)',
     });
     assert.deepEqual(await tableChecksums(client, 'conversations'), before);
   });
+  it('a run that fails before its contract waits for the abort, the table valid for both versions meanwhile', async () => {
+    const before = await resetTable();
+    const handle = await env.client.workflow.start(declaredChange, {
+      taskQueue,
+      workflowId: 'change-timed-out',
+      args: [
+        {
+          instanceId: INSTANCE,
+          change: 'user-id-bigint',
+          codeDeployedTimeout: '2 seconds',
+          reminderEvery: '1 second',
+        },
+      ],
+    });
+    await untilStage(handle, 'failed');
+    const progress = await progressOf(handle);
+    assert.equal(
+      progress?.error,
+      'awaiting-code-deploy: no codeDeployed signal within 2 seconds: the contract did not run',
+    );
+    // Both versions still write.
+    await client.query(`INSERT INTO conversations (user_id, title) VALUES (5, 'old code')`);
+    const newCode = await instance.connect();
+    await newCode.query(`SET search_path TO ${VERSION_SCHEMA}, public`);
+    await newCode.query(`INSERT INTO conversations (user_id, title) VALUES (6, 'new code')`);
+    await client.query(`DELETE FROM conversations WHERE title IN ('old code', 'new code')`);
+
+    const run = await dbops('change', 'abort', 'change-timed-out', '--by', 'tester');
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(
+      run.stdout,
+      /aborted after it failed \(awaiting-code-deploy: no codeDeployed signal within 2 seconds: the contract did not run\) by tester; the table is as it was/,
+    );
+    const result = await handle.result();
+    assert.equal(result.outcome, 'aborted');
+    assert.deepEqual(await tableChecksums(client, 'conversations'), before);
+  });
 });

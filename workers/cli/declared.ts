@@ -111,6 +111,9 @@ async function changeStart(args: string[]): Promise<void> {
         stage = progress.stage;
         if (options.json) return;
         console.error(`[${clock()}] ${stage}`);
+        if (stage === 'failed') {
+          console.error(`${progress.error}; undo the change with: dbops change abort ${workflowId}`);
+        }
         if (stage === 'awaiting-code-deploy') {
           console.error(
             `deploy the new code (search_path ${progress.versionSchema ?? 'public'}), then: dbops change code-deployed ${workflowId} --by NAME`,
@@ -126,7 +129,9 @@ async function changeStart(args: string[]): Promise<void> {
 
 function summary(result: DeclaredChangeResult): string {
   if (result.outcome === 'aborted') {
-    return `${result.change} on ${result.instanceId}: aborted during ${result.abortedIn} by ${result.abortedBy}; the table is as it was`;
+    const when =
+      result.error === undefined ? `during ${result.abortedIn}` : `after it failed (${result.error})`;
+    return `${result.change} on ${result.instanceId}: aborted ${when} by ${result.abortedBy}; the table is as it was`;
   }
   return (
     `${result.change} on ${result.instanceId}: completed (code deployed by ${result.codeDeployedBy}); ` +
