@@ -77,6 +77,18 @@ const CASES: Case[] = [
     wf(`instanceId ${what}`, 'deployMigration', { instanceId: value }, idRefused('instanceId')),
     wf(`instanceId ${what}`, 'backfill', { instanceId: value, name: 'user-id-new' }, idRefused('instanceId')),
     wf(`instanceId ${what}`, 'expandContract', { instanceId: value }, idRefused('instanceId')),
+    wf(
+      `instanceId ${what}`,
+      'declaredChange',
+      { instanceId: value, change: 'user-id-bigint' },
+      idRefused('instanceId'),
+    ),
+    wf(
+      `instanceId ${what}`,
+      'planChange',
+      { instanceId: value, change: 'user-id-bigint' },
+      idRefused('instanceId'),
+    ),
     wf(`instanceId ${what}`, 'healthCheck', { instanceId: value }, idRefused('instanceId')),
     wf(`instanceId ${what}`, 'maintenance', { instanceId: value }, idRefused('instanceId')),
     wf(`snapshotId ${what}`, 'snapshotRestore', { snapshotId: value }, idRefused('snapshotId')),
@@ -145,6 +157,29 @@ const CASES: Case[] = [
     'expandContract',
     { instanceId: SOURCE, expandMigration: DROP },
     /^expandMigration: .* is not a migration name like 0005_user_id_new_expand/,
+  ),
+  wf(
+    'change SQL injection',
+    'declaredChange',
+    { instanceId: SOURCE, change: DROP },
+    /^change: .* is not a change name like user-id-bigint/,
+  ),
+  wf(
+    'change unknown',
+    'planChange',
+    { instanceId: SOURCE, change: 'drop-everything' },
+    /^change: no change named "drop-everything"; known: user-id-bigint/,
+  ),
+  wf(
+    'batchSize 0',
+    'declaredChange',
+    { instanceId: SOURCE, change: 'user-id-bigint', batchSize: 0 },
+    /^batchSize: 0 is not an integer from 1 to 100000/,
+  ),
+  cli(
+    'change name SQL injection',
+    ['plan', DROP, '--instance', SOURCE],
+    /change: .* is not a change name like user-id-bigint/,
   ),
   // Numbers: negative, zero, wrong type.
   ...([0, -5, '100'] as const).map((value) =>
