@@ -186,7 +186,12 @@ export async function runPhase(
       steps.flatMap((step) => step.statements.map((s) => `${s};`)).join('\n'),
     ],
   };
-  await client.query(`SELECT set_config('lock_timeout', $1, false)`, [`${control.settings.lockTimeoutMs}ms`]);
+  // A killed worker's session notices within seconds that its client is gone and stops its SQL
+  // (a VALIDATE or an index build would otherwise run on, holding its lock against the retry).
+  await client.query(
+    `SELECT set_config('lock_timeout', $1, false), set_config('client_connection_check_interval', '5s', false)`,
+    [`${control.settings.lockTimeoutMs}ms`],
+  );
   for (const [i, step] of steps.entries()) {
     control.signal.throwIfAborted();
     const last = i === steps.length - 1;
