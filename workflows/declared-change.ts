@@ -29,7 +29,7 @@ import { backfill, type BackfillProgress } from './backfill';
 import { AlreadyExistsError, InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
 import { isPositiveDuration, pollUntil, toMs } from './lib/polling';
-import { DEFAULT_TIMEOUTS, ownerTags, utcStamp } from './lib/recovery';
+import { DEFAULT_TIMEOUTS, ownerTags, rejectUnknownFields, utcStamp } from './lib/recovery';
 import { controlPlane, createCalls } from './lib/recovery-steps';
 
 export interface DeclaredChangeInput {
@@ -337,6 +337,15 @@ function validate(input: DeclaredChangeInput): void {
   };
   if (typeof input !== 'object' || input === null)
     bad('input: expected an object like {"instanceId": "mcp-demo-prod", "change": "user-id-bigint"}');
+  // A typo (say `batchsize`) must not run the change with a default instead.
+  rejectUnknownFields(input as unknown as Record<string, unknown>, [
+    'instanceId',
+    'change',
+    'batchSize',
+    'codeDeployedTimeout',
+    'reminderEvery',
+    'snapshotTimeout',
+  ]);
   if (!isRdsIdentifier(input.instanceId))
     bad(`instanceId: ${JSON.stringify(input.instanceId)} is not ${RDS_IDENTIFIER_RULE}`);
   if (typeof input.change !== 'string' || !/^[a-z][a-z0-9-]{0,39}$/.test(input.change))

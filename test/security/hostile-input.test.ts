@@ -171,6 +171,12 @@ const CASES: Case[] = [
     /^change: no change named "drop-everything"; known: user-id-bigint/,
   ),
   wf(
+    'an unknown field',
+    'declaredChange',
+    { instanceId: SOURCE, change: 'user-id-bigint', expandMigration: DROP },
+    /^unknown input field expandMigration: expected only instanceId, change, batchSize/,
+  ),
+  wf(
     'batchSize 0',
     'declaredChange',
     { instanceId: SOURCE, change: 'user-id-bigint', batchSize: 0 },
