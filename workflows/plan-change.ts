@@ -8,6 +8,7 @@ import type { Activities } from '../activities';
 import type { PlannedChange } from '../activities/postgres/changes/activities';
 import { InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
+import { rejectUnknownFields } from './lib/recovery';
 
 export interface PlanChangeInput {
   instanceId: string;
@@ -26,6 +27,7 @@ export async function planChange(input: PlanChangeInput): Promise<PlannedChange>
       InvalidInputError.name,
     );
   }
+  rejectUnknownFields(input as unknown as Record<string, unknown>, ['instanceId', 'change']);
   if (typeof input.change !== 'string' || !/^[a-z][a-z0-9-]{0,39}$/.test(input.change)) {
     throw ApplicationFailure.nonRetryable(
       `change: ${JSON.stringify(input.change)} is not a change name like user-id-bigint`,
