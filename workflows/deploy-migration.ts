@@ -125,6 +125,22 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
   const { instanceId } = input;
   const progress: DeployProgress = { stage: 'lint', snapshotId: undefined, toApply: [] };
   setHandler(deployProgressQuery, () => progress);
+  // Every handler is set before the first await: an update that arrives early is validated, not lost.
+  let approvedBy: string | undefined;
+  setHandler(
+    approveUpdate,
+    ({ approvedBy: who }) => {
+      approvedBy = who;
+      return `approved by ${who}`;
+    },
+    {
+      validator: ({ approvedBy: who }) => {
+        if (typeof who !== 'string' || who.trim() === '') throw new Error('approvedBy: name who approves');
+        if (progress.stage !== 'awaiting-approval')
+          throw new Error(`not waiting for approval (stage ${progress.stage})`);
+      },
+    },
+  );
 
   const fail = (failure: Omit<DeployFailure, 'instanceId'>): never => {
     throw ApplicationFailure.nonRetryable(describe(instanceId, failure), 'DeployFailed', {
@@ -164,21 +180,6 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
 
   const instance = await quick.describeInstance(instanceId);
   const approvalNeeded = input.requireApproval ?? instance.tags.Environment?.toLowerCase() === 'production';
-  let approvedBy: string | undefined;
-  setHandler(
-    approveUpdate,
-    ({ approvedBy: who }) => {
-      approvedBy = who;
-      return `approved by ${who}`;
-    },
-    {
-      validator: ({ approvedBy: who }) => {
-        if (typeof who !== 'string' || who.trim() === '') throw new Error('approvedBy: name who approves');
-        if (progress.stage !== 'awaiting-approval')
-          throw new Error(`not waiting for approval (stage ${progress.stage})`);
-      },
-    },
-  );
   if (approvalNeeded) {
     progress.stage = 'awaiting-approval';
     const timeout = input.approvalTimeout ?? '24 hours';

@@ -2,7 +2,8 @@ import { ApplicationFailure, log, proxyActivities } from '@temporalio/workflow';
 
 import type { Activities } from '../activities';
 import type { HealthSnapshot } from '../activities/postgres/health';
-import { InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
+import { InvalidInputError } from './lib/errors';
+import { DATABASE_RETRY } from './lib/retry';
 import {
   DEFAULT_THRESHOLDS,
   evaluateHealth,
@@ -30,7 +31,7 @@ export interface HealthCheckResult extends HealthSnapshot {
 const { measureHealth } = proxyActivities<Activities>({
   startToCloseTimeout: '2 minutes',
   heartbeatTimeout: '30 seconds',
-  retry: { maximumAttempts: 3, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+  retry: DATABASE_RETRY,
 });
 
 /** The runbook's alert conditions, checked on the database itself; every finding is logged. */

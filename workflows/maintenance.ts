@@ -2,7 +2,8 @@ import { ApplicationFailure, log, proxyActivities } from '@temporalio/workflow';
 
 import type { Activities } from '../activities';
 import type { MaintenanceReport, VacuumResult } from '../activities/postgres/maintenance';
-import { InvalidInputError, InvalidStateError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
+import { InvalidInputError, InvalidStateError } from './lib/errors';
+import { DATABASE_RETRY } from './lib/retry';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
 import { isInsideWindow, parseMaintenanceWindow } from './lib/maintenance-window';
 import { parseTableName, TABLE_NAME_RULE } from './lib/table-names';
@@ -26,14 +27,14 @@ export interface MaintenanceResult {
 
 const quick = proxyActivities<Activities>({
   startToCloseTimeout: '2 minutes',
-  retry: { maximumAttempts: 3, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+  retry: DATABASE_RETRY,
 });
 
 // One VACUUM may run for hours; the heartbeat tells a live one from a lost one.
 const { vacuumTable } = proxyActivities<Activities>({
   startToCloseTimeout: '12 hours',
   heartbeatTimeout: '1 minute',
-  retry: { maximumAttempts: 3, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+  retry: DATABASE_RETRY,
 });
 
 /** The runbook's vacuum / analyze routine, one table per activity, with a report before and after. */

@@ -7,6 +7,7 @@ import { ActivityCancellationType, patched, proxyActivities, sleep } from '@temp
 import type { Activities } from '../../activities';
 import type { InstanceDescription } from '../../activities/control-plane/control-plane';
 import { InvalidStateError, NON_RETRYABLE_ERROR_TYPES } from './errors';
+import { DATABASE_RETRY } from './retry';
 import { pollUntil, toMs } from './polling';
 import type { RecoveryTimeouts } from './recovery';
 
@@ -59,11 +60,11 @@ export function createCalls(timeouts: RecoveryTimeouts, bound: string = timeouts
   });
 }
 
-/** The DR checks scan tables and run sample queries: longer, heartbeating after each check. */
+/** The DR checks scan tables and run sample queries: longer, heartbeating every second while they run. */
 export const checks = proxyActivities<Activities>({
   startToCloseTimeout: '1 hour',
-  heartbeatTimeout: '5 minutes',
-  retry: { ...retry, maximumAttempts: 3 },
+  heartbeatTimeout: '1 minute',
+  retry: DATABASE_RETRY,
 });
 
 export async function waitForAvailable(
