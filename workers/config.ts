@@ -2,7 +2,8 @@
  * The one place that reads the environment. Every variable is validated here, so a typo fails at
  * start-up with the variable's name and what it expects instead of deep inside a workflow.
  */
-import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import type { Duration } from '@temporalio/common';
@@ -114,7 +115,7 @@ export function loadConfig(env: Env = process.env): Config {
       user: text(env, 'PGUSER', 'postgres'),
     },
     aws: provider === 'aws' ? loadAwsConfig(env) : undefined,
-    stateDir: path.resolve(text(env, 'DBOPS_STATE_DIR', path.join(projectRoot, '.dbops', 'state'))),
+    stateDir: path.resolve(raw(env, 'DBOPS_STATE_DIR') ?? defaultStateDir()),
     operations: {
       maintenanceWindow: maintenanceWindow(env, 'DBOPS_MAINTENANCE_WINDOW', 'sun:04:00-sun:05:00'),
       healthCheckIntervalMinutes: integer(env, 'DBOPS_HEALTH_CHECK_INTERVAL_MINUTES', 5, 1, 1440),
@@ -129,6 +130,52 @@ export function loadConfig(env: Env = process.env): Config {
     },
     rolloutHooks: rolloutHooks(env, 'DBOPS_ROLLOUT_HOOKS'),
   };
+}
+
+/** Where the state goes when DBOPS_STATE_DIR is not set and the clone itself is out of the postgres user's reach. */
+export const SHARED_STATE_ROOT = '/var/lib/dbops';
+
+/**
+ * The state directory unless DBOPS_STATE_DIR names one: `.dbops/state` in the clone when the
+ * postgres user (who runs the local clusters) can pass through every directory above it; otherwise,
+ * e.g. a clone in a home directory of mode 700, `/var/lib/dbops/<clone name>-<hash of its path>`,
+ * one per clone.
+ */
+export function defaultStateDir(root: string = projectRoot): string {
+  if (closedAncestor(root) === undefined) return path.join(root, '.dbops', 'state');
+  const hash = createHash('sha256').update(root).digest('hex').slice(0, 8);
+  return path.join(SHARED_STATE_ROOT, `${path.basename(root)}-${hash}`);
+}
+
+/**
+ * Why the postgres user could not run clusters in `stateDir` (a message naming the directory in
+ * the way and what to set), or undefined when it can.
+ */
+export function stateDirProblem(stateDir: string): string | undefined {
+  const closed = closedAncestor(stateDir);
+  if (closed === undefined) return undefined;
+  return (
+    `the state directory ${stateDir} is inside ${closed.dir} (mode ${closed.mode.toString(8)}), which the ` +
+    `postgres user cannot pass through, so the local database cannot run there. Set DBOPS_STATE_DIR to a ` +
+    `directory it can reach, e.g. DBOPS_STATE_DIR=${SHARED_STATE_ROOT}/state, or unset it`
+  );
+}
+
+/** The first existing directory from `/` down to `dir` that others may not pass through (no o+x). */
+function closedAncestor(dir: string): { dir: string; mode: number } | undefined {
+  const resolved = path.resolve(dir);
+  const chain: string[] = [];
+  for (let at = resolved; ; at = path.dirname(at)) {
+    chain.unshift(at);
+    if (at === path.dirname(at)) break;
+  }
+  for (const at of chain) {
+    const stats = statSync(at, { throwIfNoEntry: false });
+    // Missing directories are created with mode 755.
+    if (stats === undefined) return undefined;
+    if ((stats.mode & 0o001) === 0) return { dir: at, mode: stats.mode & 0o777 };
+  }
+  return undefined;
 }
 
 const HOOKS_EXAMPLE = `{"web": {"command": ["kubectl", "set", "image", "deployment/web", "web=app:v2"]}, "ci": {"url": "https://ci.example/hook", "timeoutMs": 60000}}`;

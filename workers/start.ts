@@ -7,7 +7,7 @@ import path from 'node:path';
 
 import { LocalControlPlane } from '../activities/control-plane/local';
 import { ping } from '../workflows';
-import { loadConfig, type Config, type TemporalConfig } from './config';
+import { loadConfig, stateDirProblem, type Config, type TemporalConfig } from './config';
 import { prepareDemoData, runDemoDrTest, stopLocalInstances } from './demo';
 import { startDevServer } from './dev-server';
 import { installMetricsRuntime } from './metrics';
@@ -17,6 +17,9 @@ import { activityDepsFromConfig, createWorker } from './worker';
 
 async function main(): Promise<void> {
   const config = loadConfig();
+  // Before anything is created: the postgres user runs the clusters inside the state directory.
+  const unreachable = stateDirProblem(config.stateDir);
+  if (unreachable !== undefined) throw new Error(unreachable);
   const temporalPort = Number(config.temporal.address.split(':').pop());
   const stops: (() => Promise<void>)[] = [];
   const stopAll = async () => {
@@ -52,6 +55,7 @@ dbops is running
   Task queue:      ${config.temporal.taskQueue}
   Database:        postgres://${database.user}@${database.host}:${database.port}/${database.database}
   Worker metrics:  http://localhost:${config.operations.metricsPort}/metrics
+  State:           ${config.stateDir}
 Press Ctrl-C to stop everything.
 `);
     // The worker's runtime turns SIGINT / SIGTERM into a graceful shutdown: run() then resolves.
