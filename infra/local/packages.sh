@@ -4,7 +4,9 @@
 #
 # npm writes node_modules/.package-lock.json at every install: when it is newer than
 # package-lock.json, the installed tree matches the lock file and this script does nothing and
-# prints nothing.  Otherwise it runs `npm ci` (exactly the locked versions) and says so.
+# prints nothing.  Otherwise it installs the locked versions and says so: `npm install --no-save`,
+# which leaves package.json and package-lock.json as they are (`npm ci` refuses this lock file: it
+# lists only the linux-x64 binary of squawk-cli's optional per-platform packages).
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -16,14 +18,14 @@ if [ -f "$installed" ] && [ "$installed" -nt package-lock.json ]; then
 fi
 
 if [ -f "$installed" ]; then
-  echo "[packages] package-lock.json changed since the last install: npm ci ..."
+  echo "[packages] package-lock.json changed since the last install: npm install ..."
 else
-  echo "[packages] node_modules is missing: npm ci ..."
+  echo "[packages] node_modules is missing: npm install ..."
 fi
 log=$(mktemp)
-if ! npm ci --no-audit --no-fund --loglevel=error >"$log" 2>&1; then
-  echo "[packages] npm ci failed:" >&2
-  tail -n 25 "$log" | sed 's/^/[packages]   | /' >&2
+if ! npm install --no-save --no-audit --no-fund --loglevel=error >"$log" 2>&1; then
+  echo "[packages] npm install failed:" >&2
+  head -n 25 "$log" | sed 's/^/[packages]   | /' >&2
   rm -f "$log"
   exit 1
 fi
