@@ -10,8 +10,10 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
 import { bundleWorkflowCode } from '@temporalio/worker';
 
 import type { Endpoint } from '../../activities/control-plane/control-plane';
@@ -55,6 +57,8 @@ export interface Hit {
   placement: Placement;
   /** The database port the activity is connected to (`connected` placement). */
   port: number | undefined;
+  /** The workflow whose activity call it is (a child's, in expandContract). */
+  workflowId: string;
 }
 
 export type WorkerMessage =
@@ -351,6 +355,9 @@ export async function applyFault(
     }
     case 'cancel':
       await handle.cancel();
+      // Released only once the run that called the activity has seen its cancellation, so the
+      // activity's result cannot reach the workflow first.
+      await cancellationSeen(context.client, hit.workflowId);
       worker.go();
       return { reached: true, note: `cancelled at ${where}` };
     case 'terminate': {
@@ -360,6 +367,23 @@ export async function applyFault(
       return { reached: true, note: `terminated at ${where}; the call then ${outcome}` };
     }
   }
+}
+
+/** Waits until a workflow task completed after the run's cancel request (its code saw it). */
+async function cancellationSeen(client: Client, workflowId: string): Promise<void> {
+  const { EventType } = temporal.api.enums.v1;
+  for (let i = 0; i < 300; i++) {
+    const events = (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
+    const requested = events.findIndex(
+      (event) => event.eventType === EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED,
+    );
+    const seen = events
+      .slice(requested + 1)
+      .some((event) => event.eventType === EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED);
+    if (requested >= 0 && seen) return;
+    await sleep(100);
+  }
+  throw new Error(`workflow ${workflowId} did not take its cancellation within 30 s`);
 }
 
 /** A client for the session's server; it reconnects by itself after a server restart. */

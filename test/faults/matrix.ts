@@ -816,11 +816,15 @@ async function removeCreated(lab: Lab, created: Resources): Promise<void> {
     if (left.length === 0) break;
     await sleep(100);
   }
-  await Promise.all(
-    created.exports.map((e) =>
-      rm(path.join(lab.stateDir, 'exports', e.exportId), { recursive: true, force: true }),
-    ),
-  );
+  // An export of a terminated run goes on in its job: removed once it has ended.
+  for (const { exportId } of created.exports) {
+    for (let i = 0; i < 1200; i++) {
+      const { status } = await lab.plane.describeExport(exportId);
+      if (status !== 'starting' && status !== 'in-progress') break;
+      await sleep(100);
+    }
+    await rm(path.join(lab.stateDir, 'exports', exportId), { recursive: true, force: true });
+  }
 }
 
 let serial = 0;

@@ -52,13 +52,21 @@ process.on('message', (message: ParentMessage) => {
 function pause(port: number | undefined): Promise<void> {
   const fired = plan!;
   plan = undefined; // a plan fires once
+  const workflowId = workflowOf(Context.current());
   return new Promise((resolve) => {
     release = resolve;
-    send({ type: 'hit', activity: fired.activity, call: fired.call, placement: fired.placement, port });
+    send({
+      type: 'hit',
+      activity: fired.activity,
+      call: fired.call,
+      placement: fired.placement,
+      port,
+      workflowId,
+    });
   });
 }
 
-function runOf(context: Context): string {
+function workflowOf(context: Context): string {
   return context.info.workflowExecution?.workflowId ?? '';
 }
 
@@ -70,7 +78,7 @@ function wrapActivity<A extends unknown[], R>(
     const context = Context.current();
     const armed = plan;
     let hit = false;
-    if (armed !== undefined && armed.activity === name && runOf(context).startsWith(armed.workflowId)) {
+    if (armed !== undefined && armed.activity === name && workflowOf(context).startsWith(armed.workflowId)) {
       calls += 1;
       hit = calls === armed.call;
     }
@@ -84,7 +92,14 @@ function wrapActivity<A extends unknown[], R>(
       if (armed!.placement === 'after') {
         if (armed!.action === 'throw') {
           plan = undefined;
-          send({ type: 'hit', activity: name, call: armed!.call, placement: 'after', port: undefined });
+          send({
+            type: 'hit',
+            activity: name,
+            call: armed!.call,
+            placement: 'after',
+            port: undefined,
+            workflowId: workflowOf(context),
+          });
           outcome = 'reply lost';
           throw ApplicationFailure.retryable(
             'fault injected: the reply of this attempt was lost',
