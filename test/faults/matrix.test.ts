@@ -47,7 +47,10 @@ describe('fault matrix: every workflow survives every fault at its side-effectin
   });
   after(async () => {
     if (results.length > 0) console.log(`\nfault matrix\n${formatMatrix(results)}`);
-    await closeLab(lab);
+    await closeLab(
+      lab,
+      results.some((result) => !result.held),
+    );
   });
 
   for (const cell of cells.filter((c) => c.fault !== 'kill-worker')) {

@@ -597,7 +597,8 @@ async function laneWorker(lab: Lab, workflow: WorkflowSpec): Promise<FaultWorker
   return worker;
 }
 
-export async function closeLab(lab: Lab | undefined): Promise<void> {
+/** Removes the lab; with `keepLogs`, the server's and workers' logs stay (their directory is printed). */
+export async function closeLab(lab: Lab | undefined, keepLogs = false): Promise<void> {
   if (lab === undefined) return;
   await Promise.all([...lab.workers.values()].map((worker) => worker.stop()));
   await lab.client.connection.close().catch(() => undefined);
@@ -607,7 +608,12 @@ export async function closeLab(lab: Lab | undefined): Promise<void> {
   }
   for (let i = 0; i < 600 && (await lab.plane.listInstances().catch(() => [])).length > 0; i++)
     await sleep(100);
-  await rm(lab.dir, { recursive: true, force: true });
+  if (keepLogs) {
+    await rm(lab.stateDir, { recursive: true, force: true });
+    console.log(`the worker and server logs are in ${lab.dir}`);
+  } else {
+    await rm(lab.dir, { recursive: true, force: true });
+  }
 }
 
 // ---- cells ----
