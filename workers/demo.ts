@@ -6,9 +6,10 @@ import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 
 import type { DatabaseConfig } from '../activities/config-types';
 import type { LocalControlPlane } from '../activities/control-plane/local';
-import { backup, drTest } from '../workflows';
+import { backup } from '../workflows';
 import { utcStamp, type DrTestReport } from '../workflows/lib/recovery';
 import type { Config } from './config';
+import { drTestRun } from './dr-test-run';
 import { seedDemoData } from './seed';
 import { connectClient } from './temporal-connection';
 
@@ -44,33 +45,27 @@ export async function runDemoDrTest(config: Config, workerStopped: Promise<unkno
   workerStopped.then(abandon, abandon);
   try {
     const instanceId = config.instanceId;
-    const stamp = utcStamp(new Date());
     // The local provider settles in seconds: look every second.
     const timeouts = { pollInterval: '1 second' };
     const taken = await client.workflow.execute(backup, {
       taskQueue: config.temporal.taskQueue,
-      workflowId: `backup-${instanceId}-${stamp}`,
+      workflowId: `backup-${instanceId}-${utcStamp(new Date())}`,
+      workflowIdConflictPolicy: 'USE_EXISTING',
       args: [{ instanceId, timeouts }],
     });
     console.log(`[start] backup: snapshot ${taken.snapshotId} in ${taken.snapshotSeconds} s`);
     let report: DrTestReport;
     try {
-      report = await client.workflow.execute(drTest, {
-        taskQueue: config.temporal.taskQueue,
-        workflowId: `dr-test-${instanceId}-${stamp}`,
-        args: [{ instanceId, timeouts }],
-      });
+      const run = await drTestRun(client, { taskQueue: config.temporal.taskQueue, instanceId, timeouts });
+      const handle = await run.start();
+      console.log(`[start] DR test ${run.workflowId} ...`);
+      report = await handle.result();
     } catch (error) {
       const cause = error instanceof WorkflowFailedError ? error.cause : undefined;
       if (!(cause instanceof ApplicationFailure) || cause.type !== 'DrTestFailed') throw error;
       report = cause.details?.[0] as DrTestReport;
     }
-    const failed = report.checks.filter((check) => check.status === 'failed').map((check) => check.name);
-    console.log(
-      `[start] DR test ${report.ok ? 'passed' : `FAILED (${failed.join(', ')})`}: ` +
-        `snapshot ${report.snapshot?.snapshotId ?? 'none'}, RPO ${report.rpoSeconds} s, RTO ${report.rtoSeconds} s, ` +
-        `${report.checks.length} checks`,
-    );
+    console.log(`[start] ${drTestOutcome(report)}`);
     const markdown = report.reportLocations.find((location) => location.endsWith('.md'));
     console.log(`[start] DR report: ${markdown ?? 'not written'}`);
   } catch (error) {
@@ -82,6 +77,27 @@ export async function runDemoDrTest(config: Config, workerStopped: Promise<unkno
       await connection.close();
     }
   }
+}
+
+/**
+ * One line for the outcome of a DR test: passed with its snapshot, RPO, RTO and number of checks,
+ * or FAILED with why (the error, the failed checks); what the run never got to is left out.
+ */
+export function drTestOutcome(report: DrTestReport): string {
+  const checks = report.checks.length;
+  const facts = [
+    report.snapshot === null ? 'no snapshot' : `snapshot ${report.snapshot.snapshotId}`,
+    ...(report.rpoSeconds === null ? [] : [`RPO ${report.rpoSeconds} s`]),
+    ...(report.rtoSeconds === null ? [] : [`RTO ${report.rtoSeconds} s`]),
+    `${checks} ${checks === 1 ? 'check' : 'checks'}`,
+  ].join(', ');
+  if (report.ok) return `DR test passed: ${facts}`;
+  const failed = report.checks.filter((check) => check.status === 'failed');
+  const reasons = [
+    ...(report.error === null ? [] : [report.error]),
+    ...failed.map((check) => `check ${check.name} failed: ${check.detail.split('\n')[0]}`),
+  ];
+  return `DR test FAILED: ${reasons.join('; ') || 'no reason recorded'} (${facts})`;
 }
 
 /**

@@ -2,10 +2,14 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { access } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 import { projectRoot } from '../../activities/config-types';
+import { drTest } from '../../workflows';
 import type { BackupResult } from '../../workflows/backup';
+import type { DrTestReport } from '../../workflows/lib/recovery';
+import { DbopsInstance, DbopsOperation } from '../../workflows/lib/search-attributes';
 import type { RestoreResult } from '../../workflows/pitr-restore';
 import { startRecoveryStack, type RecoveryStack } from '../helpers/recovery';
 
@@ -88,6 +92,63 @@ describe('dbops backup / restore / dr-test (dev server, worker, local provider o
     assert.equal(result.targetInstanceId, 'cli-restored');
     assert.equal((await stack.plane.describeInstance('cli-restored')).status, 'available');
     await stack.plane.deleteInstance('cli-restored', { skipFinalSnapshot: true });
+  });
+
+  it('a dr-test requested while the scheduled test of the instance runs joins it: one run, its report', async () => {
+    // As the schedule starts it: its own id (with the schedule's time stamp), the search attributes set.
+    const scheduled = await stack.env.client.workflow.start(drTest, {
+      taskQueue: stack.taskQueue,
+      workflowId: `dbops-dr-test-${SOURCE}-2026-12-01T06:00:00Z`,
+      args: [{ instanceId: SOURCE, timeouts: { pollInterval: '1 second' } }],
+      typedSearchAttributes: [
+        { key: DbopsInstance, value: SOURCE },
+        { key: DbopsOperation, value: 'drTest' },
+      ],
+    });
+    const query = `WorkflowType = 'drTest' AND ExecutionStatus = 'Running' AND DbopsInstance = '${SOURCE}'`;
+    while ((await stack.env.client.workflow.count(query)).count === 0) await sleep(200);
+    const [joined, alsoJoined] = await Promise.all([
+      dbops('dr-test', '--instance', SOURCE),
+      dbops('dr-test', '--instance', SOURCE, '--json'),
+    ]);
+    assert.equal(joined.code, 0, `${joined.stdout}\n${joined.stderr}`);
+    assert.match(joined.stderr, new RegExp(`^joined ${scheduled.workflowId}, running since `, 'm'));
+    assert.match(joined.stdout, new RegExp(`DR test of ${SOURCE}: PASSED`));
+    assert.equal(alsoJoined.code, 0, alsoJoined.stderr);
+    const report = JSON.parse(alsoJoined.stdout) as DrTestReport;
+    assert.equal(report.workflowId, scheduled.workflowId);
+    assert.equal((await scheduled.describe()).status.name, 'COMPLETED');
+  });
+
+  it('two dr-tests requested at once run as one', async () => {
+    const runs = await Promise.all([1, 2].map(() => dbops('dr-test', '--instance', SOURCE, '--json')));
+    for (const run of runs) assert.equal(run.code, 0, run.stderr);
+    const [first, second] = runs.map((run) => JSON.parse(run.stdout) as DrTestReport);
+    assert.match(first!.workflowId, new RegExp(`^dr-test-${SOURCE}-\\d{8}$`));
+    assert.deepEqual(second, first);
+  });
+
+  it('a restore to a named target requested twice at once restores once; both get its endpoint', async () => {
+    const { snapshotId } = JSON.parse(
+      (await dbops('backup', '--instance', SOURCE, '--json')).stdout,
+    ) as BackupResult;
+    const runs = await Promise.all(
+      [1, 2].map(() => dbops('restore', '--snapshot', snapshotId, '--target', 'cli-twice', '--json')),
+    );
+    for (const run of runs) assert.equal(run.code, 0, run.stderr);
+    const [first, second] = runs.map((run) => JSON.parse(run.stdout) as RestoreResult);
+    assert.equal(first!.targetInstanceId, 'cli-twice');
+    assert.deepEqual(second, first);
+    await stack.plane.deleteInstance('cli-twice', { skipFinalSnapshot: true });
+  });
+
+  it('two backups requested at once both succeed', async () => {
+    const runs = await Promise.all([1, 2].map(() => dbops('backup', '--instance', SOURCE, '--json')));
+    for (const run of runs) {
+      assert.equal(run.code, 0, run.stderr);
+      const { snapshotId } = JSON.parse(run.stdout) as BackupResult;
+      assert.equal((await stack.plane.describeSnapshot(snapshotId)).status, 'available');
+    }
   });
 
   it('refuses ambiguous or invalid restore arguments with exit 2, creating nothing', async () => {

@@ -92,7 +92,8 @@ export function pollTimeouts(config: Config): { pollInterval: string } | undefin
 
 /**
  * Starts a recovery workflow and waits for its result, printing its progress (the workflow's
- * `progress` query) to stderr whenever it changes, unless `quiet`.
+ * `progress` query) to stderr whenever it changes, unless `quiet`. When `workflowId` is running
+ * already (`start` uses WorkflowIdConflictPolicy USE_EXISTING), it says so and waits for that run.
  */
 export async function runWithProgress<T>(
   client: Client,
@@ -100,8 +101,21 @@ export async function runWithProgress<T>(
   start: () => Promise<{ result(): Promise<T> }>,
   quiet: boolean,
 ): Promise<T> {
+  const runningSince = await client.workflow
+    .getHandle(workflowId)
+    .describe()
+    .then(
+      (description) => (description.status.name === 'RUNNING' ? description.startTime : undefined),
+      () => undefined,
+    );
   const handle = await start();
-  if (!quiet) console.error(`started ${workflowId}`);
+  if (!quiet) {
+    console.error(
+      runningSince === undefined
+        ? `started ${workflowId}`
+        : `joined ${workflowId}, running since ${runningSince.toISOString()}: its result is this request's`,
+    );
+  }
   const result = handle.result();
   let last = '';
   for (;;) {

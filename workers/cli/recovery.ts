@@ -4,10 +4,12 @@
  */
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 
-import { backup, drTest, pitrRestore, snapshotRestore } from '../../workflows';
-import { utcDate, utcStamp, type DrTestReport } from '../../workflows/lib/recovery';
+import { backup, pitrRestore, snapshotRestore } from '../../workflows';
+import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../../workflows/lib/identifiers';
+import { utcStamp, type DrTestReport } from '../../workflows/lib/recovery';
 import type { RestoreResult } from '../../workflows/pitr-restore';
 import { loadConfig } from '../config';
+import { drTestRun } from '../dr-test-run';
 import {
   explainFailure,
   instanceOption,
@@ -50,6 +52,8 @@ async function backupCommand(args: string[]): Promise<void> {
           client.workflow.start(backup, {
             taskQueue: config.temporal.taskQueue,
             workflowId,
+            // The same request within the same second joins the first; a later one takes its own snapshot.
+            workflowIdConflictPolicy: 'USE_EXISTING',
             staticSummary: `Backup of ${instanceId}${options.export ? ' with export' : ''}`,
             args: [{ instanceId, export: options.export ?? false, timeouts: pollTimeouts(config) }],
           }),
@@ -87,7 +91,17 @@ async function restore(args: string[]): Promise<void> {
   }
   const config = loadConfig();
   const timeouts = pollTimeouts(config);
-  const workflowId = `restore-${instanceId ?? options.snapshot}-${utcStamp(new Date())}`;
+  if (options.target !== undefined && !isRdsIdentifier(options.target)) {
+    throw new UsageError(
+      `dbops restore: --target ${JSON.stringify(options.target)} is not valid: ${RDS_IDENTIFIER_RULE}`,
+    );
+  }
+  // A named target is one restore: a second request for it joins the running one. Without a
+  // target, each request restores to its own new instance (named from its start time).
+  const workflowId =
+    options.target === undefined
+      ? `restore-${instanceId ?? options.snapshot}-${utcStamp(new Date())}`
+      : `restore-as-${options.target}`;
   const result: RestoreResult = await withTemporal(config, (client) =>
     explainFailure(
       runWithProgress(
@@ -98,6 +112,7 @@ async function restore(args: string[]): Promise<void> {
             ? client.workflow.start(snapshotRestore, {
                 taskQueue: config.temporal.taskQueue,
                 workflowId,
+                workflowIdConflictPolicy: 'USE_EXISTING',
                 staticSummary: `Restore of snapshot ${options.snapshot} as a new instance`,
                 args: [
                   { snapshotId: options.snapshot, instanceId, targetInstanceId: options.target, timeouts },
@@ -106,6 +121,7 @@ async function restore(args: string[]): Promise<void> {
             : client.workflow.start(pitrRestore, {
                 taskQueue: config.temporal.taskQueue,
                 workflowId,
+                workflowIdConflictPolicy: 'USE_EXISTING',
                 staticSummary: `Point-in-time restore of ${instanceId} to ${options.to}`,
                 args: [
                   {
@@ -137,23 +153,16 @@ async function drTestCommand(args: string[]): Promise<number> {
   const instanceId = instanceOption(options.instance);
   if (instanceId === undefined) throw new UsageError('dbops dr-test: --instance ID is required');
   const config = loadConfig();
-  const workflowId = `dr-test-${instanceId}-${utcDate(new Date())}`;
   let report: DrTestReport;
   try {
-    report = await withTemporal(config, (client) =>
-      runWithProgress(
-        client,
-        workflowId,
-        () =>
-          client.workflow.start(drTest, {
-            taskQueue: config.temporal.taskQueue,
-            workflowId,
-            staticSummary: `DR test of ${instanceId}: restore the newest snapshot, check it, delete it`,
-            args: [{ instanceId, timeouts: pollTimeouts(config) }],
-          }),
-        options.json ?? false,
-      ),
-    );
+    report = await withTemporal(config, async (client) => {
+      const run = await drTestRun(client, {
+        taskQueue: config.temporal.taskQueue,
+        instanceId,
+        timeouts: pollTimeouts(config),
+      });
+      return runWithProgress(client, run.workflowId, run.start, options.json ?? false);
+    });
   } catch (error) {
     // A failed DR test carries its report: print it like a passed one, then exit 1.
     const cause = error instanceof WorkflowFailedError ? error.cause : undefined;
