@@ -4,11 +4,17 @@
  * on one `/metrics`. The runtime is a process-wide singleton: install it once, before the first
  * connection or worker.
  */
-import { DefaultLogger, Runtime, type LogLevel } from '@temporalio/worker';
+import { DefaultLogger, Runtime, type Logger, type LogLevel } from '@temporalio/worker';
 
-export function installMetricsRuntime(port: number, host = '0.0.0.0', logLevel: LogLevel = 'INFO'): void {
+/** `logger`: where the SDK's log lines go (default: stderr at `logLevel`). */
+export function installMetricsRuntime(
+  port: number,
+  host = '0.0.0.0',
+  logLevel: LogLevel = 'INFO',
+  logger: Logger = new DefaultLogger(logLevel),
+): void {
   Runtime.install({
-    logger: new DefaultLogger(logLevel),
+    logger,
     telemetryOptions: {
       metrics: {
         prometheus: {

@@ -7,9 +7,11 @@ import path from 'node:path';
 
 import { LocalControlPlane } from '../activities/control-plane/local';
 import { ping } from '../workflows';
+import { utcStamp } from '../workflows/lib/recovery';
 import { loadConfig, stateDirProblem, type Config, type TemporalConfig } from './config';
 import { prepareDemoData, runDemoDrTest, stopLocalInstances } from './demo';
 import { startDevServer } from './dev-server';
+import { fileLogger } from './log-file';
 import { installMetricsRuntime } from './metrics';
 import { applySchedules } from './schedules';
 import { connectClient } from './temporal-connection';
@@ -20,6 +22,7 @@ async function main(): Promise<void> {
   // Before anything is created: the postgres user runs the clusters inside the state directory.
   const unreachable = stateDirProblem(config.stateDir);
   if (unreachable !== undefined) throw new Error(unreachable);
+  const workerLog = path.join(config.stateDir, 'worker.log');
   const temporalPort = Number(config.temporal.address.split(':').pop());
   const stops: (() => Promise<void>)[] = [];
   const stopAll = async () => {
@@ -44,7 +47,8 @@ async function main(): Promise<void> {
     await prepareDemoData(database);
 
     const local = { ...config, provider: 'local' as const, aws: undefined };
-    installMetricsRuntime(config.operations.metricsPort); // before the worker's connection
+    // Before the worker's connection; the worker's own lines go to the log file, not the console.
+    installMetricsRuntime(config.operations.metricsPort, undefined, undefined, fileLogger(workerLog));
     const { worker, close } = await createWorker(config.temporal, activityDepsFromConfig(local, database));
     stops.push(close);
 
@@ -55,6 +59,7 @@ dbops is running
   Task queue:      ${config.temporal.taskQueue}
   Database:        postgres://${database.user}@${database.host}:${database.port}/${database.database}
   Worker metrics:  http://localhost:${config.operations.metricsPort}/metrics
+  Worker log:      ${workerLog}
   State:           ${config.stateDir}
 Press Ctrl-C to stop everything.
 `);
@@ -100,7 +105,8 @@ async function firstPing(temporal: TemporalConfig): Promise<void> {
   try {
     const result = await client.workflow.execute(ping, {
       taskQueue: temporal.taskQueue,
-      workflowId: `ping-${Date.now()}`,
+      workflowId: `ping-${utcStamp(new Date())}`,
+      workflowIdConflictPolicy: 'USE_EXISTING',
     });
     console.log(
       `[start] ping: PostgreSQL ${result.serverVersion}, pgvector ${result.pgvectorVersion ?? 'not installed'}, ${result.roundTripMs} ms`,

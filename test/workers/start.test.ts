@@ -83,6 +83,15 @@ describe('npm start (the embedded stack)', function () {
     await running.waitFor(/\[start\] ping: PostgreSQL 15\.\d+.*, pgvector 0\.8\.0/);
   });
 
+  it('keeps the console to its own lines; the worker detail goes to the log file the banner names', async () => {
+    const [, log] = await running!.waitFor(/Worker log: +(\S+)/);
+    assert.equal(log, path.join(stateDir, 'worker.log'));
+    await running!.waitFor(/\[start\] DR report: /);
+    assert.doesNotMatch(running!.output, /webpack|Workflow bundle created|modules by path/i);
+    assert.doesNotMatch(running!.output, /^\s+at .+:\d+:\d+\)?$/m, 'a stack trace on the console');
+    assert.match(await readFile(log, 'utf8'), /\[INFO\] Workflow bundle created/);
+  });
+
   it('seeds demo data, takes a snapshot and runs one DR test whose report it prints', async () => {
     assert.match(running!.output, /\[start\] demo data: 1500 conversations, 3000 chunks with embeddings/);
     await running!.waitFor(
@@ -113,7 +122,7 @@ describe('npm start (the embedded stack)', function () {
         [...chromiumFlags(profile), '--dump-dom', `http://localhost:${uiPort}/namespaces/default/workflows`],
         { maxBuffer: 32 * 1024 * 1024, timeout: 90_000 },
       );
-      assert.match(dom, /ping-\d+/, 'the workflows page does not list the ping run');
+      assert.match(dom, /ping-\d{8}-\d{6}/, 'the workflows page does not list the ping run');
       await execFileAsync(
         'chromium',
         [
@@ -145,8 +154,8 @@ describe('npm start (the embedded stack)', function () {
         ],
         { maxBuffer: 32 * 1024 * 1024, timeout: 90_000 },
       );
-      assert.match(dom, /dr-test-mcp-demo-prod-\d{8}-\d{6}/, 'the filtered list does not show the DR test');
-      assert.doesNotMatch(dom, /ping-\d+/, 'the filter by search attribute lists the ping run too');
+      assert.match(dom, /dr-test-mcp-demo-prod-\d{8}\b/, 'the filtered list does not show the DR test');
+      assert.doesNotMatch(dom, /ping-\d{8}/, 'the filter by search attribute lists the ping run too');
     } finally {
       await rm(profile, { recursive: true, force: true });
     }

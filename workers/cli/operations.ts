@@ -3,6 +3,7 @@
  * checks an operator runs by hand, each run as its workflow on the worker.
  */
 import { healthCheck, maintenance } from '../../workflows';
+import { utcStamp } from '../../workflows/lib/recovery';
 import { loadConfig } from '../config';
 import { applySchedules, listSchedules } from '../schedules';
 import {
@@ -61,7 +62,9 @@ async function maintenanceCommand(args: string[]): Promise<void> {
     explainFailure(
       client.workflow.execute(maintenance, {
         taskQueue: config.temporal.taskQueue,
-        workflowId: `maintenance-${instanceId ?? 'configured'}-${Date.now()}`,
+        workflowId: `maintenance-${instanceId ?? 'configured'}-${utcStamp(new Date())}`,
+        // The same command twice within a second: the second waits for the first's result.
+        workflowIdConflictPolicy: 'USE_EXISTING',
         args: [{ instanceId, tables: options.table, full: options.full ?? false }],
       }),
     ),
@@ -100,7 +103,9 @@ async function health(args: string[]): Promise<number> {
     explainFailure(
       client.workflow.execute(healthCheck, {
         taskQueue: config.temporal.taskQueue,
-        workflowId: `health-check-${instanceId ?? 'configured'}-${Date.now()}`,
+        workflowId: `health-check-${instanceId ?? 'configured'}-${utcStamp(new Date())}`,
+        // The same command twice within a second: the second waits for the first's result.
+        workflowIdConflictPolicy: 'USE_EXISTING',
         args: [{ instanceId }],
       }),
     ),
