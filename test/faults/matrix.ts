@@ -528,10 +528,10 @@ async function waitAvailable(plane: LocalControlPlane, instanceId: string): Prom
 }
 
 async function waitSnapshotSettled(plane: LocalControlPlane, snapshotId: string): Promise<string> {
-  for (let i = 0; i < 1200; i++) {
+  for (let i = 0; i < 240; i++) {
     const { status } = await plane.describeSnapshot(snapshotId);
     if (status !== 'creating') return status;
-    await sleep(100);
+    await sleep(500);
   }
   throw new Error(`snapshot ${snapshotId} is still being created`);
 }
@@ -562,7 +562,14 @@ export async function openLab(cells: Cell[]): Promise<Lab> {
     if (spec.baseSnapshot) await plane.createSnapshot(spec.instanceId, `${spec.instanceId}-base`, KEEP);
   }
   for (const spec of specs.filter((s) => s.baseSnapshot)) {
-    await waitSnapshotSettled(plane, `${spec.instanceId}-base`);
+    const base = `${spec.instanceId}-base`;
+    if ((await waitSnapshotSettled(plane, base)) !== 'available') {
+      const record = path.join(stateDir, 'snapshots', base, 'snapshot.json');
+      const { failureCause } = JSON.parse(await readFile(record, 'utf8')) as { failureCause?: string };
+      throw new Error(
+        `the lab's snapshot ${base} did not become available: ${failureCause ?? 'no cause given'}`,
+      );
+    }
   }
   return {
     dir,
