@@ -22,7 +22,12 @@ import {
 import type { Activities } from '../activities';
 import type { SnapshotDescription } from '../activities/control-plane/control-plane';
 import type { RolloutResult } from '../activities/postgres/deploy';
-import type { LintViolation, MigrateSettings, VerifyResult } from '../activities/postgres/migrations';
+import type {
+  HeldBack,
+  LintViolation,
+  MigrateSettings,
+  VerifyResult,
+} from '../activities/postgres/migrations';
 import { AlreadyExistsError, InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
 import {
   isRdsIdentifier,
@@ -64,6 +69,8 @@ export interface DeployMigrationResult {
   snapshotId: string | undefined;
   applied: string[];
   heldBack: string[];
+  /** Why each of `heldBack` waits; absent in results of runs started before it was reported. */
+  whyHeldBack?: HeldBack[];
   approvedBy: string | undefined;
   verify: VerifyResult | undefined;
   rollout: RolloutResult | undefined;
@@ -166,6 +173,7 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
       snapshotId: undefined,
       applied: [],
       heldBack: plan.heldBack,
+      whyHeldBack: plan.whyHeldBack,
       approvedBy: undefined,
       verify: undefined,
       rollout: undefined,
@@ -232,6 +240,7 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
     snapshotId,
     applied,
     heldBack: plan.heldBack,
+    whyHeldBack: plan.whyHeldBack,
     approvedBy,
     verify,
     rollout,

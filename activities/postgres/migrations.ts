@@ -176,8 +176,20 @@ export interface MigrationPlan {
   toApply: string[];
   /** Pending, but held back (a later phase, or after the target). */
   heldBack: string[];
+  /** Why each of `heldBack` waits, in the same order. */
+  whyHeldBack: HeldBack[];
   /** Of `toApply`, those without a down section. */
   irreversible: string[];
+}
+
+export interface HeldBack {
+  name: string;
+  reason: string;
+  /**
+   * The deploy was asked to apply it but cannot: it comes after a phase of an unfinished change
+   * (a `dbops:only-in` migration of another workflow), and migrations apply in order.
+   */
+  blocked: boolean;
 }
 
 export interface PlanOptions {
@@ -212,10 +224,34 @@ export function planMigrations(
     if (file.onlyIn !== undefined && file.onlyIn !== options.workflow) break;
     toApply.push(file);
   }
+  const held = pending.slice(toApply.length);
+  // The first held-back file holds back the rest: the target, or another workflow's phase.
+  const phase = held.find((file) => files.indexOf(file) <= last);
+  const whyHeldBack = held.map((file): HeldBack => {
+    if (files.indexOf(file) > last) {
+      return { name: file.name, reason: `after the target ${options.target}`, blocked: false };
+    }
+    if (file.onlyIn !== undefined && file.onlyIn !== options.workflow) {
+      return {
+        name: file.name,
+        reason: `a phase of an ${file.onlyIn} change (dbops:only-in ${file.onlyIn}): only that workflow applies it`,
+        blocked: false,
+      };
+    }
+    return {
+      name: file.name,
+      reason:
+        `waits behind ${phase?.name}, a phase of an unfinished ${phase?.onlyIn} change (migrations apply in order): ` +
+        `finish that change (its ${phase?.onlyIn} workflow applies ${phase?.name}) or abort it and remove its files, ` +
+        `or number ${file.name} before ${phase?.name} if it does not depend on that change`,
+      blocked: true,
+    };
+  });
   return {
     alreadyApplied: applied,
     toApply: toApply.map((file) => file.name),
-    heldBack: pending.slice(toApply.length).map((file) => file.name),
+    heldBack: held.map((file) => file.name),
+    whyHeldBack,
     irreversible: toApply.filter((file) => file.down === undefined).map((file) => file.name),
   };
 }

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -35,6 +37,10 @@ describe('dbops deploy / backfill / status (dev server, worker, local instance)'
 
   /** `bin/dbops ...args` as a user runs it, against the suite's Temporal server and queue. */
   function dbops(...args: string[]): Promise<Run> {
+    return dbopsOn(taskQueue, ...args);
+  }
+
+  function dbopsOn(queue: string, ...args: string[]): Promise<Run> {
     return new Promise((resolve) => {
       execFile(
         path.join(projectRoot, 'bin', 'dbops'),
@@ -43,7 +49,7 @@ describe('dbops deploy / backfill / status (dev server, worker, local instance)'
           env: {
             ...process.env,
             TEMPORAL_ADDRESS: env.address,
-            DBOPS_TASK_QUEUE: taskQueue,
+            DBOPS_TASK_QUEUE: queue,
             DBOPS_STATE_DIR: instance.stateDir,
             DBOPS_PROVIDER: 'local',
           },
@@ -121,8 +127,45 @@ describe('dbops deploy / backfill / status (dev server, worker, local instance)'
 
     const again = await dbops('deploy', '--instance', INSTANCE);
     assert.equal(again.code, 0, again.stderr);
-    assert.match(again.stdout, /^0006_user_id_new_not_null_check +held back$/m);
+    assert.match(
+      again.stdout,
+      /^0006_user_id_new_not_null_check +held back +a phase of an expandContract change \(dbops:only-in expandContract\): only that workflow applies it$/m,
+    );
     assert.match(again.stdout, /^nothing-to-apply on cli-change-prod; pre-migration snapshot -$/m);
+  });
+
+  it('deploy exits 1 when a migration added after the expandContract phases cannot be applied, saying why and what to do', async () => {
+    // A worker whose repository has one more migration, numbered after the expandContract phases.
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'dbops-migrations-'));
+    await cp(path.join(projectRoot, 'migrations'), dir, { recursive: true });
+    await writeFile(
+      path.join(dir, '0010_add_summary.sql'),
+      '-- Up Migration\nALTER TABLE conversations ADD COLUMN summary text;\n-- Down Migration\nALTER TABLE conversations DROP COLUMN summary;\n',
+    );
+    const added = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue: 'cli-change-added',
+      workflowBundle: await workflowBundle(),
+      activities: createActivities({ ...instance.deps, migrationsDir: dir }),
+    });
+    try {
+      const run = await added.runUntil(dbopsOn('cli-change-added', 'deploy', '--instance', INSTANCE));
+      assert.equal(run.code, 1, `${run.stdout}\n${run.stderr}`);
+      assert.match(
+        run.stdout,
+        /^0010_add_summary +held back +waits behind 0006_user_id_new_not_null_check, a phase of an unfinished expandContract change/m,
+      );
+      assert.match(
+        run.stderr,
+        /dbops deploy: a migration was not applied: 0010_add_summary waits behind 0006_user_id_new_not_null_check.*: finish that change \(its expandContract workflow applies 0006_user_id_new_not_null_check\) or abort it and remove its files, or number 0010_add_summary before 0006_user_id_new_not_null_check/,
+      );
+      const { rows } = await client.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pgmigrations WHERE name = '0010_add_summary'`,
+      );
+      assert.equal(rows[0]!.n, 0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('backfill start --detach, pause, set, resume; status follows the progress bar to the end', async () => {

@@ -168,6 +168,48 @@ describe('migrations (node-pg-migrate + squawk on a real Postgres)', () => {
     assert.deepEqual(tighten.heldBack, ['0009_user_id_new_contract']);
   });
 
+  it('a migration added after the expandContract phases is held back naming the phase and what to do', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'dbops-migrations-'));
+    try {
+      await cp(repoMigrations, dir, { recursive: true });
+      await writeFile(
+        path.join(dir, '0010_add_summary.sql'),
+        '-- Up Migration\nALTER TABLE conversations ADD COLUMN summary text;\n-- Down Migration\nALTER TABLE conversations DROP COLUMN summary;\n',
+      );
+      const files = await readMigrations(dir);
+      const applied = files.map((file) => file.name).filter((name) => name <= '0005_user_id_new_expand');
+      const plan = planMigrations(files, applied, { workflow: 'deployMigration' });
+      assert.deepEqual(plan.toApply, []);
+      assert.deepEqual(plan.heldBack.at(-1), '0010_add_summary');
+      const phase = plan.whyHeldBack.find((held) => held.name === '0006_user_id_new_not_null_check');
+      assert.deepEqual(phase, {
+        name: '0006_user_id_new_not_null_check',
+        reason:
+          'a phase of an expandContract change (dbops:only-in expandContract): only that workflow applies it',
+        blocked: false,
+      });
+      const added = plan.whyHeldBack.find((held) => held.name === '0010_add_summary');
+      assert.equal(added?.blocked, true);
+      assert.equal(
+        added?.reason,
+        'waits behind 0006_user_id_new_not_null_check, a phase of an unfinished expandContract change (migrations apply in order): ' +
+          'finish that change (its expandContract workflow applies 0006_user_id_new_not_null_check) or abort it and remove its files, ' +
+          'or number 0010_add_summary before 0006_user_id_new_not_null_check if it does not depend on that change',
+      );
+      const targeted = planMigrations(files, applied, {
+        workflow: 'deployMigration',
+        target: '0005_user_id_new_expand',
+      });
+      assert.ok(
+        targeted.whyHeldBack.every(
+          (held) => !held.blocked && held.reason === 'after the target 0005_user_id_new_expand',
+        ),
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('reverts exactly the named migrations, refusing when later ones were applied', async () => {
     const client = await cluster.connect();
     await assert.rejects(
