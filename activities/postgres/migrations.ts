@@ -243,7 +243,7 @@ export function planMigrations(
       reason:
         `waits behind ${phase?.name}, a phase of an unfinished ${phase?.onlyIn} change (migrations apply in order): ` +
         `finish that change (its ${phase?.onlyIn} workflow applies ${phase?.name}) or abort it and remove its files, ` +
-        `or number ${file.name} before ${phase?.name} if it does not depend on that change`,
+        `or rename ${file.name} to sort between the last applied migration and ${phase?.name} if it does not depend on that change`,
       blocked: true,
     };
   });

@@ -157,7 +157,7 @@ describe('dbops deploy / backfill / status (dev server, worker, local instance)'
       );
       assert.match(
         run.stderr,
-        /dbops deploy: a migration was not applied: 0010_add_summary waits behind 0006_user_id_new_not_null_check.*: finish that change \(its expandContract workflow applies 0006_user_id_new_not_null_check\) or abort it and remove its files, or number 0010_add_summary before 0006_user_id_new_not_null_check/,
+        /dbops deploy: a migration was not applied: 0010_add_summary waits behind 0006_user_id_new_not_null_check.*: finish that change \(its expandContract workflow applies 0006_user_id_new_not_null_check\) or abort it and remove its files, or rename 0010_add_summary to sort between the last applied migration and 0006_user_id_new_not_null_check/,
       );
       const { rows } = await client.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM pgmigrations WHERE name = '0010_add_summary'`,

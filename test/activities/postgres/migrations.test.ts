@@ -194,7 +194,7 @@ describe('migrations (node-pg-migrate + squawk on a real Postgres)', () => {
         added?.reason,
         'waits behind 0006_user_id_new_not_null_check, a phase of an unfinished expandContract change (migrations apply in order): ' +
           'finish that change (its expandContract workflow applies 0006_user_id_new_not_null_check) or abort it and remove its files, ' +
-          'or number 0010_add_summary before 0006_user_id_new_not_null_check if it does not depend on that change',
+          'or rename 0010_add_summary to sort between the last applied migration and 0006_user_id_new_not_null_check if it does not depend on that change',
       );
       const targeted = planMigrations(files, applied, {
         workflow: 'deployMigration',
