@@ -13,6 +13,7 @@ import { prepareDemoData, runDemoDrTest, stopLocalInstances } from './demo';
 import { startDevServer } from './dev-server';
 import { fileLogger } from './log-file';
 import { installMetricsRuntime } from './metrics';
+import { explainFailure } from './cli/common';
 import { applySchedules } from './schedules';
 import { connectClient } from './temporal-connection';
 import { activityDepsFromConfig, createWorker } from './worker';
@@ -68,11 +69,12 @@ Press Ctrl-C to stop everything.
     await upsertSchedules(config).catch((error: Error) =>
       console.error(`[start] schedules not applied: ${error.message}`),
     );
-    await firstPing(config.temporal).catch((error: Error) =>
+    // A failed workflow is said by its root cause, in one line (the detail is in the worker log).
+    await explainFailure(firstPing(config.temporal)).catch((error: Error) =>
       console.error(`[start] ping failed: ${error.message}`),
     );
     // The demo DR test runs beside the worker: Ctrl-C stops the worker and abandons the wait.
-    const demo = runDemoDrTest(config, running).catch((error: Error) =>
+    const demo = explainFailure(runDemoDrTest(config, running)).catch((error: Error) =>
       console.error(`[start] DR test could not run: ${error.message}`),
     );
     await running;
