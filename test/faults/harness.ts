@@ -62,7 +62,10 @@ export interface Hit {
 }
 
 export type WorkerMessage =
-  { type: 'ready' } | ({ type: 'hit' } & Hit) | { type: 'finished'; activity: string; outcome: string };
+  | { type: 'ready' }
+  | { type: 'armed' }
+  | ({ type: 'hit' } & Hit)
+  | { type: 'finished'; activity: string; outcome: string };
 
 export type ParentMessage = { type: 'arm'; plan: FaultPlan } | { type: 'disarm' } | { type: 'go' };
 
@@ -148,6 +151,7 @@ export class FaultWorker {
   private hits: Hit[] = [];
   private finishedCalls: string[] = [];
   private waiters: (() => void)[] = [];
+  private armed = false;
   exitCode: number | null = null;
   exitSignal: NodeJS.Signals | null = null;
 
@@ -175,6 +179,7 @@ export class FaultWorker {
     const ready = new Promise<void>((resolve, reject) => {
       child.on('message', (message: WorkerMessage) => {
         if (message.type === 'ready') resolve();
+        else if (message.type === 'armed') this.armed = true;
         else if (message.type === 'hit') this.hits.push(message);
         else this.finishedCalls.push(`${message.activity}: ${message.outcome}`);
         this.wake();
@@ -223,10 +228,13 @@ export class FaultWorker {
     if (this.child?.connected === true) this.child.send(message);
   }
 
-  arm(plan: FaultPlan): void {
+  /** Arms the plan; resolves once the worker has it (before the run is started). */
+  async arm(plan: FaultPlan): Promise<void> {
     this.hits = [];
     this.finishedCalls = [];
+    this.armed = false;
     this.send({ type: 'arm', plan });
+    await this.until('the worker did not take the fault plan', () => (this.armed ? true : undefined), 30_000);
   }
 
   disarm(): void {

@@ -871,7 +871,7 @@ async function runCellChecked(lab: Lab, cell: Cell): Promise<CellResult> {
   const taskQueue = worker.options.taskQueue;
   const before = await workflow.setup?.(lab, activity, name);
   const resourcesBefore = await inventory(lab, workflow.instanceId);
-  worker.arm({
+  await worker.arm({
     workflowId,
     activity: activity.name,
     call: activity.call ?? 1,

@@ -40,6 +40,7 @@ process.on('message', (message: ParentMessage) => {
     plan = message.plan;
     calls = 0;
     target = undefined;
+    send({ type: 'armed' });
   } else if (message.type === 'disarm') {
     plan = undefined;
   } else if (message.type === 'go') {
