@@ -9,9 +9,11 @@
 import {
   ApplicationFailure,
   CancellationScope,
+  CancelledFailure,
   isCancellation,
   log,
   metricMeter,
+  patched,
   workflowInfo,
 } from '@temporalio/workflow';
 
@@ -56,6 +58,9 @@ export interface DrTestInput {
   timeouts?: Partial<RecoveryTimeouts>;
 }
 
+/** Runs started before a cancel during the cleanup ended the run cancelled replay as they ran. */
+const LATE_CANCEL = 'dr-test-cancel-during-cleanup';
+
 export async function drTest(input: DrTestInput): Promise<DrTestReport> {
   const valid = validate(input);
   const { instanceId, timeouts } = valid;
@@ -82,6 +87,14 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
   };
 
   let cancelled: Error | undefined;
+  // A cancel that arrives during the cleanup (which cannot be cancelled) still ends the run
+  // cancelled once the copy is gone; the report then says so.
+  const root = CancellationScope.current();
+  const noteLateCancel = () => {
+    if (cancelled !== undefined || !root.consideredCancelled || !patched(LATE_CANCEL)) return;
+    cancelled = new CancelledFailure('the DR test was cancelled');
+    report.error ??= 'the DR test was cancelled';
+  };
   try {
     setStep('removing orphans of earlier runs');
     for (const orphan of await controlPlane.findOrphanDrInstances(instanceId)) {
@@ -153,6 +166,7 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
     setStep(`deleting ${target}`);
     report.checks.push(await cleanup(target, owner, timeouts));
     report.temporaryInstanceDeleted = report.checks.at(-1)!.status === 'passed';
+    noteLateCancel();
     report.finishedAt = new Date().toISOString();
     report.ok = report.error === null && report.checks.every((check) => check.status !== 'failed');
     setStep('writing the report');
@@ -162,6 +176,7 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
       log.error(`the DR report could not be written: ${failureMessage(error)}`, { instanceId });
     }
   });
+  noteLateCancel();
   if (cancelled !== undefined) throw cancelled;
 
   recordDrTest(metricMeter, {

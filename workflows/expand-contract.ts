@@ -7,11 +7,14 @@
  */
 import {
   ApplicationFailure,
+  CancellationScope,
+  CancelledFailure,
   condition,
   defineQuery,
   defineSignal,
   executeChild,
   log,
+  patched,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -58,6 +61,9 @@ export interface CodeDeployed {
 export const codeDeployedSignal = defineSignal<[CodeDeployed]>('codeDeployed');
 export const expandContractPhaseQuery = defineQuery<ExpandContractPhase>('phase');
 
+/** Runs started before a cancel during a deploy phase ended the run cancelled replay as they ran. */
+const ENDS_CANCELLED = 'expand-contract-ends-cancelled';
+
 export async function expandContract(input: ExpandContractInput): Promise<ExpandContractResult> {
   validate(input);
   const { instanceId } = input;
@@ -69,11 +75,24 @@ export async function expandContract(input: ExpandContractInput): Promise<Expand
     codeDeployedBy = typeof by === 'string' && by !== '' ? by : 'unknown';
   });
 
-  const deployPhase = (name: string, target: string) =>
-    executeChild(deployMigration, {
-      workflowId: `${id}-${name}`,
-      args: [{ instanceId, target, phaseOf: 'expandContract' }],
-    });
+  // A cancel reaches the phase's deploy, which stops its SQL, reverts what it can and fails with
+  // its report (DeployFailed, in the child's history): this run then ends cancelled, as asked.
+  const deployPhase = async (name: string, target: string) => {
+    try {
+      return await executeChild(deployMigration, {
+        workflowId: `${id}-${name}`,
+        args: [{ instanceId, target, phaseOf: 'expandContract' }],
+      });
+    } catch (error) {
+      if (CancellationScope.current().consideredCancelled && patched(ENDS_CANCELLED)) {
+        log.warn(
+          `expandContract ${id} cancelled in its ${name} phase; the deploy ${id}-${name} reports what it applied`,
+        );
+        throw new CancelledFailure(`expandContract cancelled in its ${name} phase`);
+      }
+      throw error;
+    }
+  };
 
   const expand = await deployPhase('expand', input.expandMigration ?? '0005_user_id_new_expand');
 
