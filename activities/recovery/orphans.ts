@@ -7,7 +7,12 @@
  * still going, or one without owner tags, is never an orphan.
  */
 import { Context, heartbeat } from '@temporalio/activity';
-import { WorkflowNotFoundError, type WorkflowExecutionStatusName } from '@temporalio/client';
+import {
+  isGrpcServiceError,
+  ServiceError,
+  WorkflowNotFoundError,
+  type WorkflowExecutionStatusName,
+} from '@temporalio/client';
 
 import { DR_PURPOSE, OWNER_TAGS, type OwnerPurpose } from '../../workflows/lib/owner-tags';
 import type { ControlPlane, InstanceDescription } from '../control-plane/control-plane';
@@ -21,12 +26,15 @@ export interface OrphanFinding {
   purpose: OwnerPurpose;
   /** The owning run named by the tags; null when they do not name one. */
   owner: { workflowId: string; runId: string } | null;
-  /** Null when Temporal was not asked (no owner tags, or marked to keep). */
+  /** Null when Temporal was not asked (no owner tags, or marked to keep) or refused the tags as malformed. */
   ownerStatus: OwnerStatus | null;
   orphan: boolean;
   /** Why it is an orphan, or why it is kept. */
   reason: string;
 }
+
+/** gRPC's INVALID_ARGUMENT: what Temporal answers for a run id that is no run id, or a bad workflow id. */
+const GRPC_INVALID_ARGUMENT = 3;
 
 /** Closed, and not by finishing its work: what is left of a restore then belongs to nobody. */
 const ABANDONED: OwnerStatus[] = ['CANCELLED', 'TERMINATED', 'TIMED_OUT'];
@@ -74,6 +82,9 @@ async function judge(instance: InstanceDescription): Promise<OrphanFinding | und
     );
   }
   const status = await ownerStatus(owner.workflowId, owner.runId);
+  if (typeof status === 'object') {
+    return kept(`owner tags do not name a run Temporal knows: ${status.malformed}`);
+  }
   const run = `owner ${owner.workflowId} (run ${owner.runId})`;
   if (!CLOSED.includes(status)) return kept(`${run} is ${describeStatus(status)}`, status);
   const orphan = (reason: string): OrphanFinding => ({ ...kept(reason, status), orphan: true });
@@ -97,11 +108,18 @@ function describeStatus(status: OwnerStatus): string {
   }
 }
 
-async function ownerStatus(workflowId: string, runId: string): Promise<OwnerStatus> {
+/** The owning run's status, or why Temporal refused the tags (e.g. a run id that is no run id). */
+async function ownerStatus(workflowId: string, runId: string): Promise<OwnerStatus | { malformed: string }> {
   try {
     return (await Context.current().client.workflow.getHandle(workflowId, runId).describe()).status.name;
   } catch (error) {
     if (error instanceof WorkflowNotFoundError) return 'NOT_FOUND';
+    const cause = error instanceof ServiceError ? error.cause : undefined;
+    if (isGrpcServiceError(cause) && Number(cause.code) === GRPC_INVALID_ARGUMENT) {
+      return {
+        malformed: `${cause.details || cause.message.replace(/^\d+ INVALID_ARGUMENT: /, '')} (${OWNER_TAGS.workflowId}=${workflowId}, ${OWNER_TAGS.runId}=${runId})`,
+      };
+    }
     throw error;
   }
 }

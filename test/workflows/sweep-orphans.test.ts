@@ -210,6 +210,32 @@ describe('sweepOrphans workflow (dev server, local provider on real clusters)', 
     }
   });
 
+  it('keeps a copy whose run id tag is malformed, saying why, and still removes the orphan beside it', async () => {
+    await stack.plane.createInstance('sweep-bad-run-id', {
+      tags: {
+        [OWNER_TAGS.workflowId]: 'sweep-dr-test-someone',
+        [OWNER_TAGS.runId]: 'not-a-run-id',
+        [OWNER_TAGS.purpose]: 'dr-test',
+      },
+    });
+    const crashed = await startDrTest();
+    const copy = await appeared(`${SOURCE}-dr-test-`);
+    await crashed.terminate('simulated crash: no cleanup runs');
+
+    const report = await sweep();
+    assert.deepEqual(lines(report.removed), [[copy, report.removed[0]?.reason]]);
+    assert.match(report.removed[0]!.reason, new RegExp(`^DR copy whose ${run(crashed)} terminated$`));
+    assert.deepEqual(lines(report.kept), [['sweep-bad-run-id', report.kept[0]?.reason]]);
+    assert.match(
+      report.kept[0]!.reason,
+      /^owner tags do not name a run Temporal knows: .*RunId.* \(dbops:workflow-id=sweep-dr-test-someone, dbops:run-id=not-a-run-id\)$/,
+    );
+    assert.equal(report.kept[0]!.ownerStatus, null);
+    assert.deepEqual(report.failed, []);
+    assert.deepEqual(await stack.instanceIds(), [SOURCE, 'sweep-bad-run-id'].sort());
+    await stack.plane.deleteInstance('sweep-bad-run-id', { skipFinalSnapshot: true });
+  });
+
   it('refuses bad input naming the field and rule, and deletes nothing', async () => {
     const crashed = await startDrTest();
     const copy = await appeared(`${SOURCE}-dr-test-`);
