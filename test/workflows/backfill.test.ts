@@ -457,7 +457,7 @@ describe('backfill workflow (dev server, local instance)', () => {
   function startWorkerProcess(taskQueue: string): ChildProcess {
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', path.join(__dirname, '..', 'fixtures', 'backfill-worker.ts')],
+      ['--import', 'tsx', path.join(__dirname, '..', 'fixtures', 'worker-process.ts')],
       {
         env: {
           ...process.env,

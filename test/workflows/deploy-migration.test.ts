@@ -384,7 +384,7 @@ describe('deployMigration workflow (dev server, local instance)', () => {
     const taskQueue = `deploy-${++queue}`;
     const first = spawn(
       process.execPath,
-      ['--import', 'tsx', path.join(__dirname, '..', 'fixtures', 'deploy-worker.ts')],
+      ['--import', 'tsx', path.join(__dirname, '..', 'fixtures', 'worker-process.ts')],
       {
         env: {
           ...process.env,
