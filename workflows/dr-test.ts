@@ -36,6 +36,7 @@ import {
   type RecoveryTimeouts,
 } from './lib/recovery';
 import { DR_PURPOSE, OWNER_TAGS } from './lib/owner-tags';
+import { toMs } from './lib/polling';
 import {
   checks as checkActivities,
   controlPlane,
@@ -57,6 +58,9 @@ export interface DrTestInput {
   efSearch?: number;
   timeouts?: Partial<RecoveryTimeouts>;
 }
+
+/** Runs started before a DR test waited for another one using the copy's name replay as they ran. */
+const WAIT_FOR_OTHER_TEST = 'dr-test-waits-for-another-test';
 
 /** Runs started before a cancel during the cleanup ended the run cancelled replay as they ran. */
 const LATE_CANCEL = 'dr-test-cancel-during-cleanup';
@@ -102,17 +106,26 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
       await deleteInstance(orphan, timeouts);
       report.orphansRemoved.push(orphan);
     }
-    // An earlier run of the same day may still be deleting its copy of the same name; anything
-    // else of that name is not ours to touch.
+    // The copy's name may still be taken: by an earlier run of the same day deleting its copy, or by
+    // another DR test of this instance that is running now (the schedule's while one started by
+    // hand runs; orphans are gone by now, so a DR copy of this source left here has a running
+    // owner). Wait until it is gone, then test. Anything else of that name is not ours to touch.
     const existing = await controlPlane.findInstance(target);
-    if (existing !== null && existing.status !== 'deleting') {
+    const otherTest =
+      existing !== null && isDrCopyOf(existing.tags, instanceId) && patched(WAIT_FOR_OTHER_TEST);
+    if (existing !== null && existing.status !== 'deleting' && !otherTest) {
       throw ApplicationFailure.nonRetryable(
-        `instance ${target} already exists (${existing.providerStatus}) and is not an orphan of a DR test: ` +
-          `it is owned by a running workflow (${existing.tags[OWNER_TAGS.workflowId] ?? 'none named'}) or not tagged ${OWNER_TAGS.purpose}=${DR_PURPOSE}`,
+        `instance ${target} already exists (${existing.providerStatus}) and is not a DR test copy of ${instanceId}: ` +
+          `it is not tagged ${OWNER_TAGS.purpose}=${DR_PURPOSE} with ${OWNER_TAGS.source}=${instanceId}`,
         'InvalidStateError',
       );
     }
-    if (existing !== null) await waitUntilGone(target, timeouts.deletion, timeouts);
+    if (existing !== null && otherTest) {
+      setStep(`waiting for the DR test ${existing.tags[OWNER_TAGS.workflowId]} to finish with ${target}`);
+      // As long as that test may take: its restore, its checks (at most an hour), its cleanup.
+      const longest = toMs(timeouts.restore) + toMs('1 hour') + toMs(timeouts.deletion);
+      await waitUntilGone(target, longest, timeouts);
+    } else if (existing !== null) await waitUntilGone(target, timeouts.deletion, timeouts);
 
     setStep('finding the newest available snapshot');
     const snapshot = (await controlPlane.listSnapshots(instanceId)).find((s) => s.status === 'available');
@@ -199,6 +212,11 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
   log.info(summary, { instanceId, reportLocations: report.reportLocations });
   setStep('passed');
   return report;
+}
+
+/** A DR test's copy of `instanceId` (its tags say so). */
+function isDrCopyOf(tags: Record<string, string>, instanceId: string): boolean {
+  return tags[OWNER_TAGS.purpose] === DR_PURPOSE && tags[OWNER_TAGS.source] === instanceId;
 }
 
 /** The cleanup as a check of its own: a copy left running is a finding (cost, exposure). */

@@ -5,11 +5,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import { ApplicationFailure, CancelledFailure, WorkflowFailedError } from '@temporalio/client';
+import { Client } from 'pg';
 
 import type { SnapshotRecord } from '../../activities/control-plane/local-state';
 import { backup, drTest } from '../../workflows';
-import type { DrTestReport } from '../../workflows/lib/recovery';
+import { progressQuery, type DrTestReport } from '../../workflows/lib/recovery';
 import { metricsUrl } from '../helpers/metrics-runtime';
 import { startRecoveryStack, waitForInstances, type RecoveryStack } from '../helpers/recovery';
 import { requireTool } from '../../workers/tools';
@@ -175,6 +178,39 @@ describe('drTest workflow (dev server, local provider on real clusters)', functi
     assert.deepEqual(await stack.instanceIds(), [SOURCE]);
   });
 
+  it('a DR test started while another of the instance runs waits for its copy to be gone, then runs its own: both pass', async () => {
+    const first = await start({ instanceId: SOURCE, timeouts: fast });
+    // Hold the first test in its checks: its copy's conversations table locked once the copy is up.
+    const [copy] = (
+      await waitForInstances(
+        stack.plane,
+        (list) => list.some((i) => i.instanceId.startsWith(`${SOURCE}-dr-test-`) && i.status === 'available'),
+        'the first copy',
+      )
+    ).filter((i) => i.instanceId.startsWith(`${SOURCE}-dr-test-`));
+    const locker = new Client({ ...copy!.endpoint! });
+    await locker.connect();
+    await locker.query('BEGIN; LOCK TABLE conversations IN ACCESS EXCLUSIVE MODE');
+    let second: Awaited<ReturnType<typeof start>>;
+    try {
+      second = await start({ instanceId: SOURCE, timeouts: fast });
+      const waiting = `waiting for the DR test ${first.workflowId} to finish with ${copy!.instanceId}`;
+      for (let i = 0; (await second.query(progressQuery)).step !== waiting; i++) {
+        assert.ok(i < 300, `the second test never waited: ${(await second.query(progressQuery)).step}`);
+        await sleep(100);
+      }
+    } finally {
+      await locker.query('ROLLBACK');
+      await locker.end();
+    }
+    const [a, b] = await Promise.all([first.result(), second.result()]);
+    assert.equal(a.ok, true, JSON.stringify(a.checks));
+    assert.equal(b.ok, true, JSON.stringify(b.checks));
+    assert.equal(b.temporaryInstanceId, a.temporaryInstanceId);
+    assert.ok(b.startedAt > a.startedAt);
+    assert.deepEqual(await stack.instanceIds(), [SOURCE]);
+  });
+
   it("leaves alone an instance of the copy's name that is no DR orphan, and fails naming it", async () => {
     const today = new Date().toISOString().slice(0, 10).replace(/-/g, '');
     const squatter = `${SOURCE}-dr-test-${today}`;
@@ -184,7 +220,7 @@ describe('drTest workflow (dev server, local provider on real clusters)', functi
       const report = (failure.cause as ApplicationFailure).details?.[0] as DrTestReport;
       assert.match(
         report.error!,
-        new RegExp(`^instance ${squatter} already exists \\(.*\\) and is not an orphan of a DR test`),
+        new RegExp(`^instance ${squatter} already exists \\(.*\\) and is not a DR test copy of ${SOURCE}`),
       );
       assert.deepEqual(report.orphansRemoved, []);
       assert.equal(
