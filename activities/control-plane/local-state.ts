@@ -150,11 +150,14 @@ export async function readJson<T>(file: string): Promise<T | undefined> {
   }
 }
 
-/** Reads a record, applies `change` and writes it back atomically; returns the new record. */
+/**
+ * Reads a record, applies `change` and writes it back atomically; returns the new record. When
+ * `change` returns the record it was given, nothing is written (a later write is not undone).
+ */
 export async function updateRecord<T>(file: string, change: (record: T) => T): Promise<T> {
   const current = await readJson<T>(file);
   if (current === undefined) throw new Error(`${file} disappeared`);
   const next = change(current);
-  await writeJsonAtomic(file, next);
+  if (next !== current) await writeJsonAtomic(file, next);
   return next;
 }

@@ -631,22 +631,33 @@ export class LocalControlPlane implements ControlPlane {
     if (record === undefined || (record.status !== 'creating' && record.status !== 'deleting')) return record;
     const job = await this.deadJob('instances', id, record.createdAt);
     if (job === undefined) return record;
-    if (job.pid > 0) killJobGroup(job);
     if (record.status === 'deleting') {
       const final = await this.settledSnapshot(record.finalSnapshotId!);
       if (final?.status === 'available') {
+        if (job.pid > 0) killJobGroup(job);
         await removeInstance(this.layout, id);
         return undefined;
       }
     }
+    // Decided on the record as it is now that the job has ended: it may have made the instance
+    // available (or failed it itself) after the read above, and a dead job writes no more.
+    let died = false;
+    const settled = await updateRecord<InstanceRecord>(file, (r) => {
+      if (r.status !== record.status) return r;
+      died = true;
+      const what = r.status === 'creating' ? 'ready' : 'deleted';
+      return {
+        ...r,
+        status: 'failed',
+        failureCause: `the background job (pid ${job.pid}) ended before the instance was ${what}`,
+      };
+    });
+    if (!died) return settled;
+    if (job.pid > 0) killJobGroup(job);
     await stopCluster(this.layout.dataDir(id), 'immediate').catch(() => undefined);
     // initdb, pg_ctl or a server that had not written its pid file yet.
     await killProcessesUsing(this.layout.dataDir(id));
-    return updateRecord<InstanceRecord>(file, (r) => ({
-      ...r,
-      status: 'failed',
-      failureCause: `the background job (pid ${job.pid}) ended before the instance was ${record.status === 'creating' ? 'ready' : 'deleted'}`,
-    }));
+    return settled;
   }
 
   private async settledSnapshot(id: string): Promise<SnapshotRecord | undefined> {
@@ -655,16 +666,25 @@ export class LocalControlPlane implements ControlPlane {
     if (record?.status !== 'creating') return record;
     const job = await this.deadJob('snapshots', id, record.requestedAt);
     if (job === undefined) return record;
+    // Decided on the record as it is now that the job has ended: it may have verified the backup
+    // and marked it available after the read above, and a dead job writes no more.
+    let died = false;
+    const settled = await updateRecord<SnapshotRecord>(file, (r) => {
+      if (r.status !== 'creating') return r;
+      died = true;
+      return {
+        ...r,
+        status: 'failed',
+        failureCause: `the background job (pid ${job.pid}) ended before the backup was verified`,
+      };
+    });
+    if (!died) return settled;
     if (job.pid > 0) killJobGroup(job);
     await killProcessesUsing(this.layout.dir('snapshots', id));
     // A backup whose job died is never trusted, however complete it looks.
     await rm(this.layout.partialBackupDir(id), { recursive: true, force: true });
     await rm(this.layout.backupDir(id), { recursive: true, force: true });
-    return updateRecord<SnapshotRecord>(file, (r) => ({
-      ...r,
-      status: 'failed',
-      failureCause: `the background job (pid ${job.pid}) ended before the backup was verified`,
-    }));
+    return settled;
   }
 
   private async settledExport(id: string): Promise<ExportRecord | undefined> {
@@ -675,17 +695,26 @@ export class LocalControlPlane implements ControlPlane {
     }
     const job = await this.deadJob('exports', id, record.requestedAt);
     if (job === undefined) return record;
+    // Decided on the record as it is now that the job has ended: it may have completed the
+    // export after the read above, and a dead job writes no more.
+    let died = false;
+    const settled = await updateRecord<ExportRecord>(file, (r) => {
+      if (r.status !== 'starting' && r.status !== 'in-progress') return r;
+      died = true;
+      return {
+        ...r,
+        status: 'failed',
+        failureCause: `the background job (pid ${job.pid}) ended before the export was complete`,
+      };
+    });
+    if (!died) return settled;
     if (job.pid > 0) killJobGroup(job);
     const work = this.layout.exportWorkDir(id);
     await killProcessesUsing(this.layout.exportOutputDir(record));
     await stopCluster(path.join(work, 'data'), 'immediate').catch(() => undefined);
     await rm(work, { recursive: true, force: true });
     await rm(this.layout.exportOutputDir(record), { recursive: true, force: true });
-    return updateRecord<ExportRecord>(file, (r) => ({
-      ...r,
-      status: 'failed',
-      failureCause: `the background job (pid ${job.pid}) ended before the export was complete`,
-    }));
+    return settled;
   }
 
   /** Snapshots of an instance (any incarnation), settled, newest first. */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmod, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -680,6 +680,90 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
       );
       await assert.rejects(plane.describeSnapshot('too-early'), NotFoundError);
       await plane.deleteInstance('still-creating', { skipFinalSnapshot: true });
+    });
+  });
+
+  describe('a describe that read the record while the job worked, and checked the job after it finished', () => {
+    /**
+     * Runs `describe` across the end of a job: its read of the record sees the job at work, and
+     * its look at the job (job.json) comes after the job has finished and exited. The job is held
+     * (SIGSTOP) while the describe reads the record; job.json is a named pipe the describe waits on
+     * until the job, let go, has exited.
+     */
+    async function describeAcrossJobEnd<T>(
+      kind: 'instances' | 'snapshots',
+      id: string,
+      describe: () => Promise<T>,
+    ): Promise<T> {
+      const dir = path.join(stateDir, kind, id);
+      const jobFile = path.join(dir, 'job.json');
+      const jobText = await readFile(jobFile, 'utf8');
+      const { pid } = JSON.parse(jobText) as { pid: number };
+      const record = path.join(dir, kind === 'instances' ? 'instance.json' : 'snapshot.json');
+      let described: Promise<T>;
+      let pipe;
+      process.kill(pid, 'SIGSTOP');
+      try {
+        const held = JSON.parse(await readFile(record, 'utf8')) as { status: string };
+        assert.equal(held.status, 'creating', 'the job was done before it could be held');
+        await rm(jobFile);
+        await execFileAsync('mkfifo', ['--mode=600', jobFile]);
+        described = describe();
+        // Returns once the describe opens job.json to read it: it has read the record by then.
+        pipe = await open(jobFile, 'w');
+      } finally {
+        process.kill(pid, 'SIGCONT');
+      }
+      const log = path.join(dir, 'job.log');
+      for (let i = 0; i < 1200 && !/: done in \d+ ms/.test(await readFile(log, 'utf8')); i++)
+        await sleep(100);
+      assert.match(await readFile(log, 'utf8'), /: done in \d+ ms/);
+      for (let i = 0; i < 100 && isAlive(pid); i++) await sleep(50); // until the ended job is reaped
+      assert.equal(isAlive(pid), false, `job ${pid} is still there`);
+      await pipe.writeFile(jobText);
+      await pipe.close();
+      const result = await described;
+      // job.json back as the job left it, for what reads it later (a delete does).
+      await rm(jobFile);
+      await writeFile(jobFile, jobText);
+      return result;
+    }
+
+    function isAlive(pid: number): boolean {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    }
+
+    it('a snapshot whose job verified it meanwhile is available, its backup kept', async () => {
+      assert.equal((await plane.createSnapshot('source-db', 'raced-snap')).status, 'creating');
+      const described = await describeAcrossJobEnd('snapshots', 'raced-snap', () =>
+        plane.describeSnapshot('raced-snap'),
+      );
+      assert.equal(described.status, 'available');
+      assert.equal((await plane.describeSnapshot('raced-snap')).status, 'available');
+      const backup = path.join(stateDir, 'snapshots', 'raced-snap', 'backup');
+      assert.ok(
+        (await stat(path.join(backup, 'backup_manifest'))).isFile(),
+        'the verified backup was removed',
+      );
+    });
+
+    it('an instance whose restore job made it available meanwhile is available and serves the data', async () => {
+      await plane.restoreFromSnapshot('raced-snap', 'raced-restore');
+      const described = await describeAcrossJobEnd('instances', 'raced-restore', () =>
+        plane.describeInstance('raced-restore'),
+      );
+      assert.equal(described.status, 'available', described.providerStatus);
+      const again = await plane.describeInstance('raced-restore');
+      assert.equal(again.status, 'available', again.providerStatus);
+      const { tableRowCounts } = await plane.describeSnapshot('raced-snap');
+      const [count] = await query<{ n: string }>(again.endpoint!, 'SELECT count(*) AS n FROM chunks');
+      assert.equal(Number(count?.n), tableRowCounts?.['mcp_db.public.chunks']);
+      await plane.deleteInstance('raced-restore', { skipFinalSnapshot: true });
     });
   });
 });
