@@ -8,6 +8,7 @@ import { execFile } from 'node:child_process';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { DbopsError, InvalidInputError } from '../../workflows/lib/errors';
 import { backendCanceller, heartbeatWhile } from '../heartbeat';
+import { workflowRunOf } from '../workflow-run';
 import type { WithInstance } from './instance';
 import {
   appliedBy,
@@ -21,7 +22,6 @@ import {
   verifyMigrations,
   type LintViolation,
   type MigrateSettings,
-  type MigrationOwner,
   type MigrationPlan,
   type VerifyResult,
 } from './migrations';
@@ -110,7 +110,7 @@ export function createDeployActivities(deps: DeployDeps) {
     async runMigrationStep(input: MigrateInput): Promise<string[]> {
       const context = Context.current();
       const settings = { ...DEFAULT_MIGRATE_SETTINGS, ...input.settings };
-      const owner = runOf(context);
+      const owner = workflowRunOf(context, 'migrations are applied');
       let status = `${input.direction === 'up' ? 'applying' : 'reverting'} ${input.names.join(', ')}`;
       const progress = (what: string) => {
         status = what;
@@ -144,7 +144,7 @@ export function createDeployActivities(deps: DeployDeps) {
 
     /** Of the plan's migrations, those applied now by this workflow run (read-only; after any failure). */
     async migrationsAppliedByRun(input: AppliedByRunInput): Promise<string[]> {
-      const owner = runOf(Context.current());
+      const owner = workflowRunOf(Context.current(), 'migrations are applied');
       return withInstance(input.instanceId, (client) => appliedBy(client, input.names, owner));
     },
 
@@ -177,18 +177,6 @@ export function createDeployActivities(deps: DeployDeps) {
       return { hook: input.hook, output };
     },
   };
-}
-
-/** The workflow run an activity works for: the owner recorded for the migrations it applies. */
-function runOf(context: Context): MigrationOwner {
-  const run = context.info.workflowExecution;
-  if (run === undefined) {
-    throw ApplicationFailure.nonRetryable(
-      'migrations are applied by a workflow run only',
-      InvalidInputError.name,
-    );
-  }
-  return { workflowId: run.workflowId, runId: run.runId };
 }
 
 /**

@@ -7,19 +7,12 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 
 import { DbopsError, InvalidInputError, InvalidStateError } from '../../../workflows/lib/errors';
 import { backendCanceller, heartbeatWhile } from '../../heartbeat';
+import { workflowRunOf } from '../../workflow-run';
 import type { WithInstance } from '../instance';
 import type { LintViolation } from '../migrations';
 import type { Change } from './definition';
 import { formatPlan, type ChangePlan, type Phase } from './plan';
-import {
-  DEFAULT_LOCK_SETTINGS,
-  lintPlan,
-  phasesOf,
-  planFor,
-  runPhase,
-  type LockSettings,
-  type PhaseOwner,
-} from './run';
+import { DEFAULT_LOCK_SETTINGS, lintPlan, phasesOf, planFor, runPhase, type LockSettings } from './run';
 
 export interface ChangeDeps {
   withInstance: WithInstance;
@@ -67,7 +60,7 @@ export function createChangeActivities(deps: ChangeDeps) {
     /** Every phase's SQL for this instance's table, and squawk's verdict on it. Changes nothing. */
     async planDeclaredChange(input: ChangeTarget): Promise<PlannedChange> {
       const change = lookup(input.change);
-      const owner = ownerOf(Context.current());
+      const owner = workflowRunOf(Context.current(), 'a declared change runs');
       return failFast(async () => {
         const plan = await deps.withInstance(input.instanceId, (client) =>
           planFor(client, change, owner.workflowId),
@@ -80,7 +73,7 @@ export function createChangeActivities(deps: ChangeDeps) {
     async runChangePhase(input: PhaseInput): Promise<PhaseResult> {
       const change = lookup(input.change);
       const context = Context.current();
-      const owner = ownerOf(context);
+      const owner = workflowRunOf(context, 'a declared change runs');
       let status = `${input.change}: ${input.phase}`;
       const progress = (what: string) => {
         status = what;
@@ -116,17 +109,6 @@ export function createChangeActivities(deps: ChangeDeps) {
       );
     },
   };
-}
-
-function ownerOf(context: Context): PhaseOwner {
-  const run = context.info.workflowExecution;
-  if (run === undefined) {
-    throw ApplicationFailure.nonRetryable(
-      'a declared change runs in a workflow only',
-      InvalidInputError.name,
-    );
-  }
-  return { workflowId: run.workflowId, runId: run.runId };
 }
 
 /** Our typed errors and failed SQL are final: a retry gives the same answer. Connection failures retry. */
