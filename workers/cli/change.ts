@@ -4,7 +4,6 @@
  */
 import {
   ApplicationFailure,
-  WorkflowExecutionAlreadyStartedError,
   WorkflowNotFoundError,
   WorkflowUpdateFailedError,
   type Client,
@@ -29,6 +28,7 @@ import { utcStamp } from '../../workflows/lib/recovery';
 import { backfillProgressLine } from '../backfill-progress';
 import { loadConfig } from '../config';
 import {
+  alreadyRunning,
   clock,
   explainFailure,
   instanceOption,
@@ -161,10 +161,7 @@ async function backfillStart(args: string[]): Promise<void> {
         workflowId,
         args: [{ instanceId, name, params, batchSize, delayMs }],
       })
-      .catch((error: Error) => {
-        if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
-        throw new Error(`${workflowId} is already running; see dbops status ${workflowId}`);
-      });
+      .catch(alreadyRunning(workflowId));
     if (options.detach) return undefined;
     if (!options.json) console.error(`started ${workflowId}`);
     let last = '';

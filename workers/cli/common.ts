@@ -5,7 +5,13 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
-import { ActivityFailure, ApplicationFailure, WorkflowFailedError, type Client } from '@temporalio/client';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowFailedError,
+  type Client,
+} from '@temporalio/client';
 
 import { InvalidInputError } from '../../workflows/lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../../workflows/lib/identifiers';
@@ -64,6 +70,14 @@ export async function withTemporal<T>(config: Config, fn: (client: Client) => Pr
 }
 
 /** A failed workflow reported by its root cause; bad input stays a usage error (exit 2). */
+/** For a start's `.catch`: a run of that id is going already, said with what to do about it. */
+export function alreadyRunning(workflowId: string): (error: Error) => never {
+  return (error) => {
+    if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
+    throw new Error(`${workflowId} is already running; see dbops status ${workflowId}`);
+  };
+}
+
 export async function explainFailure<T>(run: Promise<T>): Promise<T> {
   try {
     return await run;

@@ -3,7 +3,7 @@
  * plan prints every phase's SQL and squawk's verdict before anything runs; `change` starts one,
  * tells it the new code is deployed, or aborts it before its contract.
  */
-import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 
 import { declaredChange, planChange } from '../../workflows';
 import {
@@ -16,6 +16,7 @@ import { InvalidInputError } from '../../workflows/lib/errors';
 import { utcStamp } from '../../workflows/lib/recovery';
 import { loadConfig } from '../config';
 import {
+  alreadyRunning,
   clock,
   explainFailure,
   instanceOption,
@@ -97,10 +98,7 @@ async function changeStart(args: string[]): Promise<void> {
         workflowId,
         args: [{ instanceId, change, batchSize }],
       })
-      .catch((error: Error) => {
-        if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
-        throw new Error(`${workflowId} is already running; see dbops status ${workflowId}`);
-      });
+      .catch(alreadyRunning(workflowId));
     if (options.detach) return undefined;
     if (!options.json) console.error(`started ${workflowId}`);
     let stage = '';
