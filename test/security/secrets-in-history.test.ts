@@ -1,25 +1,38 @@
 /**
  * No secret in history or logs: every registered workflow type runs end to end on the dev server
  * against a local instance that only accepts the postgres user with a password (scram-sha-256),
- * which the worker gets the way users give it, through PGPASSWORD. Then the complete history of
- * every run (children included) and everything the worker process wrote are searched for it.
+ * which the worker gets the way users give it, through PGPASSWORD. The worker and client encrypt
+ * payloads as a deployment with codec keys does. Then the complete history of every run (children
+ * included) is read as its users would read it: every payload of every event decoded through the
+ * configured data converter (payload codec, then payload converter): inputs, results, heartbeat
+ * details, signals, memo, search attributes and the encoded message and stack trace of failures
+ * at every nesting level. That text, and everything the worker process wrote, is searched for the
+ * password. Control runs carrying a marker in each of those places prove the search finds it.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Signer } from '@aws-sdk/rds-signer';
+import { Client as TemporalClient, WorkflowFailedError } from '@temporalio/client';
+import type { DataConverter } from '@temporalio/common';
+import { temporal } from '@temporalio/proto';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { Client } from 'pg';
 
 import { createActivities } from '../../activities';
+import { ADMIN_USER } from '../../activities/control-plane/local-jobs';
 import { createDatabaseConnector, iamAuthToken } from '../../activities/postgres/connect';
 import * as workflows from '../../workflows';
 import { codeDeployedSignal } from '../../workflows/expand-contract';
+import { DbopsInstance } from '../../workflows/lib/search-attributes';
+import { loadConfig } from '../../workers/config';
 import { seedDemoData } from '../../workers/seed';
+import { dataConverter } from '../../workers/temporal-connection';
 import { localActivityDeps } from '../helpers/activity-deps';
+import { decodeHistory } from '../helpers/decoded-history';
 import { startLocalInstance, type LocalInstance } from '../helpers/local-instance';
 import { startThrowawayCluster } from '../helpers/postgres';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
@@ -29,6 +42,15 @@ const SOURCE = 'secrets-src';
 const fast = { pollInterval: '1 second' };
 /** A password no workflow could produce by chance: a random marker. */
 const PASSWORD = `pw-marker-${randomBytes(12).toString('hex')}`;
+/** What the control runs carry, where the password must not be: the search has to find it. */
+const CONTROL = `control-marker-${randomBytes(12).toString('hex')}`;
+/** Payload encryption as a deployment with codec keys has it (DBOPS_CODEC_KEY). */
+const CODEC_ENV = { DBOPS_CODEC_KEY: randomBytes(32).toString('base64'), DBOPS_CODEC_KEY_ID: 'secrets-k1' };
+
+/** The history as the server stores it (protobuf bytes): what anyone with access to Temporal reads. */
+function storedBytes(history: temporal.api.history.v1.IHistory): Buffer {
+  return Buffer.from(temporal.api.history.v1.History.encode(history).finish());
+}
 
 /** Tees everything the process writes to stdout/stderr (the worker's and the SDK runtime's logs). */
 function captureOutput(): { text(): string; restore(): void } {
@@ -53,6 +75,10 @@ describe('no secret in workflow history or worker logs (dev server, password-onl
   this.timeout(600_000);
   let env: TestWorkflowEnvironment;
   let instance: LocalInstance;
+  /** The worker's and client's data converter: the codec the configuration above builds. */
+  let converter: DataConverter;
+  /** A client with that converter (the dbops CLI's). */
+  let codecClient: TemporalClient;
   let worker: Worker;
   let running: Promise<void>;
   let output: ReturnType<typeof captureOutput>;
@@ -62,9 +88,13 @@ describe('no secret in workflow history or worker logs (dev server, password-onl
   before(async () => {
     [env, instance] = await Promise.all([createDevServerEnv(), startLocalInstance(SOURCE)]);
     await seedDemoData(instance.endpoint, { conversations: 40, chunksPerConversation: 1 });
-    // From here on the instance (and every copy restored from it) wants the password over TCP.
-    const admin = await instance.connect();
-    await admin.query(`ALTER USER postgres PASSWORD '${PASSWORD}'`);
+    // From here on the instance (and every copy restored from it) wants the password over TCP,
+    // for the endpoint's user and for the superuser the provider works as.
+    const admin = new Client({ ...instance.endpoint, user: ADMIN_USER });
+    await admin.connect();
+    for (const user of new Set([ADMIN_USER, instance.endpoint.user])) {
+      await admin.query(`ALTER USER ${user} PASSWORD '${PASSWORD}'`);
+    }
     const { rows } = await admin.query<{ setting: string }>(
       `SELECT setting FROM pg_settings WHERE name = 'data_directory'`,
     );
@@ -78,12 +108,17 @@ describe('no secret in workflow history or worker logs (dev server, password-onl
       ].join('\n'),
     );
     await admin.query('SELECT pg_reload_conf()');
+    await admin.end();
     process.env.PGPASSWORD = PASSWORD;
+    converter = dataConverter(loadConfig(CODEC_ENV).temporal)!;
+    codecClient = new TemporalClient({ connection: env.connection, dataConverter: converter });
     output = captureOutput();
+    // Built like workers/worker.ts: the workflow code is bundled with the codec's failure converter.
     worker = await Worker.create({
       connection: env.nativeConnection,
       taskQueue,
-      workflowBundle: await workflowBundle(),
+      workflowsPath: require.resolve('../../workflows'),
+      dataConverter: converter,
       activities: createActivities(instance.deps),
     });
     running = worker.run();
@@ -109,15 +144,104 @@ describe('no secret in workflow history or worker logs (dev server, password-onl
     delete process.env.PGPASSWORD;
     try {
       const client = new Client({ ...instance.endpoint, password: 'wrong' });
-      await assert.rejects(client.connect(), /password authentication failed for user "postgres"/);
+      await assert.rejects(
+        client.connect(),
+        new RegExp(`password authentication failed for user "${instance.endpoint.user}"`),
+      );
     } finally {
       process.env.PGPASSWORD = saved;
     }
   });
 
-  it('runs every registered workflow type; no history and no log line contains the password', async () => {
+  it('control: the decoded search finds a marker given to a run in its input, memo, a signal, a search attribute or a failure (nested), none of it readable in the stored bytes', async () => {
+    const client = codecClient.workflow;
+    // Nobody polls this queue: these runs wait with what they were given until terminated.
+    const parked = (workflowId: string) => ({ taskQueue: 'secrets-no-worker', workflowId });
+    const handles = [
+      await client.start('ping', { ...parked('control-input'), args: [{ note: CONTROL }] }),
+      await client.start('ping', { ...parked('control-memo'), memo: { note: CONTROL } }),
+      await client.start('ping', parked('control-signal')),
+      await client.start('ping', {
+        ...parked('control-search-attribute'),
+        typedSearchAttributes: [{ key: DbopsInstance, value: CONTROL }],
+      }),
+    ];
+    await handles[2]!.signal('note', { note: CONTROL });
+    for (const handle of handles) await handle.terminate('control run');
+    // A real failure: the activity refuses the backfill name, quoting it; the worker encodes it.
+    await assert.rejects(
+      client.execute(workflows.backfill, {
+        taskQueue,
+        workflowId: 'control-failure',
+        args: [{ instanceId: SOURCE, name: CONTROL }],
+      }),
+      (error: unknown) =>
+        error instanceof WorkflowFailedError &&
+        [error.cause, error.cause?.cause as Error | undefined].some((cause) =>
+          cause?.message.includes(CONTROL),
+        ),
+      'a client with the codec reads the failure message',
+    );
+
+    // Where each control run must show the marker once decoded, and whether its stored bytes do
+    // too: search attributes are the one payload the server must read (to index), so the codec
+    // leaves them alone; the old search of the history as JSON missed them all the same.
+    const expected: [string, RegExp, 'encrypted' | 'indexed'][] = [
+      [
+        'control-input',
+        /^events\[0\]\.workflowExecutionStartedEventAttributes\.input\.payloads\[0\]$/,
+        'encrypted',
+      ],
+      [
+        'control-memo',
+        /^events\[0\]\.workflowExecutionStartedEventAttributes\.memo\.fields\.note$/,
+        'encrypted',
+      ],
+      ['control-signal', /\.workflowExecutionSignaledEventAttributes\.input\.payloads\[0\]$/, 'encrypted'],
+      [
+        'control-search-attribute',
+        /^events\[0\]\.workflowExecutionStartedEventAttributes\.searchAttributes\.indexedFields\.DbopsInstance$/,
+        'indexed',
+      ],
+      ['control-failure', /\.activityTaskFailedEventAttributes\.failure\.encodedAttributes$/, 'encrypted'],
+      [
+        'control-failure',
+        /\.workflowExecutionFailedEventAttributes\.failure\.cause\.encodedAttributes$/,
+        'encrypted',
+      ],
+    ];
+    for (const [workflowId, place, stored] of expected) {
+      const history = await env.client.workflow.getHandle(workflowId).fetchHistory();
+      assert.ok(!JSON.stringify(history).includes(CONTROL), `${workflowId}: found by the search of the JSON`);
+      assert.equal(
+        storedBytes(history).includes(CONTROL),
+        stored === 'indexed',
+        `${workflowId}: the stored bytes show the marker`,
+      );
+      const found = (await decodeHistory(history, converter)).find(CONTROL);
+      assert.ok(
+        found.some((path) => place.test(path)),
+        `${workflowId}: the marker not found at ${place.source} (found at: ${found.join(', ') || 'nowhere'})`,
+      );
+    }
+
+    // Failure messages and stack traces are stored encrypted: the stored history has neither the
+    // error text nor a stack frame, and decoded both are there.
+    const history = await env.client.workflow.getHandle('control-failure').fetchHistory();
+    const stored = storedBytes(history);
+    const decoded = await decodeHistory(history, converter);
+    for (const text of ['no backfill named', 'activities/postgres/backfill.ts']) {
+      assert.ok(!stored.includes(text), `the stored history shows ${JSON.stringify(text)} in clear text`);
+      assert.ok(
+        decoded.find(text).some((path) => path.endsWith('failure.encodedAttributes')),
+        `decoded, the failure shows ${JSON.stringify(text)}`,
+      );
+    }
+  });
+
+  it('runs every registered workflow type; no history (every payload decoded) and no log line contains the password', async () => {
     const run = <T>(workflowId: string, started: Promise<T>) => started.then((r) => [workflowId, r] as const);
-    const client = env.client.workflow;
+    const client = codecClient.workflow;
     const results = [];
     results.push(await run('s-ping', client.execute(workflows.ping, { taskQueue, workflowId: 's-ping' })));
     results.push(
@@ -242,9 +366,13 @@ describe('no secret in workflow history or worker logs (dev server, password-onl
     for await (const execution of client.list()) {
       types.add(execution.type);
       const history = await client.getHandle(execution.workflowId, execution.runId).fetchHistory();
-      const json = JSON.stringify(history);
-      assert.ok(json.length > 500, `${execution.workflowId}: history fetched`);
-      assert.ok(!json.includes(PASSWORD), `the password appears in the history of ${execution.workflowId}`);
+      const decoded = await decodeHistory(history, converter);
+      assert.ok(decoded.payloads > 0, `${execution.workflowId}: payloads decoded`);
+      assert.deepEqual(
+        decoded.find(PASSWORD),
+        [],
+        `the password appears in the history of ${execution.workflowId}`,
+      );
       scanned++;
     }
     assert.deepEqual([...types].sort(), Object.keys(workflows).sort());
@@ -324,12 +452,18 @@ describe('no secret in workflow history or worker logs (dev server, password-onl
       assert.ok(tokens.length >= 4, `tokens generated during the run: ${tokens.length - 1}`);
       const logs = output.text();
       for (const id of ids) {
-        const history = JSON.stringify(await env.client.workflow.getHandle(id).fetchHistory());
+        // That worker has no codec: its payloads decode with the SDK's default converter.
+        const history = await decodeHistory(await env.client.workflow.getHandle(id).fetchHistory());
+        assert.ok(history.payloads > 0, `${id}: payloads decoded`);
         for (const token of tokens) {
-          assert.ok(!history.includes(token), `an IAM token appears in the history of ${id}`);
+          assert.deepEqual(history.find(token), [], `an IAM token appears in the history of ${id}`);
           // The signature is the secret part; it must not leak on its own either.
           const signature = /X-Amz-Signature=([0-9a-f]+)/.exec(token)![1]!;
-          assert.ok(!history.includes(signature), `an IAM token signature appears in the history of ${id}`);
+          assert.deepEqual(
+            history.find(signature),
+            [],
+            `an IAM token signature appears in the history of ${id}`,
+          );
           assert.ok(!logs.includes(signature), 'an IAM token signature appears in the worker output');
         }
       }
