@@ -1,9 +1,9 @@
 /**
- * The runbook's production deployment, made safe: lint the pending migrations, take a
- * pre-migration snapshot, wait for approval on production, migrate under the migration lock,
- * verify, run the rollout hook. On failure it reverts what it applied where every step is
- * reversible; otherwise it stops and names the snapshot and the restore command. It never
- * restores on its own.
+ * The runbook's production deployment, made safe: lint the pending migrations, wait for approval
+ * on production, take a pre-migration snapshot just before migrating, migrate under the migration
+ * lock, verify, run the rollout hook. On failure it reverts what it applied where every step is
+ * reversible; otherwise it stops and names the snapshot and the point in time to restore, with the
+ * commands. It never restores on its own.
  */
 import {
   ActivityCancellationType,
@@ -14,6 +14,7 @@ import {
   defineUpdate,
   isCancellation,
   log,
+  patched,
   proxyActivities,
   setHandler,
   sleep,
@@ -91,7 +92,19 @@ export interface DeployFailure {
   reverted: string[];
   /** Set when the database could not be put back by reverting: what to run, by a human. */
   restoreCommand: string | undefined;
+  /**
+   * With `restoreCommand`: the point-in-time restore to the last whole second before the
+   * migration began (input of `pitrRestore`, and the `dbops restore --to` command). It keeps what
+   * was written between the snapshot and the migration. Absent in reports of older runs.
+   */
+  pitrRestore?: PitrRestoreAdvice;
   error: string;
+}
+
+export interface PitrRestoreAdvice {
+  /** The `pitrRestore` workflow's input. */
+  input: { instanceId: string; restoreTime: string; targetInstanceId: string };
+  command: string;
 }
 
 export interface Approval {
@@ -126,6 +139,12 @@ const { runRolloutHook } = proxyActivities<Activities>({
   startToCloseTimeout: '15 minutes',
   retry: { maximumAttempts: 1 },
 });
+
+/**
+ * Runs started before the snapshot moved after the approval replay as they ran: snapshot, then
+ * approval (a wait of up to a day that the snapshot's restore would have lost).
+ */
+const SNAPSHOT_AFTER_APPROVAL = 'deploy-migration-snapshot-after-approval';
 
 export async function deployMigration(input: DeployMigrationInput): Promise<DeployMigrationResult> {
   const settings = validate(input);
@@ -180,11 +199,16 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
     };
   }
 
-  progress.stage = 'snapshot';
-  const snapshot = await takeSnapshot(instanceId, input.snapshotTimeout ?? '2 hours', (id) => {
-    progress.snapshotId = id;
-  });
-  const snapshotId = snapshot.snapshotId;
+  const snapshotTimeout = input.snapshotTimeout ?? '2 hours';
+  const snapshotNow = async () => {
+    progress.stage = 'snapshot';
+    const snapshot = await takeSnapshot(instanceId, snapshotTimeout, (id) => {
+      progress.snapshotId = id;
+    });
+    return snapshot.snapshotId;
+  };
+  const afterApproval = patched(SNAPSHOT_AFTER_APPROVAL);
+  let snapshotId = afterApproval ? undefined : await snapshotNow();
 
   const instance = await quick.describeInstance(instanceId);
   const approvalNeeded = input.requireApproval ?? instance.tags.Environment?.toLowerCase() === 'production';
@@ -204,10 +228,13 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
       });
     }
   }
+  snapshotId ??= await snapshotNow();
 
   let applied: string[] = [];
   let verify: VerifyResult | undefined;
   let rollout: RolloutResult | undefined;
+  // Workflow time when the migrate step is scheduled: the step starts after it.
+  const migrationStart = new Date();
   try {
     progress.stage = 'migrate';
     applied = await runMigrationStep({ instanceId, direction: 'up', names: plan.toApply, settings });
@@ -229,7 +256,7 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
   } catch (error) {
     // A cancelled deploy still reads, reverts and reports: that work must not be cancelled too.
     const failure = await CancellationScope.nonCancellable(() =>
-      undoAfterFailure(error, { instanceId, plan, settings, snapshotId, progress }),
+      undoAfterFailure(error, { instanceId, plan, settings, snapshotId, migrationStart, progress }),
     );
     return fail(failure);
   }
@@ -252,6 +279,7 @@ interface Deploy {
   plan: { toApply: string[]; irreversible: string[] };
   settings: Partial<MigrateSettings>;
   snapshotId: string;
+  migrationStart: Date;
   progress: DeployProgress;
 }
 
@@ -263,7 +291,7 @@ interface Deploy {
  */
 async function undoAfterFailure(
   error: unknown,
-  { instanceId, plan, settings, snapshotId, progress }: Deploy,
+  { instanceId, plan, settings, snapshotId, migrationStart, progress }: Deploy,
 ): Promise<Omit<DeployFailure, 'instanceId'>> {
   const message = isCancellation(error) ? 'the deploy was cancelled' : rootMessage(error);
   const none = {
@@ -276,12 +304,14 @@ async function undoAfterFailure(
   const applied = await quick.migrationsAppliedByRun({ instanceId, names: plan.toApply });
   if (applied.length === 0) return { ...none, applied, error: message };
   const restoreCommand = `dbops restore --instance ${instanceId} --snapshot ${snapshotId} --target ${restoreTarget(instanceId)}`;
+  const pitrRestore = pitrAdvice(instanceId, migrationStart);
   const irreversible = applied.filter((name) => plan.irreversible.includes(name));
   if (irreversible.length > 0) {
     return {
       ...none,
       applied,
       restoreCommand,
+      pitrRestore,
       error: `${message}; not reverted: ${irreversible.join(', ')} cannot be undone`,
     };
   }
@@ -297,6 +327,7 @@ async function undoAfterFailure(
       applied,
       reverted: applied.filter((name) => !left.includes(name)),
       restoreCommand,
+      pitrRestore,
       error: `${message}; reverting failed too: ${rootMessage(revertError)}`,
     };
   }
@@ -339,6 +370,21 @@ function stamp(date: Date): string {
   return `${iso.slice(0, 10).replaceAll('-', '')}-${iso.slice(11, 19).replaceAll(':', '')}`;
 }
 
+/**
+ * The point-in-time restore to the last whole second before `migrationStart` (RDS restores to
+ * the second): nothing of the migration, everything committed before it.
+ */
+function pitrAdvice(instanceId: string, migrationStart: Date): PitrRestoreAdvice {
+  const restoreTime = new Date(Math.ceil(migrationStart.getTime() / 1000) * 1000 - 1000)
+    .toISOString()
+    .replace('.000Z', 'Z');
+  const targetInstanceId = restoreTarget(instanceId);
+  return {
+    input: { instanceId, restoreTime, targetInstanceId },
+    command: `dbops restore --instance ${instanceId} --to ${restoreTime} --target ${targetInstanceId}`,
+  };
+}
+
 /** A new instance id for the restore command (the source is never overwritten). */
 function restoreTarget(instanceId: string): string {
   return `${instanceId.slice(0, 54)}-restored`;
@@ -366,7 +412,9 @@ function describe(instanceId: string, failure: Omit<DeployFailure, 'instanceId'>
         failure.lintViolations.map((v) => `${v.file}:${v.line} ${v.rule}: ${v.message}`).join('; ')
       );
     case 'approval':
-      return `deploy to ${instanceId}: ${failure.error} (snapshot ${failure.snapshotId} kept)`;
+      return failure.snapshotId === undefined
+        ? `deploy to ${instanceId}: ${failure.error}`
+        : `deploy to ${instanceId}: ${failure.error} (snapshot ${failure.snapshotId} kept)`;
     case 'migrate': {
       const parts = [`deploy to ${instanceId} failed: ${failure.error}`];
       if (failure.reverted.length > 0 && failure.reverted.length === failure.applied.length)
@@ -377,6 +425,12 @@ function describe(instanceId: string, failure: Omit<DeployFailure, 'instanceId'>
         parts.push(
           `applied ${failure.applied.join(', ')}; to go back, restore the pre-migration snapshot ` +
             `${failure.snapshotId} as a new instance: ${failure.restoreCommand}`,
+        );
+      }
+      if (failure.pitrRestore !== undefined) {
+        parts.push(
+          `or restore to ${failure.pitrRestore.input.restoreTime}, the second before the migration began, ` +
+            `keeping what was written after the snapshot: ${failure.pitrRestore.command}`,
         );
       }
       return parts.join('. ');

@@ -1,11 +1,17 @@
-import { ApplicationFailure, log, proxyActivities } from '@temporalio/workflow';
+/**
+ * The runbook's vacuum / analyze routine: a report, one VACUUM per table, a report. VACUUM FULL
+ * locks each table it rewrites, so it runs only inside the maintenance window: checked at the
+ * start and again before each table; once the window has closed the run stops and reports the
+ * tables it skipped.
+ */
+import { ApplicationFailure, log, patched, proxyActivities } from '@temporalio/workflow';
 
 import type { Activities } from '../activities';
-import type { MaintenanceReport, VacuumResult } from '../activities/postgres/maintenance';
+import type { MaintenanceReport, TableRef, VacuumResult } from '../activities/postgres/maintenance';
 import { InvalidInputError, InvalidStateError } from './lib/errors';
 import { DATABASE_RETRY } from './lib/retry';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
-import { isInsideWindow, parseMaintenanceWindow } from './lib/maintenance-window';
+import { isInsideWindow, parseMaintenanceWindow, type MaintenanceWindow } from './lib/maintenance-window';
 import { parseTableName, TABLE_NAME_RULE } from './lib/table-names';
 
 export interface MaintenanceInput {
@@ -22,6 +28,10 @@ export interface MaintenanceResult {
   full: boolean;
   before: MaintenanceReport;
   vacuumed: VacuumResult[];
+  /** VACUUM FULL: the tables left alone because the window had closed (absent in older results). */
+  skipped?: TableRef[];
+  /** Why the run stopped before its last table (the window closed); absent when it did not. */
+  stopped?: string;
   after: MaintenanceReport;
 }
 
@@ -37,13 +47,20 @@ const { vacuumTable } = proxyActivities<Activities>({
   retry: DATABASE_RETRY,
 });
 
+/**
+ * Runs started before the window was checked before each table replay as they ran: every table
+ * once the window had been open at the start.
+ */
+const WINDOW_BEFORE_EACH_TABLE = 'maintenance-window-before-each-table';
+
 /** The runbook's vacuum / analyze routine, one table per activity, with a report before and after. */
 export async function maintenance(input: MaintenanceInput = {}): Promise<MaintenanceResult> {
   const full = validate(input);
 
+  let window: MaintenanceWindow | undefined;
   if (full) {
     const configured = await quick.configuredMaintenanceWindow();
-    const window = parseMaintenanceWindow(configured);
+    window = parseMaintenanceWindow(configured);
     const now = new Date(); // workflow time: deterministic on replay
     if (window === undefined || !isInsideWindow(window, now)) {
       throw ApplicationFailure.nonRetryable(
@@ -52,12 +69,26 @@ export async function maintenance(input: MaintenanceInput = {}): Promise<Mainten
       );
     }
   }
+  const recheck = window !== undefined && patched(WINDOW_BEFORE_EACH_TABLE) ? window : undefined;
 
   const { instanceId } = input;
   const tables = await quick.resolveMaintenanceTables({ instanceId, tables: input.tables });
   const before = await quick.maintenanceReport({ instanceId });
   const vacuumed: VacuumResult[] = [];
-  for (const table of tables) {
+  let skipped: TableRef[] = [];
+  let stopped: string | undefined;
+  for (const [i, table] of tables.entries()) {
+    const now = new Date();
+    if (recheck !== undefined && !isInsideWindow(recheck, now)) {
+      skipped = tables.slice(i);
+      stopped =
+        `the maintenance window ${recheck.text} (UTC) closed before ${skipped.length} of ${tables.length} ` +
+        `tables; it is now ${now.toISOString()}`;
+      log.warn(`VACUUM FULL stopped: ${stopped}`, {
+        skipped: skipped.map((t) => `${t.schema}.${t.table}`),
+      });
+      break;
+    }
     const result = await vacuumTable({ instanceId, table, full });
     log.info('vacuumed', { table: `${table.schema}.${table.table}`, full, durationMs: result.durationMs });
     vacuumed.push(result);
@@ -69,7 +100,10 @@ export async function maintenance(input: MaintenanceInput = {}): Promise<Mainten
   for (const setting of after.autovacuum.filter((s) => !s.matches)) {
     log.info('autovacuum setting differs from the runbook', { ...setting });
   }
-  return { instanceId: instanceId ?? null, full, before, vacuumed, after };
+  const result: MaintenanceResult = { instanceId: instanceId ?? null, full, before, vacuumed, after };
+  if (recheck !== undefined) result.skipped = skipped;
+  if (stopped !== undefined) result.stopped = stopped;
+  return result;
 }
 
 /** Rejects bad input before any activity runs; returns whether VACUUM FULL was asked for. */

@@ -7,12 +7,12 @@ import path from 'node:path';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
-import type { Client } from 'pg';
+import { Client } from 'pg';
 
 import { createActivities, type ActivityDeps } from '../../activities';
 import { HEARTBEAT_THROTTLE } from '../../activities/heartbeat';
 import type { DeployFailure } from '../../workflows/deploy-migration';
-import { deployMigration } from '../../workflows';
+import { deployMigration, pitrRestore } from '../../workflows';
 import { createWorker } from '../../workers/worker';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
 import { migrationsDir, startLocalInstance, type LocalInstance } from '../helpers/local-instance';
@@ -244,16 +244,25 @@ describe('deployMigration workflow (dev server, local instance)', () => {
     assert.equal(rowCount, 0);
   });
 
-  it('an irreversible migration applied before the failure: no revert, the snapshot and the exact restore command reported', async () => {
+  it('an irreversible migration applied before the failure: no revert, the snapshot and the exact restore commands reported; the point-in-time restore given gives the schema from before the migration', async () => {
     const irreversible = '-- Up Migration\nALTER TABLE conversations ALTER COLUMN title DROP DEFAULT;\n';
     const dir = await migrationsDir(SCHEMA, {
       ...extras,
       '0103_title_no_default.sql': irreversible,
       '0104_broken.sql': broken,
     });
-    const { message, details } = await withWorker({ migrationsDir: dir }, async (taskQueue) =>
-      deployFailure((await start(taskQueue, 'deploy-irreversible')).result()),
-    );
+    const startedAt = new Date();
+    const { message, details, restored } = await withWorker({ migrationsDir: dir }, async (taskQueue) => {
+      const failure = await deployFailure((await start(taskQueue, 'deploy-irreversible')).result());
+      assert.ok(failure.details.pitrRestore !== undefined, failure.message);
+      // What a user does with the report: start pitrRestore with the input it gives.
+      const restoredCopy = await env.client.workflow.execute(pitrRestore, {
+        taskQueue,
+        workflowId: 'deploy-irreversible-pitr',
+        args: [{ ...failure.details.pitrRestore.input, timeouts: { pollInterval: '1 second' } }],
+      });
+      return { ...failure, restored: restoredCopy };
+    });
     extras['0103_title_no_default.sql'] = irreversible; // applied and kept: later deploys see it
     assert.deepEqual(details.applied, ['0103_title_no_default']);
     assert.deepEqual(details.reverted, []);
@@ -263,14 +272,54 @@ describe('deployMigration workflow (dev server, local instance)', () => {
       `dbops restore --instance deploy-test --snapshot ${details.snapshotId} --target deploy-test-restored`,
     );
     assert.ok(message.includes(details.restoreCommand), message);
-    assert.equal((await instance.plane.describeSnapshot(details.snapshotId!)).status, 'available');
+    const snapshot = await instance.plane.describeSnapshot(details.snapshotId!);
+    assert.equal(snapshot.status, 'available');
     assert.equal((await instance.plane.describeInstance('deploy-test')).status, 'available');
+
+    // The point in time: the whole second before the migration step began, after the snapshot.
+    const { restoreTime } = details.pitrRestore!.input;
+    assert.match(restoreTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    assert.ok(
+      restoreTime >= startedAt.toISOString().slice(0, 19),
+      `${restoreTime} is before the deploy started`,
+    );
+    assert.ok(
+      snapshot.createdAt !== undefined && restoreTime >= snapshot.createdAt.slice(0, 19),
+      `${restoreTime} is before the snapshot (${snapshot.createdAt})`,
+    );
+    assert.deepEqual(details.pitrRestore!.input, {
+      instanceId: 'deploy-test',
+      restoreTime,
+      targetInstanceId: 'deploy-test-restored',
+    });
+    assert.equal(
+      details.pitrRestore!.command,
+      `dbops restore --instance deploy-test --to ${restoreTime} --target deploy-test-restored`,
+    );
+    assert.ok(message.includes(details.pitrRestore!.command), message);
+
+    const copy = new Client({ ...restored.endpoint });
+    copy.on('error', () => undefined);
+    await copy.connect();
+    try {
+      const { rows } = await copy.query<{ has_default: boolean; recorded: number }>(
+        `SELECT (SELECT column_default IS NOT NULL FROM information_schema.columns
+                  WHERE table_name = 'conversations' AND column_name = 'title') AS has_default,
+                (SELECT count(*)::int FROM pgmigrations WHERE name = '0103_title_no_default') AS recorded`,
+      );
+      assert.deepEqual(rows, [{ has_default: true, recorded: 0 }], 'the copy has the schema from before');
+    } finally {
+      await copy.end();
+      await instance.plane.deleteInstance(restored.targetInstanceId, { skipFinalSnapshot: true });
+    }
   });
 
   it('waits for approval on production, records who approved, then runs the rollout hook', async () => {
     const out = path.join(await mkdtemp(path.join(os.tmpdir(), 'dbops-hook-')), 'rollout.txt');
     const hook = { command: ['sh', '-c', `echo "rolled out after $DBOPS_APPLIED_MIGRATIONS" | tee ${out}`] };
     const dir = await migrationsDir(SCHEMA, { ...extras, '0105_add_note.sql': addNote });
+    const snapshotsBefore = (await instance.plane.listSnapshots(instance.instanceId)).length;
+    let approvedAt = '';
     const result = await withWorker(
       { migrationsDir: dir, rolloutHooks: { kubectl: hook } },
       async (taskQueue) => {
@@ -279,6 +328,11 @@ describe('deployMigration workflow (dev server, local instance)', () => {
           rolloutHook: 'kubectl',
         });
         await waitForStage(handle, 'awaiting-approval');
+        // No snapshot while waiting: the one to restore is taken just before migrating.
+        const waiting = await handle.query<{ snapshotId: string | undefined }>('progress');
+        assert.equal(waiting.snapshotId, undefined);
+        assert.equal((await instance.plane.listSnapshots(instance.instanceId)).length, snapshotsBefore);
+        approvedAt = new Date().toISOString();
         await assert.rejects(
           handle.executeUpdate('approve', { args: [{ approvedBy: ' ' }] }),
           (error: Error) =>
@@ -294,15 +348,21 @@ describe('deployMigration workflow (dev server, local instance)', () => {
     extras['0105_add_note.sql'] = addNote;
     assert.equal(result.approvedBy, 'alice');
     assert.deepEqual(result.applied, ['0105_add_note']);
+    const snapshot = await instance.plane.describeSnapshot(result.snapshotId!);
+    assert.ok(
+      snapshot.createdAt !== undefined && snapshot.createdAt >= approvedAt,
+      `snapshot ${snapshot.createdAt} taken before the approval at ${approvedAt}`,
+    );
     assert.equal(result.rollout?.output.trim(), 'rolled out after 0105_add_note');
     assert.equal((await readFile(out, 'utf8')).trim(), 'rolled out after 0105_add_note');
   });
 
-  it('no approval within the timeout: fails naming the kept snapshot; nothing migrated', async () => {
+  it('no approval within the timeout: fails; nothing snapshotted or migrated', async () => {
     const dir = await migrationsDir(SCHEMA, {
       ...extras,
       '0106_add_lang.sql': addNote.replaceAll('note', 'lang'),
     });
+    const snapshotsBefore = (await instance.plane.listSnapshots(instance.instanceId)).length;
     const { message, details } = await withWorker({ migrationsDir: dir }, async (taskQueue) =>
       deployFailure(
         (
@@ -311,10 +371,9 @@ describe('deployMigration workflow (dev server, local instance)', () => {
       ),
     );
     assert.equal(details.stage, 'approval');
-    assert.match(
-      message,
-      /no approval within 2 seconds; nothing was migrated \(snapshot pre-migration-\d{8}-\d{6} kept\)/,
-    );
+    assert.equal(details.snapshotId, undefined);
+    assert.equal(message, 'deploy to deploy-test: no approval within 2 seconds; nothing was migrated');
+    assert.equal((await instance.plane.listSnapshots(instance.instanceId)).length, snapshotsBefore);
     const client = await instance.connect();
     const { rowCount } = await client.query(`SELECT 1 FROM pgmigrations WHERE name = '0106_add_lang'`);
     assert.equal(rowCount, 0);

@@ -9,14 +9,14 @@ import { createActivities } from '../../activities';
 import { maintenance, type MaintenanceInput } from '../../workflows/maintenance';
 import { localActivityDeps } from '../helpers/activity-deps';
 import { startThrowawayCluster, type ThrowawayCluster } from '../helpers/postgres';
-import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
+import { createDevServerEnv, createTimeSkippingEnv, workflowBundle } from '../helpers/temporal';
 
 const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
 
-/** An RDS-syntax window starting `offsetMinutes` from now (UTC) and lasting `length` minutes. */
-function windowFromNow(offsetMinutes: number, length: number): string {
+/** An RDS-syntax window starting `offsetMinutes` from `from` (UTC) and lasting `length` minutes. */
+function windowFromNow(offsetMinutes: number, length: number, from = Date.now()): string {
   const at = (minutes: number) => {
-    const t = new Date(Date.now() + minutes * 60_000);
+    const t = new Date(from + minutes * 60_000);
     const hh = String(t.getUTCHours()).padStart(2, '0');
     const mm = String(t.getUTCMinutes()).padStart(2, '0');
     return `${DAYS[t.getUTCDay()]}:${hh}:${mm}`;
@@ -158,5 +158,72 @@ describe('maintenance workflow (dev server, real Postgres)', () => {
   it('vacuums every user table when none is named', async () => {
     const result = await run({});
     assert.deepEqual(result.vacuumed.map((v) => v.table).sort(), ['bloated', 'tidy']);
+  });
+
+  describe('VACUUM FULL whose window closes between two tables (time-skipping server)', () => {
+    let skipping: TestWorkflowEnvironment;
+    before(async () => {
+      skipping = await createTimeSkippingEnv();
+    });
+    after(async () => {
+      await skipping?.teardown();
+    });
+
+    it('rewrites the first table, then stops and reports the table it skipped', async () => {
+      const filenodes = async () => {
+        const { rows } = await sql.query<{ tidy: string; bloated: string }>(
+          `SELECT pg_relation_filenode('tidy')::text AS tidy, pg_relation_filenode('bloated')::text AS bloated`,
+        );
+        return rows[0]!;
+      };
+      const before = await filenodes();
+      const vacuumsBefore = await lastVacuums();
+      // The window closes at the next whole minute of the test server's clock, which is first
+      // moved to 20 s before it; the first table's VACUUM FULL then takes 30 s of workflow time
+      // (the clock is moved on when it has finished: less than its heartbeat timeout).
+      const minute = Math.ceil((await skipping.currentTimeMs()) / 60_000 + 1) * 60_000;
+      await skipping.sleep(minute - 20_000 - (await skipping.currentTimeMs()));
+      const window = windowFromNow(-40, 40, minute);
+      const activities = createActivities({
+        ...localActivityDeps(cluster.database),
+        maintenanceWindow: window,
+      });
+      const vacuumed: string[] = [];
+      const worker = await Worker.create({
+        connection: skipping.nativeConnection,
+        taskQueue: 'maintenance-window-closes',
+        workflowBundle: await workflowBundle(),
+        activities: {
+          ...activities,
+          vacuumTable: async (input: Parameters<typeof activities.vacuumTable>[0]) => {
+            const result = await activities.vacuumTable(input);
+            vacuumed.push(input.table.table);
+            await skipping.sleep('30 seconds');
+            return result;
+          },
+        },
+      });
+      const result = await worker.runUntil(
+        skipping.client.workflow.execute(maintenance, {
+          taskQueue: 'maintenance-window-closes',
+          workflowId: 'maintenance-window-closes',
+          args: [{ tables: ['tidy', 'bloated'], full: true }],
+        }),
+      );
+      assert.deepEqual(vacuumed, ['tidy']);
+      assert.deepEqual(
+        result.vacuumed.map((v) => [v.table, v.full]),
+        [['tidy', true]],
+      );
+      assert.deepEqual(result.skipped, [{ schema: 'public', table: 'bloated' }]);
+      assert.match(
+        result.stopped ?? '',
+        new RegExp(`^the maintenance window ${window} \\(UTC\\) closed before 1 of 2 tables; it is now `),
+      );
+      const after = await filenodes();
+      assert.notEqual(after.tidy, before.tidy, 'tidy was rewritten');
+      assert.equal(after.bloated, before.bloated, 'bloated was rewritten after the window closed');
+      assert.equal((await lastVacuums()).bloated, vacuumsBefore.bloated);
+    });
   });
 });
