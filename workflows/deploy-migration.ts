@@ -422,15 +422,14 @@ function describe(instanceId: string, failure: Omit<DeployFailure, 'instanceId'>
       else if (failure.reverted.length > 0) parts.push(`reverted ${failure.reverted.join(', ')}`);
       else if (failure.applied.length === 0) parts.push('nothing was applied');
       if (failure.restoreCommand !== undefined) {
+        const pitr =
+          failure.pitrRestore === undefined
+            ? ''
+            : `; or restore to ${failure.pitrRestore.input.restoreTime}, the second before the migration ` +
+              `began, which keeps what was written after the snapshot: ${failure.pitrRestore.command}`;
         parts.push(
           `applied ${failure.applied.join(', ')}; to go back, restore the pre-migration snapshot ` +
-            `${failure.snapshotId} as a new instance: ${failure.restoreCommand}`,
-        );
-      }
-      if (failure.pitrRestore !== undefined) {
-        parts.push(
-          `or restore to ${failure.pitrRestore.input.restoreTime}, the second before the migration began, ` +
-            `keeping what was written after the snapshot: ${failure.pitrRestore.command}`,
+            `${failure.snapshotId} as a new instance: ${failure.restoreCommand}${pitr}`,
         );
       }
       return parts.join('. ');

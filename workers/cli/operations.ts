@@ -84,6 +84,10 @@ async function maintenanceCommand(args: string[]): Promise<void> {
     }),
   ]);
   if (!options.json) {
+    if (result.stopped !== undefined) {
+      const skipped = (result.skipped ?? []).map((t) => `${t.schema}.${t.table}`).join(', ');
+      console.log(`VACUUM FULL stopped: ${result.stopped}; not vacuumed: ${skipped}`);
+    }
     for (const index of result.after.unusedIndexes) {
       console.log(
         `unused index: ${index.schema}.${index.index} on ${index.table} (${index.sizeBytes} bytes)`,
