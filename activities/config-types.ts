@@ -48,6 +48,25 @@ export interface RdsConfig {
   engineVersion: string;
   allocatedStorageGb: number;
   tags: Record<string, string>;
+  /** The class of DR test copies: a copy only has to prove the backup restores (db.t3.medium by default). */
+  drInstanceClass: string;
+  /** What a real recovery (a restore meant to replace production) gets on top of the placement. */
+  recovery: RecoverySettings;
+}
+
+/** Production's settings, for an instance restored to take its place (the Terraform primary's). */
+export interface RecoverySettings {
+  backupRetentionDays: number;
+  /** Enhanced monitoring: seconds between samples (0: off) and the role RDS publishes them with. */
+  monitoringIntervalSeconds: number;
+  monitoringRoleArn: string | undefined;
+  /** Unset: the account's default key for Performance Insights. */
+  performanceInsightsKmsKeyId: string | undefined;
+  performanceInsightsRetentionDays: number;
+  logExports: string[];
+  /** The storage autoscaling limit. */
+  maxAllocatedStorageGb: number;
+  caCertificateIdentifier: string;
 }
 
 export interface ExportConfig {

@@ -15,6 +15,7 @@ import {
   type AwsConfig,
   type ExportConfig,
   type ProviderConfig,
+  type RecoverySettings,
 } from '../activities/config-types';
 import type { RolloutHook } from '../activities/postgres/deploy';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../workflows/lib/identifiers';
@@ -377,6 +378,14 @@ function loadAwsConfig(env: Env): AwsConfig {
       ),
       allocatedStorageGb: integer(env, 'DBOPS_RDS_ALLOCATED_STORAGE_GB', 100, 20, 65536),
       tags: tags(env, 'DBOPS_RDS_TAGS'),
+      drInstanceClass: matching(
+        env,
+        'DBOPS_RDS_DR_INSTANCE_CLASS',
+        'db.t3.medium',
+        /^db\.[a-z0-9-]+\.[a-z0-9]+$/,
+        'an instance class such as db.t3.medium',
+      ),
+      recovery: recoverySettings(env),
     },
     exports: exportConfig(env),
     connection: {
@@ -389,6 +398,65 @@ function loadAwsConfig(env: Env): AwsConfig {
           ? undefined
           : { host: replicaHost, port: port(env, 'DBOPS_DB_REPLICA_PORT', port(env, 'PGPORT', 5432)) },
     },
+  };
+}
+
+/** Production's settings for a real recovery; the defaults are the Terraform primary's. */
+function recoverySettings(env: Env): RecoverySettings {
+  const monitoringRoleArn = raw(env, 'DBOPS_RDS_MONITORING_ROLE_ARN');
+  if (monitoringRoleArn !== undefined && !/^arn:aws[a-z-]*:iam::\d{12}:role\/\S+$/.test(monitoringRoleArn)) {
+    throw new ConfigError(
+      'DBOPS_RDS_MONITORING_ROLE_ARN',
+      `is ${JSON.stringify(monitoringRoleArn)}; expected an IAM role ARN`,
+    );
+  }
+  // Enhanced monitoring needs the role RDS publishes with: every 60 s with one, off without.
+  const monitoringIntervalSeconds = Number(
+    oneOf(
+      env,
+      'DBOPS_RDS_MONITORING_INTERVAL',
+      ['0', '1', '5', '10', '15', '30', '60'] as const,
+      monitoringRoleArn === undefined ? '0' : '60',
+    ),
+  );
+  if (monitoringIntervalSeconds > 0 && monitoringRoleArn === undefined) {
+    throw new ConfigError(
+      'DBOPS_RDS_MONITORING_ROLE_ARN',
+      'is not set; enhanced monitoring (DBOPS_RDS_MONITORING_INTERVAL) needs the role RDS publishes with',
+    );
+  }
+  const retention = integer(env, 'DBOPS_RDS_PERFORMANCE_INSIGHTS_RETENTION_DAYS', 7, 7, 731);
+  if (retention !== 7 && retention !== 731 && retention % 31 !== 0) {
+    throw new ConfigError(
+      'DBOPS_RDS_PERFORMANCE_INSIGHTS_RETENTION_DAYS',
+      `is ${retention}; expected 7, a multiple of 31 or 731`,
+    );
+  }
+  const logExports = text(env, 'DBOPS_RDS_LOG_EXPORTS', 'postgresql,upgrade')
+    .split(',')
+    .map((name) => name.trim());
+  const badLog = logExports.find((name) => name !== 'postgresql' && name !== 'upgrade');
+  if (badLog !== undefined) {
+    throw new ConfigError(
+      'DBOPS_RDS_LOG_EXPORTS',
+      `has ${JSON.stringify(badLog)}; expected postgresql and/or upgrade, comma-separated`,
+    );
+  }
+  return {
+    backupRetentionDays: integer(env, 'DBOPS_RDS_BACKUP_RETENTION_DAYS', 30, 1, 35),
+    monitoringIntervalSeconds,
+    monitoringRoleArn,
+    performanceInsightsKmsKeyId: raw(env, 'DBOPS_RDS_PERFORMANCE_INSIGHTS_KMS_KEY_ID'),
+    performanceInsightsRetentionDays: retention,
+    logExports,
+    maxAllocatedStorageGb: integer(env, 'DBOPS_RDS_MAX_ALLOCATED_STORAGE_GB', 1000, 20, 65536),
+    caCertificateIdentifier: matching(
+      env,
+      'DBOPS_RDS_CA_CERTIFICATE',
+      'rds-ca-rsa2048-g1',
+      /^rds-ca-[a-z0-9-]+$/,
+      'an RDS CA identifier such as rds-ca-rsa2048-g1',
+    ),
   };
 }
 

@@ -12,11 +12,13 @@ import {
   DescribeDBInstancesCommand,
   DescribeDBSnapshotsCommand,
   DescribeExportTasksCommand,
+  ModifyDBInstanceCommand,
   RDSClient,
   RestoreDBInstanceFromDBSnapshotCommand,
   RestoreDBInstanceToPointInTimeCommand,
   StartExportTaskCommand,
   type DBInstance,
+  type DBInstanceAutomatedBackup,
   type DBSnapshot,
   type ExportTask,
   type RDSClientConfig,
@@ -34,7 +36,13 @@ import {
   RestoreTimeOutOfRangeError,
 } from '../../workflows/lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../../workflows/lib/identifiers';
-import { describeOwner, ownedBy } from '../../workflows/lib/owner-tags';
+import {
+  describeOwner,
+  DR_PURPOSE,
+  OWNER_TAGS,
+  ownedBy,
+  type OwnerPurpose,
+} from '../../workflows/lib/owner-tags';
 import { mapAwsErrors } from './aws-errors';
 import type {
   ControlPlane,
@@ -99,12 +107,14 @@ export interface ExportFile {
 
 export class AwsRdsControlPlane implements ControlPlane {
   readonly provider = 'aws';
+  /** Real recoveries this process has given production's monitoring (completeRecovery). */
+  private readonly recoveriesCompleted = new Set<string>();
 
   constructor(private readonly deps: AwsRdsDeps) {}
 
   async describeInstance(instanceId: string): Promise<InstanceDescription> {
-    const instance = await this.findInstance(instanceId);
-    return toInstance(instance, this.deps.connectAs, await this.earliestRestorableTime(instanceId));
+    const instance = await this.completeRecovery(await this.findInstance(instanceId));
+    return toInstance(instance, this.deps.connectAs, await this.earliestRestorableTime(instance));
   }
 
   /** `earliestRestorableTime` is left out here (one more call per instance); describeInstance has it. */
@@ -281,22 +291,24 @@ export class AwsRdsControlPlane implements ControlPlane {
     tags: Record<string, string> = {},
   ): Promise<InstanceDescription> {
     requireIdentifier('targetInstanceId', targetInstanceId);
+    requireIdentifier('sourceInstanceId', sourceInstanceId);
     const restoreTime = target === 'latest' ? undefined : parseRestoreTime(target.time);
-    if (restoreTime !== undefined) {
-      // Checked here so the error carries the valid range; RDS only says the time is invalid.
-      assertRestorable(await this.describeInstance(sourceInstanceId), restoreTime);
-    } else {
-      requireIdentifier('sourceInstanceId', sourceInstanceId);
-    }
-    const what = `restoring instance "${sourceInstanceId}" to ${restoreTime?.toISOString() ?? 'its latest restorable time'} as instance "${targetInstanceId}"`;
+    const source = await this.pointInTimeSource(sourceInstanceId);
+    // Checked here so the error carries the valid range; RDS only says the time is invalid.
+    if (restoreTime !== undefined) assertRestorable(source.window, restoreTime);
+    const what = `restoring ${source.described} to ${restoreTime?.toISOString() ?? 'its latest restorable time'} as instance "${targetInstanceId}"`;
     try {
       const response = await mapAwsErrors(what, () =>
         this.deps.rds.send(
           new RestoreDBInstanceToPointInTimeCommand({
-            SourceDBInstanceIdentifier: sourceInstanceId,
+            ...source.request,
             TargetDBInstanceIdentifier: targetInstanceId,
             ...(restoreTime === undefined ? { UseLatestRestorableTime: true } : { RestoreTime: restoreTime }),
             ...this.placement(tags),
+            // Only a point-in-time restore takes the autoscaling limit; a snapshot restore gets it from completeRecovery.
+            ...(tags[OWNER_TAGS.purpose] === RECOVERY_PURPOSE
+              ? { MaxAllocatedStorage: this.deps.settings.recovery.maxAllocatedStorageGb }
+              : {}),
           }),
         ),
       );
@@ -385,14 +397,18 @@ export class AwsRdsControlPlane implements ControlPlane {
    * from the source: the default VPC security group, the default parameter group (no
    * pg_stat_statements, our timeouts gone), single-AZ, and a public address when the subnet
    * group allows one. A restore must land where production runs, or the DR test proves nothing.
+   *
+   * The `dbops:purpose` tag decides the rest. A DR test copy lives for an hour and only has to
+   * prove the backup restores: its own small class, single-AZ, no automated backups (RDS would
+   * take a first snapshot of it), no deletion protection. A real recovery is meant to replace
+   * production, so it gets production's settings; those the restore calls cannot set
+   * (Performance Insights, enhanced monitoring) follow in completeRecovery.
    */
   private placement(tags: Record<string, string> = {}) {
     const { settings } = this.deps;
-    return {
-      DBInstanceClass: settings.instanceClass,
+    const common = {
       DBSubnetGroupName: settings.subnetGroup,
       VpcSecurityGroupIds: settings.securityGroupIds,
-      MultiAZ: settings.multiAz,
       PubliclyAccessible: false,
       DBParameterGroupName: settings.parameterGroup,
       // Activities connect with IAM tokens; restores do not inherit the setting.
@@ -400,6 +416,125 @@ export class AwsRdsControlPlane implements ControlPlane {
       CopyTagsToSnapshot: true,
       Tags: toTagList({ ...settings.tags, ...tags }),
     };
+    switch (tags[OWNER_TAGS.purpose]) {
+      case DR_PURPOSE:
+        return {
+          ...common,
+          DBInstanceClass: settings.drInstanceClass,
+          MultiAZ: false,
+          BackupRetentionPeriod: 0,
+          DeletionProtection: false,
+        };
+      case RECOVERY_PURPOSE: {
+        const recovery = settings.recovery;
+        return {
+          ...common,
+          DBInstanceClass: settings.instanceClass,
+          MultiAZ: settings.multiAz,
+          BackupRetentionPeriod: recovery.backupRetentionDays,
+          DeletionProtection: true,
+          EnableCloudwatchLogsExports: recovery.logExports,
+          CACertificateIdentifier: recovery.caCertificateIdentifier,
+        };
+      }
+      default:
+        return { ...common, DBInstanceClass: settings.instanceClass, MultiAZ: settings.multiAz };
+    }
+  }
+
+  /**
+   * A real recovery gets production's Performance Insights, enhanced monitoring and storage
+   * autoscaling limit, which RDS's restore calls cannot set. Once the restored instance is first
+   * available, one ModifyDBInstance, applied immediately, sets them, and the instance reads as
+   * `modifying` (as RDS itself then reports it) so a workflow waiting for it keeps waiting. Each
+   * instance is modified once per worker process; RDS's own fields tell a later process that it
+   * is done (sending the same modification again would change nothing).
+   */
+  private async completeRecovery(instance: DBInstance): Promise<DBInstance> {
+    const tags = fromTagList(instance.TagList);
+    if (tags[OWNER_TAGS.purpose] !== RECOVERY_PURPOSE || instance.DBInstanceStatus !== 'available') {
+      return instance;
+    }
+    const instanceId = required(instance.DBInstanceIdentifier, 'DBInstanceIdentifier');
+    const recovery = this.deps.settings.recovery;
+    const settled =
+      instance.PerformanceInsightsEnabled === true &&
+      (instance.MonitoringInterval ?? 0) === recovery.monitoringIntervalSeconds &&
+      instance.MaxAllocatedStorage === recovery.maxAllocatedStorageGb;
+    const key = `${instanceId}@${instance.InstanceCreateTime?.toISOString() ?? ''}`;
+    if (settled || this.recoveriesCompleted.has(key)) return instance;
+    await mapAwsErrors(`giving the recovered instance "${instanceId}" production's monitoring`, () =>
+      this.deps.rds.send(
+        new ModifyDBInstanceCommand({
+          DBInstanceIdentifier: instanceId,
+          ApplyImmediately: true,
+          EnablePerformanceInsights: true,
+          PerformanceInsightsKMSKeyId: recovery.performanceInsightsKmsKeyId,
+          PerformanceInsightsRetentionPeriod: recovery.performanceInsightsRetentionDays,
+          MonitoringInterval: recovery.monitoringIntervalSeconds,
+          MonitoringRoleArn: recovery.monitoringIntervalSeconds > 0 ? recovery.monitoringRoleArn : undefined,
+          MaxAllocatedStorage: recovery.maxAllocatedStorageGb,
+        }),
+      ),
+    );
+    this.recoveriesCompleted.add(key);
+    return { ...instance, DBInstanceStatus: 'modifying' };
+  }
+
+  /**
+   * What a point-in-time restore reads from. An instance of that name in this region: the
+   * instance. None (it was deleted, or this is the backup region after the loss of the primary's):
+   * its automated backups, either those RDS retained here when it was deleted (restored by
+   * SourceDbiResourceId) or those replicated here from its region (restored by
+   * SourceDBInstanceAutomatedBackupsArn).
+   */
+  private async pointInTimeSource(sourceInstanceId: string): Promise<PointInTimeSource> {
+    try {
+      const instance = await this.describeInstance(sourceInstanceId);
+      return {
+        request: { SourceDBInstanceIdentifier: sourceInstanceId },
+        window: instance,
+        described: `instance "${sourceInstanceId}"`,
+      };
+    } catch (error) {
+      if (!(error instanceof NotFoundError)) throw error;
+    }
+    const region = await this.deps.rds.config.region();
+    const backups = (
+      await this.automatedBackups({ Filters: [{ Name: 'db-instance-id', Values: [sourceInstanceId] }] })
+    )
+      .filter((backup) => backup.DBInstanceIdentifier === sourceInstanceId)
+      .sort((a, b) => latestTime(b) - latestTime(a));
+    const window = (backup: DBInstanceAutomatedBackup) => ({
+      instanceId: sourceInstanceId,
+      earliestRestorableTime: backup.RestoreWindow?.EarliestTime?.toISOString(),
+      latestRestorableTime: backup.RestoreWindow?.LatestTime?.toISOString(),
+    });
+    const retained = backups.find(
+      (backup) =>
+        backup.Status === 'retained' && (backup.Region ?? region) === region && backup.DbiResourceId,
+    );
+    if (retained !== undefined) {
+      return {
+        request: { SourceDbiResourceId: retained.DbiResourceId! },
+        window: window(retained),
+        described: `the retained automated backups of the deleted instance "${sourceInstanceId}" (${retained.DbiResourceId!})`,
+      };
+    }
+    const replicated = backups.find(
+      (backup) =>
+        backup.Region !== undefined && backup.Region !== region && backup.DBInstanceAutomatedBackupsArn,
+    );
+    if (replicated !== undefined) {
+      return {
+        request: { SourceDBInstanceAutomatedBackupsArn: replicated.DBInstanceAutomatedBackupsArn! },
+        window: window(replicated),
+        described: `the automated backups of instance "${sourceInstanceId}" replicated from ${replicated.Region!} to ${region}`,
+      };
+    }
+    throw new NotFoundError(
+      `restoring instance "${sourceInstanceId}": no such instance in ${region}, and no automated backups of it retained or replicated here`,
+    );
   }
 
   /**
@@ -448,16 +583,45 @@ export class AwsRdsControlPlane implements ControlPlane {
     return instance;
   }
 
-  /** RDS reports the start of the restorable window on the automated backups, not the instance. */
-  private async earliestRestorableTime(instanceId: string): Promise<string | undefined> {
-    const response = await mapAwsErrors(`describing the automated backups of instance "${instanceId}"`, () =>
-      this.deps.rds.send(new DescribeDBInstanceAutomatedBackupsCommand({ DBInstanceIdentifier: instanceId })),
-    );
-    const earliest = (response.DBInstanceAutomatedBackups ?? [])
+  /**
+   * RDS reports the start of the restorable window on the automated backups, not the instance.
+   * Only the `active` backups of this very instance (its DbiResourceId) count: an instance of the
+   * same name deleted earlier left `retained` backups of its own, whose window is not this one's.
+   * RDS answers NotFound when the instance has no automated backups yet (just created, or backups
+   * off): the instance exists, its window is unknown.
+   */
+  private async earliestRestorableTime(instance: DBInstance): Promise<string | undefined> {
+    const instanceId = required(instance.DBInstanceIdentifier, 'DBInstanceIdentifier');
+    let backups: DBInstanceAutomatedBackup[];
+    try {
+      backups = await this.automatedBackups({ DBInstanceIdentifier: instanceId });
+    } catch (error) {
+      if (error instanceof NotFoundError) return undefined;
+      throw error;
+    }
+    const earliest = backups
+      .filter((backup) => backup.Status === 'active' && backup.DbiResourceId === instance.DbiResourceId)
       .map((backup) => backup.RestoreWindow?.EarliestTime)
       .filter((time): time is Date => time !== undefined)
       .sort((a, b) => a.getTime() - b.getTime())[0];
     return earliest?.toISOString();
+  }
+
+  private async automatedBackups(
+    filter: { DBInstanceIdentifier: string } | { Filters: { Name: string; Values: string[] }[] },
+  ): Promise<DBInstanceAutomatedBackup[]> {
+    const named =
+      'DBInstanceIdentifier' in filter ? filter.DBInstanceIdentifier : filter.Filters[0]!.Values[0]!;
+    const backups: DBInstanceAutomatedBackup[] = [];
+    let marker: string | undefined;
+    do {
+      const page = await mapAwsErrors(`describing the automated backups of instance "${named}"`, () =>
+        this.deps.rds.send(new DescribeDBInstanceAutomatedBackupsCommand({ ...filter, Marker: marker })),
+      );
+      backups.push(...(page.DBInstanceAutomatedBackups ?? []));
+      marker = page.Marker;
+    } while (marker);
+    return backups;
   }
 
   private async findSnapshot(snapshotId: string): Promise<DBSnapshot> {
@@ -480,6 +644,24 @@ export class AwsRdsControlPlane implements ControlPlane {
     if (task === undefined) throw new NotFoundError(`describing export "${exportId}": no such export task`);
     return task;
   }
+}
+
+/** The purpose of a real recovery: a restore meant to replace production. */
+const RECOVERY_PURPOSE = 'restore' satisfies OwnerPurpose;
+
+interface PointInTimeSource {
+  request:
+    | { SourceDBInstanceIdentifier: string }
+    | { SourceDbiResourceId: string }
+    | { SourceDBInstanceAutomatedBackupsArn: string };
+  window: Pick<InstanceDescription, 'instanceId' | 'earliestRestorableTime' | 'latestRestorableTime'>;
+  /** The source as messages name it. */
+  described: string;
+}
+
+/** The end of an automated backup's restorable window, 0 when it has none yet. */
+function latestTime(backup: DBInstanceAutomatedBackup): number {
+  return backup.RestoreWindow?.LatestTime?.getTime() ?? 0;
 }
 
 /** RDS refused because of the instance's state (InvalidDBInstanceState), mapped to BusyError. */
@@ -593,6 +775,7 @@ function toSnapshot(snapshot: DBSnapshot): SnapshotDescription {
     engineVersion: snapshot.EngineVersion ?? '',
     // RDS keeps no row counts; a snapshot taken by dbops records them in its own report instead.
     tableRowCounts: undefined,
+    tableContentHashes: undefined,
     tags: fromTagList(snapshot.TagList),
   };
 }
@@ -657,7 +840,7 @@ function parseRestoreTime(time: string): Date {
 }
 
 /** Throws RestoreTimeOutOfRangeError, with the window, when `time` is outside it. */
-export function assertRestorable(source: InstanceDescription, time: Date): void {
+export function assertRestorable(source: PointInTimeSource['window'], time: Date): void {
   const { earliestRestorableTime: earliest, latestRestorableTime: latest } = source;
   const tooEarly = earliest !== undefined && time.getTime() < Date.parse(earliest);
   // No latest restorable time at all: RDS answers that with PointInTimeRestoreNotEnabled.

@@ -29,6 +29,88 @@ const S3_ACTIONS: Record<string, string[]> = {
 };
 
 /**
+ * The condition keys an IAM statement may test for each action that the worker policy conditions:
+ * the action's own keys and those of the resource types it acts on, as the Service Authorization
+ * Reference lists them ("Actions, resources, and condition keys for AWS Key Management Service",
+ * and "... for Amazon RDS"). A key an action does not support never matches: in an Allow the
+ * statement silently allows nothing (or, with a negated operator, everything); in a Deny it
+ * silently denies nothing. Global keys (`aws:*` other than the tag keys) apply to every action and
+ * are not listed; an action missing here may only carry global keys.
+ */
+export const ACTION_CONDITION_KEYS: Record<string, readonly string[]> = {
+  // kms:GrantIsForAWSResource exists only on the grant actions (CreateGrant, ListGrants, RevokeGrant).
+  'kms:CreateGrant': [
+    'aws:ResourceTag/${TagKey}',
+    'kms:CallerAccount',
+    'kms:GrantConstraintType',
+    'kms:GranteePrincipal',
+    'kms:GrantIsForAWSResource',
+    'kms:GrantOperations',
+    'kms:KeyOrigin',
+    'kms:KeySpec',
+    'kms:KeyUsage',
+    'kms:MultiRegion',
+    'kms:MultiRegionKeyType',
+    'kms:RequestAlias',
+    'kms:ResourceAliases',
+    'kms:RetiringPrincipal',
+    'kms:ViaService',
+  ],
+  'kms:DescribeKey': [
+    'aws:ResourceTag/${TagKey}',
+    'kms:CallerAccount',
+    'kms:KeyOrigin',
+    'kms:KeySpec',
+    'kms:KeyUsage',
+    'kms:MultiRegion',
+    'kms:MultiRegionKeyType',
+    'kms:RequestAlias',
+    'kms:ResourceAliases',
+    'kms:ViaService',
+  ],
+  'kms:GenerateDataKey': [
+    'aws:ResourceTag/${TagKey}',
+    'kms:CallerAccount',
+    'kms:EncryptionAlgorithm',
+    'kms:EncryptionContext:${EncryptionContextKey}',
+    'kms:EncryptionContextKeys',
+    'kms:KeyOrigin',
+    'kms:KeySpec',
+    'kms:KeyUsage',
+    'kms:MultiRegion',
+    'kms:MultiRegionKeyType',
+    'kms:RequestAlias',
+    'kms:ResourceAliases',
+    'kms:ViaService',
+  ],
+  // The resource-type keys of `db` and `snapshot`.
+  'rds:DeleteDBInstance': ['aws:ResourceTag/${TagKey}', 'rds:db-tag/${TagKey}'],
+  'rds:DeleteDBSnapshot': ['aws:ResourceTag/${TagKey}', 'rds:snapshot-tag/${TagKey}'],
+};
+
+/** Keys that belong to a resource or request, not to every action, although spelled `aws:`. */
+const TAG_KEYS = /^aws:(ResourceTag\/|RequestTag\/|TagKeys$)/;
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^$()|[\]\\/]/g, '\\$&');
+
+/** A key of the table as a pattern: `${TagKey}` and the like stand for any text. */
+const keyPattern = (key: string) =>
+  new RegExp(
+    `^${key
+      .split(/\$\{[^}]+\}/)
+      .map(escapeRegExp)
+      .join('.+')}$`,
+    'i',
+  );
+
+/** The keys of `keys` that `action` does not support (condition keys are case-insensitive). */
+export function unsupportedConditionKeys(action: string, keys: string[]): string[] {
+  const supported = (ACTION_CONDITION_KEYS[action] ?? []).map(keyPattern);
+  const global = (key: string) => key.startsWith('aws:') && !TAG_KEYS.test(key);
+  return keys.filter((key) => !global(key) && !supported.some((pattern) => pattern.test(key)));
+}
+
+/**
  * What AWS authorizes alongside an operation, for the way the provider calls it (the RDS and KMS
  * documentation): tags given at creation are authorized as rds:AddTagsToResource; an instance
  * created with ManageMasterUserPassword has its secret created as the caller; an export task is
@@ -42,8 +124,12 @@ const ALSO_AUTHORIZED: Record<string, string[]> = {
     'secretsmanager:TagResource',
   ],
   'rds:CreateDBSnapshot': ['rds:AddTagsToResource'],
-  'rds:RestoreDBInstanceFromDBSnapshot': ['rds:AddTagsToResource'],
-  'rds:RestoreDBInstanceToPointInTime': ['rds:AddTagsToResource'],
+  // A restore of an encrypted snapshot or backup makes RDS describe its KMS key and grant itself
+  // its use, both as the caller.
+  'rds:RestoreDBInstanceFromDBSnapshot': ['rds:AddTagsToResource', 'kms:CreateGrant', 'kms:DescribeKey'],
+  'rds:RestoreDBInstanceToPointInTime': ['rds:AddTagsToResource', 'kms:CreateGrant', 'kms:DescribeKey'],
+  // A real recovery's modification hands RDS the enhanced monitoring role.
+  'rds:ModifyDBInstance': ['iam:PassRole'],
   'rds:StartExportTask': ['iam:PassRole', 'kms:CreateGrant', 'kms:DescribeKey'],
   's3:PutObject': ['kms:GenerateDataKey'],
 };

@@ -150,7 +150,10 @@ describe('Terraform: the runbook settings of the Multi-AZ pgvector RDS cluster',
     assert.equal(replica('storage_encrypted'), true);
     assert.equal(replica('publicly_accessible'), false);
     assert.equal(replica('instance_class'), 'db.r5.large');
-    assert.equal(replica('backup_retention_period'), 7);
+    // RDS for PostgreSQL cannot restore a read replica to a point in time: its automated backups
+    // would only copy the primary's (docs/deployment.md says why they are off).
+    assert.equal(replica('backup_retention_period'), 0);
+    assert.equal(replica('backup_window'), undefined);
     // The primary's zones come from the subnet group (Multi-AZ picks them); the precondition keeps
     // the replica's zone among them, and the subnet rule demands two zones at least.
     const preconditions = blocks(
@@ -214,10 +217,20 @@ describe('Terraform: the runbook settings of the Multi-AZ pgvector RDS cluster',
       attr(blocks(bucket('aws_s3_bucket_ownership_controls'), 'rule')[0]!, 'object_ownership'),
       'BucketOwnerEnforced',
     );
-    const rule = blocks(bucket('aws_s3_bucket_lifecycle_configuration'), 'rule')[0]!;
-    assert.equal(attr(rule, 'status'), 'Enabled');
-    assert.equal(effective(attr(blocks(rule, 'expiration')[0]!, 'days')), 365);
-    assert.equal(attr(blocks(rule, 'transition')[0]!, 'storage_class'), 'GLACIER');
+    const rules = Object.fromEntries(
+      blocks(bucket('aws_s3_bucket_lifecycle_configuration'), 'rule').map((r) => [String(attr(r, 'id')), r]),
+    );
+    const exportsRule = rules['archive-then-expire-exports']!;
+    assert.equal(attr(exportsRule, 'status'), 'Enabled');
+    assert.equal(attr(blocks(exportsRule, 'filter')[0]!, 'prefix'), 'exports/');
+    assert.equal(effective(attr(blocks(exportsRule, 'expiration')[0]!, 'days')), 365);
+    assert.equal(attr(blocks(exportsRule, 'transition')[0]!, 'storage_class'), 'GLACIER');
+    assert.ok(
+      attr(
+        blocks(rules['abort-incomplete-uploads']!, 'abort_incomplete_multipart_upload')[0]!,
+        'days_after_initiation',
+      ),
+    );
     assert.equal(
       attr(bucket('aws_s3_bucket_policy'), 'policy'),
       '${data.aws_iam_policy_document.exports_bucket.json}',
@@ -226,6 +239,66 @@ describe('Terraform: the runbook settings of the Multi-AZ pgvector RDS cluster',
     assert.equal(attr(deny, 'effect'), 'Deny');
     assert.equal(attr(blocks(deny, 'condition')[0]!, 'variable'), 'aws:SecureTransport');
     assert.equal(attr(bucket('aws_s3_bucket_logging'), 'bucket'), '${aws_s3_bucket.exports.id}');
+  });
+
+  it('DR reports under reports/ are audit evidence: their own rule, kept seven years, apart from the exports; the worker writes reports/ only', () => {
+    const rules = blocks(
+      find(mod.resources, 'aws_s3_bucket_lifecycle_configuration', 'exports').body,
+      'rule',
+    );
+    const reports = rules.find((r) => attr(blocks(r, 'filter')[0] ?? {}, 'prefix') === 'reports/');
+    assert.ok(reports, 'no lifecycle rule for reports/');
+    assert.equal(attr(reports, 'status'), 'Enabled');
+    assert.equal(effective(attr(blocks(reports, 'expiration')[0]!, 'days')), 2557);
+    assert.equal(
+      effective(attr(blocks(reports, 'noncurrent_version_expiration')[0]!, 'noncurrent_days')),
+      2557,
+    );
+    // No rule reaches reports/ with a shorter expiration (S3 applies the earliest).
+    for (const rule of rules) {
+      const prefix = text(blocks(rule, 'filter')[0] ?? {}, 'prefix');
+      const reaches = 'reports/'.startsWith(prefix);
+      if (rule !== reports && reaches)
+        assert.equal(blocks(rule, 'expiration').length, 0, String(attr(rule, 'id')));
+    }
+    const worker = blocks(find(mod.data, 'aws_iam_policy_document', 'worker').body, 'statement');
+    const writes = worker.filter((s) => (attr(s, 'actions') as string[]).includes('s3:PutObject'));
+    assert.deepEqual(
+      writes.map((s) => attr(s, 'resources')),
+      [['${aws_s3_bucket.exports.arn}/reports/*']],
+    );
+  });
+
+  it('restores in the backup region: a subnet group, security group and the primary parameter group there, and the worker environment for it', () => {
+    for (const [type, name] of [
+      ['aws_db_subnet_group', 'backup_region'],
+      ['aws_security_group', 'backup_region'],
+      ['aws_db_parameter_group', 'backup_region'],
+    ] as const) {
+      assert.equal(
+        attr(find(mod.resources, type, name).body, 'provider'),
+        '${aws.backup_region}',
+        `${type}.${name}`,
+      );
+    }
+    const group = find(mod.resources, 'aws_db_parameter_group', 'backup_region').body;
+    assert.equal(attr(group, 'family'), 'postgres15');
+    assert.equal(
+      attr(blocks(group, 'dynamic')[0]!['parameter'] as HclBody, 'for_each'),
+      '${aws_db_parameter_group.postgres15.parameter}',
+    );
+    assert.equal(attr(moduleCall, 'backup_region_network'), '${var.backup_region_network}');
+    assert.ok(prod.outputs.some((o) => o.name === 'backup_region_worker_environment'));
+  });
+
+  it('the worker environment gives DR copies their class and real recoveries production settings', () => {
+    const environment = mod.locals.worker_rds_environment as Record<string, string>;
+    assert.equal(environment.DBOPS_RDS_DR_INSTANCE_CLASS, '${var.dr_instance_class}');
+    assert.equal(variableDefault(mod, 'dr_instance_class'), 'db.t3.medium');
+    assert.equal(environment.DBOPS_RDS_MONITORING_ROLE_ARN, '${aws_iam_role.monitoring.arn}');
+    assert.equal(environment.DBOPS_RDS_CA_CERTIFICATE, '${local.ca_cert_identifier}');
+    assert.equal(environment.DBOPS_RDS_MAX_ALLOCATED_STORAGE_GB, '${tostring(var.max_allocated_storage_gb)}');
+    assert.equal(environment.DBOPS_RDS_LOG_EXPORTS, '${join(",",local.log_exports)}');
   });
 
   it('the export role can be assumed only by RDS export tasks of this account', () => {

@@ -63,6 +63,17 @@ describe('config', () => {
       engineVersion: '15.7',
       allocatedStorageGb: 100,
       tags: {},
+      drInstanceClass: 'db.t3.medium',
+      recovery: {
+        backupRetentionDays: 30,
+        monitoringIntervalSeconds: 0,
+        monitoringRoleArn: undefined,
+        performanceInsightsKmsKeyId: undefined,
+        performanceInsightsRetentionDays: 7,
+        logExports: ['postgresql', 'upgrade'],
+        maxAllocatedStorageGb: 1000,
+        caCertificateIdentifier: 'rds-ca-rsa2048-g1',
+      },
     });
     assert.equal(config.aws?.exports, undefined);
     assert.deepEqual(config.aws?.connection, {
@@ -101,6 +112,33 @@ describe('config', () => {
     });
     assert.equal(config.aws?.connection.auth, 'password');
     assert.deepEqual(config.aws?.connection.replica, { host: 'replica.internal', port: 6432 });
+  });
+
+  it('reads the DR copy class and what a real recovery gets (monitoring every 60 s once its role is named)', () => {
+    const config = loadConfig({
+      DBOPS_PROVIDER: 'aws',
+      AWS_REGION: 'us-east-1',
+      ...AWS_REQUIRED,
+      DBOPS_RDS_DR_INSTANCE_CLASS: 'db.t4g.medium',
+      DBOPS_RDS_MONITORING_ROLE_ARN: 'arn:aws:iam::123456789012:role/mcp-demo-prod-rds-monitoring',
+      DBOPS_RDS_PERFORMANCE_INSIGHTS_KMS_KEY_ID: 'arn:aws:kms:us-east-1:123456789012:key/abcd',
+      DBOPS_RDS_PERFORMANCE_INSIGHTS_RETENTION_DAYS: '93',
+      DBOPS_RDS_LOG_EXPORTS: 'postgresql',
+      DBOPS_RDS_MAX_ALLOCATED_STORAGE_GB: '2000',
+      DBOPS_RDS_CA_CERTIFICATE: 'rds-ca-ecc384-g1',
+      DBOPS_RDS_BACKUP_RETENTION_DAYS: '35',
+    });
+    assert.equal(config.aws?.rds.drInstanceClass, 'db.t4g.medium');
+    assert.deepEqual(config.aws?.rds.recovery, {
+      backupRetentionDays: 35,
+      monitoringIntervalSeconds: 60,
+      monitoringRoleArn: 'arn:aws:iam::123456789012:role/mcp-demo-prod-rds-monitoring',
+      performanceInsightsKmsKeyId: 'arn:aws:kms:us-east-1:123456789012:key/abcd',
+      performanceInsightsRetentionDays: 93,
+      logExports: ['postgresql'],
+      maxAllocatedStorageGb: 2000,
+      caCertificateIdentifier: 'rds-ca-ecc384-g1',
+    });
   });
 
   const bad: [string, Record<string, string>, RegExp][] = [
@@ -158,6 +196,36 @@ describe('config', () => {
         ],
         ['a tag without a value', { DBOPS_RDS_TAGS: 'Environment' }, /^DBOPS_RDS_TAGS: has "Environment"/],
         ['a tag in the aws: namespace', { DBOPS_RDS_TAGS: 'aws:owner=me' }, /^DBOPS_RDS_TAGS: .*aws:/],
+        [
+          'a DR class without db.',
+          { DBOPS_RDS_DR_INSTANCE_CLASS: 't3.medium' },
+          /^DBOPS_RDS_DR_INSTANCE_CLASS: /,
+        ],
+        [
+          'enhanced monitoring without its role',
+          { DBOPS_RDS_MONITORING_INTERVAL: '60' },
+          /^DBOPS_RDS_MONITORING_ROLE_ARN: is not set; enhanced monitoring/,
+        ],
+        [
+          'a monitoring interval RDS does not offer',
+          { DBOPS_RDS_MONITORING_INTERVAL: '20' },
+          /^DBOPS_RDS_MONITORING_INTERVAL: is "20"; expected one of 0, 1, 5, 10, 15, 30, 60$/,
+        ],
+        [
+          'a Performance Insights retention of 30 days',
+          { DBOPS_RDS_PERFORMANCE_INSIGHTS_RETENTION_DAYS: '30' },
+          /^DBOPS_RDS_PERFORMANCE_INSIGHTS_RETENTION_DAYS: is 30; expected 7, a multiple of 31 or 731$/,
+        ],
+        [
+          'a log RDS PostgreSQL does not export',
+          { DBOPS_RDS_LOG_EXPORTS: 'postgresql,audit' },
+          /^DBOPS_RDS_LOG_EXPORTS: has "audit"/,
+        ],
+        [
+          'an autoscaling limit above 64 TiB',
+          { DBOPS_RDS_MAX_ALLOCATED_STORAGE_GB: '70000' },
+          /^DBOPS_RDS_MAX_ALLOCATED_STORAGE_GB: /,
+        ],
         [
           'an export bucket without its role and key',
           { DBOPS_EXPORT_BUCKET: 'mcp-demo-backups' },

@@ -61,5 +61,6 @@ module "database" {
   export_bucket_name         = var.export_bucket_name
   access_logs_bucket         = var.access_logs_bucket
   worker_role_names          = var.worker_role_names
+  backup_region_network      = var.backup_region_network
   tags                       = local.tags
 }

@@ -42,3 +42,8 @@ output "worker_environment" {
   description = "Environment for a dbops worker with the aws provider."
   value       = module.database.worker_environment
 }
+
+output "backup_region_worker_environment" {
+  description = "Environment for a dbops worker restoring in the backup region."
+  value       = module.database.backup_region_worker_environment
+}

@@ -58,3 +58,13 @@ variable "worker_role_names" {
   type        = list(string)
   default     = []
 }
+
+variable "backup_region_network" {
+  description = "VPC, private subnets and allowed security groups in the backup region, for restores there after the loss of the primary region (null: none is created)."
+  type = object({
+    vpc_id                     = string
+    subnet_ids                 = list(string)
+    allowed_security_group_ids = list(string)
+  })
+  default = null
+}

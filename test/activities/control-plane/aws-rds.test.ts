@@ -30,6 +30,8 @@ import { startFaultProxy, THROTTLING, type Fault, type FaultProxy } from '../../
 import { startMoto, type MotoServer } from '../../helpers/moto';
 import { createRdsNetwork } from '../../helpers/moto-rds';
 
+const SOURCE = 'mcp-demo-prod';
+
 const SETTINGS: RdsConfig = {
   subnetGroup: 'mcp-demo-db',
   securityGroupIds: ['sg-0123abcd'],
@@ -39,15 +41,32 @@ const SETTINGS: RdsConfig = {
   engineVersion: '15.7',
   allocatedStorageGb: 100,
   tags: { Environment: 'production', Application: 'mcp-demo' },
+  drInstanceClass: 'db.t3.medium',
+  recovery: {
+    backupRetentionDays: 30,
+    monitoringIntervalSeconds: 60,
+    monitoringRoleArn: 'arn:aws:iam::123456789012:role/mcp-demo-prod-rds-monitoring',
+    performanceInsightsKmsKeyId: 'arn:aws:kms:us-east-1:123456789012:key/0a1b2c3d',
+    performanceInsightsRetentionDays: 7,
+    logExports: ['postgresql', 'upgrade'],
+    maxAllocatedStorageGb: 1000,
+    caCertificateIdentifier: 'rds-ca-rsa2048-g1',
+  },
 };
+
+/** The owner tags a workflow run puts on what it creates, with the purpose that decides the settings. */
+const ownerOf = (purpose: string, runId: string) => ({
+  'dbops:workflow-id': `${purpose}-${SOURCE}`,
+  'dbops:run-id': runId,
+  'dbops:purpose': purpose,
+  'dbops:source-instance': SOURCE,
+});
 
 const EXPORTS = {
   bucket: 'mcp-demo-backups',
   iamRoleArn: 'arn:aws:iam::123456789012:role/rds-export-role',
   kmsKeyId: 'arn:aws:kms:us-east-1:123456789012:key/0a1b2c3d',
 };
-
-const SOURCE = 'mcp-demo-prod';
 
 /** What every test expects the provider to reject before calling AWS. */
 async function rejectsWithoutCalling(proxy: FaultProxy, call: () => Promise<unknown>, message: RegExp) {
@@ -336,6 +355,277 @@ describe('aws provider (RDS and S3 on moto, through a loopback fault proxy)', fu
     });
   });
 
+  describe('DR test copies are cheap; real recoveries get production settings (by dbops:purpose)', () => {
+    it('a DR test copy: the DR class, single-AZ, no automated backups, no deletion protection, no Performance Insights', async () => {
+      await plane.restoreFromSnapshot(
+        'mcp-demo-manual-20261127-120000',
+        'mcp-demo-dr-test-cheap',
+        ownerOf('dr-test', 'run-dr'),
+      );
+      const sent = proxy.calls('RestoreDBInstanceFromDBSnapshot')[0]!.params;
+      assert.equal(sent.get('DBInstanceClass'), 'db.t3.medium');
+      // moto keeps the snapshot's Multi-AZ and retention when a restore asks for false / 0: the request is checked for those.
+      assert.equal(sent.get('MultiAZ'), 'false');
+      assert.equal(sent.get('BackupRetentionPeriod'), '0');
+      assert.equal(sent.get('DeletionProtection'), 'false');
+      assert.equal(sent.get('EnableCloudwatchLogsExports.member.1'), null);
+      const instance = await readBack('mcp-demo-dr-test-cheap');
+      assert.equal(instance.DBInstanceClass, 'db.t3.medium');
+      assert.equal(instance.DeletionProtection, false);
+      assert.equal(instance.DBSubnetGroup?.DBSubnetGroupName, SETTINGS.subnetGroup);
+      // Available means available: no modification follows, so the RTO ends here.
+      assert.equal((await plane.describeInstance('mcp-demo-dr-test-cheap')).status, 'available');
+      assert.equal(proxy.calls('ModifyDBInstance').length, 0, 'nothing turns Performance Insights on');
+      await plane.deleteInstance('mcp-demo-dr-test-cheap', { skipFinalSnapshot: true });
+    });
+
+    it('a real point-in-time recovery: deletion protection, log exports, CA, retention and autoscaling limit in the restore, then Performance Insights and monitoring', async () => {
+      await plane.restoreToPointInTime(
+        SOURCE,
+        'mcp-demo-prod-pitr-real',
+        'latest',
+        ownerOf('restore', 'run-r1'),
+      );
+      const sent = proxy.calls('RestoreDBInstanceToPointInTime')[0]!.params;
+      assert.equal(sent.get('DBInstanceClass'), SETTINGS.instanceClass);
+      assert.equal(sent.get('MultiAZ'), 'true');
+      assert.equal(sent.get('DeletionProtection'), 'true');
+      assert.equal(sent.get('BackupRetentionPeriod'), '30');
+      assert.equal(sent.get('MaxAllocatedStorage'), '1000');
+      assert.equal(sent.get('CACertificateIdentifier'), 'rds-ca-rsa2048-g1');
+      assert.equal(sent.get('DBParameterGroupName'), SETTINGS.parameterGroup);
+      assert.deepEqual(
+        [sent.get('EnableCloudwatchLogsExports.member.1'), sent.get('EnableCloudwatchLogsExports.member.2')],
+        ['postgresql', 'upgrade'],
+      );
+      const restored = await readBack('mcp-demo-prod-pitr-real');
+      assert.equal(restored.DeletionProtection, true);
+      assert.deepEqual(restored.EnabledCloudwatchLogsExports, ['postgresql', 'upgrade']);
+      assert.equal(restored.CACertificateIdentifier, 'rds-ca-rsa2048-g1');
+
+      // The restore call cannot set Performance Insights or monitoring: the first look at the
+      // available instance modifies it, and it reads as modifying until then.
+      const first = await plane.describeInstance('mcp-demo-prod-pitr-real');
+      assert.deepEqual([first.status, first.providerStatus], ['modifying', 'modifying']);
+      const modify = proxy.calls('ModifyDBInstance');
+      assert.equal(modify.length, 1);
+      assert.equal(modify[0]!.params.get('EnablePerformanceInsights'), 'true');
+      assert.equal(
+        modify[0]!.params.get('PerformanceInsightsKMSKeyId'),
+        SETTINGS.recovery.performanceInsightsKmsKeyId,
+      );
+      assert.equal(modify[0]!.params.get('PerformanceInsightsRetentionPeriod'), '7');
+      assert.equal(modify[0]!.params.get('MonitoringInterval'), '60');
+      assert.equal(modify[0]!.params.get('MonitoringRoleArn'), SETTINGS.recovery.monitoringRoleArn);
+      assert.equal(modify[0]!.params.get('ApplyImmediately'), 'true');
+      const modified = await readBack('mcp-demo-prod-pitr-real');
+      assert.equal(modified.MonitoringInterval, 60);
+      assert.equal(modified.MonitoringRoleArn, SETTINGS.recovery.monitoringRoleArn);
+      assert.equal(modified.MaxAllocatedStorage, 1000);
+      // moto does not model Performance Insights (it never reports it on): the request above is what is checked.
+      const second = await plane.describeInstance('mcp-demo-prod-pitr-real');
+      assert.equal(second.status, 'available');
+      assert.equal(proxy.calls('ModifyDBInstance').length, 1, 'modified once');
+    });
+
+    it('a real snapshot recovery gets the same (its autoscaling limit with the modification: RestoreDBInstanceFromDBSnapshot takes none)', async () => {
+      await plane.restoreFromSnapshot(
+        'mcp-demo-manual-20261127-120000',
+        'mcp-demo-prod-snap-real',
+        ownerOf('restore', 'run-r2'),
+      );
+      const sent = proxy.calls('RestoreDBInstanceFromDBSnapshot')[0]!.params;
+      assert.equal(sent.get('DeletionProtection'), 'true');
+      assert.equal(sent.get('MaxAllocatedStorage'), null);
+      assert.equal((await plane.describeInstance('mcp-demo-prod-snap-real')).status, 'modifying');
+      assert.equal(proxy.calls('ModifyDBInstance')[0]!.params.get('MaxAllocatedStorage'), '1000');
+      const instance = await readBack('mcp-demo-prod-snap-real');
+      assert.equal(instance.DeletionProtection, true);
+      assert.equal(instance.MaxAllocatedStorage, 1000);
+      await assert.rejects(
+        plane.deleteInstance('mcp-demo-prod-snap-real', { skipFinalSnapshot: true }),
+        (error: unknown) => error instanceof InvalidInputError && /protect/i.test(error.message),
+        'deletion protection holds',
+      );
+    });
+  });
+
+  describe('automated backups: the restorable window and restores without the source instance', () => {
+    const backupsAnswer = (backups: string) =>
+      `<DescribeDBInstanceAutomatedBackupsResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/"><DescribeDBInstanceAutomatedBackupsResult><DBInstanceAutomatedBackups>${backups}</DBInstanceAutomatedBackups></DescribeDBInstanceAutomatedBackupsResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></DescribeDBInstanceAutomatedBackupsResponse>`;
+    const backup = (fields: Record<string, string>, earliest?: string, latest?: string) =>
+      `<DBInstanceAutomatedBackup>${Object.entries(fields)
+        .map(([k, v]) => `<${k}>${v}</${k}>`)
+        .join('')}${
+        earliest === undefined
+          ? ''
+          : `<RestoreWindow><EarliestTime>${earliest}</EarliestTime><LatestTime>${latest}</LatestTime></RestoreWindow>`
+      }</DBInstanceAutomatedBackup>`;
+
+    it('no automated backups yet (RDS answers NotFound) describes the instance, its window unknown', async () => {
+      proxy.failNext('DescribeDBInstanceAutomatedBackups', 1, {
+        status: 404,
+        code: 'DBInstanceAutomatedBackupNotFound',
+        message: 'no automated backups (from the proxy: moto answers with an empty list)',
+      });
+      const instance = await plane.describeInstance(SOURCE);
+      assert.equal(instance.status, 'available');
+      assert.equal(instance.earliestRestorableTime, undefined);
+    });
+
+    it('only the active backups of the current instance (its DbiResourceId) give the earliest restorable time (moto reports no resource ids or windows: the proxy gives RDS-shaped ones)', async () => {
+      const current = (await readBack(SOURCE)).DbiResourceId!;
+      proxy.rewriteNext('DescribeDBInstanceAutomatedBackups', 1, () =>
+        backupsAnswer(
+          backup(
+            {
+              DBInstanceIdentifier: SOURCE,
+              DbiResourceId: 'db-EARLIERINSTANCEOFTHISNAME',
+              Status: 'retained',
+            },
+            '2026-10-01T00:00:00Z',
+            '2026-10-20T00:00:00Z',
+          ) +
+            backup(
+              { DBInstanceIdentifier: SOURCE, DbiResourceId: current, Status: 'creating' },
+              '2026-10-25T00:00:00Z',
+              '2026-10-26T00:00:00Z',
+            ) +
+            backup(
+              { DBInstanceIdentifier: SOURCE, DbiResourceId: current, Status: 'active' },
+              '2026-11-01T00:00:00Z',
+              '2026-11-27T00:00:00Z',
+            ),
+        ),
+      );
+      assert.equal((await plane.describeInstance(SOURCE)).earliestRestorableTime, '2026-11-01T00:00:00.000Z');
+    });
+
+    it('a deleted source restores from its retained backups by SourceDbiResourceId (moto ignores that parameter and reports no resource id: the request is checked)', async () => {
+      await plane.createInstance('mcp-demo-gone');
+      await plane.deleteInstance('mcp-demo-gone', { skipFinalSnapshot: true });
+      proxy.clear();
+      // moto's own answer says `retained`; RDS also names the resource id and the window.
+      proxy.rewriteNext('DescribeDBInstanceAutomatedBackups', 1, (body) => {
+        assert.match(
+          body,
+          /<DBInstanceIdentifier>mcp-demo-gone<\/DBInstanceIdentifier><Status>retained<\/Status>/,
+        );
+        return backupsAnswer(
+          backup(
+            {
+              DBInstanceIdentifier: 'mcp-demo-gone',
+              DbiResourceId: 'db-GONEGONEGONE',
+              Status: 'retained',
+              Region: moto.region,
+            },
+            '2026-11-01T00:00:00Z',
+            '2026-11-27T00:00:00Z',
+          ),
+        );
+      });
+      await assert.rejects(
+        plane.restoreToPointInTime('mcp-demo-gone', 'mcp-demo-gone-back', { time: '2026-11-28T00:00:00Z' }),
+        (error: unknown) =>
+          error instanceof RestoreTimeOutOfRangeError &&
+          /\[2026-11-01T00:00:00.000Z, 2026-11-27T00:00:00.000Z\]/.test(error.message),
+        'the window of the retained backups is checked',
+      );
+      proxy.rewriteNext('DescribeDBInstanceAutomatedBackups', 1, () =>
+        backupsAnswer(
+          backup(
+            {
+              DBInstanceIdentifier: 'mcp-demo-gone',
+              DbiResourceId: 'db-GONEGONEGONE',
+              Status: 'retained',
+              Region: moto.region,
+            },
+            '2026-11-01T00:00:00Z',
+            '2026-11-27T00:00:00Z',
+          ),
+        ),
+      );
+      await plane.restoreToPointInTime('mcp-demo-gone', 'mcp-demo-gone-back', 'latest');
+      const sent = proxy.calls('RestoreDBInstanceToPointInTime')[0]!.params;
+      assert.equal(sent.get('SourceDbiResourceId'), 'db-GONEGONEGONE');
+      assert.equal(sent.get('SourceDBInstanceIdentifier'), null);
+      assert.equal(sent.get('UseLatestRestorableTime'), 'true');
+      assert.equal(
+        proxy
+          .calls('DescribeDBInstanceAutomatedBackups')
+          .at(-1)!
+          .params.get('Filters.Filter.1.Values.Value.1'),
+        'mcp-demo-gone',
+      );
+    });
+
+    it('no instance and no backups of that name: NotFoundError saying both', async () => {
+      await assert.rejects(
+        plane.restoreToPointInTime('mcp-demo-never', 'mcp-demo-never-back', 'latest'),
+        (error: unknown) =>
+          error instanceof NotFoundError &&
+          /no such instance in us-east-1, and no automated backups of it retained or replicated here/.test(
+            error.message,
+          ),
+      );
+      assert.equal(proxy.calls('RestoreDBInstanceToPointInTime').length, 0);
+    });
+
+    it('region loss: in the backup region, a restore reads the replicated backups by SourceDBInstanceAutomatedBackupsArn (moto replicates no backups and cannot restore from one: the proxy answers as RDS in us-west-2 would, and the request is checked)', async () => {
+      const west = createAwsClients({
+        region: 'us-west-2',
+        endpoint: proxy.endpoint,
+        credentials: moto.credentials,
+      });
+      try {
+        const backupRegion = new AwsRdsControlPlane({ ...deps(), ...west });
+        const arn = 'arn:aws:rds:us-west-2:123456789012:auto-backup:ab-REPLICATEDFROMUSEAST1';
+        proxy.rewriteNext('DescribeDBInstanceAutomatedBackups', 1, (body) => {
+          assert.doesNotMatch(body, /mcp-demo-prod/, 'moto has no backups of the primary in us-west-2');
+          return backupsAnswer(
+            backup(
+              {
+                DBInstanceIdentifier: SOURCE,
+                DBInstanceAutomatedBackupsArn: arn,
+                DbiResourceId: 'db-PRIMARYRESOURCEID',
+                Region: 'us-east-1',
+                Status: 'replicating',
+              },
+              '2026-11-01T00:00:00Z',
+              '2026-11-27T00:00:00Z',
+            ),
+          );
+        });
+        proxy.failNext('RestoreDBInstanceToPointInTime', 1, {
+          status: 400,
+          code: 'StorageQuotaExceeded',
+          message: 'answered by the proxy: moto cannot restore from an automated backup ARN',
+        });
+        await assert.rejects(
+          backupRegion.restoreToPointInTime(
+            SOURCE,
+            'mcp-demo-prod-west',
+            'latest',
+            ownerOf('restore', 'run-w'),
+          ),
+          (error: unknown) =>
+            error instanceof QuotaExceededError &&
+            /restoring the automated backups of instance "mcp-demo-prod" replicated from us-east-1 to us-west-2/.test(
+              error.message,
+            ),
+        );
+        const sent = proxy.calls('RestoreDBInstanceToPointInTime')[0]!.params;
+        assert.equal(sent.get('SourceDBInstanceAutomatedBackupsArn'), arn);
+        assert.equal(sent.get('SourceDBInstanceIdentifier'), null);
+        assert.equal(sent.get('SourceDbiResourceId'), null);
+        assert.equal(sent.get('DeletionProtection'), 'true');
+      } finally {
+        west.rds.destroy();
+        west.s3.destroy();
+      }
+    });
+  });
+
   describe('deleting instances', () => {
     it('refuses to delete without a final snapshot id unless told to skip it', async () => {
       await rejectsWithoutCalling(
@@ -558,8 +848,8 @@ describe('aws provider (RDS and S3 on moto, through a loopback fault proxy)', fu
 
   describe('conditions to wait out (answered by the proxy: moto is never busy)', () => {
     const refused = (code: string): Fault => ({ status: 400, code, message: `${code} (from the proxy)` });
-    const showStatus = (status: string) =>
-      proxy.rewriteNext('DescribeDBInstances', 1, (body) =>
+    const showStatus = (status: string, times = 1) =>
+      proxy.rewriteNext('DescribeDBInstances', times, (body) =>
         body.replace(
           '<DBInstanceStatus>available</DBInstanceStatus>',
           `<DBInstanceStatus>${status}</DBInstanceStatus>`,
@@ -582,7 +872,8 @@ describe('aws provider (RDS and S3 on moto, through a loopback fault proxy)', fu
 
     it('a point-in-time restore refused while the source is modifying names the source', async () => {
       proxy.failNext('RestoreDBInstanceToPointInTime', 1, refused('InvalidDBInstanceState'));
-      showStatus('modifying');
+      // The source is looked up before the restore and again after the refusal.
+      showStatus('modifying', 2);
       await assert.rejects(
         plane.restoreToPointInTime(SOURCE, 'busy-pitr', 'latest'),
         (error: unknown) =>

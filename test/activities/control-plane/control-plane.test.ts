@@ -66,6 +66,17 @@ async function awsSubject(): Promise<Subject> {
       engineVersion: '15.7',
       allocatedStorageGb: 100,
       tags: {},
+      drInstanceClass: 'db.t3.medium',
+      recovery: {
+        backupRetentionDays: 30,
+        monitoringIntervalSeconds: 0,
+        monitoringRoleArn: undefined,
+        performanceInsightsKmsKeyId: undefined,
+        performanceInsightsRetentionDays: 7,
+        logExports: ['postgresql', 'upgrade'],
+        maxAllocatedStorageGb: 1000,
+        caCertificateIdentifier: 'rds-ca-rsa2048-g1',
+      },
     },
     exports: {
       bucket: 'mcp-demo-backups',

@@ -85,6 +85,7 @@ resource "aws_db_instance" "primary" {
 # The runbook's read replica, for the read/write split: a second copy in another availability zone
 # that serves read-only queries. Failover is the Multi-AZ standby's job, not the replica's.
 resource "aws_db_instance" "replica" {
+  #checkov:skip=CKV_AWS_133:PostgreSQL read replicas cannot be restored to a point in time; the primary's automated backups (30 days, replicated to the backup region) hold the same data, and promotion turns backups on.
   #checkov:skip=CKV_AWS_157:The read replica is a read-scaling copy in a second zone; high availability comes from the Multi-AZ primary, and a Multi-AZ replica would double its cost for no failover gain.
   identifier          = local.replica_identifier
   replicate_source_db = aws_db_instance.primary.identifier
@@ -105,8 +106,11 @@ resource "aws_db_instance" "replica" {
   parameter_group_name                = aws_db_parameter_group.postgres15.name
   auto_minor_version_upgrade          = true
 
-  backup_retention_period = var.replica_backup_retention_days
-  backup_window           = var.backup_window
+  # No automated backups of the replica. RDS for PostgreSQL takes them on a replica from 14.1 on,
+  # but cannot restore a replica to a point in time: they would be daily copies of the primary's
+  # data, already kept 30 days and replicated to the backup region. Promoting the replica turns
+  # them on (promote-read-replica --backup-retention-period); see docs/deployment.md.
+  backup_retention_period = 0
   maintenance_window      = var.maintenance_window
   copy_tags_to_snapshot   = true
   deletion_protection     = true

@@ -45,13 +45,19 @@ resource "aws_s3_bucket_logging" "exports" {
   target_prefix = "s3/${var.export_bucket_name}/"
 }
 
+# Exports (under exports/, where backups export by default) are bulky copies that can be made again
+# from a snapshot: archived, then deleted. DR test reports (under reports/) are small and are audit
+# evidence that the recovery was tested: kept apart, for years. Objects elsewhere (an export given
+# another prefix) have no rule and are kept until deleted by hand.
 resource "aws_s3_bucket_lifecycle_configuration" "exports" {
   bucket = aws_s3_bucket.exports.id
 
   rule {
     id     = "archive-then-expire-exports"
     status = "Enabled"
-    filter {}
+    filter {
+      prefix = "exports/"
+    }
 
     transition {
       days          = var.export_archive_after_days
@@ -63,6 +69,34 @@ resource "aws_s3_bucket_lifecycle_configuration" "exports" {
     noncurrent_version_expiration {
       noncurrent_days = 30
     }
+  }
+
+  rule {
+    id     = "keep-dr-reports-as-audit-evidence"
+    status = "Enabled"
+    filter {
+      prefix = "reports/"
+    }
+
+    transition {
+      days          = var.report_archive_after_days
+      storage_class = "GLACIER"
+    }
+    expiration {
+      days = var.report_expire_after_days
+    }
+    # A report is written once; a version replaced by mistake is kept as long as the report.
+    noncurrent_version_expiration {
+      noncurrent_days = var.report_expire_after_days
+    }
+  }
+
+  # An upload that never completed (a failed export task) anywhere in the bucket.
+  rule {
+    id     = "abort-incomplete-uploads"
+    status = "Enabled"
+    filter {}
+
     abort_incomplete_multipart_upload {
       days_after_initiation = 7
     }
@@ -74,6 +108,10 @@ resource "aws_s3_bucket_lifecycle_configuration" "exports" {
     precondition {
       condition     = var.export_expire_after_days > var.export_archive_after_days
       error_message = "export_expire_after_days must be greater than export_archive_after_days."
+    }
+    precondition {
+      condition     = var.report_expire_after_days > var.report_archive_after_days + 90
+      error_message = "report_expire_after_days must exceed report_archive_after_days by more than 90 days (Glacier Flexible Retrieval bills 90 days at minimum)."
     }
   }
 }

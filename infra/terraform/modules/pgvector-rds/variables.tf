@@ -160,17 +160,6 @@ variable "backup_retention_days" {
   }
 }
 
-variable "replica_backup_retention_days" {
-  description = "Days of automated backups kept for the read replica."
-  type        = number
-  default     = 7
-
-  validation {
-    condition     = var.replica_backup_retention_days >= 1 && var.replica_backup_retention_days <= 35
-    error_message = "replica_backup_retention_days must be between 1 and 35."
-  }
-}
-
 variable "backup_window" {
   description = "Daily automated backup window, UTC (hh24:mi-hh24:mi)."
   type        = string
@@ -237,7 +226,7 @@ variable "export_bucket_name" {
 }
 
 variable "export_archive_after_days" {
-  description = "Days after which exports move to S3 Glacier Flexible Retrieval."
+  description = "Days after which exports (under exports/) move to S3 Glacier Flexible Retrieval."
   type        = number
   default     = 30
 
@@ -248,7 +237,7 @@ variable "export_archive_after_days" {
 }
 
 variable "export_expire_after_days" {
-  description = "Days after which exports are deleted (previous versions are deleted 30 days after they stop being current)."
+  description = "Days after which exports (under exports/) are deleted (previous versions are deleted 30 days after they stop being current). DR test reports have their own retention."
   type        = number
   default     = 365
 
@@ -278,4 +267,57 @@ variable "tags" {
   description = "Tags added to every resource of the module."
   type        = map(string)
   default     = {}
+}
+
+variable "backup_region_network" {
+  description = "Network for restores in the backup region after the loss of the primary's region: a VPC there, its private subnets (two availability zones or more) and the security groups allowed to reach PostgreSQL. Null: nothing is created there, and a restore in the backup region needs a subnet group, security group and parameter group made by hand under the names of the backup_region_worker_environment output."
+  type = object({
+    vpc_id                     = string
+    subnet_ids                 = list(string)
+    allowed_security_group_ids = list(string)
+  })
+  default = null
+
+  validation {
+    condition = var.backup_region_network == null || (
+      can(regex("^vpc-[0-9a-f]+$", var.backup_region_network.vpc_id)) &&
+      length(var.backup_region_network.subnet_ids) >= 2 &&
+      alltrue([for id in var.backup_region_network.subnet_ids : can(regex("^subnet-[0-9a-f]+$", id))]) &&
+      alltrue([for id in var.backup_region_network.allowed_security_group_ids : can(regex("^sg-[0-9a-f]+$", id))])
+    )
+    error_message = "backup_region_network needs a vpc_id (vpc-...), two or more subnet_ids (subnet-...) and security group ids (sg-...) of the backup region."
+  }
+}
+
+variable "dr_instance_class" {
+  description = "Instance class of DR test copies: a copy only has to prove the backup restores, so it is smaller than production's."
+  type        = string
+  default     = "db.t3.medium"
+
+  validation {
+    condition     = can(regex("^db\\.[a-z0-9]+\\.[a-z0-9]+$", var.dr_instance_class))
+    error_message = "dr_instance_class must look like db.<family>.<size>, e.g. db.t3.medium."
+  }
+}
+
+variable "report_archive_after_days" {
+  description = "Days after which DR test reports (under reports/) move to S3 Glacier Flexible Retrieval."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.report_archive_after_days >= 30
+    error_message = "report_archive_after_days must be at least 30."
+  }
+}
+
+variable "report_expire_after_days" {
+  description = "Days DR test reports are kept: they are the audit evidence that recovery was tested (seven years by default)."
+  type        = number
+  default     = 2557
+
+  validation {
+    condition     = var.report_expire_after_days >= 365
+    error_message = "report_expire_after_days must be at least 365: a report is evidence for the audits of at least a year."
+  }
 }

@@ -3,13 +3,34 @@
 # provider's code and fails when the two drift apart.
 
 locals {
-  # Instances the worker snapshots, restores into and deletes; the production instance is among the
-  # first two and is protected from deletion below.
+  # Instances the worker snapshots, restores into, modifies (a real recovery's monitoring) and
+  # deletes, in the primary's region and in the backup region (a restore after the loss of the
+  # primary's); the production instance is among the first two and is protected below.
   worker_instance_arns = [
     aws_db_instance.primary.arn,
     aws_db_instance.replica.arn,
     "${local.rds_arn_prefix}:db:${var.operations_prefix}*",
+    "${local.backup_rds_arn_prefix}:db:${var.operations_prefix}*",
   ]
+  # What a point-in-time restore reads when its source instance is gone: the automated backups RDS
+  # retained here, or those replicated to the backup region.
+  worker_automated_backup_arns = [
+    "${local.rds_arn_prefix}:auto-backup:*",
+    "${local.backup_rds_arn_prefix}:auto-backup:*",
+  ]
+  # Real recoveries (pitrRestore, snapshotRestore) are named <identifier>-pitr-<time> and
+  # <identifier>-restore-<time> unless given a name: meant to replace production, they are never
+  # the worker's to delete.
+  recovery_instance_arns = [
+    "${local.rds_arn_prefix}:db:${var.identifier}-pitr-*",
+    "${local.rds_arn_prefix}:db:${var.identifier}-restore-*",
+    "${local.backup_rds_arn_prefix}:db:${var.identifier}-pitr-*",
+    "${local.backup_rds_arn_prefix}:db:${var.identifier}-restore-*",
+  ]
+  # The keys RDS encrypts with for the worker: storage and exports here, the replicated backups
+  # (and what is restored from them) in the backup region.
+  worker_kms_key_arns = [aws_kms_key.rds.arn, aws_kms_key.backup_replica.arn]
+  rds_via_service     = ["rds.${local.region}.amazonaws.com", "rds.${local.backup_region}.amazonaws.com"]
   # Manual snapshots the worker takes, and the automated ones RDS names rds:<instance>-<date>.
   worker_snapshot_arns = [
     "${local.rds_arn_prefix}:snapshot:${var.operations_prefix}*",
@@ -21,6 +42,9 @@ locals {
     "${local.rds_arn_prefix}:subgrp:${aws_db_subnet_group.this.name}",
     "${local.rds_arn_prefix}:pg:${aws_db_parameter_group.postgres15.name}",
     "${local.rds_arn_prefix}:og:default:postgres-15",
+    "${local.backup_rds_arn_prefix}:subgrp:${local.backup_region_names.subnet_group}",
+    "${local.backup_rds_arn_prefix}:pg:${local.backup_region_names.parameter_group}",
+    "${local.backup_rds_arn_prefix}:og:default:postgres-15",
   ]
 }
 
@@ -38,11 +62,14 @@ data "aws_iam_policy_document" "worker" {
       "${local.rds_arn_prefix}:db:*",
       "${local.rds_arn_prefix}:snapshot:*",
       "${local.rds_arn_prefix}:auto-backup:*",
+      "${local.backup_rds_arn_prefix}:db:*",
+      "${local.backup_rds_arn_prefix}:auto-backup:*",
     ]
   }
 
-  # Snapshots, restores, instance creation and the deletion of temporary (DR test, restored)
-  # instances. Creating a resource with tags is also authorized as rds:AddTagsToResource on it.
+  # Snapshots, restores, instance creation, a real recovery's monitoring (ModifyDBInstance) and
+  # the deletion of DR test copies. Creating a resource with tags is also authorized as
+  # rds:AddTagsToResource on it.
   statement {
     sid = "SnapshotRestoreAndRemoveOwnInstances"
     actions = [
@@ -50,11 +77,29 @@ data "aws_iam_policy_document" "worker" {
       "rds:CreateDBInstance",
       "rds:CreateDBSnapshot",
       "rds:DeleteDBInstance",
-      "rds:DeleteDBSnapshot",
+      "rds:ModifyDBInstance",
       "rds:RestoreDBInstanceFromDBSnapshot",
       "rds:RestoreDBInstanceToPointInTime",
     ]
-    resources = concat(local.worker_instance_arns, local.worker_snapshot_arns, local.worker_restore_dependency_arns)
+    resources = concat(
+      local.worker_instance_arns,
+      local.worker_snapshot_arns,
+      local.worker_automated_backup_arns,
+      local.worker_restore_dependency_arns,
+    )
+  }
+
+  # Deleting a snapshot: only a manual one of the operations prefix that a dbops run took (it
+  # carries the run's owner tags); never an automated one, never one made by hand.
+  statement {
+    sid       = "DeleteOwnSnapshots"
+    actions   = ["rds:DeleteDBSnapshot"]
+    resources = ["${local.rds_arn_prefix}:snapshot:${var.operations_prefix}*"]
+    condition {
+      test     = "Null"
+      variable = "aws:ResourceTag/dbops:workflow-id"
+      values   = ["false"]
+    }
   }
 
   # An instance created with ManageMasterUserPassword gets its master secret created (and tagged)
@@ -85,22 +130,42 @@ data "aws_iam_policy_document" "worker" {
     }
   }
 
-  # StartExportTask hands the export role to RDS ...
+  # StartExportTask hands the export role to RDS, and a real recovery's ModifyDBInstance the
+  # enhanced monitoring role ...
   statement {
-    sid       = "PassExportRole"
+    sid       = "PassExportAndMonitoringRoles"
     actions   = ["iam:PassRole"]
-    resources = [aws_iam_role.export.arn]
+    resources = [aws_iam_role.export.arn, aws_iam_role.monitoring.arn]
   }
 
-  # ... and lets RDS create a grant on the key that encrypts the exported files.
+  # ... and RDS makes grants, as the worker, on the keys it encrypts with: the export's key, the
+  # key of an encrypted snapshot or backup it restores, Performance Insights' key.
   statement {
-    sid       = "GrantExportKeyToRds"
-    actions   = ["kms:CreateGrant", "kms:DescribeKey"]
-    resources = [aws_kms_key.rds.arn]
+    sid       = "GrantKeysToRds"
+    actions   = ["kms:CreateGrant"]
+    resources = local.worker_kms_key_arns
     condition {
       test     = "Bool"
       variable = "kms:GrantIsForAWSResource"
       values   = ["true"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = local.rds_via_service
+    }
+  }
+
+  # RDS first reads those keys as the worker. kms:GrantIsForAWSResource exists only on the grant
+  # actions (CreateGrant, ListGrants, RevokeGrant), so DescribeKey is held to RDS by kms:ViaService.
+  statement {
+    sid       = "DescribeKeysThroughRds"
+    actions   = ["kms:DescribeKey"]
+    resources = local.worker_kms_key_arns
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = local.rds_via_service
     }
   }
 
@@ -140,12 +205,32 @@ data "aws_iam_policy_document" "worker" {
   }
 
   # The production primary and its replica share the operations prefix; whatever else is allowed
-  # above, the worker never deletes them (deletion protection is the second guard).
+  # above, the worker never deletes or modifies them (deletion protection is the second guard).
   statement {
-    sid       = "NeverDeleteProduction"
+    sid       = "NeverDeleteOrModifyProduction"
+    effect    = "Deny"
+    actions   = ["rds:DeleteDBInstance", "rds:ModifyDBInstance"]
+    resources = [aws_db_instance.primary.arn, aws_db_instance.replica.arn]
+  }
+
+  # Nor a real recovery: by its name, or, named otherwise, by the purpose tag its restore gave it.
+  statement {
+    sid       = "NeverDeleteRecoveriesByName"
     effect    = "Deny"
     actions   = ["rds:DeleteDBInstance"]
-    resources = [aws_db_instance.primary.arn, aws_db_instance.replica.arn]
+    resources = local.recovery_instance_arns
+  }
+
+  statement {
+    sid       = "NeverDeleteRecoveriesByTag"
+    effect    = "Deny"
+    actions   = ["rds:DeleteDBInstance"]
+    resources = ["${local.rds_arn_prefix}:db:*", "${local.backup_rds_arn_prefix}:db:*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/dbops:purpose"
+      values   = ["restore"]
+    }
   }
 }
 
