@@ -82,47 +82,59 @@ describe('backfill workflow (dev server, local instance)', () => {
     ...extra,
   });
 
-  it('the worker killed with SIGKILL mid-run: a new worker resumes from the checkpoint; no row applied twice', async () => {
+  it('the worker killed with SIGKILL mid-chunk (after batch 3 of chunk 2 committed): the retry resumes from the checkpoint, re-runs at most one batch and does not rescan; no row applied twice', async () => {
     await resetTable(client);
+    // Every committed batch statement on the table, counted by a statement trigger.
+    await client.query(`CREATE TABLE counter_statements (n serial PRIMARY KEY);
+      CREATE FUNCTION count_counter_statement() RETURNS trigger LANGUAGE plpgsql AS
+        $$BEGIN INSERT INTO counter_statements DEFAULT VALUES; RETURN NULL; END$$;
+      CREATE TRIGGER counter_statement AFTER UPDATE ON counter_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION count_counter_statement()`);
     const taskQueue = 'backfill-kill';
-    const handle = await env.client.workflow.start(backfill, {
-      taskQueue,
-      workflowId: 'backfill-kill',
-      args: [input({ batchSize: 200, delayMs: 20 })],
-    });
-    const first = startWorkerProcess(taskQueue);
-    await until(handle, 'rows done by the first worker', (p) => p.rowsDone >= 2000);
-    // Killed inside a chunk that has committed batches the workflow has not heard of yet.
-    for (;;) {
-      const committed = await doneRows();
-      if (committed >= (await handle.query<BackfillProgress>('progress')).rowsDone + 3 * 200) break;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    first.kill('SIGKILL');
-    await new Promise((resolve) => first.once('exit', resolve));
-    const committed = await doneRows();
-    assert.ok(committed < ROWS, 'killed before the end');
-
-    const second = startWorkerProcess(taskQueue);
+    const batchSize = 200;
     try {
-      // The new worker answers at once; the lost chunk is retried only after its heartbeat timeout.
-      const known = await handle.query<BackfillProgress>('progress');
-      assert.ok(
-        committed > known.rowsDone,
-        `killed mid-chunk: ${committed} rows done, ${known.rowsDone} reported`,
-      );
-      const final = await handle.result();
-      // The retried chunk resumed after the last batch the killed one committed: every row was
-      // counted as changed once (a batch walked twice would change nothing the second time and
-      // leave rowsDone short), and 100 full batches plus the empty one that found the end.
-      assert.deepEqual(
-        [final.state, final.rowsDone, final.rowsScanned, final.batches],
-        ['completed', ROWS, ROWS, ROWS / 200 + 1],
-      );
+      const handle = await env.client.workflow.start(backfill, {
+        taskQueue,
+        workflowId: 'backfill-kill',
+        // 50 ms between batches: a 2-second chunk does at most 40 of the 100, so chunk 2 has a batch 3.
+        args: [input({ batchSize, delayMs: 50 })],
+      });
+      const first = startWorkerProcess(taskQueue, { TEST_STOP_AT_BATCH: '2:3' });
+      await printed(first, 'stopped after batch 3 of chunk 2');
+      first.kill('SIGKILL');
+      await new Promise((resolve) => first.once('exit', resolve));
+      const committed = await doneRows();
+      const second = startWorkerProcess(taskQueue);
+      try {
+        // The new worker answers at once; the lost chunk is retried after its heartbeat timeout.
+        const known = await handle.query<BackfillProgress>('progress');
+        assert.ok(
+          known.rowsDone > 0 && committed === known.rowsDone + 3 * batchSize,
+          `killed after three batches the workflow has not heard of: ${committed} rows done, ${known.rowsDone} reported`,
+        );
+        const final = await handle.result();
+        const batches = ROWS / batchSize + 1; // 100 full batches and the empty one that finds the end
+        // Resumed after the last batch the killed attempt committed, with its totals: every row
+        // scanned and changed once over the whole run (a retry that started the chunk again
+        // would scan the killed attempt's rows again, and find nothing left to change in them).
+        assert.deepEqual(
+          [final.state, final.rowsDone, final.rowsScanned, final.batches],
+          ['completed', ROWS, ROWS, batches],
+        );
+        const { rows } = await client.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM counter_statements`,
+        );
+        assert.ok(
+          rows[0]!.n - batches <= 1,
+          `batch statements committed: ${rows[0]!.n} for ${batches} batches (at most one re-run)`,
+        );
+      } finally {
+        second.kill('SIGKILL');
+      }
+      assert.deepEqual(await compare(client), { different: 0, notOnce: 0 });
     } finally {
-      second.kill('SIGKILL');
+      await client.query(`DROP TABLE counter_statements; DROP FUNCTION count_counter_statement() CASCADE`);
     }
-    assert.deepEqual(await compare(client), { different: 0, notOnce: 0 });
   });
 
   it('pauses, resumes, takes a new batch size while running, and ends equal to the single UPDATE with every row counted once on /metrics', async () => {
@@ -454,7 +466,8 @@ describe('backfill workflow (dev server, local instance)', () => {
     assert.fail('no batch ever waited on the lock');
   }
 
-  function startWorkerProcess(taskQueue: string): ChildProcess {
+  /** `extra`: more environment, e.g. TEST_STOP_AT_BATCH (see the fixture). */
+  function startWorkerProcess(taskQueue: string, extra: Record<string, string> = {}): ChildProcess {
     const child = spawn(
       process.execPath,
       ['--import', 'tsx', path.join(__dirname, '..', 'fixtures', 'worker-process.ts')],
@@ -465,11 +478,31 @@ describe('backfill workflow (dev server, local instance)', () => {
           TEST_ENDPOINT: JSON.stringify(instance.endpoint),
           TEST_TEMPORAL_ADDRESS: env.address,
           TEST_TASK_QUEUE: taskQueue,
+          ...extra,
         },
-        stdio: ['ignore', 'ignore', 'inherit'],
+        stdio: ['ignore', 'pipe', 'inherit'],
       },
     );
+    child.stdout.resume();
     return child;
+  }
+
+  /** Until the worker prints `line`; fails if it exits first. */
+  function printed(child: ChildProcess, line: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let seen = '';
+      const onData = (chunk: Buffer) => {
+        seen += chunk.toString();
+        if (seen.split('\n').includes(line)) {
+          child.stdout!.off('data', onData);
+          child.off('exit', onExit);
+          resolve();
+        }
+      };
+      const onExit = (code: number | null) => reject(new Error(`worker exited ${code} before "${line}"`));
+      child.stdout!.on('data', onData);
+      child.once('exit', onExit);
+    });
   }
 });
 
