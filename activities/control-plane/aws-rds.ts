@@ -26,6 +26,7 @@ import {
 } from '@aws-sdk/client-rds';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 
+import { workerCredentials } from '../aws-credentials';
 import type { ExportConfig, RdsConfig } from '../config-types';
 import {
   AlreadyExistsError,
@@ -70,7 +71,7 @@ export interface AwsClientOptions {
   region: string;
   /** A local AWS API peer; unset in production. */
   endpoint?: string | undefined;
-  /** Unset in production: the default provider chain (instance role, environment, profile). */
+  /** Unset in production: the worker's one provider (activities/aws-credentials.ts). */
   credentials?: RDSClientConfig['credentials'];
 }
 
@@ -79,7 +80,7 @@ export function createAwsClients(options: AwsClientOptions): { rds: RDSClient; s
     region: options.region,
     maxAttempts: AWS_MAX_ATTEMPTS,
     ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint }),
-    ...(options.credentials === undefined ? {} : { credentials: options.credentials }),
+    credentials: options.credentials ?? workerCredentials(),
   };
   // Path-style S3 addressing only where a custom endpoint cannot serve bucket subdomains.
   return {
@@ -193,6 +194,12 @@ export class AwsRdsControlPlane implements ControlPlane {
     } catch (error) {
       // Idempotent: a retry after a lost response finds the instance gone or already deleting.
       if (error instanceof NotFoundError) return;
+      if (error instanceof InvalidInputError && /protect/i.test(error.message)) {
+        throw new InvalidStateError(
+          `${what}: it has deletion protection (a real recovery, or production): dbops does not delete it; turn deletion protection off by hand first if it is not wanted`,
+          error.providerCode,
+        );
+      }
       if (!isInstanceStateFault(error)) throw error;
       const status = await this.statusOf(instanceId);
       if (status === null || instanceStatus(status) === 'deleting') return;

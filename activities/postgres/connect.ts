@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { Signer, type SignerConfig } from '@aws-sdk/rds-signer';
 import { Client, type ClientConfig } from 'pg';
 
+import { workerCredentials } from '../aws-credentials';
 import type { DatabaseConfig, ProviderConfig } from '../config-types';
 import { TransientError } from '../../workflows/lib/errors';
 
@@ -79,7 +80,8 @@ export function connectorFromConfig(config: Pick<ProviderConfig, 'database' | 'a
     primary: config.database,
     replica: aws.connection.replica,
     caBundlePath: aws.connection.caBundlePath,
-    iam: aws.connection.auth === 'iam' ? { region: aws.region } : undefined,
+    // The worker's one credentials provider: a token per connection, not a credentials lookup per connection.
+    iam: aws.connection.auth === 'iam' ? { region: aws.region, credentials: workerCredentials() } : undefined,
     requireTls: true,
   });
 }

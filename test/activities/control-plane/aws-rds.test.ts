@@ -444,7 +444,11 @@ describe('aws provider (RDS and S3 on moto, through a loopback fault proxy)', fu
       assert.equal(instance.MaxAllocatedStorage, 1000);
       await assert.rejects(
         plane.deleteInstance('mcp-demo-prod-snap-real', { skipFinalSnapshot: true }),
-        (error: unknown) => error instanceof InvalidInputError && /protect/i.test(error.message),
+        (error: unknown) =>
+          error instanceof InvalidStateError &&
+          /^deleting instance "mcp-demo-prod-snap-real": it has deletion protection \(a real recovery/.test(
+            error.message,
+          ),
         'deletion protection holds',
       );
     });
