@@ -1,8 +1,9 @@
 /**
  * `backup`: a manual snapshot of an instance, waited for until available, then optionally
- * exported (RDS export task to S3 / local SQL export) and waited for until complete.
+ * exported (RDS export task to S3 / local SQL export) and waited for until complete. A long wait
+ * continues as new, carrying what was requested and the wait (BackupResume).
  */
-import { metricMeter } from '@temporalio/workflow';
+import { continueAsNew, metricMeter } from '@temporalio/workflow';
 
 import type {
   ExportDestination,
@@ -10,14 +11,16 @@ import type {
   SnapshotDescription,
 } from '../activities/control-plane/control-plane';
 import { recordBackupSucceeded } from './lib/metrics';
-import { pollUntil } from './lib/polling';
+import { pollUntil, type WaitPosition } from './lib/polling';
 import {
   derivedIdentifier,
   invalidInput,
   ownerTags,
   rejectUnknownFields,
   requireIdentifier,
+  requireIsoTime,
   requireObject,
+  requireWaitPosition,
   secondsBetween,
   timeouts as parseTimeouts,
   trackRecovery,
@@ -33,7 +36,21 @@ export interface BackupInput {
   /** `true`: to the configured exports bucket; or a destination of its own. */
   export?: boolean | Partial<ExportDestination>;
   timeouts?: Partial<RecoveryTimeouts>;
+  /** Carried over by continue-as-new; not for callers. */
+  resume?: BackupResume;
 }
+
+/** Where a backup stood when its run continued as new: what it requested, and its wait. */
+export type BackupResume =
+  | { step: 'snapshot'; requestedAt: string; wait: WaitPosition }
+  | {
+      step: 'export';
+      /** The result so far: the snapshot is available. */
+      result: BackupResult;
+      destination: ExportDestination;
+      exportRequestedAt: string;
+      wait: WaitPosition;
+    };
 
 export interface BackupResult {
   instanceId: string;
@@ -53,42 +70,60 @@ export interface BackupResult {
 export async function backup(input: BackupInput): Promise<BackupResult> {
   const valid = validate(input);
   const setStep = trackRecovery('backup', valid.instanceId);
-  const { instanceId, snapshotId, timeouts } = valid;
-
-  setStep(`requesting snapshot ${snapshotId}`);
-  const requestedAt = new Date().toISOString();
+  const { instanceId, snapshotId, timeouts, resume } = valid;
+  // The next run of the chain goes on where this one stands; the snapshot id is fixed by now.
+  const carryOver = (next: BackupResume) =>
+    continueAsNew<typeof backup>({ ...input, snapshotId, resume: next });
   const create = createCalls(timeouts);
-  await create.createSnapshot(instanceId, snapshotId, ownerTags('backup', instanceId));
-  const snapshot: SnapshotDescription = await pollUntil({
-    what: `snapshot ${snapshotId} to be available`,
-    describe: () => controlPlane.describeSnapshot(snapshotId),
-    isDone: (s) => s.status === 'available',
-    failure: (s) => (s.status === 'failed' || s.status === 'deleting' ? `it is ${s.status}` : undefined),
-    interval: timeouts.pollInterval,
-    timeout: timeouts.snapshot,
-    onState: (s) => setStep(`snapshot ${snapshotId} ${s.status} (${s.percentProgress}%)`),
-  });
-  const result: BackupResult = {
-    instanceId,
-    snapshotId,
-    snapshotCreatedAt: snapshot.createdAt ?? null,
-    sizeBytes: snapshot.sizeBytes ?? null,
-    snapshotSeconds: secondsBetween(requestedAt, new Date().toISOString()),
-    export: null,
-  };
+
+  let result: BackupResult;
+  if (resume?.step === 'export') result = resume.result;
+  else {
+    let requestedAt: string;
+    if (resume === undefined) {
+      setStep(`requesting snapshot ${snapshotId}`);
+      requestedAt = new Date().toISOString();
+      await create.createSnapshot(instanceId, snapshotId, ownerTags('backup', instanceId));
+    } else requestedAt = resume.requestedAt;
+    const snapshot: SnapshotDescription = await pollUntil({
+      what: `snapshot ${snapshotId} to be available`,
+      describe: () => controlPlane.describeSnapshot(snapshotId),
+      isDone: (s) => s.status === 'available',
+      failure: (s) => (s.status === 'failed' || s.status === 'deleting' ? `it is ${s.status}` : undefined),
+      interval: timeouts.pollInterval,
+      maxInterval: timeouts.maxPollInterval,
+      timeout: timeouts.snapshot,
+      onState: (s) => setStep(`snapshot ${snapshotId} ${s.status} (${s.percentProgress}%)`),
+      resume: resume?.wait,
+      continueAsNew: (wait) => carryOver({ step: 'snapshot', requestedAt, wait }),
+    });
+    result = {
+      instanceId,
+      snapshotId,
+      snapshotCreatedAt: snapshot.createdAt ?? null,
+      sizeBytes: snapshot.sizeBytes ?? null,
+      snapshotSeconds: secondsBetween(requestedAt, new Date().toISOString()),
+      export: null,
+    };
+  }
   if (valid.export === undefined) {
     recordBackupSucceeded(metricMeter, instanceId, new Date());
     return result;
   }
 
-  const destination =
-    valid.export.bucket === undefined
-      ? { ...(await controlPlane.defaultExportDestination(instanceId)), ...definedPrefix(valid.export) }
-      : { bucket: valid.export.bucket, prefix: valid.export.prefix ?? `exports/${instanceId}` };
   const exportId = valid.export.exportId;
-  setStep(`exporting ${snapshotId} as ${exportId}`);
-  const exportRequestedAt = new Date().toISOString();
-  await create.startExport(exportId, snapshotId, destination);
+  let destination: ExportDestination;
+  let exportRequestedAt: string;
+  if (resume?.step === 'export') ({ destination, exportRequestedAt } = resume);
+  else {
+    destination =
+      valid.export.bucket === undefined
+        ? { ...(await controlPlane.defaultExportDestination(instanceId)), ...definedPrefix(valid.export) }
+        : { bucket: valid.export.bucket, prefix: valid.export.prefix ?? `exports/${instanceId}` };
+    setStep(`exporting ${snapshotId} as ${exportId}`);
+    exportRequestedAt = new Date().toISOString();
+    await create.startExport(exportId, snapshotId, destination);
+  }
   const exported = await pollUntil({
     what: `export ${exportId} to complete`,
     describe: () => controlPlane.describeExport(exportId),
@@ -98,8 +133,11 @@ export async function backup(input: BackupInput): Promise<BackupResult> {
         ? `it is ${s.status}: ${s.failureCause ?? 'no cause given'}`
         : undefined,
     interval: timeouts.pollInterval,
+    maxInterval: timeouts.maxPollInterval,
     timeout: timeouts.export,
     onState: (s) => setStep(`export ${exportId} ${s.status} (${s.percentProgress}%)`),
+    resume: resume?.step === 'export' ? resume.wait : undefined,
+    continueAsNew: (wait) => carryOver({ step: 'export', result, destination, exportRequestedAt, wait }),
   });
   recordBackupSucceeded(metricMeter, instanceId, new Date());
   return {
@@ -119,7 +157,7 @@ function definedPrefix(destination: Partial<ExportDestination>): Partial<ExportD
 
 function validate(raw: unknown) {
   const input = requireObject(raw);
-  rejectUnknownFields(input, ['instanceId', 'snapshotId', 'export', 'timeouts']);
+  rejectUnknownFields(input, ['instanceId', 'snapshotId', 'export', 'timeouts', 'resume']);
   const instanceId = requireIdentifier('instanceId', input.instanceId);
   const snapshotId =
     input.snapshotId === undefined
@@ -151,5 +189,21 @@ function validate(raw: unknown) {
         ? undefined
         : { ...exportTo, exportId: derivedIdentifier('snapshotId', snapshotId, '-export') },
     timeouts: parseTimeouts(input.timeouts),
+    resume: input.resume === undefined ? undefined : requireResume(input.resume),
   };
+}
+
+/** A carried-over position, checked as far as it steers the run (a caller has no business here). */
+function requireResume(raw: unknown): BackupResume {
+  const resume = requireObject(raw);
+  requireWaitPosition('resume.wait', resume.wait);
+  if (resume.step === 'snapshot') requireIsoTime('resume.requestedAt', resume.requestedAt);
+  else if (resume.step === 'export') {
+    requireIsoTime('resume.exportRequestedAt', resume.exportRequestedAt);
+    requireObject(resume.result);
+    requireObject(resume.destination);
+  } else {
+    throw invalidInput(`resume.step ${JSON.stringify(resume.step)} is not valid: snapshot or export`);
+  }
+  return resume as unknown as BackupResume;
 }

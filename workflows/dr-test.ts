@@ -4,12 +4,16 @@
  * replacement (activities/postgres/dr-checks.ts), ALWAYS deletes the copy (success, failed check,
  * activity failure, cancellation: the cleanup runs in a non-cancellable scope), and reports the
  * RPO (snapshot age), the RTO (restore duration) and every check, as its result and as JSON and
- * Markdown files. A run first removes the copies that crashed runs left behind (orphans).
+ * Markdown files. A run first removes the copies that crashed runs left behind (orphans). A long
+ * wait continues as new with the copy and the report so far (DrTestResume); the last run of the
+ * chain deletes the copy.
  */
 import {
   ApplicationFailure,
   CancellationScope,
   CancelledFailure,
+  ContinueAsNew,
+  continueAsNew,
   isCancellation,
   log,
   metricMeter,
@@ -17,6 +21,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 
+import type { SnapshotDescription } from '../activities/control-plane/control-plane';
 import type { DrCheck } from '../activities/postgres/dr-checks';
 import { recordDrTest } from './lib/metrics';
 import {
@@ -26,7 +31,10 @@ import {
   ownerTags,
   rejectUnknownFields,
   requireIdentifier,
+  requireIsoTime,
   requireObject,
+  requireOwner,
+  requireWaitPosition,
   runOwner,
   secondsBetween,
   timeouts as parseTimeouts,
@@ -36,7 +44,7 @@ import {
   type RecoveryTimeouts,
 } from './lib/recovery';
 import { DR_PURPOSE, OWNER_TAGS } from './lib/owner-tags';
-import { toMs } from './lib/polling';
+import { toMs, type WaitPosition } from './lib/polling';
 import {
   checks as checkActivities,
   controlPlane,
@@ -57,7 +65,26 @@ export interface DrTestInput {
   /** `hnsw.ef_search` for the recall queries (default 100). */
   efSearch?: number;
   timeouts?: Partial<RecoveryTimeouts>;
+  /** Carried over by continue-as-new; not for callers. */
+  resume?: DrTestResume;
 }
+
+/**
+ * Where a DR test stood when its run continued as new: its copy's name, the report so far, and
+ * the wait it was in (for another test's copy to be gone, or for its own copy to be available).
+ */
+export type DrTestResume = DrTestWait & {
+  target: string;
+  report: DrTestReport;
+  /** The run that restored the copy: the copy's owner tags name it. */
+  owner: Record<string, string>;
+};
+
+/** The wait a DR test hands over: for another test's copy to be gone, or for its own restore. */
+type DrTestWait = { wait: WaitPosition } & (
+  | { step: 'other-test'; other: string }
+  | { step: 'restore'; snapshot: SnapshotDescription; requestedAt: string }
+);
 
 /** Runs started before a DR test waited for another one using the copy's name replay as they ran. */
 const WAIT_FOR_OTHER_TEST = 'dr-test-waits-for-another-test';
@@ -67,13 +94,13 @@ const LATE_CANCEL = 'dr-test-cancel-during-cleanup';
 
 export async function drTest(input: DrTestInput): Promise<DrTestReport> {
   const valid = validate(input);
-  const { instanceId, timeouts } = valid;
+  const { instanceId, timeouts, resume } = valid;
   const setStep = trackRecovery('drTest', instanceId);
   const started = new Date();
   const { workflowId } = workflowInfo();
-  const target = valid.target;
-  const owner = runOwner();
-  const report: DrTestReport = {
+  const target = resume?.target ?? valid.target;
+  const owner = resume?.owner ?? runOwner();
+  const report: DrTestReport = resume?.report ?? {
     instanceId,
     workflowId,
     ok: false,
@@ -89,6 +116,9 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
     error: null,
     reportLocations: [],
   };
+  // The next run of the chain goes on with the same copy and report, and cleans up at its end.
+  const carryOver = (next: DrTestWait) =>
+    continueAsNew<typeof drTest>({ ...input, resume: { ...next, target, report, owner } });
 
   let cancelled: Error | undefined;
   // A cancel that arrives during the cleanup (which cannot be cancelled) still ends the run
@@ -100,58 +130,79 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
     report.error ??= 'the DR test was cancelled';
   };
   try {
-    setStep('removing orphans of earlier runs');
-    for (const orphan of await controlPlane.findOrphanDrInstances(instanceId)) {
-      log.warn(`removing ${orphan}: a DR test instance no running workflow owns`, { instanceId });
-      await deleteInstance(orphan, timeouts);
-      report.orphansRemoved.push(orphan);
-    }
-    // The copy's name may still be taken: by an earlier run of the same day deleting its copy, or by
-    // another DR test of this instance that is running now (the schedule's while one started by
-    // hand runs; orphans are gone by now, so a DR copy of this source left here has a running
-    // owner). Wait until it is gone, then test. Anything else of that name is not ours to touch.
-    const existing = await controlPlane.findInstance(target);
-    const otherTest =
-      existing !== null && isDrCopyOf(existing.tags, instanceId) && patched(WAIT_FOR_OTHER_TEST);
-    if (existing !== null && existing.status !== 'deleting' && !otherTest) {
-      throw ApplicationFailure.nonRetryable(
-        `instance ${target} already exists (${existing.providerStatus}) and is not a DR test copy of ${instanceId}: ` +
-          `it is not tagged ${OWNER_TAGS.purpose}=${DR_PURPOSE} with ${OWNER_TAGS.source}=${instanceId}`,
-        'InvalidStateError',
+    let snapshot: SnapshotDescription;
+    let requestedAt: string;
+    if (resume?.step === 'restore') ({ snapshot, requestedAt } = resume);
+    else {
+      if (resume === undefined) {
+        setStep('removing orphans of earlier runs');
+        for (const orphan of await controlPlane.findOrphanDrInstances(instanceId)) {
+          log.warn(`removing ${orphan}: a DR test instance no running workflow owns`, { instanceId });
+          await deleteInstance(orphan, timeouts);
+          report.orphansRemoved.push(orphan);
+        }
+      }
+      // The copy's name may still be taken: by an earlier run of the same day deleting its copy, or by
+      // another DR test of this instance that is running now (the schedule's while one started by
+      // hand runs; orphans are gone by now, so a DR copy of this source left here has a running
+      // owner). Wait until it is gone, then test. Anything else of that name is not ours to touch.
+      const existing = resume === undefined ? await controlPlane.findInstance(target) : null;
+      const otherTest =
+        resume?.step === 'other-test'
+          ? resume.other
+          : existing !== null && isDrCopyOf(existing.tags, instanceId) && patched(WAIT_FOR_OTHER_TEST)
+            ? (existing.tags[OWNER_TAGS.workflowId] ?? 'of unknown id')
+            : undefined;
+      if (existing !== null && existing.status !== 'deleting' && otherTest === undefined) {
+        throw ApplicationFailure.nonRetryable(
+          `instance ${target} already exists (${existing.providerStatus}) and is not a DR test copy of ${instanceId}: ` +
+            `it is not tagged ${OWNER_TAGS.purpose}=${DR_PURPOSE} with ${OWNER_TAGS.source}=${instanceId}`,
+          'InvalidStateError',
+        );
+      }
+      if (otherTest !== undefined) {
+        setStep(`waiting for the DR test ${otherTest} to finish with ${target}`);
+        // As long as that test may take: its restore, its checks (at most an hour), its cleanup.
+        const longest = toMs(timeouts.restore) + toMs('1 hour') + toMs(timeouts.deletion);
+        await waitUntilGone(target, longest, timeouts, {
+          resume: resume?.wait,
+          continueAsNew: (wait) => carryOver({ step: 'other-test', other: otherTest, wait }),
+        });
+      } else if (existing !== null) await waitUntilGone(target, timeouts.deletion, timeouts);
+
+      setStep('finding the newest available snapshot');
+      const newest = (await controlPlane.listSnapshots(instanceId)).find((s) => s.status === 'available');
+      if (newest === undefined) {
+        throw ApplicationFailure.nonRetryable(
+          `instance ${instanceId} has no available snapshot to test: take one with dbops backup --instance ${instanceId}`,
+          'NoSnapshot',
+        );
+      }
+      snapshot = newest;
+      report.snapshot = {
+        snapshotId: snapshot.snapshotId,
+        type: snapshot.type,
+        createdAt: snapshot.createdAt,
+        sizeBytes: snapshot.sizeBytes,
+      };
+      report.rpoSeconds = secondsBetween(snapshot.createdAt, report.startedAt);
+
+      setStep(`restoring ${snapshot.snapshotId} as ${target}`);
+      requestedAt = new Date().toISOString();
+      await createCalls(timeouts).restoreFromSnapshot(
+        snapshot.snapshotId,
+        target,
+        ownerTags(DR_PURPOSE, instanceId),
       );
     }
-    if (existing !== null && otherTest) {
-      setStep(`waiting for the DR test ${existing.tags[OWNER_TAGS.workflowId]} to finish with ${target}`);
-      // As long as that test may take: its restore, its checks (at most an hour), its cleanup.
-      const longest = toMs(timeouts.restore) + toMs('1 hour') + toMs(timeouts.deletion);
-      await waitUntilGone(target, longest, timeouts);
-    } else if (existing !== null) await waitUntilGone(target, timeouts.deletion, timeouts);
-
-    setStep('finding the newest available snapshot');
-    const snapshot = (await controlPlane.listSnapshots(instanceId)).find((s) => s.status === 'available');
-    if (snapshot === undefined) {
-      throw ApplicationFailure.nonRetryable(
-        `instance ${instanceId} has no available snapshot to test: take one with dbops backup --instance ${instanceId}`,
-        'NoSnapshot',
-      );
-    }
-    report.snapshot = {
-      snapshotId: snapshot.snapshotId,
-      type: snapshot.type,
-      createdAt: snapshot.createdAt,
-      sizeBytes: snapshot.sizeBytes,
-    };
-    report.rpoSeconds = secondsBetween(snapshot.createdAt, report.startedAt);
-
-    setStep(`restoring ${snapshot.snapshotId} as ${target}`);
-    const requestedAt = new Date().toISOString();
-    await createCalls(timeouts).restoreFromSnapshot(
-      snapshot.snapshotId,
+    const restored = await waitForAvailable(
       target,
-      ownerTags(DR_PURPOSE, instanceId),
-    );
-    const restored = await waitForAvailable(target, timeouts, (s) =>
-      setStep(`instance ${target} ${s.providerStatus}`),
+      timeouts,
+      (s) => setStep(`instance ${target} ${s.providerStatus}`),
+      {
+        resume: resume?.step === 'restore' ? resume.wait : undefined,
+        continueAsNew: (wait) => carryOver({ step: 'restore', snapshot, requestedAt, wait }),
+      },
     );
     report.rtoSeconds = secondsBetween(requestedAt, new Date().toISOString());
 
@@ -160,6 +211,7 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
       const result = await checkActivities.runDrChecks({
         endpoint: restored.endpoint,
         expectedRowCounts: snapshot.tableRowCounts ?? null,
+        expectedContentHashes: snapshot.tableContentHashes ?? null,
         sampleQueries: valid.sampleQueries,
         minRecall: valid.minRecall,
         efSearch: valid.efSearch,
@@ -171,6 +223,8 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
       report.checks.push({ name: 'connectivity', status: 'failed', detail: failureMessage(error) });
     }
   } catch (error) {
+    // Continued as new: the next run of the chain waits on and deletes the copy at its end.
+    if (error instanceof ContinueAsNew) throw error;
     if (isCancellation(error)) cancelled = error as Error;
     report.error = isCancellation(error) ? 'the DR test was cancelled' : failureMessage(error);
   }
@@ -256,7 +310,7 @@ function summarize(report: DrTestReport): string {
 
 function validate(raw: unknown) {
   const input = requireObject(raw);
-  rejectUnknownFields(input, ['instanceId', 'minRecall', 'sampleQueries', 'efSearch', 'timeouts']);
+  rejectUnknownFields(input, ['instanceId', 'minRecall', 'sampleQueries', 'efSearch', 'timeouts', 'resume']);
   const instanceId = requireIdentifier('instanceId', input.instanceId);
   const sampleQueries = numberInRange('sampleQueries', input.sampleQueries, 20, 1, 1000);
   if (!Number.isInteger(sampleQueries)) {
@@ -269,5 +323,22 @@ function validate(raw: unknown) {
     sampleQueries,
     efSearch: Math.round(numberInRange('efSearch', input.efSearch, 100, 1, 1000)),
     timeouts: parseTimeouts(input.timeouts),
+    resume: input.resume === undefined ? undefined : requireResume(input.resume),
   };
+}
+
+/** A carried-over position, checked as far as it steers the run (a caller has no business here). */
+function requireResume(raw: unknown): DrTestResume {
+  const resume = requireObject(raw);
+  requireIdentifier('resume.target', resume.target);
+  requireOwner('resume.owner', resume.owner);
+  requireObject(resume.report);
+  requireWaitPosition('resume.wait', resume.wait);
+  if (resume.step === 'restore') {
+    requireObject(resume.snapshot);
+    requireIsoTime('resume.requestedAt', resume.requestedAt);
+  } else if (resume.step !== 'other-test' || typeof resume.other !== 'string') {
+    throw invalidInput(`resume.step ${JSON.stringify(resume.step)} is not valid: other-test or restore`);
+  }
+  return resume as unknown as DrTestResume;
 }

@@ -1,9 +1,10 @@
 /**
  * `pitrRestore`: restores an instance as it was at a point in time (or at its latest restorable
  * time) as a NEW instance, waits until it is available and returns its endpoint. The target time
- * is checked against the source's restorable range before anything is created.
+ * is checked against the source's restorable range before anything is created. A long wait
+ * continues as new, carrying the restore it waits for (RestoreResume).
  */
-import { ApplicationFailure, CancellationScope, isCancellation } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, continueAsNew, isCancellation } from '@temporalio/workflow';
 
 import type { Endpoint } from '../activities/control-plane/control-plane';
 import { PointInTimeRestoreNotEnabledError, RestoreTimeOutOfRangeError } from './lib/errors';
@@ -15,12 +16,14 @@ import {
   requireIdentifier,
   requireIsoTime,
   requireObject,
+  requireRestoreResume,
   runOwner,
   secondsBetween,
   timeouts as parseTimeouts,
   trackRecovery,
   utcStamp,
   type RecoveryTimeouts,
+  type RestoreResume,
 } from './lib/recovery';
 import { controlPlane, createCalls, deleteOwnedInstance, waitForAvailable } from './lib/recovery-steps';
 
@@ -32,6 +35,8 @@ export interface PitrRestoreInput {
   /** The new instance; default `<instanceId>-pitr-<YYYYMMDD-HHMMSS>` (UTC, workflow start time). */
   targetInstanceId?: string;
   timeouts?: Partial<RecoveryTimeouts>;
+  /** Carried over by continue-as-new; not for callers. */
+  resume?: RestoreResume;
 }
 
 export interface RestoreResult {
@@ -48,48 +53,66 @@ export interface RestoreResult {
 }
 
 export async function pitrRestore(input: PitrRestoreInput): Promise<RestoreResult> {
-  const { instanceId, restoreTime, targetInstanceId, timeouts } = validate(input);
+  const { instanceId, restoreTime, targetInstanceId, timeouts, resume } = validate(input);
   const setStep = trackRecovery('pitrRestore', instanceId);
+  let requestedAt: string;
+  let restoredTo: string | null;
+  if (resume === undefined) {
+    setStep(`checking the restorable range of ${instanceId}`);
+    const source = await controlPlane.describeInstance(instanceId);
+    const earliest = source.earliestRestorableTime;
+    const latest = source.latestRestorableTime;
+    if (earliest === undefined || latest === undefined) {
+      throw ApplicationFailure.nonRetryable(
+        `instance ${instanceId} cannot be restored to a point in time: it has no restorable range (no backup retained yet)`,
+        PointInTimeRestoreNotEnabledError.name,
+      );
+    }
+    if (restoreTime !== 'latest' && (restoreTime < earliest || restoreTime > latest)) {
+      throw ApplicationFailure.nonRetryable(
+        `restoreTime ${restoreTime} is outside the restorable range of instance ${instanceId}: ${earliest} to ${latest}`,
+        RestoreTimeOutOfRangeError.name,
+      );
+    }
+    setStep(`restoring ${instanceId} to ${restoreTime} as ${targetInstanceId}`);
+    requestedAt = new Date().toISOString();
+    restoredTo = restoreTime === 'latest' ? latest : restoreTime;
+  } else ({ requestedAt, restoredTo } = resume);
 
-  setStep(`checking the restorable range of ${instanceId}`);
-  const source = await controlPlane.describeInstance(instanceId);
-  const earliest = source.earliestRestorableTime;
-  const latest = source.latestRestorableTime;
-  if (earliest === undefined || latest === undefined) {
-    throw ApplicationFailure.nonRetryable(
-      `instance ${instanceId} cannot be restored to a point in time: it has no restorable range (no backup retained yet)`,
-      PointInTimeRestoreNotEnabledError.name,
-    );
-  }
-  if (restoreTime !== 'latest' && (restoreTime < earliest || restoreTime > latest)) {
-    throw ApplicationFailure.nonRetryable(
-      `restoreTime ${restoreTime} is outside the restorable range of instance ${instanceId}: ${earliest} to ${latest}`,
-      RestoreTimeOutOfRangeError.name,
-    );
-  }
-
-  setStep(`restoring ${instanceId} to ${restoreTime} as ${targetInstanceId}`);
-  const requestedAt = new Date().toISOString();
-  const owner = runOwner();
+  const owner = resume?.owner ?? runOwner();
   try {
-    await createCalls(timeouts).restoreToPointInTime(
-      instanceId,
+    if (resume === undefined) {
+      await createCalls(timeouts).restoreToPointInTime(
+        instanceId,
+        targetInstanceId,
+        restoreTime === 'latest' ? 'latest' : { time: restoreTime },
+        ownerTags('restore', instanceId),
+      );
+    }
+    const restored = await waitForAvailable(
       targetInstanceId,
-      restoreTime === 'latest' ? 'latest' : { time: restoreTime },
-      ownerTags('restore', instanceId),
-    );
-    const restored = await waitForAvailable(targetInstanceId, timeouts, (s) =>
-      setStep(`instance ${targetInstanceId} ${s.providerStatus}`),
+      timeouts,
+      (s) => setStep(`instance ${targetInstanceId} ${s.providerStatus}`),
+      {
+        resume: resume?.wait,
+        continueAsNew: (wait) =>
+          continueAsNew<typeof pitrRestore>({
+            ...input,
+            targetInstanceId,
+            resume: { owner, sourceInstanceId: instanceId, restoredTo, requestedAt, wait },
+          }),
+      },
     );
     return {
       sourceInstanceId: instanceId,
       targetInstanceId,
       endpoint: restored.endpoint,
-      restoredTo: restoreTime === 'latest' ? latest : restoreTime,
+      restoredTo,
       restoreSeconds: secondsBetween(requestedAt, new Date().toISOString()),
     };
   } catch (error) {
-    // A cancelled restore leaves nothing behind; a failed one is kept for inspection.
+    // A cancelled restore leaves nothing behind (what an earlier run of the chain created
+    // included); a failed one is kept for inspection.
     if (isCancellation(error)) {
       await CancellationScope.nonCancellable(() => deleteOwnedInstance(targetInstanceId, owner, timeouts));
     }
@@ -99,7 +122,7 @@ export async function pitrRestore(input: PitrRestoreInput): Promise<RestoreResul
 
 function validate(raw: unknown) {
   const input = requireObject(raw);
-  rejectUnknownFields(input, ['instanceId', 'restoreTime', 'targetInstanceId', 'timeouts']);
+  rejectUnknownFields(input, ['instanceId', 'restoreTime', 'targetInstanceId', 'timeouts', 'resume']);
   const instanceId = requireIdentifier('instanceId', input.instanceId);
   const restoreTime =
     input.restoreTime === 'latest' ? 'latest' : requireIsoTime('restoreTime', input.restoreTime);
@@ -112,5 +135,11 @@ function validate(raw: unknown) {
       `targetInstanceId must differ from instanceId ${instanceId}: a restore never overwrites its source`,
     );
   }
-  return { instanceId, restoreTime, targetInstanceId, timeouts: parseTimeouts(input.timeouts) };
+  return {
+    instanceId,
+    restoreTime,
+    targetInstanceId,
+    timeouts: parseTimeouts(input.timeouts),
+    resume: input.resume === undefined ? undefined : requireRestoreResume(input.resume),
+  };
 }

@@ -1,9 +1,10 @@
 /**
  * `snapshotRestore`: restores a snapshot as a NEW instance, waits until it is available and
  * returns its endpoint. The snapshot is checked (exists, available, of the given instance)
- * before anything is created.
+ * before anything is created. A long wait continues as new, carrying the restore it waits for
+ * (RestoreResume).
  */
-import { CancellationScope, isCancellation } from '@temporalio/workflow';
+import { CancellationScope, continueAsNew, isCancellation } from '@temporalio/workflow';
 
 import {
   derivedIdentifier,
@@ -12,13 +13,15 @@ import {
   rejectUnknownFields,
   requireIdentifier,
   requireObject,
-  runOwner,
+  requireRestoreResume,
   requireSnapshotId,
+  runOwner,
   secondsBetween,
   timeouts as parseTimeouts,
   trackRecovery,
   utcStamp,
   type RecoveryTimeouts,
+  type RestoreResume,
 } from './lib/recovery';
 import { controlPlane, createCalls, deleteOwnedInstance, waitForAvailable } from './lib/recovery-steps';
 import type { RestoreResult } from './pitr-restore';
@@ -31,6 +34,8 @@ export interface SnapshotRestoreInput {
   /** The new instance; default `<source instance>-restore-<YYYYMMDD-HHMMSS>` (UTC, workflow start time). */
   targetInstanceId?: string;
   timeouts?: Partial<RecoveryTimeouts>;
+  /** Carried over by continue-as-new; not for callers. */
+  resume?: RestoreResume;
 }
 
 export async function snapshotRestore(input: SnapshotRestoreInput): Promise<RestoreResult> {
@@ -38,44 +43,69 @@ export async function snapshotRestore(input: SnapshotRestoreInput): Promise<Rest
   const { snapshotId, timeouts } = valid;
   const setStep = trackRecovery('snapshotRestore', valid.instanceId ?? snapshotId);
 
-  setStep(`checking snapshot ${snapshotId}`);
-  const snapshot = await controlPlane.describeSnapshot(snapshotId);
-  if (valid.instanceId !== undefined && snapshot.instanceId !== valid.instanceId) {
-    throw invalidInput(
-      `snapshotId ${snapshotId} is a snapshot of instance ${snapshot.instanceId}, not of instanceId ${valid.instanceId}`,
-    );
+  let sourceInstanceId: string;
+  let targetInstanceId: string;
+  let restoredTo: string | null;
+  let requestedAt: string;
+  const { resume } = valid;
+  if (resume === undefined) {
+    setStep(`checking snapshot ${snapshotId}`);
+    const snapshot = await controlPlane.describeSnapshot(snapshotId);
+    if (valid.instanceId !== undefined && snapshot.instanceId !== valid.instanceId) {
+      throw invalidInput(
+        `snapshotId ${snapshotId} is a snapshot of instance ${snapshot.instanceId}, not of instanceId ${valid.instanceId}`,
+      );
+    }
+    if (snapshot.status !== 'available') {
+      throw invalidInput(
+        `snapshotId ${snapshotId} is ${snapshot.status}: only an available snapshot can be restored`,
+      );
+    }
+    sourceInstanceId = snapshot.instanceId;
+    targetInstanceId =
+      valid.targetInstanceId ??
+      derivedIdentifier('instanceId', sourceInstanceId, `-restore-${utcStamp(new Date())}`);
+    restoredTo = snapshot.createdAt ?? null;
+    setStep(`restoring ${snapshotId} as ${targetInstanceId}`);
+    requestedAt = new Date().toISOString();
+  } else {
+    ({ sourceInstanceId, restoredTo, requestedAt } = resume);
+    targetInstanceId = valid.targetInstanceId ?? invalidResume();
   }
-  if (snapshot.status !== 'available') {
-    throw invalidInput(
-      `snapshotId ${snapshotId} is ${snapshot.status}: only an available snapshot can be restored`,
-    );
-  }
-  const sourceInstanceId = snapshot.instanceId;
-  const targetInstanceId =
-    valid.targetInstanceId ??
-    derivedIdentifier('instanceId', sourceInstanceId, `-restore-${utcStamp(new Date())}`);
 
-  setStep(`restoring ${snapshotId} as ${targetInstanceId}`);
-  const requestedAt = new Date().toISOString();
-  const owner = runOwner();
+  const owner = resume?.owner ?? runOwner();
   try {
-    await createCalls(timeouts).restoreFromSnapshot(
-      snapshotId,
+    if (resume === undefined) {
+      await createCalls(timeouts).restoreFromSnapshot(
+        snapshotId,
+        targetInstanceId,
+        ownerTags('restore', sourceInstanceId),
+      );
+    }
+    const restored = await waitForAvailable(
       targetInstanceId,
-      ownerTags('restore', sourceInstanceId),
-    );
-    const restored = await waitForAvailable(targetInstanceId, timeouts, (s) =>
-      setStep(`instance ${targetInstanceId} ${s.providerStatus}`),
+      timeouts,
+      (s) => setStep(`instance ${targetInstanceId} ${s.providerStatus}`),
+      {
+        resume: resume?.wait,
+        continueAsNew: (wait) =>
+          continueAsNew<typeof snapshotRestore>({
+            ...input,
+            targetInstanceId,
+            resume: { owner, sourceInstanceId, restoredTo, requestedAt, wait },
+          }),
+      },
     );
     return {
       sourceInstanceId,
       targetInstanceId,
       endpoint: restored.endpoint,
-      restoredTo: snapshot.createdAt ?? null,
+      restoredTo,
       restoreSeconds: secondsBetween(requestedAt, new Date().toISOString()),
     };
   } catch (error) {
-    // A cancelled restore leaves nothing behind; a failed one is kept for inspection.
+    // A cancelled restore leaves nothing behind (what an earlier run of the chain created
+    // included); a failed one is kept for inspection.
     if (isCancellation(error)) {
       await CancellationScope.nonCancellable(() => deleteOwnedInstance(targetInstanceId, owner, timeouts));
     }
@@ -85,7 +115,7 @@ export async function snapshotRestore(input: SnapshotRestoreInput): Promise<Rest
 
 function validate(raw: unknown) {
   const input = requireObject(raw);
-  rejectUnknownFields(input, ['snapshotId', 'instanceId', 'targetInstanceId', 'timeouts']);
+  rejectUnknownFields(input, ['snapshotId', 'instanceId', 'targetInstanceId', 'timeouts', 'resume']);
   return {
     snapshotId: requireSnapshotId('snapshotId', input.snapshotId),
     instanceId:
@@ -95,5 +125,10 @@ function validate(raw: unknown) {
         ? undefined
         : requireIdentifier('targetInstanceId', input.targetInstanceId),
     timeouts: parseTimeouts(input.timeouts),
+    resume: input.resume === undefined ? undefined : requireRestoreResume(input.resume),
   };
+}
+
+function invalidResume(): never {
+  throw invalidInput('resume is carried over by continue-as-new with targetInstanceId: not for callers');
 }

@@ -12,6 +12,7 @@ import type { DrTestReport } from '../../workflows/lib/recovery';
 import type { ControlPlane, ExportDestination, InstanceDescription } from '../control-plane/control-plane';
 import type { DatabaseConnector } from '../postgres/connect';
 import { runDrChecks, type DrChecksInput, type DrChecksResult } from '../postgres/dr-checks';
+import { describeOwnerRun } from './owner-run';
 import { renderDrReportMarkdown, type RecoveryStorage } from './reports';
 
 export interface RecoveryActivityDeps {
@@ -85,7 +86,7 @@ export function createRecoveryActivities({ controlPlane, connector, storage }: R
 
 async function isRunning(workflowId: string, runId: string | undefined): Promise<boolean> {
   try {
-    const description = await Context.current().client.workflow.getHandle(workflowId, runId).describe();
+    const description = await describeOwnerRun(Context.current().client, workflowId, runId);
     return description.status.name === 'RUNNING';
   } catch (error) {
     if (error instanceof WorkflowNotFoundError) return false;

@@ -16,6 +16,7 @@ import {
 
 import { DR_PURPOSE, OWNER_TAGS, type OwnerPurpose } from '../../workflows/lib/owner-tags';
 import type { ControlPlane, InstanceDescription } from '../control-plane/control-plane';
+import { describeOwnerRun } from './owner-run';
 
 /** How the owning run stands: its Temporal status, or NOT_FOUND (never known, or past retention). */
 export type OwnerStatus = WorkflowExecutionStatusName | 'NOT_FOUND';
@@ -111,7 +112,7 @@ function describeStatus(status: OwnerStatus): string {
 /** The owning run's status, or why Temporal refused the tags (e.g. a run id that is no run id). */
 async function ownerStatus(workflowId: string, runId: string): Promise<OwnerStatus | { malformed: string }> {
   try {
-    return (await Context.current().client.workflow.getHandle(workflowId, runId).describe()).status.name;
+    return (await describeOwnerRun(Context.current().client, workflowId, runId)).status.name;
   } catch (error) {
     if (error instanceof WorkflowNotFoundError) return 'NOT_FOUND';
     const cause = error instanceof ServiceError ? error.cause : undefined;

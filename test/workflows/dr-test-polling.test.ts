@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 
+import { Context } from '@temporalio/activity';
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -13,6 +14,10 @@ import { searchAttributeKeys } from '../../workflows/lib/search-attributes';
 import { createTimeSkippingEnv, workflowBundle } from '../helpers/temporal';
 
 const SOURCE = 'slow-src';
+const MINUTE = 60_000;
+
+/** The server's clock as an activity sees it: when this attempt was scheduled (skipped time). */
+const serverNow = () => Context.current().info.currentAttemptScheduledTimestampMs;
 
 const snapshot: SnapshotDescription = {
   snapshotId: 'slow-src-manual-20261101-030000',
@@ -24,16 +29,19 @@ const snapshot: SnapshotDescription = {
   sizeBytes: 1024,
   engineVersion: '15.7',
   tableRowCounts: undefined,
+  tableContentHashes: undefined,
   tags: {},
 };
 
 /**
  * A stand-in provider (a mock: RDS restores that take hours cannot run here): the restored
- * instance stays `creating` for `pollsUntilAvailable` looks, then becomes `finalStatus`.
+ * instance stays `creating` until `readyAfterMs` of the server's (skipped) time have passed since
+ * the restore request, then becomes `finalStatus`. It records when each look happened.
  */
-function standInActivities(pollsUntilAvailable: number, finalStatus: InstanceDescription['status']) {
+function standInActivities(readyAfterMs: number, finalStatus: InstanceDescription['status']) {
   const calls: string[] = [];
-  let looks = 0;
+  const looks: number[] = [];
+  let requestedAt = 0;
   let restored: InstanceDescription | null = null;
   const activities: Partial<Activities> = {
     findOrphanDrInstances: () => Promise.resolve([]),
@@ -41,6 +49,7 @@ function standInActivities(pollsUntilAvailable: number, finalStatus: InstanceDes
     findInstance: () => Promise.resolve(restored),
     restoreFromSnapshot: (_snapshotId, targetInstanceId, tags = {}) => {
       calls.push(`restore ${targetInstanceId}`);
+      requestedAt = serverNow();
       restored = {
         instanceId: targetInstanceId,
         status: 'creating',
@@ -56,8 +65,8 @@ function standInActivities(pollsUntilAvailable: number, finalStatus: InstanceDes
       return Promise.resolve(restored);
     },
     describeInstance: () => {
-      looks++;
-      if (looks > pollsUntilAvailable && restored !== null) {
+      looks.push(serverNow());
+      if (serverNow() - requestedAt >= readyAfterMs && restored !== null) {
         restored = {
           ...restored,
           status: finalStatus,
@@ -81,7 +90,7 @@ function standInActivities(pollsUntilAvailable: number, finalStatus: InstanceDes
     },
     writeDrReport: () => Promise.resolve([]),
   };
-  return { activities, calls, looks: () => looks };
+  return { activities, calls, looks };
 }
 
 describe('drTest polling on the time-skipping server (stand-in provider activities)', function () {
@@ -128,12 +137,13 @@ describe('drTest polling on the time-skipping server (stand-in provider activiti
     );
   }
 
-  it('waits out a two-hour restore (60 looks two minutes apart) in seconds; the RTO says two hours', async () => {
-    const stand = standInActivities(60, 'available');
+  it('waits out a two-hour restore in seconds, looking less often as it waits; the RTO says two hours, within a tenth', async () => {
+    const stand = standInActivities(120 * MINUTE, 'available');
     const { report, failure } = await run(stand, { pollInterval: '2 minutes' });
     assert.equal(failure, undefined);
-    assert.equal(stand.looks(), 61);
-    assert.ok(report.rtoSeconds! >= 7200 && report.rtoSeconds! < 7300, `RTO ${report.rtoSeconds}`);
+    // Every 2 minutes for the first 20, then a tenth of the time waited: 30 looks, not 61.
+    assert.ok(stand.looks.length <= 31, `${stand.looks.length} looks`);
+    assert.ok(report.rtoSeconds! >= 7200 && report.rtoSeconds! <= 7200 * 1.1, `RTO ${report.rtoSeconds}`);
     assert.deepEqual(stand.calls, [
       `restore ${report.temporaryInstanceId}`,
       `delete ${report.temporaryInstanceId}`,
@@ -141,7 +151,7 @@ describe('drTest polling on the time-skipping server (stand-in provider activiti
   });
 
   it('deletes the copy when the restore fails, and the report names the failure', async () => {
-    const stand = standInActivities(30, 'failed');
+    const stand = standInActivities(30 * MINUTE, 'failed');
     const { report, failure } = await run(stand, { pollInterval: '1 minute' });
     assert.equal(failure?.type, 'DrTestFailed');
     assert.match(
@@ -155,7 +165,7 @@ describe('drTest polling on the time-skipping server (stand-in provider activiti
     assert.equal(report.temporaryInstanceDeleted, true);
   });
 
-  it('gives up after timeouts.restore with a clear message, and still deletes the copy', async () => {
+  it('gives up after timeouts.restore with a clear message, its last look on the deadline, and still deletes the copy', async () => {
     const stand = standInActivities(Number.MAX_SAFE_INTEGER, 'available');
     const { report, failure } = await run(stand, { pollInterval: '5 minutes', restore: '3 hours' });
     assert.equal(failure?.type, 'DrTestFailed');
@@ -163,7 +173,17 @@ describe('drTest polling on the time-skipping server (stand-in provider activiti
       report.error!,
       /^gave up waiting for instance slow-src-dr-test-\d{8} to be available after 3 hours; last state: \{.*"status":"creating"/,
     );
-    assert.equal(stand.looks(), 37);
+    // Pauses in minutes, to the second (a look is scheduled a few ms after its timer fired).
+    const pauses = stand.looks.slice(1).map((at, i) => Math.round((at - stand.looks[i]!) / 1000) / 60);
+    // 5 minutes until 50 minutes were waited, then a tenth of the time waited up to 15 minutes,
+    // the last cut short to fall on the deadline: 25 looks instead of 37.
+    assert.deepEqual(pauses.slice(0, 11), Array(11).fill(5), pauses.join(' '));
+    for (let i = 11; i < pauses.length - 1; i++) {
+      assert.ok(pauses[i]! > pauses[i - 1]! || pauses[i] === 15, `pauses grow: ${pauses.join(' ')}`);
+    }
+    assert.ok(Math.max(...pauses) === 15, pauses.join(' '));
+    assert.equal(stand.looks.length, 25, pauses.join(' '));
+    assert.equal(Math.round((stand.looks.at(-1)! - stand.looks[0]!) / 1000), 180 * 60, pauses.join(' '));
     assert.deepEqual(stand.calls, [
       `restore ${report.temporaryInstanceId}`,
       `delete ${report.temporaryInstanceId}`,

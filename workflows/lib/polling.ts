@@ -1,8 +1,26 @@
 /**
  * Waiting for the control plane: describe, sleep on a durable timer, describe again. A worker
  * restart loses nothing, the history shows every look, and every wait is bounded.
+ *
+ * The looks back off: the pause after a look is a tenth of the time waited so far, at least the
+ * poll interval and at most the longest pause (default 15 minutes). A state is so seen at most
+ * about a tenth of the wait late (a restore's RTO stays true to ~10 %), and a 48-hour wait costs
+ * a few hundred looks instead of thousands. A look costs ~11 history events (activity and timer),
+ * so a wait whose workflow can carry it over continues as new once the run's history is long
+ * (Temporal suggests it, or HISTORY_EVENTS_PER_RUN): the next run of the chain goes on with the
+ * same wait, its backoff and its deadline, from where this one stopped.
  */
-import { ApplicationFailure, sleep } from '@temporalio/workflow';
+import { ApplicationFailure, patched, sleep, workflowInfo } from '@temporalio/workflow';
+
+import { InvalidInputError } from './errors';
+
+/** Where a wait stands, in workflow time (epoch ms): what a run carries over to the next. */
+export interface WaitPosition {
+  /** When the wait began: the pause between looks grows with the time waited since. */
+  since: number;
+  /** When it gives up. */
+  deadline: number;
+}
 
 export interface PollOptions<T> {
   /** What we wait for, for messages: "snapshot mcp-demo-manual-20261127-060000 to be available". */
@@ -13,16 +31,42 @@ export interface PollOptions<T> {
   isDone: (state: T) => boolean;
   /** A reason when the state can never become done (e.g. status `failed`). */
   failure?: (state: T) => string | undefined;
-  /** Time between looks (Temporal duration, e.g. '10 seconds'). */
+  /** The first and shortest pause between looks (Temporal duration, e.g. '10 seconds'). */
   interval: string | number;
+  /** The longest pause between looks; default MAX_POLL_INTERVAL. */
+  maxInterval?: string | number;
   /** Give up after this long (Temporal duration). */
   timeout: string | number;
+  /** The wait as an earlier run of this workflow's chain left it: go on with it. */
+  resume?: WaitPosition;
+  /**
+   * Continues the workflow as new, carrying this wait (it throws, as `continueAsNew` does). Given,
+   * the wait hands over to a new run once the history is long; not given, it runs to its end in
+   * this run (only for waits whose timeout bounds their history, e.g. a deletion).
+   */
+  continueAsNew?: (wait: WaitPosition) => Promise<never>;
   /** Called with every state seen, e.g. to update a progress query. */
   onState?: (state: T) => void;
 }
 
+/** The longest pause between two looks unless a run says otherwise. */
+export const MAX_POLL_INTERVAL = '15 minutes';
+
+/**
+ * A run continues as new at this many history events, unless Temporal suggests it earlier (at
+ * 4,096 events or 4 MB by default): a worker that picks the run up replays a short history.
+ */
+export const HISTORY_EVENTS_PER_RUN = 2_000;
+
+/**
+ * Runs started before waits backed off and continued as new replay as they ran: a look every
+ * `interval`, the whole wait in one run.
+ */
+const BACKOFF = 'polling-backs-off-and-continues-as-new';
+
 export async function pollUntil<T>(options: PollOptions<T>): Promise<T> {
-  const deadline = Date.now() + toMs(options.timeout);
+  const current = patched(BACKOFF);
+  const wait = options.resume ?? { since: Date.now(), deadline: Date.now() + toMs(options.timeout) };
   for (;;) {
     const state = await options.describe();
     options.onState?.(state);
@@ -31,15 +75,40 @@ export async function pollUntil<T>(options: PollOptions<T>): Promise<T> {
     if (failure !== undefined) {
       throw ApplicationFailure.nonRetryable(`waiting for ${options.what}: ${failure}`, 'WaitFailed');
     }
-    if (Date.now() >= deadline) {
+    if (Date.now() >= wait.deadline) {
       throw ApplicationFailure.nonRetryable(
         `gave up waiting for ${options.what} after ${formatDuration(options.timeout)}; ` +
           `last state: ${JSON.stringify(state)}`,
         'WaitTimedOut',
       );
     }
-    await sleep(options.interval);
+    if (!current) {
+      await sleep(options.interval);
+      continue;
+    }
+    if (options.continueAsNew !== undefined && historyIsLong()) await options.continueAsNew(wait);
+    await sleep(nextPause(options, wait));
   }
+}
+
+/** A tenth of the time waited, within [interval, maxInterval], and never past the deadline. */
+function nextPause(
+  options: Pick<PollOptions<unknown>, 'interval' | 'maxInterval'>,
+  wait: WaitPosition,
+): number {
+  const now = Date.now();
+  const pause = Math.min(
+    Math.max((now - wait.since) / 10, toMs(options.interval)),
+    toMs(options.maxInterval ?? MAX_POLL_INTERVAL),
+  );
+  // The last look falls on the deadline (timers fire to the second).
+  return Math.max(Math.min(pause, wait.deadline - now), 1_000);
+}
+
+/** Whether this run should hand over to a new one (Temporal suggests it, or our own bound). */
+export function historyIsLong(): boolean {
+  const { continueAsNewSuggested, historyLength } = workflowInfo();
+  return continueAsNewSuggested || historyLength >= HISTORY_EVENTS_PER_RUN;
 }
 
 // Durations as Temporal accepts them: a number of ms or a string like '30 minutes'.
@@ -65,6 +134,27 @@ export function isPositiveDuration(value: unknown): value is string {
   } catch {
     return false;
   }
+}
+
+/**
+ * A caller's duration (a timeout, an interval) checked against its upper bound: a typo such as
+ * '2000 hours' would otherwise keep a run waiting for months. Refused with an InvalidInputError
+ * that names the field and the bound.
+ */
+export function requireDuration(field: string, value: unknown, max: string): string {
+  if (!isPositiveDuration(value)) {
+    throw ApplicationFailure.nonRetryable(
+      `${field} ${JSON.stringify(value)} is not valid: a duration such as '30 seconds' or '2 hours'`,
+      InvalidInputError.name,
+    );
+  }
+  if (toMs(value) > toMs(max)) {
+    throw ApplicationFailure.nonRetryable(
+      `${field} ${JSON.stringify(value)} is too long: at most ${max}`,
+      InvalidInputError.name,
+    );
+  }
+  return value;
 }
 
 function formatDuration(duration: string | number): string {

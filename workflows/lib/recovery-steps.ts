@@ -8,7 +8,7 @@ import type { Activities } from '../../activities';
 import type { InstanceDescription } from '../../activities/control-plane/control-plane';
 import { InvalidStateError, NON_RETRYABLE_ERROR_TYPES } from './errors';
 import { DATABASE_RETRY } from './retry';
-import { pollUntil, toMs } from './polling';
+import { pollUntil, toMs, type WaitPosition } from './polling';
 import type { RecoveryTimeouts } from './recovery';
 
 const retry = {
@@ -67,10 +67,20 @@ export const checks = proxyActivities<Activities>({
   retry: DATABASE_RETRY,
 });
 
+/**
+ * How a long wait carries over a continue-as-new: where the earlier run left it, and how this run
+ * hands it to the next (see pollUntil).
+ */
+export interface WaitCarry {
+  resume?: WaitPosition;
+  continueAsNew?: (wait: WaitPosition) => Promise<never>;
+}
+
 export async function waitForAvailable(
   instanceId: string,
   timeouts: RecoveryTimeouts,
   onState: (state: InstanceDescription) => void,
+  carry: WaitCarry = {},
 ): Promise<InstanceDescription & { endpoint: NonNullable<InstanceDescription['endpoint']> }> {
   const state = await pollUntil({
     what: `instance ${instanceId} to be available`,
@@ -79,8 +89,10 @@ export async function waitForAvailable(
     failure: (s) =>
       ['failed', 'deleting', 'stopped'].includes(s.status) ? `it is ${s.providerStatus}` : undefined,
     interval: timeouts.pollInterval,
+    maxInterval: timeouts.maxPollInterval,
     timeout: timeouts.restore,
     onState,
+    ...carry,
   });
   return { ...state, endpoint: state.endpoint! };
 }
@@ -130,13 +142,16 @@ export async function waitUntilGone(
   instanceId: string,
   timeout: string | number,
   timeouts: RecoveryTimeouts,
+  carry: WaitCarry = {},
 ): Promise<void> {
   await pollUntil({
     what: `instance ${instanceId} to be deleted`,
     describe: () => controlPlane.findInstance(instanceId),
     isDone: (s) => s === null,
     interval: timeouts.pollInterval,
+    maxInterval: timeouts.maxPollInterval,
     timeout,
+    ...carry,
   });
 }
 

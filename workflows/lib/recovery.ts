@@ -19,12 +19,14 @@ import type { SnapshotDescription } from '../../activities/control-plane/control
 import { InvalidInputError } from './errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './identifiers';
 import { OWNER_TAGS, type OwnerPurpose } from './owner-tags';
-import { toMs } from './polling';
+import { MAX_POLL_INTERVAL, requireDuration, toMs, type WaitPosition } from './polling';
 import { DbopsInstance, DbopsOperation } from './search-attributes';
 
 export interface RecoveryTimeouts {
-  /** Between two looks at an instance, snapshot or export (Temporal duration). */
+  /** The first and shortest pause between two looks at an instance, snapshot or export (Temporal duration). */
   pollInterval: string;
+  /** The longest pause between two looks: the pause grows to it as the wait goes on. */
+  maxPollInterval: string;
   /** A snapshot to become available. */
   snapshot: string;
   /** An export to complete. */
@@ -42,11 +44,26 @@ export interface RecoveryTimeouts {
 
 export const DEFAULT_TIMEOUTS: RecoveryTimeouts = {
   pollInterval: '10 seconds',
+  maxPollInterval: MAX_POLL_INTERVAL,
   snapshot: '2 hours',
   export: '12 hours',
   restore: '3 hours',
   deletion: '1 hour',
   busy: '4 hours',
+};
+
+/**
+ * The longest each may be set to (docs/workflows.md gives the reasons): beyond, a typo such as
+ * '300 hours' would keep a run and what it created waiting for weeks.
+ */
+export const TIMEOUT_BOUNDS: RecoveryTimeouts = {
+  pollInterval: '15 minutes',
+  maxPollInterval: '1 hour',
+  snapshot: '3 days',
+  export: '3 days',
+  restore: '2 days',
+  deletion: '6 hours',
+  busy: '1 day',
 };
 
 export function invalidInput(message: string): ApplicationFailure {
@@ -98,6 +115,54 @@ export function requireIsoTime(field: string, value: unknown): string {
   return new Date(value).toISOString();
 }
 
+/** An owner carried over by continue-as-new: the owner tags of the run that created something. */
+export function requireOwner(field: string, value: unknown): Record<string, string> {
+  const owner = requireObject(value);
+  for (const key of [OWNER_TAGS.workflowId, OWNER_TAGS.runId]) {
+    if (typeof owner[key] !== 'string' || owner[key] === '') {
+      throw invalidInput(
+        `${field}["${key}"] ${JSON.stringify(owner[key])} is not valid: a workflow or run id`,
+      );
+    }
+  }
+  return owner as Record<string, string>;
+}
+
+/** A wait carried over by continue-as-new (workflow times in epoch ms). */
+export function requireWaitPosition(field: string, value: unknown): WaitPosition {
+  const wait = requireObject(value);
+  for (const key of ['since', 'deadline']) {
+    if (typeof wait[key] !== 'number' || !Number.isFinite(wait[key])) {
+      throw invalidInput(
+        `${field}.${key} ${JSON.stringify(wait[key])} is not valid: a time in epoch milliseconds`,
+      );
+    }
+  }
+  return wait as unknown as WaitPosition;
+}
+
+/** Where a restore stood when its run continued as new: requested, waiting for the new instance. */
+export interface RestoreResume {
+  /** The run that requested the restore: the new instance's owner tags name it. */
+  owner: Record<string, string>;
+  sourceInstanceId: string;
+  /** What the result's `restoredTo` says (fixed when the restore was requested). */
+  restoredTo: string | null;
+  requestedAt: string;
+  wait: WaitPosition;
+}
+
+/** A carried-over restore, checked as far as it steers the run (a caller has no business here). */
+export function requireRestoreResume(raw: unknown): RestoreResume {
+  const resume = requireObject(raw);
+  requireOwner('resume.owner', resume.owner);
+  requireIdentifier('resume.sourceInstanceId', resume.sourceInstanceId);
+  if (resume.restoredTo !== null) requireIsoTime('resume.restoredTo', resume.restoredTo);
+  requireIsoTime('resume.requestedAt', resume.requestedAt);
+  requireWaitPosition('resume.wait', resume.wait);
+  return resume as unknown as RestoreResume;
+}
+
 export function optionalBoolean(field: string, value: unknown): boolean {
   if (value === undefined) return false;
   if (typeof value !== 'boolean')
@@ -119,25 +184,24 @@ export function numberInRange(
   return value;
 }
 
-/** The defaults with the given overrides, each a Temporal duration such as '30 minutes'. */
+/**
+ * The defaults with the given overrides, each a Temporal duration such as '30 minutes' no longer
+ * than its bound in TIMEOUT_BOUNDS.
+ */
 export function timeouts(value: unknown): RecoveryTimeouts {
   if (value === undefined) return DEFAULT_TIMEOUTS;
   const given = requireObject(value);
   rejectUnknownFields(given, Object.keys(DEFAULT_TIMEOUTS));
   const result = { ...DEFAULT_TIMEOUTS };
   for (const [name, duration] of Object.entries(given)) {
-    let ms = Number.NaN;
-    try {
-      if (typeof duration === 'string') ms = toMs(duration);
-    } catch {
-      // reported below with the field's name
-    }
-    if (!(ms > 0)) {
-      throw invalidInput(
-        `timeouts.${name} ${JSON.stringify(duration)} is not valid: a duration such as '30 seconds' or '2 hours'`,
-      );
-    }
-    result[name as keyof RecoveryTimeouts] = duration as string;
+    const field = name as keyof RecoveryTimeouts;
+    result[field] = requireDuration(`timeouts.${name}`, duration, TIMEOUT_BOUNDS[field]);
+  }
+  if (toMs(result.pollInterval) > toMs(result.maxPollInterval)) {
+    throw invalidInput(
+      `timeouts.pollInterval ${JSON.stringify(result.pollInterval)} is longer than timeouts.maxPollInterval ` +
+        `${JSON.stringify(result.maxPollInterval)}: the first pause between looks cannot exceed the longest`,
+    );
   }
   return result;
 }
@@ -199,7 +263,11 @@ export function secondsBetween(from: string | undefined, to: string | undefined)
   return Math.round((Date.parse(to) - Date.parse(from)) / 100) / 10;
 }
 
-/** The owning run (workflow id and run id): what a provider compares to call a resource ours. */
+/**
+ * The owning run (workflow id and run id): what a provider compares to call a resource ours. A run
+ * that continues as new carries its owner to the next run of its chain (which so still owns what
+ * the earlier run created), and the sweeper follows the chain from the run the tags name.
+ */
 export function runOwner(): Record<string, string> {
   const { workflowId, runId } = workflowInfo();
   return { [OWNER_TAGS.workflowId]: workflowId, [OWNER_TAGS.runId]: runId };
