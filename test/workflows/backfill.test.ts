@@ -107,6 +107,7 @@ describe('backfill workflow (dev server, local instance)', () => {
       const second = startWorkerProcess(taskQueue);
       try {
         // The new worker answers at once; the lost chunk is retried after its heartbeat timeout.
+        await printed(second, 'worker ready');
         const known = await handle.query<BackfillProgress>('progress');
         assert.ok(
           known.rowsDone > 0 && committed === known.rowsDone + 3 * batchSize,
