@@ -446,7 +446,9 @@ function validate(input: DeployMigrationInput): Partial<MigrateSettings> {
   if (!isRdsIdentifier(input.instanceId))
     bad(`instanceId: ${JSON.stringify(input.instanceId)} is not ${RDS_IDENTIFIER_RULE}`);
   if (input.target !== undefined && (typeof input.target !== 'string' || !/^[\w-]+$/.test(input.target))) {
-    bad(`target: ${JSON.stringify(input.target)} is not a migration name like 0005_user_id_new_expand`);
+    bad(
+      `target: ${JSON.stringify(input.target)} is not a migration name like 0004_conversation_chunks_ivfflat_index`,
+    );
   }
   // The hook runs after the migrations: a name that cannot be a configured hook is refused before.
   if (input.rolloutHook !== undefined && !isRolloutHookName(input.rolloutHook)) {
