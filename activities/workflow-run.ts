@@ -1,5 +1,5 @@
 /**
- * The workflow run an activity works for: what the migrations table and the declared-change
+ * The workflow run an activity works for: what a deploy's migrations and a declared change's
  * phases record as the owner of what they apply, so a retry or a failure report can tell this
  * run's work from another's.
  */

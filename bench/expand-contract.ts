@@ -1,6 +1,6 @@
 /**
- * What the declared change user-id-bigint (conversations.user_id integer -> bigint) costs the
- * application, in one run on one local instance with BENCH_ROWS rows (1M).
+ * What expandContract running the declared change user-id-bigint (conversations.user_id integer
+ * -> bigint) costs the application, in one run on one local instance with BENCH_ROWS rows (1M).
  *
  * Old code (writing `user_id` as always) runs alone first: its p99 statement latency is the
  * baseline. Then the whole change runs (plan, expand, backfill, tighten, contract; codeDeployed is
@@ -19,8 +19,9 @@ import { Client } from 'pg';
 
 import { createActivities } from '../activities';
 import type { Endpoint } from '../activities/control-plane/control-plane';
-import { backfill, declaredChange } from '../workflows';
-import type { DeclaredChangeProgress } from '../workflows/declared-change';
+import { ensureMigrationTables } from '../activities/postgres/migrations';
+import { backfill, expandContract } from '../workflows';
+import type { ExpandContractProgress } from '../workflows/expand-contract';
 import { startLocalInstance } from '../test/helpers/local-instance';
 import { createDevServerEnv, workflowBundle } from '../test/helpers/temporal';
 import type { VersionResult, WritersCommand, WritersResult, WritersSettings } from './lib/writers-thread';
@@ -44,7 +45,9 @@ async function resetTable(client: Client): Promise<void> {
   await client.query(`DROP SCHEMA IF EXISTS ${VERSION_SCHEMA} CASCADE`);
   await client.query('DROP TABLE IF EXISTS conversations CASCADE');
   await client.query('DROP FUNCTION IF EXISTS dbops_sync_user_id_bigint()');
-  await client.query('DROP TABLE IF EXISTS dbops.change_phases');
+  await ensureMigrationTables(client);
+  await client.query(`DELETE FROM dbops_migration_owners WHERE name LIKE 'change:%'`);
+  await client.query(`DELETE FROM pgmigrations WHERE name LIKE 'change:%'`);
   await client.query(`CREATE TABLE conversations (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     user_id integer NOT NULL,
@@ -135,7 +138,7 @@ async function main(): Promise<void> {
     let result: WritersResult;
     try {
       change = await timed(async () => {
-        const handle = await env.client.workflow.signalWithStart(declaredChange, {
+        const handle = await env.client.workflow.signalWithStart(expandContract, {
           taskQueue: 'bench',
           workflowId: 'bench-change',
           args: [{ instanceId, change: CHANGE, batchSize: BATCH }],
@@ -143,7 +146,7 @@ async function main(): Promise<void> {
           signalArgs: [{ by: 'bench' }],
         });
         for (;;) {
-          const progress = await handle.query<DeclaredChangeProgress>('progress').catch(() => undefined);
+          const progress = await handle.query<ExpandContractProgress>('progress').catch(() => undefined);
           if (progress?.applied.includes('expand')) break;
           if ((await handle.describe()).status.name !== 'RUNNING') break;
           await sleep(50);

@@ -345,7 +345,7 @@ function validate(input: BackfillInput): void {
     throw ApplicationFailure.nonRetryable(message, InvalidInputError.name);
   };
   if (typeof input !== 'object' || input === null)
-    bad('input: expected an object like {"instanceId": "mcp-demo-prod", "name": "user-id-new"}');
+    bad('input: expected an object like {"instanceId": "mcp-demo-prod", "name": "user-id-bigint"}');
   if (!isRdsIdentifier(input.instanceId))
     bad(`instanceId: ${JSON.stringify(input.instanceId)} is not ${RDS_IDENTIFIER_RULE}`);
   if (typeof input.name !== 'string' || input.name === '')

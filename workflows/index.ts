@@ -5,7 +5,6 @@ export { maintenance } from './maintenance';
 export { deployMigration } from './deploy-migration';
 export { backfill } from './backfill';
 export { expandContract } from './expand-contract';
-export { declaredChange } from './declared-change';
 export { planChange } from './plan-change';
 export { backup } from './backup';
 export { pitrRestore } from './pitr-restore';

@@ -20,8 +20,27 @@ import type { Client } from 'pg';
 
 import { InvalidInputError, InvalidStateError } from '../../workflows/lib/errors';
 
-/** The table node-pg-migrate records applied migrations in. */
-export const MIGRATIONS_TABLE = 'pgmigrations';
+/**
+ * The table node-pg-migrate records applied migrations in, schema-qualified as it writes it: a
+ * `dbops` schema ahead in the search_path (the user's own) must not hide it.
+ */
+export const MIGRATIONS_TABLE = 'public.pgmigrations';
+const [MIGRATIONS_SCHEMA, MIGRATIONS_TABLE_NAME] = MIGRATIONS_TABLE.split('.') as [string, string];
+
+/**
+ * A row of the migrations table that is a phase of a declared change (expandContract), not a
+ * file: `change:<change>:<phase>`, e.g. `change:user-id-bigint:expand`. Deploys leave these rows
+ * alone; the change records and (on abort) removes them itself.
+ */
+export function changePhaseName(change: string, phase: string): string {
+  return `${CHANGE_PHASE_PREFIX}${change}:${phase}`;
+}
+
+const CHANGE_PHASE_PREFIX = 'change:';
+
+function isChangePhase(name: string): boolean {
+  return name.startsWith(CHANGE_PHASE_PREFIX);
+}
 
 export interface MigrationFile {
   /** File name without `.sql`: what node-pg-migrate records as applied. */
@@ -127,7 +146,13 @@ function sqlMigrationLoader(client: Client, owner: MigrationOwner | undefined): 
     );
 }
 
+/** The migration files applied, in the order applied (the phases of declared changes left out). */
 export async function appliedMigrations(client: Client): Promise<string[]> {
+  return (await recordedMigrations(client)).filter((name) => !isChangePhase(name));
+}
+
+/** Every row of the migrations table, declared changes' phases included, in the order applied. */
+async function recordedMigrations(client: Client): Promise<string[]> {
   const { rows } = await client.query<{ exists: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS exists`, [
     MIGRATIONS_TABLE,
   ]);
@@ -136,6 +161,23 @@ export async function appliedMigrations(client: Client): Promise<string[]> {
     `SELECT name FROM ${MIGRATIONS_TABLE} ORDER BY run_on, id`,
   );
   return applied.rows.map((row) => row.name);
+}
+
+/** The migrations table (as node-pg-migrate makes it) and the owners table beside it, if missing. */
+export async function ensureMigrationTables(client: Client): Promise<void> {
+  await client.query(
+    `CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (
+       id SERIAL PRIMARY KEY,
+       name varchar(255) NOT NULL,
+       run_on timestamp NOT NULL)`,
+  );
+  await client.query(
+    `CREATE TABLE IF NOT EXISTS ${OWNERS_TABLE} (
+       name varchar(255) PRIMARY KEY,
+       workflow_id text NOT NULL,
+       run_id text NOT NULL,
+       applied_at timestamptz NOT NULL DEFAULT now())`,
+  );
 }
 
 /** The workflow run that applies or reverts migrations: recorded as the owner of what it applies. */
@@ -257,7 +299,7 @@ export function planMigrations(
 }
 
 export interface LintViolation {
-  /** Relative to the migrations directory's parent, e.g. `migrations/0005_x.sql`. */
+  /** Relative to the migrations directory's parent, e.g. `migrations/0004_x.sql`. */
   file: string;
   /** 1-based. */
   line: number;
@@ -381,13 +423,7 @@ export async function runMigrations(
               set_config('client_connection_check_interval', $3, false)`,
       [`${settings.lockTimeoutMs}ms`, `${settings.statementTimeoutMs}ms`, CLIENT_CHECK_INTERVAL],
     );
-    await client.query(
-      `CREATE TABLE IF NOT EXISTS ${OWNERS_TABLE} (
-         name varchar(255) PRIMARY KEY,
-         workflow_id text NOT NULL,
-         run_id text NOT NULL,
-         applied_at timestamptz NOT NULL DEFAULT now())`,
-    );
+    await ensureMigrationTables(client);
     const steps = { client, migrating: stopsOnAbort(client, signal), signal, progress };
     return await migrateHoldingLock(steps, dir, direction, names, settings, control.owner);
   } catch (error) {
@@ -488,12 +524,15 @@ async function migrateHoldingLock(
     dbClient: migrating,
     dir,
     ignorePattern: '.*(?<!\\.sql)',
-    migrationsTable: MIGRATIONS_TABLE,
+    migrationsSchema: MIGRATIONS_SCHEMA,
+    migrationsTable: MIGRATIONS_TABLE_NAME,
     direction,
     // One at a time: a cancellation stops between two migrations at the latest.
     count: 1,
     singleTransaction: false,
-    checkOrder: true,
+    // Its check would count the rows of declared changes' phases, which have no file: ours below
+    // is the same check without them.
+    checkOrder: false,
     // Re-entrant: this session already holds the lock (acquired above with a clear wait).
     advisoryLockMode: 'fail',
     migrationLoaderStrategies: [{ extensions: ['.sql'], loader: sqlMigrationLoader(client, owner) }],
@@ -512,9 +551,15 @@ async function migrateHoldingLock(
       direction === 'up' ? !applied.includes(name) : applied.includes(name),
     );
     if (remaining.length === 0) return changed();
+    const files = await readMigrations(dir);
+    const misplaced = applied.findIndex((name, i) => i < files.length && files[i]!.name !== name);
+    if (misplaced !== -1) {
+      throw new MigrationRunError(
+        `Not run migration ${files[misplaced]!.name} is preceding already run migration ${applied[misplaced]}`,
+      );
+    }
     if (direction === 'up') {
       // node-pg-migrate applies pending migrations in file order: ours must come first.
-      const files = await readMigrations(dir);
       const next = files.filter((file) => !applied.includes(file.name)).slice(0, remaining.length);
       if (next.map((file) => file.name).join() !== remaining.join()) {
         throw new InvalidInputError(
@@ -522,6 +567,13 @@ async function migrateHoldingLock(
         );
       }
     } else {
+      // node-pg-migrate reverts the last row of its table, whatever it is.
+      const latest = (await recordedMigrations(client)).at(-1)!;
+      if (isChangePhase(latest)) {
+        throw new InvalidStateError(
+          `cannot revert ${remaining.at(-1)}: ${latest}, a phase of a declared change, was applied after it; finish or abort that change first`,
+        );
+      }
       const last = applied.slice(-remaining.length).reverse();
       if (last.join() !== [...remaining].reverse().join()) {
         throw new InvalidStateError(
@@ -531,7 +583,10 @@ async function migrateHoldingLock(
     }
     progress(direction === 'up' ? `applying ${remaining[0]}` : `reverting ${remaining.at(-1)}`);
     try {
-      await runner(options);
+      const ran = await runner(options);
+      // Never again with nothing done: the runner and we would disagree on the table for ever.
+      if (ran.length === 0)
+        throw new InvalidStateError(`node-pg-migrate found nothing to run for ${remaining.join(', ')}`);
       attempt = 1;
     } catch (error) {
       if (signal.aborted) throw signal.reason;

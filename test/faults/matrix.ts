@@ -26,11 +26,7 @@ import { Client as PgClient } from 'pg';
 import type { Endpoint } from '../../activities/control-plane/control-plane';
 import { LocalControlPlane } from '../../activities/control-plane/local';
 import { withClient } from '../../activities/postgres/connect';
-import {
-  appliedMigrations,
-  DEFAULT_MIGRATE_SETTINGS,
-  runMigrations,
-} from '../../activities/postgres/migrations';
+import { appliedMigrations, ensureMigrationTables } from '../../activities/postgres/migrations';
 import { OWNER_TAGS } from '../../workflows/lib/owner-tags';
 import { seedDemoData } from '../../workers/seed';
 import { migrationsDir } from '../helpers/local-instance';
@@ -230,9 +226,7 @@ async function counterCheck(run: CellRun): Promise<string[]> {
 /** The matrix's migrations: none of 0090 and later applied, fault_switch as the cell needs. */
 async function resetDeploy(lab: Lab, instanceId: string, failing: boolean): Promise<void> {
   await onInstance(lab, instanceId, async (client) => {
-    await client.query(
-      `DROP TABLE IF EXISTS fault_a, fault_b, fault_switch, ec_rows, ec_expected, ec_batches`,
-    );
+    await client.query(`DROP TABLE IF EXISTS fault_a, fault_b, fault_switch`);
     await client.query(`DELETE FROM pgmigrations WHERE name >= '0090'`);
     if (failing) await client.query(`CREATE TABLE fault_switch (on_ boolean)`);
   });
@@ -270,50 +264,75 @@ function deployReportProblems(ended: Ended, before: string[], after: string[]): 
     : [`ended ${ended.status} without a report, the table gained [${added.join(', ')}]`];
 }
 
+/**
+ * conversations as before the runbook's change user-id-bigint (user_id integer), EC_ROWS rows, no
+ * trace of an earlier cell's run; ec_expected holds every row's user_id, ec_batches counts UPDATEs.
+ */
 async function resetExpandContract(lab: Lab, instanceId: string): Promise<void> {
-  await resetDeploy(lab, instanceId, false);
   await onInstance(lab, instanceId, async (client) => {
-    await client.query(`CREATE TABLE ec_rows (id bigint PRIMARY KEY, v int NOT NULL)`);
-    await client.query(`INSERT INTO ec_rows SELECT g, g * 7 FROM generate_series(1, $1) g`, [EC_ROWS]);
-    await client.query(`CREATE TABLE ec_expected AS SELECT id, v FROM ec_rows`);
-    await countBatches(client, 'ec_rows', 'ec_batches');
-    await client.query('ANALYZE ec_rows');
-    // The plain deploy's migrations come first in the directory: applied, so each phase applies its own.
-    await runMigrations(
-      client,
-      lab.migrationsDir,
-      'up',
-      ['0090_fault_a', '0091_fault_b'],
-      DEFAULT_MIGRATE_SETTINGS,
+    await client.query(`DROP SCHEMA IF EXISTS change_user_id_bigint CASCADE`);
+    await client.query(`DROP TABLE IF EXISTS ec_expected, ec_batches`);
+    await client.query(`DROP TRIGGER IF EXISTS ec_batches ON conversations`);
+    await client.query(`DROP FUNCTION IF EXISTS dbops_sync_user_id_bigint() CASCADE`);
+    await client.query(`DROP FUNCTION IF EXISTS ec_batches_add()`);
+    await client.query(`ALTER TABLE conversations DROP COLUMN IF EXISTS _new_user_id`);
+    await client.query(`ALTER TABLE conversations ALTER COLUMN user_id TYPE integer`);
+    await ensureMigrationTables(client);
+    await client.query(`DELETE FROM dbops_migration_owners WHERE name LIKE 'change:%'`);
+    await client.query(`DELETE FROM pgmigrations WHERE name LIKE 'change:%'`);
+    await client.query(
+      `INSERT INTO conversations (user_id, title)
+       SELECT g % 100, 'ec ' || g FROM generate_series(1, $1 - (SELECT count(*) FROM conversations)) g`,
+      [EC_ROWS],
     );
+    await client.query(`CREATE TABLE ec_expected AS SELECT id, user_id FROM conversations`);
+    await countBatches(client, 'conversations', 'ec_batches');
+    await client.query('ANALYZE conversations');
   });
 }
 
+/**
+ * What a user checks after the change: completed, user_id is a bigint holding every row's value
+ * (no write lost), no constraint or index of the table left invalid, each phase a row of the
+ * migrations table, at most one backfill batch re-run; cancelled (an abort), the table as before.
+ */
 async function expandContractCheck(run: CellRun): Promise<string[]> {
   return onInstance(run.lab, run.instanceId, async (client) => {
     const problems: string[] = [];
-    const statements = await count(client, `SELECT count(*)::int AS n FROM ec_batches`);
-    const hasNew = await count(
-      client,
-      `SELECT count(*)::int AS n FROM information_schema.columns WHERE table_name = 'ec_rows' AND column_name = 'v_new'`,
+    const { rows: columns } = await client.query<{ name: string; type: string }>(
+      `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute
+        WHERE attrelid = 'conversations'::regclass AND attnum > 0 AND NOT attisdropped
+          AND attname IN ('user_id', '_new_user_id') ORDER BY attname`,
     );
-    const done =
-      hasNew === 0
-        ? 0
-        : await count(client, `SELECT count(*)::int AS n FROM ec_rows WHERE v_new IS NOT NULL`);
-    const reruns = rerunBatches(statements, done, EC_ROWS, EC_BATCH);
-    if (reruns > 1) problems.push(`${reruns} backfill batches re-ran (at most 1 allowed)`);
-    const applied = await appliedMigrations(client);
+    const shape = columns.map((c) => `${c.name} ${c.type}`).join(', ');
+    const different = await count(
+      client,
+      `SELECT count(*)::int AS n FROM conversations r FULL JOIN ec_expected e USING (id)
+        WHERE r.user_id IS DISTINCT FROM e.user_id`,
+    );
+    if (different > 0) problems.push(`${different} rows lost or changed their user_id`);
+    const invalid = await count(
+      client,
+      `SELECT (SELECT count(*) FROM pg_constraint WHERE conrelid = 'conversations'::regclass AND NOT convalidated)::int
+            + (SELECT count(*) FROM pg_index WHERE indrelid = 'conversations'::regclass AND NOT indisvalid)::int AS n`,
+    );
+    if (invalid > 0) problems.push(`${invalid} constraints or indexes of conversations left invalid`);
+    const { rows: recorded } = await client.query<{ name: string }>(
+      `SELECT name FROM pgmigrations WHERE name LIKE 'change:%' ORDER BY id`,
+    );
+    const phases = recorded.map((row) => row.name).join(', ');
     if (run.ended.status === 'completed') {
-      const missing = ['0100_ec_expand', '0101_ec_tighten', '0102_ec_contract'].filter(
-        (name) => !applied.includes(name),
-      );
-      if (missing.length > 0) problems.push(`completed, but not applied: ${missing.join(', ')}`);
-      const different = await count(
-        client,
-        `SELECT count(*)::int AS n FROM ec_rows r FULL JOIN ec_expected e USING (id) WHERE r.v_new IS DISTINCT FROM e.v`,
-      );
-      if (different > 0) problems.push(`${different} rows differ from the single UPDATE`);
+      if (shape !== 'user_id bigint') problems.push(`completed, but the columns are (${shape})`);
+      const all = ['expand', 'tighten', 'contract'].map((p) => `change:user-id-bigint:${p}`).join(', ');
+      if (phases !== all) problems.push(`completed, but the migrations table records [${phases}]`);
+      const statements = await count(client, `SELECT count(*)::int AS n FROM ec_batches`);
+      const reruns = rerunBatches(statements, EC_ROWS, EC_ROWS, EC_BATCH);
+      if (reruns > 1) problems.push(`${reruns} backfill batches re-ran (at most 1 allowed)`);
+    }
+    if (run.ended.status === 'cancelled') {
+      if (shape !== 'user_id integer')
+        problems.push(`cancelled, but the columns are (${shape}), not as before`);
+      if (phases !== '') problems.push(`cancelled, but the migrations table still records [${phases}]`);
     }
     return problems;
   });
@@ -348,6 +367,15 @@ const migrationStep = (label: string, call = 1, extra: Partial<ActivitySpec> = {
   usesDatabase: true,
   retryAfterKillSeconds: 60,
   ...extra,
+});
+
+/** A phase of expandContract's declared change (the `call`-th runChangePhase of the run). */
+const changePhase = (label: string, call = 1): ActivitySpec => ({
+  name: 'runChangePhase',
+  call,
+  label: `runChangePhase ${label}`,
+  usesDatabase: true,
+  retryAfterKillSeconds: 40,
 });
 
 export const WORKFLOWS: WorkflowSpec[] = [
@@ -445,24 +473,17 @@ export const WORKFLOWS: WorkflowSpec[] = [
     type: 'expandContract',
     instanceId: 'fx-ec',
     activities: [
-      controlPlaneActivity('createSnapshot', { label: 'createSnapshot (expand)' }),
-      migrationStep('expand'),
+      changePhase('expand'),
       { name: 'runBackfillChunk', usesDatabase: true, retryAfterKillSeconds: 10 },
-      migrationStep('tighten', 2),
-      migrationStep('contract', 3),
+      changePhase('tighten', 2),
+      controlPlaneActivity('createSnapshot', { label: 'createSnapshot (pre-contract)' }),
+      changePhase('contract', 3),
     ],
     setup: async (lab) => resetExpandContract(lab, 'fx-ec'),
-    input: () => ({
-      instanceId: 'fx-ec',
-      expandMigration: '0100_ec_expand',
-      tightenMigration: '0101_ec_tighten',
-      contractMigration: '0102_ec_contract',
-      backfill: 'ec-fill',
-      batchSize: EC_BATCH,
-    }),
+    input: () => ({ instanceId: 'fx-ec', change: 'user-id-bigint', batchSize: EC_BATCH }),
     signalWithStart: { signal: 'codeDeployed', args: [{ by: 'fault-matrix' }] },
     survives: () => 'completed',
-    intended: { snapshots: 3, instances: 0, exports: 0 },
+    intended: { snapshots: 1, instances: 0, exports: 0 },
     check: expandContractCheck,
   },
   {
@@ -549,7 +570,7 @@ export async function openLab(cells: Cell[]): Promise<Lab> {
   const [server, workflowBundle, migrations] = await Promise.all([
     TemporalServer.start(path.join(dir, 'temporal')),
     writeWorkflowBundle(dir),
-    migrationsDir('0005_user_id_new_expand', extra),
+    migrationsDir('0004_conversation_chunks_ivfflat_index', extra),
     (async () => {
       for (const spec of specs) await plane.createInstance(spec.instanceId, { tags: KEEP });
     })(),

@@ -75,14 +75,13 @@ const CASES: Case[] = [
     ),
     wf(`instanceId ${what}`, 'drTest', { instanceId: value }, idRefused('instanceId')),
     wf(`instanceId ${what}`, 'deployMigration', { instanceId: value }, idRefused('instanceId')),
-    wf(`instanceId ${what}`, 'backfill', { instanceId: value, name: 'user-id-new' }, idRefused('instanceId')),
-    wf(`instanceId ${what}`, 'expandContract', { instanceId: value }, idRefused('instanceId')),
     wf(
       `instanceId ${what}`,
-      'declaredChange',
-      { instanceId: value, change: 'user-id-bigint' },
+      'backfill',
+      { instanceId: value, name: 'user-id-bigint' },
       idRefused('instanceId'),
     ),
+    wf(`instanceId ${what}`, 'expandContract', { instanceId: value }, idRefused('instanceId')),
     wf(
       `instanceId ${what}`,
       'planChange',
@@ -132,7 +131,7 @@ const CASES: Case[] = [
     'target SQL injection',
     'deployMigration',
     { instanceId: SOURCE, target: DROP },
-    /^target: .* is not a migration name like 0005_user_id_new_expand/,
+    /^target: .* is not a migration name like \d{4}_\w+/,
   ),
   wf(
     'rolloutHook SQL injection',
@@ -144,7 +143,7 @@ const CASES: Case[] = [
     'backfill name SQL injection',
     'backfill',
     { instanceId: SOURCE, name: DROP },
-    /^name: no backfill named .*; known: user-id-new/,
+    /^name: no backfill named .*; known: user-id-bigint/,
   ),
   wf(
     'backfill name a number',
@@ -153,14 +152,14 @@ const CASES: Case[] = [
     /^name: 7 is not a backfill name/,
   ),
   wf(
-    'expandMigration SQL injection',
+    'expandMigration SQL injection (a field of the migration-file version)',
     'expandContract',
     { instanceId: SOURCE, expandMigration: DROP },
-    /^expandMigration: .* is not a migration name like 0005_user_id_new_expand/,
+    /^expandMigration: expandContract no longer runs migration files .* the declaration user-id-bigint/,
   ),
   wf(
     'change SQL injection',
-    'declaredChange',
+    'expandContract',
     { instanceId: SOURCE, change: DROP },
     /^change: .* is not a change name like user-id-bigint/,
   ),
@@ -172,15 +171,9 @@ const CASES: Case[] = [
   ),
   wf(
     'an unknown field',
-    'declaredChange',
-    { instanceId: SOURCE, change: 'user-id-bigint', expandMigration: DROP },
-    /^unknown input field expandMigration: expected only instanceId, change, batchSize/,
-  ),
-  wf(
-    'batchSize 0',
-    'declaredChange',
-    { instanceId: SOURCE, change: 'user-id-bigint', batchSize: 0 },
-    /^batchSize: 0 is not an integer from 1 to 100000/,
+    'expandContract',
+    { instanceId: SOURCE, change: 'user-id-bigint', batchsize: DROP },
+    /^unknown input field batchsize: expected only instanceId, change, batchSize/,
   ),
   cli(
     'change name SQL injection',
@@ -192,20 +185,20 @@ const CASES: Case[] = [
     wf(
       `batchSize ${JSON.stringify(value)}`,
       'backfill',
-      { instanceId: SOURCE, name: 'user-id-new', batchSize: value },
+      { instanceId: SOURCE, name: 'user-id-bigint', batchSize: value },
       new RegExp(`^batchSize: ${JSON.stringify(value)} is not an integer from 1 to 100000`),
     ),
   ),
   wf(
     'params an array, not an object',
     'backfill',
-    { instanceId: SOURCE, name: 'user-id-new', params: [DROP] },
-    /^params of backfill user-id-new: expected an object, got \["x'; DROP TABLE conversations;--"\]/,
+    { instanceId: SOURCE, name: 'user-id-bigint', params: [DROP] },
+    /^params of backfill user-id-bigint: expected an object, got \["x'; DROP TABLE conversations;--"\]/,
   ),
   wf(
     'delayMs -1',
     'backfill',
-    { instanceId: SOURCE, name: 'user-id-new', delayMs: -1 },
+    { instanceId: SOURCE, name: 'user-id-bigint', delayMs: -1 },
     /^delayMs: -1 is not an integer from 0 to 600000/,
   ),
   wf(
@@ -352,32 +345,32 @@ const CASES: Case[] = [
   cli(
     'backfill name SQL injection',
     ['backfill', 'start', DROP, '--instance', SOURCE],
-    /name: no backfill named .*; known: user-id-new/,
+    /name: no backfill named .*; known: user-id-bigint/,
   ),
   cli(
     '--batch-size 0',
-    ['backfill', 'start', 'user-id-new', '--instance', SOURCE, '--batch-size', '0'],
+    ['backfill', 'start', 'user-id-bigint', '--instance', SOURCE, '--batch-size', '0'],
     /batchSize: 0 is not an integer from 1 to 100000/,
   ),
   cli(
     '--batch-size -5',
-    ['backfill', 'start', 'user-id-new', '--instance', SOURCE, '--batch-size', '-5'],
+    ['backfill', 'start', 'user-id-bigint', '--instance', SOURCE, '--batch-size', '-5'],
     /^dbops backfill start: Option '--batch-size' argument is ambiguous/,
   ),
   cli(
     '--batch-size in fullwidth digits',
-    ['backfill', 'start', 'user-id-new', '--instance', SOURCE, '--batch-size', '\uff11\uff10'],
+    ['backfill', 'start', 'user-id-bigint', '--instance', SOURCE, '--batch-size', '\uff11\uff10'],
     /^dbops backfill start: --batch-size "１０" is not an integer/,
   ),
   cli(
     '--delay-ms -1',
-    ['backfill', 'start', 'user-id-new', '--instance', SOURCE, '--delay-ms', '-1'],
+    ['backfill', 'start', 'user-id-bigint', '--instance', SOURCE, '--delay-ms', '-1'],
     /^dbops backfill start: Option '--delay-ms' argument is ambiguous/,
   ),
   cli(
     '--params a JSON array',
-    ['backfill', 'start', 'user-id-new', '--instance', SOURCE, '--params', '[1]'],
-    /params of backfill user-id-new: expected an object, got \[1\]/,
+    ['backfill', 'start', 'user-id-bigint', '--instance', SOURCE, '--params', '[1]'],
+    /params of backfill user-id-bigint: expected an object, got \[1\]/,
   ),
 ];
 

@@ -4,7 +4,7 @@ import { backfillProgressLine, shortDuration } from '../../workers/backfill-prog
 import type { BackfillProgress } from '../../workflows/backfill';
 
 const halfway: BackfillProgress = {
-  name: 'user-id-new',
+  name: 'user-id-bigint',
   instanceId: 'mcp-demo-prod',
   state: 'running',
   rowsDone: 9_500,

@@ -120,24 +120,25 @@ describe('dbops deploy / backfill / status (dev server, worker, local instance)'
     const result = JSON.parse(run.stdout) as DeployMigrationResult;
     assert.equal(result.status, 'migrated');
     assert.equal(result.approvedBy, 'alice');
-    assert.equal(result.applied.at(-1), '0005_user_id_new_expand');
+    assert.equal(result.applied.at(-1), '0004_conversation_chunks_ivfflat_index');
     assert.match(result.snapshotId ?? '', /^pre-migration-\d{8}-\d{6}$/);
     const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pgmigrations`);
     assert.equal(rows[0]!.n, result.applied.length);
 
     const again = await dbops('deploy', '--instance', INSTANCE);
     assert.equal(again.code, 0, again.stderr);
-    assert.match(
-      again.stdout,
-      /^0006_user_id_new_not_null_check +held back +a phase of an expandContract change \(dbops:only-in expandContract\): only that workflow applies it$/m,
-    );
     assert.match(again.stdout, /^nothing-to-apply on cli-change-prod; pre-migration snapshot -$/m);
   });
 
-  it('deploy exits 1 when a migration added after the expandContract phases cannot be applied, saying why and what to do', async () => {
-    // A worker whose repository has one more migration, numbered after the expandContract phases.
+  it("deploy exits 1 when a migration added after another workflow's phase cannot be applied, saying why and what to do", async () => {
+    // A worker whose repository has a phase only another workflow applies (dbops:only-in), and one
+    // more migration numbered after it.
     const dir = await mkdtemp(path.join(os.tmpdir(), 'dbops-migrations-'));
     await cp(path.join(projectRoot, 'migrations'), dir, { recursive: true });
+    await writeFile(
+      path.join(dir, '0006_phase.sql'),
+      '-- dbops:only-in otherWorkflow\n-- Up Migration\nALTER TABLE conversations ADD COLUMN phase text;\n',
+    );
     await writeFile(
       path.join(dir, '0010_add_summary.sql'),
       '-- Up Migration\nALTER TABLE conversations ADD COLUMN summary text;\n-- Down Migration\nALTER TABLE conversations DROP COLUMN summary;\n',
@@ -153,11 +154,15 @@ describe('dbops deploy / backfill / status (dev server, worker, local instance)'
       assert.equal(run.code, 1, `${run.stdout}\n${run.stderr}`);
       assert.match(
         run.stdout,
-        /^0010_add_summary +held back +waits behind 0006_user_id_new_not_null_check, a phase of an unfinished expandContract change/m,
+        /^0006_phase +held back +a phase of an otherWorkflow change \(dbops:only-in otherWorkflow\): only that workflow applies it$/m,
+      );
+      assert.match(
+        run.stdout,
+        /^0010_add_summary +held back +waits behind 0006_phase, a phase of an unfinished otherWorkflow change/m,
       );
       assert.match(
         run.stderr,
-        /dbops deploy: a migration was not applied: 0010_add_summary waits behind 0006_user_id_new_not_null_check.*: finish that change \(its expandContract workflow applies 0006_user_id_new_not_null_check\) or abort it and remove its files, or rename 0010_add_summary to sort between the last applied migration and 0006_user_id_new_not_null_check/,
+        /dbops deploy: a migration was not applied: 0010_add_summary waits behind 0006_phase.*: finish that change \(its otherWorkflow workflow applies 0006_phase\) or abort it and remove its files, or rename 0010_add_summary to sort between the last applied migration and 0006_phase/,
       );
       const { rows } = await client.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM pgmigrations WHERE name = '0010_add_summary'`,

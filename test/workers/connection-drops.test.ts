@@ -310,6 +310,8 @@ describe('dropped database connections: the worker process stays up and every ru
   });
 
   it('backfill: batches terminated three times, then the table equals the single UPDATE', async () => {
+    // The column the change's expand adds; its backfill (user-id-bigint) fills it.
+    await monitor.query('ALTER TABLE conversations ADD COLUMN _new_user_id bigint');
     const { gate, pid } = await lockGate(instance.endpoint, 'conversations', 'SHARE');
     const handle = await env.client.workflow.start(backfill, {
       taskQueue: TASK_QUEUE,
@@ -317,7 +319,7 @@ describe('dropped database connections: the worker process stays up and every ru
       args: [
         {
           instanceId: SOURCE,
-          name: 'user-id-new',
+          name: 'user-id-bigint',
           batchSize: 50,
         },
       ],
@@ -326,7 +328,7 @@ describe('dropped database connections: the worker process stays up and every ru
       handle,
       monitor,
       'running a batch behind the gate',
-      `${pid} = ANY(pg_blocking_pids(pid)) AND query ILIKE '%user_id_new%'`,
+      `${pid} = ANY(pg_blocking_pids(pid)) AND query ILIKE '%"_new_user_id"%'`,
       3,
     );
     await assertDroppedAttempt(handle, 4);
@@ -334,10 +336,11 @@ describe('dropped database connections: the worker process stays up and every ru
     const result = await worker.result(handle);
     assert.equal(result.state, 'completed');
     const { rows } = await monitor.query<{ total: number; differing: number }>(
-      `SELECT count(*)::int AS total, count(*) FILTER (WHERE user_id_new IS DISTINCT FROM user_id)::int AS differing
+      `SELECT count(*)::int AS total, count(*) FILTER (WHERE _new_user_id IS DISTINCT FROM user_id::bigint)::int AS differing
          FROM conversations`,
     );
     assert.deepEqual(rows, [{ total: 300, differing: 0 }]);
+    await monitor.query('ALTER TABLE conversations DROP COLUMN _new_user_id');
   });
 
   it("drTest: the copy's DR checks terminated, then the copy's server restarted at once (as after a crash); the DR test passes", async () => {
@@ -379,7 +382,8 @@ describe('dropped database connections: the worker process stays up and every ru
       if (gated === undefined) await stillWaiting();
     }
     const onCopy = await testSession(copyEndpoint);
-    const checking = `${gated.pid} = ANY(pg_blocking_pids(pid)) AND query ILIKE '%max(created_at)%'`;
+    // amcheck is the first DR check to read conversations.
+    const checking = `${gated.pid} = ANY(pg_blocking_pids(pid)) AND query ILIKE '%verify_heapam(%'`;
     const [first] = await terminateRounds(
       handle,
       onCopy,

@@ -1,17 +1,18 @@
 /**
- * `dbops plan CHANGE` and `dbops change ...`: declared changes (activities/postgres/changes). The
- * plan prints every phase's SQL and squawk's verdict before anything runs; `change` starts one,
- * tells it the new code is deployed, or aborts it before its contract.
+ * `dbops plan CHANGE` and `dbops change ...`: declared changes (activities/postgres/changes), run
+ * by the expandContract workflow. The plan prints every phase's SQL and squawk's verdict before
+ * anything runs; `change` starts one, tells it the new code is deployed, or aborts it before its
+ * contract (a closed run by an abort-only run of the same workflow id).
  */
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 
-import { declaredChange, planChange } from '../../workflows';
+import { expandContract, planChange } from '../../workflows';
 import {
   abortChangeSignal,
   codeDeployedSignal,
-  declaredChangeProgressQuery,
-  type DeclaredChangeResult,
-} from '../../workflows/declared-change';
+  expandContractProgressQuery,
+  type ExpandContractResult,
+} from '../../workflows/expand-contract';
 import { InvalidInputError } from '../../workflows/lib/errors';
 import { utcStamp } from '../../workflows/lib/recovery';
 import { loadConfig } from '../config';
@@ -38,7 +39,8 @@ export const declared: CommandGroup = {
   change code-deployed WORKFLOW_ID --by NAME
                                      the new code is live everywhere: let the contract run
   change abort WORKFLOW_ID [--by NAME]
-                                     before the contract: undo the change, the table as it was`,
+                                     before the contract: undo the change, the table as it was
+                                     (a closed run too: an abort-only run undoes what it applied)`,
   commands: { plan, change: changeCommand },
 };
 
@@ -93,7 +95,7 @@ async function changeStart(args: string[]): Promise<void> {
   const workflowId = `change-${change}-${instanceId}`;
   const final = await withTemporal(config, async (client) => {
     const handle = await client.workflow
-      .start(declaredChange, {
+      .start(expandContract, {
         taskQueue: config.temporal.taskQueue,
         workflowId,
         args: [{ instanceId, change, batchSize }],
@@ -104,7 +106,7 @@ async function changeStart(args: string[]): Promise<void> {
     let stage = '';
     return explainFailure(
       whileRunning(handle.result(), async () => {
-        const progress = await handle.query(declaredChangeProgressQuery).catch(() => undefined);
+        const progress = await handle.query(expandContractProgressQuery).catch(() => undefined);
         if (progress === undefined || progress.stage === stage) return;
         stage = progress.stage;
         if (options.json) return;
@@ -125,10 +127,15 @@ async function changeStart(args: string[]): Promise<void> {
   else console.log(summary(final));
 }
 
-function summary(result: DeclaredChangeResult): string {
+function summary(result: ExpandContractResult): string {
   if (result.outcome === 'aborted') {
+    const undone = result.phases.find((p) => p.phase === 'abort')?.undone ?? [];
     const when =
-      result.error === undefined ? `during ${result.abortedIn}` : `after it failed (${result.error})`;
+      result.error !== undefined
+        ? `after it failed (${result.error})`
+        : result.abortedIn !== undefined
+          ? `during ${result.abortedIn}`
+          : `after its run had closed (undone: ${undone.join(', ') || 'nothing recorded'})`;
     return `${result.change} on ${result.instanceId}: aborted ${when} by ${result.abortedBy}; the table is as it was`;
   }
   return (
@@ -137,20 +144,19 @@ function summary(result: DeclaredChangeResult): string {
   );
 }
 
-/** The running change `workflowId`; anything else is a clear error. */
-async function runningChange(client: Client, workflowId: string, action: string) {
-  const handle = client.workflow.getHandle<typeof declaredChange>(workflowId);
+/** The change `workflowId` (an expandContract run) and its status; anything else is a clear error. */
+async function changeRun(client: Client, workflowId: string) {
+  const handle = client.workflow.getHandle<typeof expandContract>(workflowId);
   const description = await handle.describe().catch((error: Error) => {
     if (error instanceof WorkflowNotFoundError) throw new Error(`no workflow ${workflowId}`);
     throw error;
   });
-  if (description.type !== 'declaredChange') {
-    throw new InvalidInputError(`${workflowId} is a ${description.type} workflow, not a declared change`);
+  if (description.type !== 'expandContract') {
+    throw new InvalidInputError(
+      `${workflowId} is a ${description.type} workflow, not an expandContract change`,
+    );
   }
-  if (description.status.name !== 'RUNNING') {
-    throw new Error(`${workflowId} is ${description.status.name}; nothing to ${action}`);
-  }
-  return handle;
+  return { handle, status: description.status.name };
 }
 
 async function changeSignal(action: 'code-deployed' | 'abort', args: string[]): Promise<void> {
@@ -160,18 +166,40 @@ async function changeSignal(action: 'code-deployed' | 'abort', args: string[]): 
   if (by === undefined || by.trim() === '') {
     throw new UsageError(`dbops change ${action}: --by NAME is required (who deployed, or a CI run id)`);
   }
-  const result = await withTemporal(loadConfig(), async (client) => {
-    const handle = await runningChange(client, workflowId, action);
+  const config = loadConfig();
+  const result = await withTemporal(config, async (client) => {
+    const { handle, status } = await changeRun(client, workflowId);
     if (action === 'code-deployed') {
+      if (status !== 'RUNNING') throw new Error(`${workflowId} is ${status}; nothing to tell it`);
       await handle.signal(codeDeployedSignal, { by });
       return undefined;
     }
-    const { stage } = await handle.query(declaredChangeProgressQuery);
-    if (stage === 'contract' || stage === 'done') {
-      throw new Error(`${workflowId} is at ${stage}: too late to abort (the old columns are being dropped)`);
+    // A closed run answers the query too (its history is replayed): where it stopped.
+    const progress = await handle.query(expandContractProgressQuery).catch(() => undefined);
+    if (progress === undefined) throw new Error(`${workflowId} is ${status} and says nothing of its change`);
+    if (progress.stage === 'contract' || progress.stage === 'done') {
+      throw new Error(
+        `${workflowId} is at ${progress.stage}: too late to abort (its contract dropped or is dropping the old columns); ` +
+          'to undo it, restore the snapshot taken before the contract',
+      );
     }
-    await handle.signal(abortChangeSignal, { by });
-    return explainFailure(handle.result());
+    if (status === 'RUNNING') {
+      await handle.signal(abortChangeSignal, { by });
+      return explainFailure(handle.result());
+    }
+    if (progress.stage === 'aborted')
+      throw new Error(`${workflowId} is ${status}; nothing to abort (it was aborted)`);
+    // Closed before its contract (terminated, failed, timed out): a run of the same id undoes what
+    // the migrations table says this id applied.
+    console.error(`${workflowId} is ${status} at ${progress.stage}: starting an abort-only run of it`);
+    const aborting = await client.workflow.signalWithStart(expandContract, {
+      taskQueue: config.temporal.taskQueue,
+      workflowId,
+      args: [{ instanceId: progress.instanceId, change: progress.change, abortOnly: true }],
+      signal: abortChangeSignal,
+      signalArgs: [{ by }],
+    });
+    return explainFailure(aborting.result());
   });
   if (result === undefined) console.log(`code-deployed sent to ${workflowId}: the contract runs next`);
   else console.log(summary(result));

@@ -5,7 +5,7 @@
 import { InvalidInputError } from '../../../workflows/lib/errors';
 
 export interface BackfillSql {
-  /** The SET list of the UPDATE, e.g. `user_id_new = user_id`. Its parameters are $1..$n. */
+  /** The SET list of the UPDATE, e.g. `title = trim(title)`. Its parameters are $1..$n. */
   set: string;
   /** True for rows that still need the change: a re-run batch touches nothing twice. */
   pending: string;

@@ -1,7 +1,7 @@
-/** Every backfill a workflow may run, by name. Add one: a file beside this one, then list it here. */
+/**
+ * Every backfill a workflow may run, by name, beside those of the declared changes (each change's
+ * backfill phase, activities/postgres/changes). Add one: a file beside this one, then list it here.
+ */
 import type { AnyBackfill } from './definition';
-import { userIdNew } from './user-id-new';
 
-export const BACKFILLS: Record<string, AnyBackfill> = {
-  [userIdNew.name]: userIdNew,
-};
+export const BACKFILLS: Record<string, AnyBackfill> = {};

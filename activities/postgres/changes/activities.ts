@@ -5,7 +5,7 @@
  */
 import { ApplicationFailure, Context } from '@temporalio/activity';
 
-import { DbopsError, InvalidInputError, InvalidStateError } from '../../../workflows/lib/errors';
+import { DbopsError, InvalidInputError } from '../../../workflows/lib/errors';
 import { backendCanceller, heartbeatWhile } from '../../heartbeat';
 import { workflowRunOf } from '../../workflow-run';
 import type { WithInstance } from '../instance';
@@ -42,6 +42,8 @@ export interface PhaseResult {
   phase: Phase;
   /** False when this workflow had applied the phase already (a retry). */
   applied: boolean;
+  /** An abort: the phases it undid (their rows removed from the migrations table). */
+  undone?: Phase[];
 }
 
 export function createChangeActivities(deps: ChangeDeps) {
@@ -69,7 +71,7 @@ export function createChangeActivities(deps: ChangeDeps) {
       });
     },
 
-    /** Runs one phase unless this workflow ran it already; records it with its SQL. */
+    /** Runs one phase unless this workflow ran it already; records it in the migrations table. */
     async runChangePhase(input: PhaseInput): Promise<PhaseResult> {
       const change = lookup(input.change);
       const context = Context.current();
@@ -83,15 +85,13 @@ export function createChangeActivities(deps: ChangeDeps) {
         heartbeatWhile(
           (signal) =>
             deps.withInstance(input.instanceId, async (client) => {
-              const done = await phasesOf(client, change.name, owner.workflowId);
+              const done = (await phasesOf(client, change.name)).filter(
+                (record) => record.workflowId === owner.workflowId,
+              );
               if (done.some((record) => record.phase === input.phase))
                 return { phase: input.phase, applied: false };
-              if (input.phase === 'abort' && done.some((record) => record.phase === 'contract')) {
-                throw new InvalidStateError(
-                  `change ${change.name}: its contract is applied; too late to abort`,
-                );
-              }
-              const plan = await planFor(client, change, owner.workflowId);
+              // Refuses an abort once the contract is recorded, and any phase while another run has the change.
+              const plan = await planFor(client, change, owner.workflowId, input.phase);
               const onCancel = await backendCanceller(client, (fn) =>
                 deps.withInstance(input.instanceId, fn),
               );
@@ -102,7 +102,8 @@ export function createChangeActivities(deps: ChangeDeps) {
                 signal,
                 progress,
               });
-              return { phase: input.phase, applied };
+              if (input.phase !== 'abort') return { phase: input.phase, applied };
+              return { phase: input.phase, applied, undone: done.map((record) => record.phase) };
             }),
           { details: () => status },
         ),

@@ -1,9 +1,11 @@
 /**
  * Runs a declared change's phases on a database: reads the table from the catalog for the plan,
  * lints the generated SQL with squawk, runs a phase's steps with lock_timeout and retries, and
- * records each phase in `dbops.change_phases` (in the phase's last transaction, so a retried phase
- * after a lost reply finds its record and does nothing). node-pg-migrate's table is not used: it
- * refuses applied names that have no file in the migrations directory.
+ * records each phase as a row `change:<change>:<phase>` of the migrations table, with its owner
+ * (workflow id and run) beside it as for any migration. The record is written in the phase's last
+ * transaction, holding the migration lock so no deploy interleaves, so a retried phase after a
+ * lost reply finds its record and does nothing; an abort deletes the change's rows with its last
+ * transaction.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -13,11 +15,17 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from 'pg';
 
 import { InvalidStateError } from '../../../workflows/lib/errors';
-import { lintMigrations, type LintViolation, type MigrationFile } from '../migrations';
+import {
+  changePhaseName,
+  ensureMigrationTables,
+  lintMigrations,
+  MIGRATIONS_TABLE,
+  OWNERS_TABLE,
+  type LintViolation,
+  type MigrationFile,
+} from '../migrations';
 import { quote, type Change } from './definition';
 import { planChange, type ChangePlan, type Phase, type TableInfo } from './plan';
-
-export const PHASES_TABLE = 'dbops.change_phases';
 
 export interface PhaseOwner {
   workflowId: string;
@@ -25,6 +33,8 @@ export interface PhaseOwner {
 }
 
 export interface PhaseRecord {
+  /** Its row in the migrations table, `change:<change>:<phase>`. */
+  name: string;
   phase: Phase;
   workflowId: string;
   appliedAt: string;
@@ -81,57 +91,48 @@ export async function readTable(client: Client, change: Change): Promise<TableIn
   };
 }
 
-async function ensurePhasesTable(client: Client): Promise<void> {
-  const { rows } = await client.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [
-    PHASES_TABLE,
-  ]);
-  if (rows[0]!.ok) return;
-  await client.query(`SELECT pg_advisory_xact_lock(hashtext('${PHASES_TABLE}'));
-CREATE SCHEMA IF NOT EXISTS dbops;
-CREATE TABLE IF NOT EXISTS ${PHASES_TABLE} (
-  change text NOT NULL,
-  phase text NOT NULL,
-  workflow_id text NOT NULL,
-  run_id text NOT NULL,
-  statements text NOT NULL,
-  applied_at timestamptz NOT NULL DEFAULT now(),
-  PRIMARY KEY (change, workflow_id, phase)
-);
-COMMENT ON TABLE ${PHASES_TABLE} IS 'dbops declared changes: each phase applied, by which workflow, with its SQL'`);
-}
-
-/** The phases `workflowId` applied of `change`, in order. */
-export async function phasesOf(client: Client, change: string, workflowId: string): Promise<PhaseRecord[]> {
-  await ensurePhasesTable(client);
-  const { rows } = await client.query<PhaseRecord>(
-    `SELECT phase, workflow_id AS "workflowId", applied_at::text AS "appliedAt"
-       FROM ${PHASES_TABLE} WHERE change = $1 AND workflow_id = $2 ORDER BY applied_at`,
-    [change, workflowId],
+/** The phases of `change` recorded in the migrations table, by any workflow, in the order applied. */
+export async function phasesOf(client: Client, change: string): Promise<PhaseRecord[]> {
+  await ensureMigrationTables(client);
+  const prefix = changePhaseName(change, '');
+  const { rows } = await client.query<{ name: string; workflowId: string; appliedAt: string }>(
+    `SELECT m.name, o.workflow_id AS "workflowId", m.run_on::text AS "appliedAt"
+       FROM ${MIGRATIONS_TABLE} m JOIN ${OWNERS_TABLE} o USING (name)
+      WHERE starts_with(m.name, $1) ORDER BY m.run_on, m.id`,
+    [prefix],
   );
-  return rows;
+  return rows.map((row) => ({ ...row, phase: row.name.slice(prefix.length) as Phase }));
 }
 
 /**
- * The plan for `owner`'s run of `change`. Refuses when another run has the change in progress or
- * completed it (a second run would fight the first over the same columns).
+ * The plan for `workflowId`'s run of `change` (its `phase`). Refuses when the change was completed
+ * (its contract is recorded) or another run has it in progress (a second run would fight the
+ * first over the same columns).
  */
-export async function planFor(client: Client, change: Change, workflowId: string): Promise<ChangePlan> {
-  await ensurePhasesTable(client);
-  const { rows } = await client.query<{ workflow_id: string; phases: string[] }>(
-    `SELECT workflow_id, array_agg(phase) AS phases FROM ${PHASES_TABLE}
-      WHERE change = $1 AND workflow_id <> $2 GROUP BY workflow_id`,
-    [change.name, workflowId],
-  );
-  for (const row of rows) {
-    if (row.phases.includes('contract'))
-      throw new InvalidStateError(`change ${change.name} was completed by ${row.workflow_id}`);
-    if (!row.phases.includes('abort'))
-      throw new InvalidStateError(
-        `change ${change.name} is in progress in ${row.workflow_id}; abort it or let it finish`,
-      );
+export async function planFor(
+  client: Client,
+  change: Change,
+  workflowId: string,
+  phase?: Phase,
+): Promise<ChangePlan> {
+  const records = await phasesOf(client, change.name);
+  const contract = records.find((record) => record.phase === 'contract');
+  if (contract !== undefined) {
+    throw new InvalidStateError(
+      `change ${change.name} was completed by ${contract.workflowId} (its contract applied at ${contract.appliedAt})` +
+        (phase === 'abort'
+          ? ': too late to abort; to undo it, restore the snapshot taken before the contract'
+          : ''),
+    );
   }
-  const own = (await phasesOf(client, change.name, workflowId)).map((record) => record.phase);
-  return planChange(change, await readTable(client, change), own.includes('expand'));
+  const other = records.find((record) => record.workflowId !== workflowId);
+  if (other !== undefined)
+    throw new InvalidStateError(
+      `change ${change.name} is in progress in ${other.workflowId}; abort it or let it finish`,
+    );
+  // An abort drops only what exists: it needs no free names, whatever expand left.
+  const expanded = phase === 'abort' || records.some((record) => record.phase === 'expand');
+  return planChange(change, await readTable(client, change), expanded);
 }
 
 /** squawk's verdict on each phase's SQL (transactional steps linted as running in a transaction). */
@@ -163,8 +164,8 @@ export interface PhaseControl {
 
 /**
  * Runs `phase` of `plan` for `owner`, unless its record says it ran. Each transactional step is
- * retried from the start when it hits lock_timeout; the last one also writes the record.
- * Returns false when the phase had run already.
+ * retried from the start when it hits lock_timeout; the last one also writes the record (an
+ * abort: deletes the change's rows). Returns false when the phase had run already.
  */
 export async function runPhase(
   client: Client,
@@ -173,18 +174,26 @@ export async function runPhase(
   owner: PhaseOwner,
   control: PhaseControl,
 ): Promise<boolean> {
-  const done = await phasesOf(client, plan.change, owner.workflowId);
-  if (done.some((record) => record.phase === phase)) return false;
-  const steps = plan.phases[phase];
-  const record = {
-    sql: `INSERT INTO ${PHASES_TABLE} (change, phase, workflow_id, run_id, statements) VALUES ($1, $2, $3, $4, $5)`,
-    values: [
-      plan.change,
-      phase,
-      owner.workflowId,
-      owner.runId,
-      steps.flatMap((step) => step.statements.map((s) => `${s};`)).join('\n'),
-    ],
+  const done = await phasesOf(client, plan.change);
+  if (done.some((record) => record.phase === phase && record.workflowId === owner.workflowId)) return false;
+  const { PG_MIGRATE_LOCK_ID } = await import('node-pg-migrate');
+  const name = changePhaseName(plan.change, phase);
+  // In the phase's last transaction, under the migration lock (no deploy runs meanwhile; taken
+  // first, so the table's locks are not held while waiting for it).
+  const lock = () => client.query(`SELECT pg_advisory_xact_lock($1)`, [PG_MIGRATE_LOCK_ID]);
+  const record = async () => {
+    if (phase === 'abort') {
+      const names = done.map((r) => r.name);
+      await client.query(`DELETE FROM ${OWNERS_TABLE} WHERE name = ANY($1)`, [names]);
+      await client.query(`DELETE FROM ${MIGRATIONS_TABLE} WHERE name = ANY($1)`, [names]);
+      return;
+    }
+    await client.query(`INSERT INTO ${MIGRATIONS_TABLE} (name, run_on) VALUES ($1, now())`, [name]);
+    await client.query(
+      `INSERT INTO ${OWNERS_TABLE} (name, workflow_id, run_id) VALUES ($1, $2, $3)
+       ON CONFLICT (name) DO UPDATE SET workflow_id = EXCLUDED.workflow_id, run_id = EXCLUDED.run_id, applied_at = now()`,
+      [name, owner.workflowId, owner.runId],
+    );
   };
   // A killed worker's session notices within seconds that its client is gone and stops its SQL
   // (a VALIDATE or an index build would otherwise run on, holding its lock against the retry).
@@ -192,24 +201,30 @@ export async function runPhase(
     `SELECT set_config('lock_timeout', $1, false), set_config('client_connection_check_interval', '5s', false)`,
     [`${control.settings.lockTimeoutMs}ms`],
   );
+  const steps = plan.phases[phase];
+  const transaction = (what: string, body: () => Promise<void>) =>
+    withLockRetries(control, what, async () => {
+      await client.query('BEGIN');
+      try {
+        await body();
+        await client.query('COMMIT');
+      } catch (error) {
+        await client.query('ROLLBACK');
+        throw error;
+      }
+    });
   for (const [i, step] of steps.entries()) {
     control.signal.throwIfAborted();
     const last = i === steps.length - 1;
     control.progress(`${plan.change} ${phase}: step ${i + 1} of ${steps.length}`);
     if (step.transaction) {
-      await withLockRetries(control, `${phase} step ${i + 1}`, async () => {
-        await client.query('BEGIN');
-        try {
-          for (const statement of step.statements) {
-            control.signal.throwIfAborted();
-            await client.query(statement);
-          }
-          if (last) await client.query(record.sql, record.values);
-          await client.query('COMMIT');
-        } catch (error) {
-          await client.query('ROLLBACK');
-          throw error;
+      await transaction(`${phase} step ${i + 1}`, async () => {
+        if (last) await lock();
+        for (const statement of step.statements) {
+          control.signal.throwIfAborted();
+          await client.query(statement);
         }
+        if (last) await record();
       });
     } else {
       if (step.index !== undefined) await dropInvalidIndex(client, plan, step.index);
@@ -220,7 +235,12 @@ export async function runPhase(
       if (step.index !== undefined) await assertValidIndex(client, plan, step.index);
     }
   }
-  if (steps.length === 0 || !steps.at(-1)!.transaction) await client.query(record.sql, record.values);
+  if (steps.length === 0 || !steps.at(-1)!.transaction) {
+    await transaction(`${phase} record`, async () => {
+      await lock();
+      await record();
+    });
+  }
   return true;
 }
 

@@ -20,6 +20,7 @@ import { dropColumn } from '../../../activities/postgres/changes/operations/drop
 import { renameColumn } from '../../../activities/postgres/changes/operations/rename-column';
 import { formatPlan, type Phase } from '../../../activities/postgres/changes/plan';
 import { DEFAULT_LOCK_SETTINGS, lintPlan, planFor, runPhase } from '../../../activities/postgres/changes/run';
+import { ensureMigrationTables } from '../../../activities/postgres/migrations';
 import { startThrowawayCluster, type ThrowawayCluster } from '../../helpers/postgres';
 import { tableChecksums } from '../../helpers/table-checksums';
 
@@ -51,7 +52,7 @@ const everything: Change = defineChange({
       opclass: 'vector_l2_ops',
       with: { m: 8 },
     }),
-    addIndex({ name: 'items_user_id_new_idx', columns: ['user_id'] }),
+    addIndex({ name: 'items_new_user_id_idx', columns: ['user_id'] }),
   ],
 });
 
@@ -64,7 +65,7 @@ const control = {
 
 async function resetTables(client: Client): Promise<void> {
   await client.query(`DROP SCHEMA IF EXISTS change_items_everything CASCADE;
-    DROP TABLE IF EXISTS items; DROP TABLE IF EXISTS owners; DROP TABLE IF EXISTS dbops.change_phases;
+    DROP TABLE IF EXISTS items; DROP TABLE IF EXISTS owners; DROP TABLE IF EXISTS pgmigrations, dbops_migration_owners;
     CREATE EXTENSION IF NOT EXISTS vector;
     CREATE TABLE owners (id integer PRIMARY KEY);
     INSERT INTO owners SELECT g FROM generate_series(1, 10) g;
@@ -81,8 +82,18 @@ async function resetTables(client: Client): Promise<void> {
 }
 
 async function phase(client: Client, change: Change, name: Phase): Promise<void> {
-  const plan = await planFor(client, change, owner.workflowId);
+  const plan = await planFor(client, change, owner.workflowId, name);
   await runPhase(client, plan, name, owner, control);
+}
+
+/** The change's rows in the migrations table, with the workflow recorded as applying each. */
+async function phaseRows(client: Client): Promise<string[]> {
+  await ensureMigrationTables(client);
+  const { rows } = await client.query<{ row: string }>(
+    `SELECT m.name || ' by ' || o.workflow_id AS row
+       FROM pgmigrations m JOIN dbops_migration_owners o USING (name) WHERE m.name LIKE 'change:%' ORDER BY m.id`,
+  );
+  return rows.map((r) => r.row);
 }
 
 /** The backfill's statement over the whole table (the workflow runs it in batches). */
@@ -240,11 +251,44 @@ describe('declared changes (throwaway cluster)', () => {
     await released;
     assert.ok(retries.length >= 2, retries.join('; '));
     assert.match(retries[0]!, /^contract step 1: lock_timeout on attempt 1; retrying in \d+ ms$/);
-    const { rows } = await client.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM dbops.change_phases WHERE change = $1 AND phase = 'contract'`,
-      [everything.name],
+    assert.deepEqual(
+      await phaseRows(client),
+      ['expand', 'tighten', 'contract'].map((p) => `change:items-everything:${p} by change-test`),
     );
-    assert.equal(rows[0]!.n, 1);
+    // Done: no other run may start it again, and an abort is refused.
+    await assert.rejects(
+      planFor(client, everything, 'another-run'),
+      /change items-everything was completed by change-test \(its contract applied at /,
+    );
+    await assert.rejects(
+      planFor(client, everything, owner.workflowId, 'abort'),
+      /was completed by change-test .*: too late to abort; to undo it, restore the snapshot taken before the contract/,
+    );
+  });
+
+  it('a phase is recorded under the migration lock: it waits (lock_timeout, retries) while a deploy holds it', async () => {
+    await resetTables(client);
+    const { PG_MIGRATE_LOCK_ID } = await import('node-pg-migrate');
+    const deploy = await cluster.connect();
+    await deploy.query('SELECT pg_advisory_lock($1)', [PG_MIGRATE_LOCK_ID]);
+    const retries: string[] = [];
+    let released: Promise<unknown> | undefined;
+    const plan = await planFor(client, everything, owner.workflowId);
+    await runPhase(client, plan, 'expand', owner, {
+      settings: { lockTimeoutMs: 100, attempts: 50, retryBaseMs: 10 },
+      signal: new AbortController().signal,
+      progress: (what) => {
+        if (!what.includes('lock_timeout')) return;
+        retries.push(what);
+        if (retries.length === 2)
+          released = deploy.query('SELECT pg_advisory_unlock($1)', [PG_MIGRATE_LOCK_ID]);
+      },
+    });
+    await released;
+    assert.ok(retries.length >= 2, retries.join('; '));
+    assert.deepEqual(await phaseRows(client), ['change:items-everything:expand by change-test']);
+    await phase(client, everything, 'abort');
+    await deploy.end();
   });
 
   for (const last of [undefined, 'expand', 'backfill', 'tighten'] as const) {
@@ -254,8 +298,14 @@ describe('declared changes (throwaway cluster)', () => {
       if (last !== undefined) await phase(client, everything, 'expand');
       if (last === 'backfill' || last === 'tighten') await backfill(client, everything);
       if (last === 'tighten') await phase(client, everything, 'tighten');
+      const applied = last === undefined ? [] : last === 'tighten' ? ['expand', 'tighten'] : ['expand'];
+      assert.deepEqual(
+        await phaseRows(client),
+        applied.map((p) => `change:items-everything:${p} by change-test`),
+      );
       await phase(client, everything, 'abort');
       assert.deepEqual(await tableChecksums(client, 'items'), before);
+      assert.deepEqual(await phaseRows(client), [], 'the abort removed the rows of the phases it undid');
       const { rows } = await client.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'change_items_everything'`,
       );

@@ -63,10 +63,10 @@ async function leftovers(
   return { running: rows[0]!.running, advisoryLocks: rows[0]!.advisory_locks };
 }
 
-/** The repository's schema migrations (0001-0005) plus `extra` files, in a temp `migrations/` dir. */
+/** The repository's schema migrations plus `extra` files, in a temp `migrations/` dir. */
 async function migrationsWith(extra: Record<string, string>): Promise<string> {
   const dir = path.join(await mkdtemp(path.join(os.tmpdir(), 'dbops-migrations-')), 'migrations');
-  await cp(repoMigrations, dir, { recursive: true, filter: (source) => !/000[6-9]_[^/]*$/.test(source) });
+  await cp(repoMigrations, dir, { recursive: true });
   for (const [name, sql] of Object.entries(extra)) await writeFile(path.join(dir, name), sql);
   return dir;
 }
@@ -105,7 +105,7 @@ describe('migrations (node-pg-migrate + squawk on a real Postgres)', () => {
     );
   });
 
-  it('a plain deploy applies the schema and holds back the expandContract phases', async () => {
+  it('a plain deploy applies the schema', async () => {
     const client = await cluster.connect();
     const files = await readMigrations(repoMigrations);
     const plan = planMigrations(files, await appliedMigrations(client), { workflow: 'deployMigration' });
@@ -114,14 +114,8 @@ describe('migrations (node-pg-migrate + squawk on a real Postgres)', () => {
       '0002_conversation_chunks',
       '0003_conversation_chunks_hnsw_index',
       '0004_conversation_chunks_ivfflat_index',
-      '0005_user_id_new_expand',
     ]);
-    assert.deepEqual(plan.heldBack, [
-      '0006_user_id_new_not_null_check',
-      '0007_user_id_new_validate',
-      '0008_user_id_new_set_not_null',
-      '0009_user_id_new_contract',
-    ]);
+    assert.deepEqual(plan.heldBack, []);
 
     const applied = await runMigrations(client, repoMigrations, 'up', plan.toApply, fast);
     assert.deepEqual(applied, plan.toApply);
@@ -149,93 +143,122 @@ describe('migrations (node-pg-migrate + squawk on a real Postgres)', () => {
 
   it('a target already applied applies nothing and holds back what follows it', async () => {
     const files = await readMigrations(repoMigrations);
-    const applied = files.map((file) => file.name).filter((name) => name <= '0005_user_id_new_expand');
+    const applied = files.map((file) => file.name).filter((name) => name <= '0002_conversation_chunks');
     const plan = planMigrations(files, applied, {
-      workflow: 'expandContract',
-      target: '0005_user_id_new_expand',
+      workflow: 'deployMigration',
+      target: '0002_conversation_chunks',
     });
     assert.deepEqual(plan.toApply, []);
-    assert.equal(plan.heldBack.length, 4);
-    const tighten = planMigrations(files, applied, {
-      workflow: 'expandContract',
-      target: '0008_user_id_new_set_not_null',
+    assert.equal(plan.heldBack.length, 2);
+    const later = planMigrations(files, applied, {
+      workflow: 'deployMigration',
+      target: '0003_conversation_chunks_hnsw_index',
     });
-    assert.deepEqual(tighten.toApply, [
-      '0006_user_id_new_not_null_check',
-      '0007_user_id_new_validate',
-      '0008_user_id_new_set_not_null',
-    ]);
-    assert.deepEqual(tighten.heldBack, ['0009_user_id_new_contract']);
+    assert.deepEqual(later.toApply, ['0003_conversation_chunks_hnsw_index']);
+    assert.deepEqual(later.heldBack, ['0004_conversation_chunks_ivfflat_index']);
   });
 
-  it('a migration added after the expandContract phases is held back naming the phase and what to do', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'dbops-migrations-'));
-    try {
-      await cp(repoMigrations, dir, { recursive: true });
-      await writeFile(
-        path.join(dir, '0010_add_summary.sql'),
+  it("a migration added after another workflow's phase (dbops:only-in) is held back naming the phase and what to do", async () => {
+    const dir = await migrationsWith({
+      '0006_phase.sql':
+        '-- dbops:only-in otherWorkflow\n-- Up Migration\nALTER TABLE conversations ADD COLUMN phase text;\n',
+      '0010_add_summary.sql':
         '-- Up Migration\nALTER TABLE conversations ADD COLUMN summary text;\n-- Down Migration\nALTER TABLE conversations DROP COLUMN summary;\n',
-      );
+    });
+    try {
       const files = await readMigrations(dir);
-      const applied = files.map((file) => file.name).filter((name) => name <= '0005_user_id_new_expand');
+      const applied = files.map((file) => file.name).filter((name) => name <= '0004_z');
       const plan = planMigrations(files, applied, { workflow: 'deployMigration' });
       assert.deepEqual(plan.toApply, []);
-      assert.deepEqual(plan.heldBack.at(-1), '0010_add_summary');
-      const phase = plan.whyHeldBack.find((held) => held.name === '0006_user_id_new_not_null_check');
-      assert.deepEqual(phase, {
-        name: '0006_user_id_new_not_null_check',
+      assert.deepEqual(plan.heldBack, ['0006_phase', '0010_add_summary']);
+      assert.deepEqual(plan.whyHeldBack[0], {
+        name: '0006_phase',
         reason:
-          'a phase of an expandContract change (dbops:only-in expandContract): only that workflow applies it',
+          'a phase of an otherWorkflow change (dbops:only-in otherWorkflow): only that workflow applies it',
         blocked: false,
       });
-      const added = plan.whyHeldBack.find((held) => held.name === '0010_add_summary');
+      const added = plan.whyHeldBack[1];
       assert.equal(added?.blocked, true);
       assert.equal(
         added?.reason,
-        'waits behind 0006_user_id_new_not_null_check, a phase of an unfinished expandContract change (migrations apply in order): ' +
-          'finish that change (its expandContract workflow applies 0006_user_id_new_not_null_check) or abort it and remove its files, ' +
-          'or rename 0010_add_summary to sort between the last applied migration and 0006_user_id_new_not_null_check if it does not depend on that change',
+        'waits behind 0006_phase, a phase of an unfinished otherWorkflow change (migrations apply in order): ' +
+          'finish that change (its otherWorkflow workflow applies 0006_phase) or abort it and remove its files, ' +
+          'or rename 0010_add_summary to sort between the last applied migration and 0006_phase if it does not depend on that change',
       );
       const targeted = planMigrations(files, applied, {
         workflow: 'deployMigration',
-        target: '0005_user_id_new_expand',
+        target: '0004_conversation_chunks_ivfflat_index',
       });
       assert.ok(
         targeted.whyHeldBack.every(
-          (held) => !held.blocked && held.reason === 'after the target 0005_user_id_new_expand',
+          (held) =>
+            !held.blocked && held.reason === 'after the target 0004_conversation_chunks_ivfflat_index',
         ),
       );
     } finally {
-      await rm(dir, { recursive: true, force: true });
+      await rm(path.dirname(dir), { recursive: true, force: true });
     }
   });
 
   it('reverts exactly the named migrations, refusing when later ones were applied', async () => {
     const client = await cluster.connect();
     await assert.rejects(
-      runMigrations(client, repoMigrations, 'down', ['0004_conversation_chunks_ivfflat_index'], fast),
-      /cannot revert 0004_conversation_chunks_ivfflat_index: the last applied migrations are 0005_user_id_new_expand/,
+      runMigrations(client, repoMigrations, 'down', ['0003_conversation_chunks_hnsw_index'], fast),
+      /cannot revert 0003_conversation_chunks_hnsw_index: the last applied migrations are 0004_conversation_chunks_ivfflat_index/,
     );
     const reverted = await runMigrations(
       client,
       repoMigrations,
       'down',
-      ['0004_conversation_chunks_ivfflat_index', '0005_user_id_new_expand'],
+      ['0003_conversation_chunks_hnsw_index', '0004_conversation_chunks_ivfflat_index'],
       fast,
     );
-    assert.deepEqual(reverted, ['0005_user_id_new_expand', '0004_conversation_chunks_ivfflat_index']);
+    assert.deepEqual(reverted, [
+      '0004_conversation_chunks_ivfflat_index',
+      '0003_conversation_chunks_hnsw_index',
+    ]);
     const { rows } = await client.query(
-      `SELECT 1 FROM pg_indexes WHERE indexname = 'conversations_embedding_ivfflat_idx'
-       UNION ALL SELECT 1 FROM information_schema.columns WHERE column_name = 'user_id_new'`,
+      `SELECT 1 FROM pg_indexes
+        WHERE indexname IN ('conversations_embedding_ivfflat_idx', 'conversations_embedding_idx')`,
     );
     assert.equal(rows.length, 0);
     await runMigrations(
       client,
       repoMigrations,
       'up',
-      ['0004_conversation_chunks_ivfflat_index', '0005_user_id_new_expand'],
+      ['0003_conversation_chunks_hnsw_index', '0004_conversation_chunks_ivfflat_index'],
       fast,
     );
+  });
+
+  it("a declared change's phase rows in the migrations table: deploys plan and apply around them, a revert behind one is refused", async () => {
+    const dir = await migrationsWith(addNote);
+    const client = await cluster.connect();
+    const note = Object.keys(addNote)[0]!.replace(/\.sql$/, '');
+    try {
+      await client.query(
+        `INSERT INTO pgmigrations (name, run_on) VALUES ('change:user-id-bigint:expand', now())`,
+      );
+      const applied = await appliedMigrations(client);
+      assert.ok(!applied.includes('change:user-id-bigint:expand'), 'a phase is no migration file');
+      const plan = planMigrations(await readMigrations(dir), applied, { workflow: 'deployMigration' });
+      assert.deepEqual(plan.toApply, [note]);
+      assert.deepEqual(await runMigrations(client, dir, 'up', plan.toApply, fast), [note]);
+      await client.query(
+        `INSERT INTO pgmigrations (name, run_on) VALUES ('change:user-id-bigint:tighten', now())`,
+      );
+      await assert.rejects(
+        runMigrations(client, dir, 'down', [note], fast),
+        new RegExp(
+          `cannot revert ${note}: change:user-id-bigint:tighten, a phase of a declared change, was applied after it; finish or abort that change first`,
+        ),
+      );
+      await client.query(`DELETE FROM pgmigrations WHERE name LIKE 'change:%'`);
+      assert.deepEqual(await runMigrations(client, dir, 'down', [note], fast), [note]);
+    } finally {
+      await client.query(`DELETE FROM pgmigrations WHERE name LIKE 'change:%'`);
+      await rm(path.dirname(dir), { recursive: true, force: true });
+    }
   });
 
   it('fails at once, naming the holder, when another session holds the migration lock (whenLocked: fail)', async () => {
@@ -321,7 +344,7 @@ describe('migrations (node-pg-migrate + squawk on a real Postgres)', () => {
     await client.query('DROP INDEX conversations_title_key');
     await assert.rejects(
       verifyMigrations(client, [...expected, '0100_missing'], []),
-      /applied migrations are \[.*0005_user_id_new_expand\], expected \[.*0005_user_id_new_expand, 0100_missing\]/,
+      /applied migrations are \[.*0004_conversation_chunks_ivfflat_index\], expected \[.*0004_conversation_chunks_ivfflat_index, 0100_missing\]/,
     );
   });
 
