@@ -83,6 +83,9 @@ export interface AwsConnectionConfig {
   auth: 'iam' | 'password';
   /** The CA bundle the server certificate must chain to (TLS is always required on aws). */
   caBundlePath: string;
-  /** Read-only activities go here when set (the read/write split). */
-  replica: { host: string; port: number } | undefined;
+  /**
+   * Read-only activities go here when set (the read/write split), and to the primary while the
+   * replica's replay lag is above `maxLagSeconds`.
+   */
+  replica: { host: string; port: number; maxLagSeconds: number } | undefined;
 }

@@ -18,7 +18,7 @@ import { createDeployActivities, type RolloutHook } from './postgres/deploy';
 import { createHealthActivities } from './postgres/health';
 import { createMaintenanceActivities } from './postgres/maintenance';
 import { instanceConnection } from './postgres/instance';
-import { primaryOrInstance } from './postgres/on-instance';
+import { primaryOrInstance, replicaOrInstance } from './postgres/on-instance';
 import { createPingActivities } from './postgres/ping';
 import { createRecoveryActivities } from './recovery/activities';
 import { createOrphanActivities } from './recovery/orphans';
@@ -49,11 +49,12 @@ export interface ActivityDeps {
 }
 
 export function createActivities(deps: ActivityDeps) {
-  const onInstance = primaryOrInstance(deps.connector, instanceConnection(deps.controlPlane, deps.connector));
+  const withInstance = instanceConnection(deps.controlPlane, deps.connector);
+  const onInstance = primaryOrInstance(deps.connector, withInstance);
   return {
     ...createPingActivities(deps.connector),
     ...createMaintenanceActivities(onInstance, deps.maintenanceWindow ?? 'sun:04:00-sun:05:00'),
-    ...createHealthActivities(onInstance),
+    ...createHealthActivities(onInstance, replicaOrInstance(deps.connector, withInstance)),
     ...createControlPlaneActivities(deps.controlPlane),
     ...createRecoveryActivities(deps),
     ...createOrphanActivities(deps.controlPlane),

@@ -17,6 +17,7 @@ import {
   type ProviderConfig,
   type RecoverySettings,
 } from '../activities/config-types';
+import { DEFAULT_REPLICA_MAX_LAG_SECONDS } from '../activities/postgres/connect';
 import type { RolloutHook } from '../activities/postgres/deploy';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../workflows/lib/identifiers';
 import { MAINTENANCE_WINDOW_RULE, parseMaintenanceWindow } from '../workflows/lib/maintenance-window';
@@ -396,7 +397,17 @@ function loadAwsConfig(env: Env): AwsConfig {
       replica:
         replicaHost === undefined
           ? undefined
-          : { host: replicaHost, port: port(env, 'DBOPS_DB_REPLICA_PORT', port(env, 'PGPORT', 5432)) },
+          : {
+              host: replicaHost,
+              port: port(env, 'DBOPS_DB_REPLICA_PORT', port(env, 'PGPORT', 5432)),
+              maxLagSeconds: integer(
+                env,
+                'DBOPS_DB_REPLICA_MAX_LAG_SECONDS',
+                DEFAULT_REPLICA_MAX_LAG_SECONDS,
+                0,
+                86_400,
+              ),
+            },
     },
   };
 }

@@ -24,6 +24,7 @@ import {
   writeClusterSettings,
 } from '../postgres/cluster';
 import { withClient } from '../postgres/connect';
+import { setUpWorkerRole } from '../postgres/worker-role';
 import {
   StateLayout,
   readJson,
@@ -36,7 +37,10 @@ import {
 
 const execFileAsync = promisify(execFile);
 
-/** The database every local instance serves (the application's), and the user of its endpoint. */
+/**
+ * The database every local instance serves (the application's), and the superuser the provider
+ * itself works as (backups, exports, archiving); endpoints connect as the worker's role instead.
+ */
 export const APP_DATABASE = 'mcp_db';
 export const ADMIN_USER = 'postgres';
 
@@ -259,9 +263,8 @@ async function createInstance(layout: StateLayout, instanceId: string): Promise<
   await initCluster(dataDir, { port: instance.port, extraConf: instanceSettings(layout, instanceId) });
   await startCluster(dataDir, layout.serverLog(instanceId));
   await withClient(adminEndpoint(instance.port), (client) => client.query(`CREATE DATABASE ${APP_DATABASE}`));
-  await withClient(adminEndpoint(instance.port, APP_DATABASE), (client) =>
-    client.query('CREATE EXTENSION vector'),
-  );
+  // Before the first snapshot, so every copy restored from one has the worker's role too.
+  await withClient(adminEndpoint(instance.port, APP_DATABASE), setUpWorkerRole);
   await takeAutomatedSnapshot(layout, instance);
   await updateRecord<InstanceRecord>(file, (r) => ({ ...r, status: 'available' }));
 }

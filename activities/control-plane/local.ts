@@ -32,6 +32,7 @@ import {
   stopCluster,
 } from '../postgres/cluster';
 import { withClient } from '../postgres/connect';
+import { WORKER_ROLE } from '../postgres/worker-role';
 import type {
   ControlPlane,
   CreateInstanceOptions,
@@ -44,7 +45,6 @@ import type {
   SnapshotDescription,
 } from './control-plane';
 import {
-  ADMIN_USER,
   APP_DATABASE,
   adminEndpoint,
   BACKUP_MAX_RATE_ENV,
@@ -841,7 +841,7 @@ export class LocalControlPlane implements ControlPlane {
       endpoint:
         status === 'creating'
           ? undefined
-          : { host: '127.0.0.1', port: record.port, database: APP_DATABASE, user: ADMIN_USER },
+          : { host: '127.0.0.1', port: record.port, database: APP_DATABASE, user: WORKER_ROLE },
       engineVersion: record.engineVersion,
       earliestRestorableTime: range?.earliest,
       latestRestorableTime: range?.latest,

@@ -23,15 +23,40 @@ export async function withClient<T>(db: DatabaseConfig, fn: (client: Client) => 
 export interface DatabaseConnector {
   /** Read-write work, on the primary. */
   withPrimary<T>(fn: (client: Client) => Promise<T>): Promise<T>;
-  /** Read-only work: on the read replica when one is configured (the read/write split), else the primary. */
-  withReadOnly<T>(fn: (client: Client) => Promise<T>): Promise<T>;
+  /**
+   * Read-only work: on the read replica when one is configured and its lag is within the bound,
+   * else on the primary; `session.route` says which and why.
+   */
+  withReadOnly<T>(fn: (session: ReadSession) => Promise<T>): Promise<T>;
   /** Another instance (e.g. a restored DR instance), with the same authentication and TLS rules. */
   withEndpoint<T>(endpoint: DatabaseConfig, fn: (client: Client) => Promise<T>): Promise<T>;
 }
 
+/** Where read-only work ran, and why there: it goes into results and logs. */
+export interface ReadRoute {
+  server: 'replica' | 'primary';
+  reason: string;
+  /** The replica's replay lag as measured on it (0: it has replayed all it received while streaming); null when not measured. */
+  replicaLagSeconds: number | null;
+}
+
+/** A read-only connection and where it goes; `sameServer` opens another one there (e.g. to cancel). */
+export interface ReadSession {
+  client: Client;
+  route: ReadRoute;
+  sameServer: <T>(fn: (client: Client) => Promise<T>) => Promise<T>;
+}
+
+/**
+ * Replica lag above which reads go to the primary. An idle RDS PostgreSQL source writes WAL only
+ * every five minutes, so a lag read from replay timestamps reaches 300 s with nothing behind.
+ */
+export const DEFAULT_REPLICA_MAX_LAG_SECONDS = 300;
+
 export interface ConnectorOptions {
   primary: DatabaseConfig;
-  replica?: { host: string; port: number } | undefined;
+  /** The read replica: host and port of the primary's database and user; `maxLagSeconds` defaults to 300. */
+  replica?: { host: string; port: number; maxLagSeconds?: number | undefined } | undefined;
   /** TLS required, the server certificate checked against this CA bundle. Unset: no TLS (local clusters). */
   caBundlePath?: string | undefined;
   /** IAM database authentication. Unset: the password comes from `.pgpass` or PGPASSWORD. */
@@ -63,13 +88,69 @@ export function createDatabaseConnector(options: ConnectorOptions): DatabaseConn
     }
     return runOnClient(config, fn);
   };
+  const onPrimary = <T>(fn: (session: ReadSession) => Promise<T>, reason: string, lag: number | null) =>
+    connect(options.primary, (client) =>
+      fn({
+        client,
+        route: { server: 'primary', reason, replicaLagSeconds: lag },
+        sameServer: (other) => connect(options.primary, other),
+      }),
+    );
   const replica = options.replica;
   return {
     withPrimary: (fn) => connect(options.primary, fn),
-    withReadOnly: (fn) =>
-      connect(replica === undefined ? options.primary : { ...options.primary, ...replica }, fn),
+    withReadOnly: async <T>(fn: (session: ReadSession) => Promise<T>): Promise<T> => {
+      if (replica === undefined) return onPrimary(fn, 'no read replica is configured', null);
+      const endpoint = { ...options.primary, host: replica.host, port: replica.port };
+      const bound = replica.maxLagSeconds ?? DEFAULT_REPLICA_MAX_LAG_SECONDS;
+      // Measured on the replica's own connection: within the bound, the work runs on it at once.
+      let fallback: { reason: string; lag: number | null } | undefined;
+      let started = false;
+      let result: { value: T } | undefined;
+      try {
+        await connect(endpoint, async (client) => {
+          const { standby, lag } = await replicaLag(client);
+          if (!standby) {
+            fallback = { reason: 'the replica is not in recovery (promoted?)', lag: null };
+          } else if (lag === null || lag > bound) {
+            const measured = lag === null ? 'unknown (nothing replayed yet)' : `${lag.toFixed(1)} s`;
+            fallback = { reason: `replica lag ${measured} is above the bound of ${bound} s`, lag };
+          } else {
+            const route: ReadRoute = {
+              server: 'replica',
+              reason: `replica lag ${lag.toFixed(1)} s is within the bound of ${bound} s`,
+              replicaLagSeconds: lag,
+            };
+            started = true;
+            result = { value: await fn({ client, route, sameServer: (other) => connect(endpoint, other) }) };
+          }
+        });
+      } catch (error) {
+        // The work itself failed on the replica: that is its failure, not a reason to run it twice.
+        if (started || fallback !== undefined || !(error instanceof DatabaseConnectionError)) {
+          throw error;
+        }
+        fallback = { reason: `the replica cannot be reached (${error.message})`, lag: null };
+      }
+      if (result !== undefined) return result.value;
+      return onPrimary(fn, fallback!.reason, fallback!.lag);
+    },
     withEndpoint: (endpoint, fn) => connect(endpoint, fn),
   };
+}
+
+/**
+ * How far the replica's replay is behind: 0 while it streams and has replayed everything received
+ * (an idle primary sends nothing to replay), else the age of the last transaction it replayed.
+ */
+async function replicaLag(client: Client): Promise<{ standby: boolean; lag: number | null }> {
+  const { rows } = await client.query<{ standby: boolean; lag: number | null }>(
+    `SELECT pg_is_in_recovery() AS standby,
+            CASE WHEN EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')
+                      AND pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+                 ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END::float8 AS lag`,
+  );
+  return rows[0]!;
 }
 
 /** The connector of the configured provider: IAM tokens (or `.pgpass`) over verified TLS on aws. */

@@ -2,11 +2,17 @@
  * What the runbook's alerts watch, measured in one pass on the database: connections, replication,
  * pg_stat_statements, cache hit ratio, and an EXPLAIN (ANALYZE, BUFFERS) of the kNN query. The
  * thresholds are applied by the workflow (`workflows/lib/health-findings.ts`).
+ *
+ * The counters describe the server they are read on, so they are read on the primary. The kNN
+ * query reads the table: it runs on the read replica when one is configured and within its lag
+ * bound, and the result says where (`knnReadFrom`).
  */
+import { Context } from '@temporalio/activity';
 import type { Client } from 'pg';
 
 import { backendCanceller, heartbeatWhile } from '../heartbeat';
-import type { InstanceInput, OnInstance } from './on-instance';
+import type { ReadRoute } from './connect';
+import type { InstanceInput, OnInstance, OnReadOnly } from './on-instance';
 
 export interface StatementStats {
   /** Normalized text (constants replaced by $n), cut to 500 characters. */
@@ -48,6 +54,8 @@ export interface HealthSnapshot {
   mostFrequent: StatementStats[] | null;
   statementsProblem: string | null;
   knn: KnnResult;
+  /** Where the kNN query ran (the replica or the primary) and why there. */
+  knnReadFrom: ReadRoute;
 }
 
 export type KnnResult =
@@ -63,21 +71,18 @@ const OPERATOR_BY_OPCLASS: Record<string, string> = {
   vector_l1_ops: '<+>',
 };
 
-export function createHealthActivities(onInstance: OnInstance) {
+export function createHealthActivities(onInstance: OnInstance, onReadOnly: OnReadOnly) {
   return {
     /**
      * One pass of measurements. It heartbeats on a timer (the EXPLAIN ANALYZE of the kNN query
      * can take long on a big table scanned without its index); cancelled, it cancels its query.
      */
     async measureHealth(input: InstanceInput): Promise<HealthSnapshot> {
-      return onInstance(input.instanceId, async (client) => {
-        const onCancel = await backendCanceller(client, (fn) => onInstance(input.instanceId, fn));
-        return heartbeatWhile(
-          async (signal) => {
-            const step = async <T>(measure: (client: Client) => Promise<T>): Promise<T> => {
-              if (signal.aborted) throw signal.reason;
-              return measure(client);
-            };
+      const counters = await onInstance(input.instanceId, (client) =>
+        measuring(
+          client,
+          (fn) => onInstance(input.instanceId, fn),
+          async (step) => {
             const statements = await step(statementStats);
             return {
               measuredAt: new Date().toISOString(),
@@ -86,14 +91,39 @@ export function createHealthActivities(onInstance: OnInstance) {
               replicas: await step(replicationLag),
               cache: await step(cacheCounters),
               ...statements,
-              knn: await step(explainKnn),
             };
           },
-          { onCancel },
-        );
+        ),
+      );
+      return onReadOnly(input.instanceId, async ({ client, route, sameServer }) => {
+        Context.current().log.info(`kNN query on the ${route.server}: ${route.reason}`, {
+          readFrom: route.server,
+        });
+        const knn = await measuring(client, sameServer, (step) => step(explainKnn));
+        return { ...counters, knn, knnReadFrom: route };
       });
     },
   };
+}
+
+/**
+ * Runs measurements on `client` under a heartbeat; cancelled, the running query is cancelled from
+ * another connection to the same server and the next step is not started.
+ */
+async function measuring<T>(
+  client: Client,
+  sameServer: (fn: (other: Client) => Promise<unknown>) => Promise<unknown>,
+  work: (step: <U>(measure: (client: Client) => Promise<U>) => Promise<U>) => Promise<T>,
+): Promise<T> {
+  const onCancel = await backendCanceller(client, sameServer);
+  return heartbeatWhile(
+    (signal) =>
+      work(async (measure) => {
+        if (signal.aborted) throw signal.reason;
+        return measure(client);
+      }),
+    { onCancel },
+  );
 }
 
 async function connections(client: Client): Promise<{ used: number; max: number }> {
@@ -133,9 +163,19 @@ async function cacheCounters(client: Client): Promise<{ hits: number; reads: num
 async function statementStats(
   client: Client,
 ): Promise<Pick<HealthSnapshot, 'slowest' | 'mostFrequent' | 'statementsProblem'>> {
+  const { rows: installed } = await client.query<{ ok: boolean }>(
+    `SELECT to_regclass('pg_stat_statements') IS NOT NULL AS ok`,
+  );
+  if (!installed[0]!.ok) {
+    return {
+      slowest: null,
+      mostFrequent: null,
+      statementsProblem:
+        'the pg_stat_statements extension is not created in this database: the worker role set-up ' +
+        '(activities/postgres/worker-role.sql, run as the master user) creates it',
+    };
+  }
   try {
-    // The clusters preload the library; the extension (its views) may still be missing in this database.
-    await client.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
     const top = async (order: string) => {
       const { rows } = await client.query<StatementStats>(
         `SELECT left(query, 500) AS query, calls::float8 AS calls,

@@ -136,7 +136,8 @@ function hooked<T>(fn: (client: Client) => Promise<T>): (client: Client) => Prom
 function hookConnector(connector: DatabaseConnector): DatabaseConnector {
   return {
     withPrimary: (fn) => connector.withPrimary(hooked(fn)),
-    withReadOnly: (fn) => connector.withReadOnly(hooked(fn)),
+    withReadOnly: (fn) =>
+      connector.withReadOnly((session) => hooked((client) => fn({ ...session, client }))(session.client)),
     withEndpoint: (endpoint, fn) => connector.withEndpoint(endpoint, hooked(fn)),
   };
 }

@@ -111,7 +111,11 @@ describe('config', () => {
       kmsKeyId: 'arn:aws:kms:us-east-1:123456789012:key/abcd',
     });
     assert.equal(config.aws?.connection.auth, 'password');
-    assert.deepEqual(config.aws?.connection.replica, { host: 'replica.internal', port: 6432 });
+    assert.deepEqual(config.aws?.connection.replica, {
+      host: 'replica.internal',
+      port: 6432,
+      maxLagSeconds: 300,
+    });
   });
 
   it('reads the DR copy class and what a real recovery gets (monitoring every 60 s once its role is named)', () => {
@@ -246,6 +250,11 @@ describe('config', () => {
           'a replica port that is not a number',
           { DBOPS_DB_REPLICA_HOST: 'replica.internal', DBOPS_DB_REPLICA_PORT: 'x' },
           /^DBOPS_DB_REPLICA_PORT: /,
+        ],
+        [
+          'a negative replica lag bound',
+          { DBOPS_DB_REPLICA_HOST: 'replica.internal', DBOPS_DB_REPLICA_MAX_LAG_SECONDS: '-5' },
+          /^DBOPS_DB_REPLICA_MAX_LAG_SECONDS: /,
         ],
       ] as [string, Record<string, string>, RegExp][]
     ).map(([what, env, message]): [string, Record<string, string>, RegExp] => [

@@ -5,6 +5,8 @@ import { Worker } from '@temporalio/worker';
 import { Client as PgClient } from 'pg';
 
 import { createActivities } from '../../activities';
+import { withClient } from '../../activities/postgres/connect';
+import { setUpWorkerRole } from '../../activities/postgres/worker-role';
 import { healthCheck } from '../../workflows';
 import type { HealthCheckInput } from '../../workflows/health-check';
 import { localActivityDeps } from '../helpers/activity-deps';
@@ -21,6 +23,8 @@ describe('healthCheck workflow (dev server, real Postgres with max_connections =
       createDevServerEnv(),
       startThrowawayCluster({ max_connections: '10' }),
     ]);
+    // What a deployer runs once as the master user: it creates the pg_stat_statements view.
+    await withClient(cluster.database, setUpWorkerRole);
   });
   after(async () => {
     await Promise.all([env?.teardown(), cluster?.stop()]);

@@ -138,12 +138,19 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
     await rm(stateDir, { recursive: true, force: true });
   });
 
-  it('creates an instance like RDS: available, endpoint, WAL archiving, pg_stat_statements, an automated backup', async () => {
+  it("creates an instance like RDS: available, endpoint (the worker's role, no superuser), WAL archiving, pg_stat_statements, an automated backup", async () => {
     const description = await plane.describeInstance('source-db');
     assert.equal(description.instanceId, 'source-db', 'identifiers are lower-cased as on RDS');
     assert.deepEqual(
       { ...description.endpoint, port: 0 },
-      { host: '127.0.0.1', port: 0, database: 'mcp_db', user: 'postgres' },
+      { host: '127.0.0.1', port: 0, database: 'mcp_db', user: 'dbops' },
+    );
+    assert.deepEqual(
+      await query(
+        source,
+        `SELECT rolsuper, pg_has_role('pg_monitor', 'member') AS monitor FROM pg_roles WHERE rolname = current_user`,
+      ),
+      [{ rolsuper: false, monitor: true }],
     );
     assert.match(description.engineVersion, /^15\.\d+$/);
     const settings = await query<{ name: string; setting: string }>(

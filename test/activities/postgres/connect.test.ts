@@ -291,7 +291,7 @@ describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () =
     );
   });
 
-  it('sends read-only work to the replica when configured, read-write work to the primary, and reaches another endpoint', async () => {
+  it('asks the configured replica first for read-only work (over the same TLS), read-write work goes to the primary, and reaches another endpoint', async () => {
     // One server plays both roles: the "replica" address is a forwarder that counts connections.
     const replica = await startForwarder(cluster.database.port);
     const saved = process.env.PGPASSWORD;
@@ -304,8 +304,14 @@ describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () =
       });
       await connector.withPrimary((client) => client.query('SELECT 1'));
       assert.equal(replica.connections(), 0, 'read-write work stays on the primary');
-      const row = await connector.withReadOnly(whoAmI);
-      assert.equal(replica.connections(), 1, 'read-only work went to the replica');
+      const { row, route } = await connector.withReadOnly(async (session) => ({
+        row: await whoAmI(session.client),
+        route: session.route,
+      }));
+      assert.equal(replica.connections(), 1, 'read-only work asked the replica first');
+      // The "replica" is the primary itself, not in recovery: the work goes to the primary, saying why.
+      assert.equal(route.server, 'primary');
+      assert.match(route.reason, /not in recovery/);
       assert.deepEqual(row, { user: 'dbops_pw', ssl: true });
 
       const restored = { ...cluster.database, user: 'dbops_pw', port: replica.port };
@@ -317,7 +323,7 @@ describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () =
       );
 
       const noReplica = createDatabaseConnector({ primary: cluster.database });
-      await noReplica.withReadOnly((client) => client.query('SELECT 1'));
+      await noReplica.withReadOnly(({ client }) => client.query('SELECT 1'));
       assert.equal(replica.connections(), 2, 'without a replica, read-only work uses the primary');
     } finally {
       if (saved === undefined) delete process.env.PGPASSWORD;
@@ -332,7 +338,7 @@ describe('database connector (real PostgreSQL 15 with TLS from a test CA)', () =
       PGPORT: String(cluster.database.port),
       PGDATABASE: 'postgres',
     });
-    const row = await connectorFromConfig(config).withReadOnly(whoAmI);
+    const row = await connectorFromConfig(config).withReadOnly(({ client }) => whoAmI(client));
     assert.deepEqual(row, { user: 'postgres', ssl: false });
   });
 });
