@@ -141,22 +141,38 @@ const subjects: [string, () => Promise<Subject>][] = [
   ['aws (RDS and S3 on moto; moto makes everything available at once)', awsSubject],
 ];
 
+/** `make` runs once, at the first call; later calls share its result. */
+function once<T>(make: () => Promise<T>): () => Promise<T> {
+  let made: Promise<T> | undefined;
+  return () => (made ??= make());
+}
+
+// Each test sets up what it needs: the source and its first manual snapshot are made once, by
+// whichever test asks first; an instance a test deletes is one it restored itself.
 for (const [name, start] of subjects) {
   describe(`ControlPlane contract: ${name}`, () => {
     let subject: Subject;
     let plane: ControlPlane;
+    let source: () => Promise<InstanceDescription>;
+    let snapshot: () => Promise<SnapshotDescription>;
 
     before(async () => {
       subject = await start();
       plane = subject.plane;
       await plane.createInstance('contract-src', { tags: { Role: 'primary' } });
+      source = once(() => instanceSettled(plane, 'contract-src'));
+      snapshot = once(async () => {
+        await source();
+        await plane.createSnapshot('contract-src', 'contract-snap-1', { Type: 'Manual' });
+        return snapshotSettled(plane, 'contract-snap-1');
+      });
     });
     after(async () => {
       await subject?.stop();
     });
 
     it('creates an instance that settles to available with an endpoint and its tags', async () => {
-      const instance = await instanceSettled(plane, 'contract-src');
+      const instance = await source();
       assert.equal(instance.status, 'available', instance.providerStatus);
       assert.equal(instance.instanceId, 'contract-src');
       assert.ok(instance.endpoint?.host && instance.endpoint.port > 0);
@@ -166,12 +182,11 @@ for (const [name, start] of subjects) {
     });
 
     it('snapshots with tags; the snapshot settles to available and is listed newest first', async () => {
-      await plane.createSnapshot('contract-src', 'contract-snap-1', { Type: 'Manual' });
-      const snapshot = await snapshotSettled(plane, 'contract-snap-1');
-      assert.equal(snapshot.status, 'available');
-      assert.equal(snapshot.type, 'manual');
-      assert.equal(snapshot.instanceId, 'contract-src');
-      assert.equal(snapshot.tags.Type, 'Manual');
+      const settled = await snapshot();
+      assert.equal(settled.status, 'available');
+      assert.equal(settled.type, 'manual');
+      assert.equal(settled.instanceId, 'contract-src');
+      assert.equal(settled.tags.Type, 'Manual');
       const listed = await plane.listSnapshots('contract-src');
       assert.equal(listed[0]?.snapshotId, 'contract-snap-1');
       assert.ok(
@@ -186,6 +201,7 @@ for (const [name, start] of subjects) {
     });
 
     it('refuses a duplicate snapshot id with AlreadyExistsError', async () => {
+      await snapshot();
       await assert.rejects(plane.createSnapshot('contract-src', 'contract-snap-1'), AlreadyExistsError);
     });
 
@@ -203,6 +219,7 @@ for (const [name, start] of subjects) {
     });
 
     it('restores a snapshot as a new instance that settles to available, with its tags', async () => {
+      await snapshot();
       await plane.restoreFromSnapshot('contract-snap-1', 'contract-from-snap', { Purpose: 'dr-test' });
       const restored = await instanceSettled(plane, 'contract-from-snap');
       assert.equal(restored.status, 'available', restored.providerStatus);
@@ -215,11 +232,13 @@ for (const [name, start] of subjects) {
     });
 
     it('restores to the latest restorable time as a new instance', async () => {
+      await source();
       await plane.restoreToPointInTime('contract-src', 'contract-latest', 'latest');
       assert.equal((await instanceSettled(plane, 'contract-latest')).status, 'available');
     });
 
     it('refuses a restore time after the latest restorable time with RestoreTimeOutOfRangeError', async () => {
+      await source();
       const later = new Date(Date.now() + 3_600_000).toISOString();
       await assert.rejects(
         plane.restoreToPointInTime('contract-src', 'contract-late', { time: later }),
@@ -229,10 +248,12 @@ for (const [name, start] of subjects) {
     });
 
     it('refuses a restore onto an existing instance id with AlreadyExistsError', async () => {
+      await snapshot();
       await assert.rejects(plane.restoreFromSnapshot('contract-snap-1', 'contract-src'), AlreadyExistsError);
     });
 
     it('exports a snapshot; the export settles to complete and names its snapshot', async () => {
+      await snapshot();
       await plane.startExport('contract-export-1', 'contract-snap-1', {
         bucket: 'mcp-demo-backups',
         prefix: 'manual-backups/contract',
@@ -244,31 +265,39 @@ for (const [name, start] of subjects) {
     });
 
     it('refuses to delete without a final snapshot id unless told to skip it', async () => {
+      await source();
       await assert.rejects(
-        plane.deleteInstance('contract-latest', { skipFinalSnapshot: false }),
+        plane.deleteInstance('contract-src', { skipFinalSnapshot: false }),
         InvalidInputError,
       );
-      assert.equal((await plane.describeInstance('contract-latest')).status, 'available');
+      assert.equal((await plane.describeInstance('contract-src')).status, 'available');
     });
 
     it('deletes a temporary instance without a final snapshot until it is gone; deleting again succeeds', async () => {
-      await plane.deleteInstance('contract-from-snap', { skipFinalSnapshot: true });
-      await instanceGone(plane, 'contract-from-snap');
-      await plane.deleteInstance('contract-from-snap', { skipFinalSnapshot: true });
+      await snapshot();
+      await plane.restoreFromSnapshot('contract-snap-1', 'contract-temp');
+      await instanceSettled(plane, 'contract-temp');
+      await plane.deleteInstance('contract-temp', { skipFinalSnapshot: true });
+      await instanceGone(plane, 'contract-temp');
+      await plane.deleteInstance('contract-temp', { skipFinalSnapshot: true });
     });
 
     it('deletes an instance after a final snapshot, which becomes available', async () => {
-      await plane.deleteInstance('contract-latest', {
+      await snapshot();
+      await plane.restoreFromSnapshot('contract-snap-1', 'contract-kept');
+      await instanceSettled(plane, 'contract-kept');
+      await plane.deleteInstance('contract-kept', {
         skipFinalSnapshot: false,
-        finalSnapshotId: 'contract-latest-final',
+        finalSnapshotId: 'contract-kept-final',
       });
-      await instanceGone(plane, 'contract-latest');
-      const final = await snapshotSettled(plane, 'contract-latest-final');
+      await instanceGone(plane, 'contract-kept');
+      const final = await snapshotSettled(plane, 'contract-kept-final');
       assert.equal(final.status, 'available');
-      assert.equal(final.instanceId, 'contract-latest');
+      assert.equal(final.instanceId, 'contract-kept');
     });
 
     it('deletes a manual snapshot; it is then NotFound', async () => {
+      await source();
       await plane.createSnapshot('contract-src', 'contract-snap-2');
       await snapshotSettled(plane, 'contract-snap-2');
       await plane.deleteSnapshot('contract-snap-2');
