@@ -47,6 +47,8 @@ export interface SnapshotDescription {
   engineVersion: string;
   /** Row count per table (`database.schema.table`) recorded when the snapshot was taken, when known. */
   tableRowCounts: Record<string, number> | undefined;
+  /** Content hash per table (activities/postgres/fingerprints.ts), same keys, when known. */
+  tableContentHashes: Record<string, string> | undefined;
   tags: Record<string, string>;
 }
 

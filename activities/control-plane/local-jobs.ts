@@ -12,6 +12,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 
+import type { Client } from 'pg';
+
 import { freePort } from '../ports';
 import {
   chownToPostgres,
@@ -24,7 +26,9 @@ import {
   writeClusterSettings,
 } from '../postgres/cluster';
 import { withClient } from '../postgres/connect';
+import { beginFingerprints, fingerprintTable, userTables } from '../postgres/fingerprints';
 import { setUpWorkerRole } from '../postgres/worker-role';
+import { DR_PURPOSE, OWNER_TAGS } from '../../workflows/lib/owner-tags';
 import {
   StateLayout,
   readJson,
@@ -152,9 +156,118 @@ async function tailOf(file: string, lines = 8): Promise<string> {
   return text.trim().split('\n').slice(-lines).join('\n');
 }
 
+/** What a snapshot records of its own data, read from the backup itself. */
+interface BackupFingerprints {
+  tableRowCounts: Record<string, number>;
+  tableContentHashes: Record<string, string>;
+  relationFiles: Record<string, string>;
+}
+
+/** What each relation file of a database is (`base/<db oid>/<file>`: `table mcp_db.public.t`, ...). */
+async function relationFiles(client: Client, database: string): Promise<Record<string, string>> {
+  const { rows } = await client.query<{ file: string | null; kind: string; schema: string; name: string }>(
+    `WITH owned AS (
+       SELECT c.oid, c.relkind, c.reltoastrelid, n.nspname, c.relname
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+          AND c.relpersistence <> 't')
+     SELECT pg_relation_filepath(oid) AS file, CASE relkind WHEN 'i' THEN 'index' ELSE 'table' END AS kind,
+            nspname AS schema, relname AS name FROM owned WHERE relkind IN ('r', 'm', 'i')
+     UNION ALL
+     SELECT pg_relation_filepath(reltoastrelid), 'TOAST of table', nspname, relname FROM owned WHERE reltoastrelid <> 0
+     UNION ALL
+     SELECT pg_relation_filepath(x.indexrelid), 'TOAST index of table', nspname, relname
+       FROM owned JOIN pg_index x ON x.indrelid = owned.reltoastrelid
+     UNION ALL
+     SELECT 'base/' || oid, 'database', '', '' FROM pg_database WHERE datname = current_database()`,
+  );
+  const files: Record<string, string> = {};
+  for (const row of rows) {
+    if (row.file === null) continue;
+    files[row.file] =
+      row.kind === 'database' ? `database ${database}` : `${row.kind} ${database}.${row.schema}.${row.name}`;
+  }
+  return files;
+}
+
+/**
+ * Row counts and content hashes of every user table, and what each relation file is, read from
+ * the backup itself: a copy of it is started as a snapshot restore would start it (it replays the
+ * backup's own WAL to the point the backup is consistent at), with archiving off and read-only
+ * sessions, read and removed. The source cannot give these: it has moved on since the backup's
+ * consistent point, so counting it afterwards would record another moment than the snapshot holds.
+ */
+async function fingerprintBackup(backupDir: string, workDir: string): Promise<BackupFingerprints> {
+  const dataDir = path.join(workDir, 'data');
+  const result: BackupFingerprints = { tableRowCounts: {}, tableContentHashes: {}, relationFiles: {} };
+  await rm(workDir, { recursive: true, force: true });
+  await makePostgresDir(workDir);
+  try {
+    await copyCluster(backupDir, dataDir);
+    const port = await freePort();
+    await writeClusterSettings(dataDir, {
+      port,
+      extraConf: { archive_mode: 'off', default_transaction_read_only: 'on' },
+    });
+    await startCluster(dataDir, path.join(workDir, 'server.log'));
+    for (const database of await listDatabases(port)) {
+      await withClient(adminEndpoint(port, database), async (client) => {
+        await beginFingerprints(client);
+        try {
+          for (const table of await userTables(client)) {
+            const key = `${database}.${table.schema}.${table.name}`;
+            const { rows, hash } = await fingerprintTable(client, table);
+            result.tableRowCounts[key] = rows;
+            result.tableContentHashes[key] = hash;
+          }
+          Object.assign(result.relationFiles, await relationFiles(client, database));
+        } finally {
+          await client.query('ROLLBACK');
+        }
+      });
+    }
+  } finally {
+    await stopCluster(dataDir, 'immediate').catch(() => undefined);
+    await rm(workDir, { recursive: true, force: true });
+  }
+  return result;
+}
+
+/**
+ * pg_verifybackup of a copy of a snapshot's backup, before it is started: every file against the
+ * backup manifest's size and checksum, and the WAL the backup needs. A damaged backup fails the
+ * restore naming what is damaged: the files (with the table or index each one holds) and the WAL.
+ */
+async function verifyBackupCopy(dataDir: string, snapshot: SnapshotRecord): Promise<void> {
+  const args = [dataDir];
+  try {
+    await runPgBinary('pg_verifybackup', args, { timeoutMs: 0 });
+  } catch (error) {
+    const message = (error as Error).message;
+    const prefix = `pg_verifybackup ${args.join(' ')} failed: `;
+    const lines = (message.startsWith(prefix) ? message.slice(prefix.length) : message)
+      .split('\n')
+      .map((line) => line.replace(/^pg_(verifybackup|waldump): error: /, '').trim())
+      .filter((line) => line !== '')
+      .map((line) => nameRelationFiles(line, snapshot.relationFiles ?? {}));
+    const shown = lines.slice(0, 5).join('; ');
+    const more = lines.length > 5 ? ` (and ${lines.length - 5} more)` : '';
+    throw new Error(`snapshot ${snapshot.snapshotId} is damaged: pg_verifybackup found ${shown}${more}`);
+  }
+}
+
+/** `... "base/16384/16390" ...` with what the file holds: `... "base/16384/16390" (table mcp_db.public.t) ...`. */
+function nameRelationFiles(line: string, files: Record<string, string>): string {
+  return line.replace(/"(base\/\d+\/\d+)((?:_\w+)?(?:\.\d+)?)"/g, (quoted, file: string) => {
+    const what = files[file] ?? files[file.slice(0, file.lastIndexOf('/'))];
+    return what === undefined ? quoted : `${quoted} (${what})`;
+  });
+}
+
 /**
  * Takes a base backup of a running instance into the snapshot's directory, verifies it with
- * pg_verifybackup and only then marks it available. The snapshot record exists (status creating).
+ * pg_verifybackup, records its fingerprints (fingerprintBackup) and only then marks it available.
+ * The snapshot record exists (status creating).
  */
 export async function runSnapshot(layout: StateLayout, snapshotId: string): Promise<void> {
   const file = layout.record('snapshots', snapshotId);
@@ -176,9 +289,13 @@ export async function runSnapshot(layout: StateLayout, snapshotId: string): Prom
       { timeoutMs: 0 },
     );
     const createdAt = new Date().toISOString();
-    await updateRecord<SnapshotRecord>(file, (r) => ({ ...r, percentProgress: 70 }));
+    await updateRecord<SnapshotRecord>(file, (r) => ({ ...r, percentProgress: 60 }));
     await runPgBinary('pg_verifybackup', [partial], { timeoutMs: 0 });
-    const tableRowCounts = await countTableRows(instance.port);
+    await updateRecord<SnapshotRecord>(file, (r) => ({ ...r, percentProgress: 70 }));
+    const { tableRowCounts, tableContentHashes, relationFiles } = await fingerprintBackup(
+      partial,
+      layout.snapshotCopyDir(snapshotId),
+    );
     const sizeBytes = await directorySize(partial);
     const endLsn = await backupEndLsn(partial);
     await rename(partial, layout.backupDir(snapshotId));
@@ -190,6 +307,8 @@ export async function runSnapshot(layout: StateLayout, snapshotId: string): Prom
       sizeBytes,
       endLsn,
       tableRowCounts,
+      tableContentHashes,
+      relationFiles,
     }));
   } catch (error) {
     await rm(partial, { recursive: true, force: true });
@@ -298,7 +417,10 @@ async function restoreInstance(layout: StateLayout, instanceId: string): Promise
   const dataDir = layout.dataDir(instanceId);
   const log = layout.serverLog(instanceId);
   const snapshotId = origin.kind === 'snapshot' ? origin.snapshotId : origin.baseSnapshotId;
+  const snapshot = await readJson<SnapshotRecord>(layout.record('snapshots', snapshotId));
+  if (snapshot === undefined) throw new Error(`snapshot ${snapshotId} no longer exists`);
   await copyCluster(layout.backupDir(snapshotId), dataDir);
+  await verifyBackupCopy(dataDir, snapshot);
   await makePostgresDir(layout.archiveDir(instanceId));
   const own = { port: instance.port, extraConf: instanceSettings(layout, instanceId) };
 
@@ -335,8 +457,11 @@ async function restoreInstance(layout: StateLayout, instanceId: string): Promise
     // Promoted: drop the recovery settings so they can never apply again.
     await writeClusterSettings(dataDir, own);
   }
+  const drCopy = instance.tags[OWNER_TAGS.purpose] === DR_PURPOSE;
   const available = await updateRecord<InstanceRecord>(file, (r) => ({ ...r, status: 'available' }));
-  await takeAutomatedSnapshot(layout, available);
+  // A DR test's copy lives minutes and is never restored from: no automated backup, as on RDS
+  // (where the copy is created with backup retention 0).
+  if (!drCopy) await takeAutomatedSnapshot(layout, available);
 }
 
 /** Stops an instance's cluster and removes it: renamed away first, so removal is all or nothing. */

@@ -5,6 +5,7 @@
  *
  *   <stateDir>/instances/<id>/instance.json   record        data/ cluster   archive/ WAL archive
  *   <stateDir>/snapshots/<id>/snapshot.json   record        backup/ verified pg_basebackup
+ *                                                           read-copy/ started copy read for fingerprints
  *   <stateDir>/exports/<id>/export.json       record        work/ temporary cluster while dumping
  *   <stateDir>/buckets/<bucket>/<prefix>/<export id>/     the exported dumps and manifest.json
  *   <stateDir>/<kind>/<id>/job.json           pid of the background job working on it
@@ -55,6 +56,10 @@ export interface SnapshotRecord {
   /** End of the backup in the WAL (pg_basebackup's end LSN, from its manifest). */
   endLsn?: string;
   tableRowCounts?: Record<string, number>;
+  /** Content hash of every table (activities/postgres/fingerprints.ts), keyed like tableRowCounts. */
+  tableContentHashes?: Record<string, string>;
+  /** What each relation file of the backup holds (`base/16384/16390`: `table mcp_db.public.t`). */
+  relationFiles?: Record<string, string>;
   tags: Record<string, string>;
   failureCause?: string;
 }
@@ -124,6 +129,10 @@ export class StateLayout {
   /** Where pg_basebackup writes; renamed to backupDir only once verified. */
   partialBackupDir(snapshotId: string): string {
     return path.join(this.dir('snapshots', snapshotId), 'backup.partial');
+  }
+  /** A started copy of a new backup, read for the snapshot's fingerprints, then removed. */
+  snapshotCopyDir(snapshotId: string): string {
+    return path.join(this.dir('snapshots', snapshotId), 'read-copy');
   }
   exportWorkDir(exportId: string): string {
     return path.join(this.dir('exports', exportId), 'work');

@@ -682,6 +682,7 @@ export class LocalControlPlane implements ControlPlane {
     if (job.pid > 0) killJobGroup(job);
     await killProcessesUsing(this.layout.dir('snapshots', id));
     // A backup whose job died is never trusted, however complete it looks.
+    await rm(this.layout.snapshotCopyDir(id), { recursive: true, force: true });
     await rm(this.layout.partialBackupDir(id), { recursive: true, force: true });
     await rm(this.layout.backupDir(id), { recursive: true, force: true });
     return settled;
@@ -874,6 +875,7 @@ function snapshotDescription(record: SnapshotRecord): SnapshotDescription {
     sizeBytes: record.sizeBytes,
     engineVersion: record.engineVersion,
     tableRowCounts: record.tableRowCounts,
+    tableContentHashes: record.tableContentHashes,
     tags: record.tags,
   };
 }

@@ -68,7 +68,7 @@ export async function makePostgresDir(dir: string): Promise<void> {
   await chownToPostgres(dir);
 }
 
-/** initdb with trust auth on loopback only, then our settings appended to postgresql.conf. */
+/** initdb with data checksums and trust auth on loopback only, then our settings appended to postgresql.conf. */
 export async function initCluster(dataDir: string, settings: ClusterSettings): Promise<void> {
   await makePostgresDir(dataDir);
   if (settings.socketDir !== undefined) await makePostgresDir(settings.socketDir);
@@ -85,6 +85,8 @@ export async function initCluster(dataDir: string, settings: ClusterSettings): P
     'UTF8',
     '--locale',
     'C.UTF-8',
+    // Damaged pages fail their read instead of returning wrong rows (or crashing a backend).
+    '--data-checksums',
     '--no-sync',
   ]);
   await writeClusterSettings(dataDir, settings);

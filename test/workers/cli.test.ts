@@ -100,6 +100,7 @@ describe('dbops CLI (against a real local instance)', () => {
       'sizeBytes',
       'snapshotId',
       'status',
+      'tableContentHashes',
       'tableRowCounts',
       'tags',
       'type',

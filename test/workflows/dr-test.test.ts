@@ -82,8 +82,10 @@ describe('drTest workflow (dev server, local provider on real clusters)', functi
       report.checks.map((c) => [c.name, c.status]),
       [
         ['connectivity', 'passed'],
+        ['amcheck', 'passed'],
         ['conversations', 'passed'],
         ['row-counts', 'passed'],
+        ['table-contents', 'passed'],
         ['pgvector', 'passed'],
         ['vector-index:conversations_embedding_idx', 'passed'],
         ['vector-index:conversations_embedding_ivfflat_idx', 'passed'],
@@ -91,9 +93,10 @@ describe('drTest workflow (dev server, local provider on real clusters)', functi
         ['cleanup', 'passed'],
       ],
     );
-    assert.match(report.checks[1]!.detail, /^400 conversations, latest created_at \d{4}-/);
-    assert.match(report.checks[3]!.detail, /^vector 0\.8\.0 installed$/);
-    assert.match(report.checks[6]!.detail, /^recall@10 (0\.9\d\d|1\.000) over 20 queries/);
+    assert.match(report.checks[2]!.detail, /^400 conversations, latest created_at \d{4}-/);
+    assert.match(report.checks[4]!.detail, /^\d+ tables match the snapshot's content hashes \(/);
+    assert.match(report.checks[5]!.detail, /^vector 0\.8\.0 installed$/);
+    assert.match(report.checks[8]!.detail, /^recall@10 (0\.9\d\d|1\.000) over 20 queries/);
     assert.ok(report.rpoSeconds !== null && report.rpoSeconds >= 0);
     assert.ok(report.rtoSeconds !== null && report.rtoSeconds > 0);
     assert.equal(report.temporaryInstanceDeleted, true);

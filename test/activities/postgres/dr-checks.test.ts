@@ -3,9 +3,14 @@ import assert from 'node:assert/strict';
 import { CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 
-import { createDatabaseConnector } from '../../../activities/postgres/connect';
+import path from 'node:path';
+
+import { runPgBinary, startCluster, stopCluster } from '../../../activities/postgres/cluster';
+import { createDatabaseConnector, withClient } from '../../../activities/postgres/connect';
 import { runDrChecks, type DrChecksInput } from '../../../activities/postgres/dr-checks';
+import { beginFingerprints, fingerprintTable } from '../../../activities/postgres/fingerprints';
 import { seedDemoData } from '../../../workers/seed';
+import { changeByte, firstTupleOffset, writeBytes } from '../../helpers/damage';
 import { startThrowawayCluster, type ThrowawayCluster } from '../../helpers/postgres';
 
 describe('DR checks on a restored copy (real PostgreSQL 15 + pgvector, seeded demo data)', function () {
@@ -40,8 +45,10 @@ describe('DR checks on a restored copy (real PostgreSQL 15 + pgvector, seeded de
       result.checks.map((c) => [c.name, c.status]),
       [
         ['connectivity', 'passed'],
+        ['amcheck', 'passed'],
         ['conversations', 'passed'],
         ['row-counts', 'passed'],
+        ['table-contents', 'passed'],
         ['pgvector', 'passed'],
         ['vector-index:conversations_embedding_idx', 'passed'],
         ['vector-index:conversations_embedding_ivfflat_idx', 'passed'],
@@ -55,9 +62,17 @@ describe('DR checks on a restored copy (real PostgreSQL 15 + pgvector, seeded de
     );
     assert.equal(result.conversationCount, 300);
     assert.equal(result.pgvectorVersion, '0.8.0');
-    assert.equal(result.checks[2]!.detail, "2 tables match the snapshot's row counts");
     assert.match(
-      result.checks[6]!.detail,
+      result.checks[1]!.detail,
+      /^verify_heapam on \d+ tables \(TOAST and catalogs included\) and bt_index_check with heapallindexed on \d+ B-tree indexes of postgres: no corruption; amcheck created on this copy in postgres$/,
+    );
+    assert.equal(result.checks[3]!.detail, "2 tables match the snapshot's row counts");
+    assert.match(
+      result.checks[4]!.detail,
+      /^\d+ tables, \d+ rows, read in full with TOAST detoasted; no content hashes were recorded with this snapshot to compare$/,
+    );
+    assert.match(
+      result.checks[8]!.detail,
       /^recall@10 (0\.9\d\d|1\.000) over 20 queries \(hnsw\.ef_search 100\), minimum 0\.9$/,
     );
   });
@@ -74,6 +89,55 @@ describe('DR checks on a restored copy (real PostgreSQL 15 + pgvector, seeded de
     );
   });
 
+  it("compares every table's content hash with the snapshot's and names the table whose contents differ", async () => {
+    const recorded = await withClient(cluster.database, async (client) => {
+      await beginFingerprints(client);
+      try {
+        const tables = ['conversations', 'conversation_chunks'].map((name) => ({ schema: 'public', name }));
+        const [conversations, chunks] = await Promise.all(tables.map((t) => fingerprintTable(client, t)));
+        return {
+          'public.conversations': conversations!.hash,
+          'postgres.public.conversation_chunks': chunks!.hash,
+        };
+      } finally {
+        await client.query('ROLLBACK');
+      }
+    });
+    const same = await run({ expectedContentHashes: recorded });
+    const contents = () => same.checks.find((c) => c.name === 'table-contents')!;
+    assert.equal(contents().status, 'passed', contents().detail);
+    assert.match(
+      contents().detail,
+      /^2 tables match the snapshot's content hashes \(\d+ tables, \d+ rows, read in full with TOAST detoasted\)$/,
+    );
+
+    const client = await cluster.connect();
+    // One character of one title: same rows, same count.
+    await client.query(
+      `UPDATE conversations SET title = title || '!' WHERE id = (SELECT min(id) FROM conversations)`,
+    );
+    try {
+      const changed = await run({ expectedContentHashes: recorded });
+      assert.deepEqual(
+        changed.checks
+          .filter((c) => ['row-counts', 'table-contents'].includes(c.name))
+          .map((c) => [c.name, c.status, c.detail]),
+        [
+          ['row-counts', 'passed', "2 tables match the snapshot's row counts"],
+          [
+            'table-contents',
+            'failed',
+            '1 differ: public.conversations: contents differ from the snapshot (300 rows, as many as recorded)',
+          ],
+        ],
+      );
+    } finally {
+      await client.query(
+        `UPDATE conversations SET title = left(title, -1) WHERE id = (SELECT min(id) FROM conversations)`,
+      );
+    }
+  });
+
   it('skips the row counts when the snapshot recorded none (RDS)', async () => {
     const result = await run({ expectedRowCounts: null });
     assert.deepEqual(
@@ -87,7 +151,7 @@ describe('DR checks on a restored copy (real PostgreSQL 15 + pgvector, seeded de
   });
 
   it('as an activity: heartbeats on its timer while a check waits (a cold copy), and a cancellation cancels the waiting query', async () => {
-    // The count of conversations waits on a lock, as it would on a cold volume.
+    // amcheck of conversations waits on a lock, as a read would on a cold volume.
     const locker = await cluster.connect();
     const watcher = await cluster.connect();
     await locker.query('BEGIN');
@@ -104,9 +168,10 @@ describe('DR checks on a restored copy (real PostgreSQL 15 + pgvector, seeded de
     const running = env.run(() => run());
     try {
       for (;;) {
+        // amcheck, the first check to read conversations, waits.
         const { rows } = await watcher.query<{ n: number }>(
           `SELECT count(*)::int AS n FROM pg_stat_activity
-            WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT count(*) AS n, max(created_at)%'`,
+            WHERE wait_event_type = 'Lock' AND query LIKE '%verify_heapam(%'`,
         );
         if (rows[0]!.n === 1) break;
         await new Promise((resolve) => setTimeout(resolve, 50));
@@ -158,6 +223,50 @@ describe('DR checks on a restored copy (real PostgreSQL 15 + pgvector, seeded de
         ],
         ['recall', 'failed', 'no valid HNSW index to measure recall@10 on'],
       ],
+    );
+  });
+
+  it('amcheck names a damaged tuple header on a page whose checksum holds, and a page whose checksum fails; neither table is read after', async () => {
+    const admin = await cluster.connect();
+    await admin.query('CREATE DATABASE damaged');
+    const damaged = { ...cluster.database, database: 'damaged' };
+    const files = await withClient(damaged, async (client) => {
+      for (const table of ['header', 'page', 'intact']) {
+        await client.query(
+          `CREATE TABLE ${table} AS SELECT g AS id, repeat('x', 20) AS filler FROM generate_series(1, 50) g`,
+        );
+      }
+      const { rows } = await client.query<{ header: string; page: string }>(
+        `SELECT pg_relation_filepath('header') AS header, pg_relation_filepath('page') AS page`,
+      );
+      return rows[0]!;
+    });
+    await stopCluster(cluster.dataDir, 'fast');
+    const header = path.join(cluster.dataDir, files.header);
+    const page = path.join(cluster.dataDir, files.page);
+    // The header's t_hoff says the data starts 8 bytes later; checksums recomputed over the damage.
+    await runPgBinary('pg_checksums', ['--disable', '--pgdata', cluster.dataDir]);
+    const { tuple } = await firstTupleOffset(header);
+    await writeBytes(header, tuple + 22, [32]);
+    await runPgBinary('pg_checksums', ['--enable', '--pgdata', cluster.dataDir]);
+    // A byte of the page's first tuple's data, after its checksum was computed.
+    await changeByte(page, (await firstTupleOffset(page)).dataStart);
+    await startCluster(cluster.dataDir, path.join(path.dirname(cluster.dataDir), 'server.log'));
+
+    const result = await run({ endpoint: damaged, expectedRowCounts: null });
+    const amcheck = result.checks.find((c) => c.name === 'amcheck')!;
+    assert.equal(amcheck.status, 'failed');
+    assert.match(
+      amcheck.detail,
+      /^2 damaged: damaged\.public\.header: block 0, offset 1: tuple data should begin at byte 24, but actually begins at byte 32 \(2 attributes, no nulls\); damaged\.public\.page: ERROR: invalid page in block 0 of relation base\/\d+\/\d+ \(verify_heapam/,
+    );
+    assert.doesNotMatch(amcheck.detail, /intact/);
+    const contents = result.checks.find((c) => c.name === 'table-contents')!;
+    assert.equal(contents.status, 'failed');
+    assert.equal(
+      contents.detail,
+      'damaged.public.header: could not be read (not read: amcheck found it damaged); ' +
+        'damaged.public.page: could not be read (not read: amcheck found it damaged)',
     );
   });
 });
