@@ -1,8 +1,8 @@
 /**
  * Damage done to real PostgreSQL files, as disks, copies and backup tools do it: a byte changed
- * inside a tuple, a tuple header damaged on a page whose checksum still holds, a backup manifest
- * rewritten to agree with damaged files, a backup rebuilt from a changed copy of itself. The DR
- * tests use these to show which check catches what.
+ * inside a tuple (or its header), a backup manifest rewritten to agree with damaged files, a
+ * backup rebuilt from a changed copy of itself. The DR tests use these to show which check
+ * catches what.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -107,17 +107,13 @@ export async function rewriteManifest(backupDir: string, files: string[]): Promi
 
 /**
  * Replaces a backup with a new base backup of a changed copy of it: the copy is started, `change`
- * runs on it (SQL on its endpoint, or files while it is stopped), and pg_basebackup takes the new
- * backup, manifest and all. The result verifies, restores and has valid page checksums: only
- * checks of what it holds can tell it from the original.
+ * runs SQL on it, and pg_basebackup takes the new backup, manifest and all. The result verifies,
+ * restores and has valid page checksums: only checks of what it holds can tell it from the
+ * original.
  */
 export async function rebuildBackup(
   backupDir: string,
-  change: {
-    sql?: (endpoint: Endpoint) => Promise<unknown>;
-    /** Runs with the copy stopped and its data checksums off; they are recomputed afterwards. */
-    files?: (dataDir: string) => Promise<void>;
-  },
+  change: (endpoint: Endpoint) => Promise<unknown>,
 ): Promise<void> {
   const work = `${backupDir}.rebuild`;
   const dataDir = path.join(work, 'data');
@@ -128,17 +124,8 @@ export async function rebuildBackup(
     await execFileAsync('cp', ['-a', backupDir, dataDir]);
     const port = await freePort();
     await writeClusterSettings(dataDir, { port, extraConf: { archive_mode: 'off' } });
-    const log = path.join(work, 'server.log');
-    const endpoint = { host: '127.0.0.1', port, database: 'mcp_db', user: 'postgres' };
-    await startCluster(dataDir, log);
-    await change.sql?.(endpoint);
-    if (change.files !== undefined) {
-      await stopCluster(dataDir, 'fast');
-      await runPgBinary('pg_checksums', ['--disable', '--pgdata', dataDir]);
-      await change.files(dataDir);
-      await runPgBinary('pg_checksums', ['--enable', '--pgdata', dataDir]);
-      await startCluster(dataDir, log);
-    }
+    await startCluster(dataDir, path.join(work, 'server.log'));
+    await change({ host: '127.0.0.1', port, database: 'mcp_db', user: 'postgres' });
     await runPgBinary('pg_basebackup', [
       ...['--host', '127.0.0.1', '--port', String(port), '--username', 'postgres'],
       ...['--pgdata', rebuilt, '--format', 'plain', '--wal-method', 'stream', '--checkpoint', 'fast'],
