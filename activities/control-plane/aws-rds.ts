@@ -240,6 +240,10 @@ export class AwsRdsControlPlane implements ControlPlane {
   }
 
   async describeSnapshot(snapshotId: string): Promise<SnapshotDescription> {
+    const replicatedOf = replicatedInstance(snapshotId);
+    if (replicatedOf !== undefined) {
+      return replicatedSnapshot(replicatedOf, await this.requireReplicated(replicatedOf));
+    }
     return toSnapshot(await this.findSnapshot(snapshotId));
   }
 
@@ -256,6 +260,11 @@ export class AwsRdsControlPlane implements ControlPlane {
       snapshots.push(...(page.DBSnapshots ?? []).map(toSnapshot));
       marker = page.Marker;
     } while (marker);
+    // In the backup region there are no snapshots of the instance, only its replicated backups.
+    if (snapshots.length === 0) {
+      const replicated = await this.replicatedBackup(instanceId);
+      if (replicated !== undefined) snapshots.push(replicatedSnapshot(instanceId, replicated));
+    }
     return newestFirst(snapshots);
   }
 
@@ -273,6 +282,15 @@ export class AwsRdsControlPlane implements ControlPlane {
   ): Promise<InstanceDescription> {
     requireSnapshotId(snapshotId);
     requireIdentifier('targetInstanceId', targetInstanceId);
+    const replicatedOf = replicatedInstance(snapshotId);
+    if (replicatedOf !== undefined) {
+      const source = replicatedSource(
+        replicatedOf,
+        await this.requireReplicated(replicatedOf),
+        await this.region(),
+      );
+      return this.restorePointInTime(source, targetInstanceId, undefined, tags);
+    }
     const what = `restoring snapshot "${snapshotId}" as instance "${targetInstanceId}"`;
     try {
       const response = await mapAwsErrors(what, () =>
@@ -303,6 +321,15 @@ export class AwsRdsControlPlane implements ControlPlane {
     const source = await this.pointInTimeSource(sourceInstanceId);
     // Checked here so the error carries the valid range; RDS only says the time is invalid.
     if (restoreTime !== undefined) assertRestorable(source.window, restoreTime);
+    return this.restorePointInTime(source, targetInstanceId, restoreTime, tags);
+  }
+
+  private async restorePointInTime(
+    source: PointInTimeSource,
+    targetInstanceId: string,
+    restoreTime: Date | undefined,
+    tags: Record<string, string>,
+  ): Promise<InstanceDescription> {
     const what = `restoring ${source.described} to ${restoreTime?.toISOString() ?? 'its latest restorable time'} as instance "${targetInstanceId}"`;
     try {
       const response = await mapAwsErrors(what, () =>
@@ -322,8 +349,9 @@ export class AwsRdsControlPlane implements ControlPlane {
       return toInstance(required(response.DBInstance, 'DBInstance'), this.deps.connectAs, undefined);
     } catch (error) {
       if (error instanceof AlreadyExistsError) return this.ownInstance(error, targetInstanceId, tags, what);
-      // InvalidDBInstanceState here is about the source (e.g. backing-up).
-      throw await this.instanceCondition(error, sourceInstanceId, what);
+      // InvalidDBInstanceState here is about the source instance (e.g. backing-up), when there is one.
+      if (!('SourceDBInstanceIdentifier' in source.request)) throw error;
+      throw await this.instanceCondition(error, source.request.SourceDBInstanceIdentifier, what);
     }
   }
 
@@ -506,7 +534,7 @@ export class AwsRdsControlPlane implements ControlPlane {
     } catch (error) {
       if (!(error instanceof NotFoundError)) throw error;
     }
-    const region = await this.deps.rds.config.region();
+    const region = await this.region();
     const backups = (
       await this.automatedBackups({ Filters: [{ Name: 'db-instance-id', Values: [sourceInstanceId] }] })
     )
@@ -528,17 +556,8 @@ export class AwsRdsControlPlane implements ControlPlane {
         described: `the retained automated backups of the deleted instance "${sourceInstanceId}" (${retained.DbiResourceId!})`,
       };
     }
-    const replicated = backups.find(
-      (backup) =>
-        backup.Region !== undefined && backup.Region !== region && backup.DBInstanceAutomatedBackupsArn,
-    );
-    if (replicated !== undefined) {
-      return {
-        request: { SourceDBInstanceAutomatedBackupsArn: replicated.DBInstanceAutomatedBackupsArn! },
-        window: window(replicated),
-        described: `the automated backups of instance "${sourceInstanceId}" replicated from ${replicated.Region!} to ${region}`,
-      };
-    }
+    const replicated = backups.find((backup) => isReplicated(backup, region));
+    if (replicated !== undefined) return replicatedSource(sourceInstanceId, replicated, region);
     throw new NotFoundError(
       `restoring instance "${sourceInstanceId}": no such instance in ${region}, and no automated backups of it retained or replicated here`,
     );
@@ -614,6 +633,28 @@ export class AwsRdsControlPlane implements ControlPlane {
     return earliest?.toISOString();
   }
 
+  private region(): Promise<string> {
+    return this.deps.rds.config.region();
+  }
+
+  /** The newest automated backups of `instanceId` replicated to this region from its own. */
+  private async replicatedBackup(instanceId: string): Promise<DBInstanceAutomatedBackup | undefined> {
+    const region = await this.region();
+    return (await this.automatedBackups({ Filters: [{ Name: 'db-instance-id', Values: [instanceId] }] }))
+      .filter((backup) => backup.DBInstanceIdentifier === instanceId && isReplicated(backup, region))
+      .sort((a, b) => latestTime(b) - latestTime(a))[0];
+  }
+
+  private async requireReplicated(instanceId: string): Promise<DBInstanceAutomatedBackup> {
+    const backup = await this.replicatedBackup(instanceId);
+    if (backup === undefined) {
+      throw new NotFoundError(
+        `describing snapshot "${replicatedSnapshotId(instanceId)}": no automated backups of instance "${instanceId}" are replicated to ${await this.region()}`,
+      );
+    }
+    return backup;
+  }
+
   private async automatedBackups(
     filter: { DBInstanceIdentifier: string } | { Filters: { Name: string; Values: string[] }[] },
   ): Promise<DBInstanceAutomatedBackup[]> {
@@ -669,6 +710,63 @@ interface PointInTimeSource {
 /** The end of an automated backup's restorable window, 0 when it has none yet. */
 function latestTime(backup: DBInstanceAutomatedBackup): number {
   return backup.RestoreWindow?.LatestTime?.getTime() ?? 0;
+}
+
+/** Backups RDS replicated here from the instance's own region (their Region is the source's). */
+function isReplicated(backup: DBInstanceAutomatedBackup, region: string): boolean {
+  return backup.Region !== undefined && backup.Region !== region && !!backup.DBInstanceAutomatedBackupsArn;
+}
+
+function replicatedSource(
+  instanceId: string,
+  backup: DBInstanceAutomatedBackup,
+  region: string,
+): PointInTimeSource {
+  return {
+    request: {
+      SourceDBInstanceAutomatedBackupsArn: required(
+        backup.DBInstanceAutomatedBackupsArn,
+        'DBInstanceAutomatedBackupsArn',
+      ),
+    },
+    window: {
+      instanceId,
+      earliestRestorableTime: backup.RestoreWindow?.EarliestTime?.toISOString(),
+      latestRestorableTime: backup.RestoreWindow?.LatestTime?.toISOString(),
+    },
+    described: `the automated backups of instance "${instanceId}" replicated from ${backup.Region ?? 'its region'} to ${region}`,
+  };
+}
+
+/**
+ * In the backup region an instance's replicated automated backups stand in for its snapshots: the
+ * DR test there restores "the newest snapshot", which is the latest point they can restore, taken
+ * (the RPO anchor) at the end of their window. Its id, `rds:<instance>-replicated-backups`, is no
+ * name RDS gives a snapshot (automated ones end in their date).
+ */
+function replicatedSnapshotId(instanceId: string): string {
+  return `rds:${instanceId}-replicated-backups`;
+}
+
+function replicatedInstance(snapshotId: string): string | undefined {
+  return /^rds:(.+)-replicated-backups$/.exec(snapshotId)?.[1];
+}
+
+function replicatedSnapshot(instanceId: string, backup: DBInstanceAutomatedBackup): SnapshotDescription {
+  const latest = backup.RestoreWindow?.LatestTime;
+  return {
+    snapshotId: replicatedSnapshotId(instanceId),
+    instanceId,
+    type: 'automated',
+    status: latest === undefined ? 'creating' : 'available',
+    createdAt: latest?.toISOString(),
+    percentProgress: latest === undefined ? 0 : 100,
+    sizeBytes: backup.AllocatedStorage === undefined ? undefined : backup.AllocatedStorage * 2 ** 30,
+    engineVersion: backup.EngineVersion ?? '',
+    tableRowCounts: undefined,
+    tableContentHashes: undefined,
+    tags: {},
+  };
 }
 
 /** RDS refused because of the instance's state (InvalidDBInstanceState), mapped to BusyError. */

@@ -289,6 +289,9 @@ describe('Terraform: the runbook settings of the Multi-AZ pgvector RDS cluster',
     );
     assert.equal(attr(moduleCall, 'backup_region_network'), '${var.backup_region_network}');
     assert.ok(prod.outputs.some((o) => o.name === 'backup_region_worker_environment'));
+    // The queue `dbops dr-test --region <backup region>` starts on (workers/cli/recovery.ts).
+    const backupEnvironment = attr(find(mod.outputs, '', 'backup_region_worker_environment').body, 'value');
+    assert.match(String(backupEnvironment), /DBOPS_TASK_QUEUE.*dbops-\$\{local\.backup_region\}/s);
   });
 
   it('the worker environment gives DR copies their class and real recoveries production settings', () => {

@@ -4,12 +4,12 @@
  */
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 
-import { backup, pitrRestore, snapshotRestore } from '../../workflows';
+import { backup, drTest, pitrRestore, snapshotRestore } from '../../workflows';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../../workflows/lib/identifiers';
-import { utcStamp, type DrTestReport } from '../../workflows/lib/recovery';
+import { utcDate, utcStamp, type DrTestReport } from '../../workflows/lib/recovery';
 import type { RestoreResult } from '../../workflows/pitr-restore';
 import { loadConfig } from '../config';
-import { drTestRun } from '../dr-test-run';
+import { drTestRun, type DrTestRun } from '../dr-test-run';
 import {
   explainFailure,
   instanceOption,
@@ -28,8 +28,11 @@ export const recovery: CommandGroup = {
   restore --instance ID --to <ISO-8601|latest> [--target NEW_ID] [--json]
   restore --snapshot SNAPSHOT [--instance ID] [--target NEW_ID] [--json]
                                      restore as a new instance: to a point in time, or a snapshot
-  dr-test --instance ID [--json]     restore the newest snapshot to a temporary instance, check
-                                     it, delete it, report RPO / RTO; exit 1 when a check fails`,
+  dr-test --instance ID [--region R] [--json]
+                                     restore the newest snapshot to a temporary instance, check
+                                     it, delete it, report RPO / RTO; exit 1 when a check fails.
+                                     --region R: in region R, by the worker serving the task queue
+                                     <task queue>-R, from the backups replicated there`,
   commands: { backup: backupCommand, restore, 'dr-test': drTestCommand },
 };
 
@@ -149,18 +152,26 @@ async function restore(args: string[]): Promise<void> {
 }
 
 async function drTestCommand(args: string[]): Promise<number> {
-  const options = parse('dr-test', args, { instance: { type: 'string' }, json: { type: 'boolean' } });
+  const options = parse('dr-test', args, {
+    instance: { type: 'string' },
+    region: { type: 'string' },
+    json: { type: 'boolean' },
+  });
   const instanceId = instanceOption(options.instance);
   if (instanceId === undefined) throw new UsageError('dbops dr-test: --instance ID is required');
+  const region = options.region;
+  if (region !== undefined && !/^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d+$/.test(region)) {
+    throw new UsageError(
+      `dbops dr-test: --region ${JSON.stringify(region)} is not an AWS region such as us-west-2`,
+    );
+  }
   const config = loadConfig();
   let report: DrTestReport;
   try {
     report = await withTemporal(config, async (client) => {
-      const run = await drTestRun(client, {
-        taskQueue: config.temporal.taskQueue,
-        instanceId,
-        timeouts: pollTimeouts(config),
-      });
+      const request = { taskQueue: config.temporal.taskQueue, instanceId, timeouts: pollTimeouts(config) };
+      const run =
+        region === undefined ? await drTestRun(client, request) : regionalDrTestRun(client, request, region);
       return runWithProgress(client, run.workflowId, run.start, options.json ?? false);
     });
   } catch (error) {
@@ -173,6 +184,31 @@ async function drTestCommand(args: string[]): Promise<number> {
   }
   printDrReport(options.json ?? false, report);
   return report.ok ? 0 : 1;
+}
+
+/**
+ * The DR test in another region (the backup region, after or before the loss of the primary's):
+ * run by the worker there, which serves `<task queue>-<region>` with that region's settings, and
+ * under its own workflow id, so it neither joins nor blocks the DR test of the primary's region.
+ */
+function regionalDrTestRun(
+  client: Parameters<typeof drTestRun>[0],
+  request: Parameters<typeof drTestRun>[1],
+  region: string,
+): DrTestRun {
+  const { instanceId, timeouts } = request;
+  const workflowId = `dr-test-${instanceId}-${region}-${utcDate(new Date())}`;
+  return {
+    workflowId,
+    start: () =>
+      client.workflow.start(drTest, {
+        taskQueue: `${request.taskQueue}-${region}`,
+        workflowId,
+        workflowIdConflictPolicy: 'USE_EXISTING',
+        staticSummary: `DR test of ${instanceId} in ${region}: restore its replicated backups, check them, delete the copy`,
+        args: [{ instanceId, timeouts }],
+      }),
+  };
 }
 
 function printDrReport(json: boolean, report: DrTestReport): void {

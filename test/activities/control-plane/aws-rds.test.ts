@@ -630,6 +630,86 @@ describe('aws provider (RDS and S3 on moto, through a loopback fault proxy)', fu
     });
   });
 
+  describe('the DR test in the backup region: replicated backups stand in for snapshots', () => {
+    const arn = 'arn:aws:rds:us-west-2:123456789012:auto-backup:ab-REPLICATEDFROMUSEAST1';
+    const replicatedAnswer = (latest: string | undefined) =>
+      `<DescribeDBInstanceAutomatedBackupsResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/"><DescribeDBInstanceAutomatedBackupsResult><DBInstanceAutomatedBackups><DBInstanceAutomatedBackup><DBInstanceIdentifier>${SOURCE}</DBInstanceIdentifier><DBInstanceAutomatedBackupsArn>${arn}</DBInstanceAutomatedBackupsArn><Region>us-east-1</Region><Status>replicating</Status><AllocatedStorage>100</AllocatedStorage><EngineVersion>15.7</EngineVersion>${
+        latest === undefined
+          ? ''
+          : `<RestoreWindow><EarliestTime>2026-11-01T00:00:00Z</EarliestTime><LatestTime>${latest}</LatestTime></RestoreWindow>`
+      }</DBInstanceAutomatedBackup></DBInstanceAutomatedBackups></DescribeDBInstanceAutomatedBackupsResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></DescribeDBInstanceAutomatedBackupsResponse>`;
+    let west: ReturnType<typeof createAwsClients>;
+    let backupRegion: AwsRdsControlPlane;
+    before(() => {
+      west = createAwsClients({
+        region: 'us-west-2',
+        endpoint: proxy.endpoint,
+        credentials: moto.credentials,
+      });
+      backupRegion = new AwsRdsControlPlane({ ...deps(), ...west });
+    });
+    after(() => {
+      west?.rds.destroy();
+      west?.s3.destroy();
+    });
+
+    it('listing the snapshots of the primary in us-west-2 gives its replicated backups, taken at the end of their window (moto replicates nothing: the proxy answers as RDS there would)', async () => {
+      proxy.rewriteNext('DescribeDBInstanceAutomatedBackups', 2, () =>
+        replicatedAnswer('2026-11-27T11:55:00Z'),
+      );
+      const listed = await backupRegion.listSnapshots(SOURCE);
+      assert.deepEqual(
+        listed.map((s) => [s.snapshotId, s.type, s.status, s.createdAt]),
+        [['rds:mcp-demo-prod-replicated-backups', 'automated', 'available', '2026-11-27T11:55:00.000Z']],
+      );
+      assert.equal(proxy.calls('DescribeDBSnapshots').length, 1, 'moto has no snapshot of it in us-west-2');
+      assert.equal((await backupRegion.describeSnapshot(listed[0]!.snapshotId)).sizeBytes, 100 * 2 ** 30);
+    });
+
+    it('replicated backups without a window yet are not available to restore', async () => {
+      proxy.rewriteNext('DescribeDBInstanceAutomatedBackups', 1, () => replicatedAnswer(undefined));
+      assert.equal((await backupRegion.listSnapshots(SOURCE))[0]?.status, 'creating');
+    });
+
+    it('restoring that "snapshot" is a DR copy restored to the latest replicated point by SourceDBInstanceAutomatedBackupsArn (moto cannot restore from one: the proxy answers, the request is checked)', async () => {
+      proxy.rewriteNext('DescribeDBInstanceAutomatedBackups', 1, () =>
+        replicatedAnswer('2026-11-27T11:55:00Z'),
+      );
+      proxy.failNext('RestoreDBInstanceToPointInTime', 1, {
+        status: 400,
+        code: 'StorageQuotaExceeded',
+        message: 'answered by the proxy: moto cannot restore from an automated backup ARN',
+      });
+      await assert.rejects(
+        backupRegion.restoreFromSnapshot(
+          'rds:mcp-demo-prod-replicated-backups',
+          'mcp-demo-prod-dr-test-20261127',
+          ownerOf('dr-test', 'run-west'),
+        ),
+        (error: unknown) =>
+          error instanceof QuotaExceededError &&
+          /^restoring the automated backups of instance "mcp-demo-prod" replicated from us-east-1 to us-west-2 to its latest restorable time as instance "mcp-demo-prod-dr-test-20261127"/.test(
+            error.message,
+          ),
+      );
+      const sent = proxy.calls('RestoreDBInstanceToPointInTime')[0]!.params;
+      assert.equal(sent.get('SourceDBInstanceAutomatedBackupsArn'), arn);
+      assert.equal(sent.get('UseLatestRestorableTime'), 'true');
+      assert.equal(sent.get('DBInstanceClass'), 'db.t3.medium');
+      assert.equal(sent.get('BackupRetentionPeriod'), '0');
+      assert.equal(proxy.calls('RestoreDBInstanceFromDBSnapshot').length, 0);
+    });
+
+    it('in the primary region an instance without snapshots lists none (its own backups are not replicated ones)', async () => {
+      await plane.createInstance('mcp-demo-no-snapshots');
+      const listed = await plane.listSnapshots('mcp-demo-no-snapshots');
+      assert.deepEqual(
+        listed.filter((s) => s.snapshotId.endsWith('-replicated-backups')),
+        [],
+      );
+    });
+  });
+
   describe('deleting instances', () => {
     it('refuses to delete without a final snapshot id unless told to skip it', async () => {
       await rejectsWithoutCalling(

@@ -74,8 +74,10 @@ output "worker_environment" {
 }
 
 output "backup_region_worker_environment" {
-  description = "Environment of a dbops worker that restores in the backup region after the loss of the primary's (dbops restore --to latest reads the replicated automated backups there). Exports stay with the primary's region."
+  description = "Environment of a dbops worker in the backup region: dbops dr-test --region <backup region> runs there, and after the loss of the primary's region dbops restore --to latest restores the replicated automated backups there. Exports stay with the primary's region."
   value = merge(local.worker_rds_environment, {
+    # dbops dr-test --region <backup region> runs on this queue (the default queue, dbops, and the region).
+    DBOPS_TASK_QUEUE                          = "dbops-${local.backup_region}"
     AWS_REGION                                = local.backup_region
     DBOPS_RDS_SUBNET_GROUP                    = local.backup_region_names.subnet_group
     DBOPS_RDS_SECURITY_GROUP_IDS              = join(",", aws_security_group.backup_region[*].id)
