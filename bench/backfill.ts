@@ -4,16 +4,21 @@
  *
  * Data: the runbook's `conversations` with BENCH_ROWS rows (1M) and the column the declared change
  * user-id-bigint adds at expand, `_new_user_id`, NULL. The same change, _new_user_id = user_id, is
- * made three ways, each on a fresh copy of the same rows and without other load:
+ * made four ways, each on a fresh copy of the same rows, with the WAL drained (checkpoint, archive
+ * caught up) and without other load:
  *  - one single UPDATE of the whole table;
- *  - the backfill workflow (the change's backfill `user-id-bigint`, keyset batches) through Temporal;
- *  - the runbook's loop: UPDATE ... WHERE id IN (SELECT id ... WHERE _new_user_id IS NULL LIMIT n).
- * Printed: rows/s of each, backfill / single UPDATE (goal >= 0.7), backfill / runbook loop (goal
- * >= 3). Then a read/write load (short transactions on a few connections, in a thread of its own)
- * runs alone, during a backfill paced as docs/change-workflows.md advises for a busy database
+ *  - the backfill workflow (the change's backfill `user-id-bigint`, keyset batches) through
+ *    Temporal, at its default batch size (1,000) and at BENCH_BATCH (10,000);
+ *  - the runbook's loop: UPDATE ... WHERE id IN (SELECT id ... WHERE _new_user_id IS NULL LIMIT n),
+ *    at BENCH_BATCH.
+ * Then a read/write load (short transactions on a few connections, in a thread of its own) runs
+ * alone, during a backfill paced as docs/change-workflows.md advises for a busy database
  * (BENCH_LOAD_BATCH rows, BENCH_LOAD_DELAY ms between batches) and during a deploy that adds a
- * column and builds an index concurrently: its p99 transaction latency against the load alone
- * (goal <= 2x) and its failed transactions (goal 0).
+ * column and builds an index concurrently (undone between rounds). Each part: a warm-up, then
+ * BENCH_ROUNDS (>= 5) rounds in alternating order (bench/lib/rounds.ts). Printed: the median and
+ * spread of backfill / single UPDATE throughput (goal >= 0.7), of backfill vs runbook loop (goal
+ * >= 3x), of the load's p99 transaction latency during a backfill and a deploy against the load
+ * alone (goal <= 2x), and the failed transactions (goal 0).
  */
 import { once } from 'node:events';
 import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -27,15 +32,20 @@ import { Client } from 'pg';
 
 import { createActivities } from '../activities';
 import type { Endpoint } from '../activities/control-plane/control-plane';
+import { ADMIN_USER } from '../activities/control-plane/local-jobs';
 import { projectRoot } from '../activities/config-types';
+import { MIGRATIONS_TABLE } from '../activities/postgres/migrations';
 import { backfill, deployMigration } from '../workflows';
 import { startLocalInstance } from '../test/helpers/local-instance';
 import type { LoadResult, LoadSettings } from './lib/load-thread';
+import { alternate, drainWal, median, printRatios, ratio, ROUNDS, timed } from './lib/rounds';
 import { createDevServerEnv, workflowBundle } from '../test/helpers/temporal';
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 1_000_000);
-/** The runbook's batch size; the backfill uses the same for the throughput comparison. */
+/** The runbook's batch size: the runbook loop's, and the backfill's tuned one. */
 const BATCH = Number(process.env.BENCH_BATCH ?? 10_000);
+/** The backfill workflow's default batch size. */
+const DEFAULT_BATCH = 1_000;
 /** Under load, the default batch size (shorter row locks) and a pause that leaves the database room. */
 const LOAD_BATCH = Number(process.env.BENCH_LOAD_BATCH ?? 1_000);
 const LOAD_DELAY = Number(process.env.BENCH_LOAD_DELAY ?? 20);
@@ -58,7 +68,7 @@ async function resetRows(client: Client): Promise<void> {
   );
   await client.query(`SELECT setval(pg_get_serial_sequence('conversations', 'id'), $1)`, [ROWS]);
   await client.query('VACUUM ANALYZE conversations');
-  await client.query('CHECKPOINT');
+  await drainWal(client);
 }
 
 async function filledRows(client: Client): Promise<number> {
@@ -66,12 +76,6 @@ async function filledRows(client: Client): Promise<number> {
     'SELECT count(*)::int AS n FROM conversations WHERE _new_user_id = user_id',
   );
   return rows[0]!.n;
-}
-
-async function timed(what: () => Promise<unknown>): Promise<number> {
-  const started = performance.now();
-  await what();
-  return (performance.now() - started) / 1000;
 }
 
 /** Starts the load in its own thread; resolves once its connections are open. */
@@ -119,9 +123,20 @@ async function benchMigrations(): Promise<string> {
   return dir;
 }
 
-const line = (label: string, seconds: number) =>
+/** Back to before the bench's two migrations, so the next deploy applies them again. */
+async function undoBenchMigrations(client: Client): Promise<void> {
+  await client.query('DROP INDEX CONCURRENTLY IF EXISTS conversations_title_idx');
+  await client.query('ALTER TABLE conversations DROP COLUMN IF EXISTS note');
+  await client.query(
+    `DELETE FROM ${MIGRATIONS_TABLE} WHERE name IN ('0100_bench_note', '0101_bench_title_index')`,
+  );
+}
+
+const line = (label: string, seconds: number[]) =>
   console.log(
-    `${label.padEnd(40)} ${seconds.toFixed(1).padStart(7)} s ${Math.round(ROWS / seconds)
+    `${label.padEnd(44)} median ${median(seconds).toFixed(1).padStart(7)} s ${Math.round(
+      ROWS / median(seconds),
+    )
       .toString()
       .padStart(9)} rows/s`,
   );
@@ -130,7 +145,8 @@ async function main(): Promise<void> {
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const migrations = await benchMigrations();
   const [env, instance] = await Promise.all([createDevServerEnv(), startLocalInstance('bench-backfill')]);
-  const admin = await connect(instance.endpoint);
+  // The superuser: resets, checkpoints and WAL switches are not the worker's to do.
+  const admin = await connect({ ...instance.endpoint, user: ADMIN_USER });
   const worker = await Worker.create({
     connection: env.nativeConnection,
     taskQueue: 'bench',
@@ -148,7 +164,7 @@ async function main(): Promise<void> {
     });
     // The column the change's expand adds (its sync trigger aside: nothing else writes here).
     await admin.query('ALTER TABLE conversations ADD COLUMN _new_user_id bigint');
-    console.log(`[bench] ${ROWS} conversations, batches of ${BATCH} rows ...`);
+    console.log(`[bench] ${ROWS} conversations, ${ROUNDS} rounds after a warm-up ...`);
     await admin.query(
       `CREATE TABLE bench_seed AS
          SELECT g::bigint AS id, (g % 100000)::int AS user_id, 'conversation ' || g AS title,
@@ -156,60 +172,104 @@ async function main(): Promise<void> {
            FROM generate_series(1, $1) g`,
       [ROWS],
     );
-    const backfillInput = { instanceId: instance.instanceId, name: 'user-id-bigint', batchSize: BATCH };
-    const check = async (label: string) => {
+    const backfillInput = { instanceId: instance.instanceId, name: 'user-id-bigint' };
+    /** Fresh rows and drained WAL, then the timed fill, then its check. */
+    const fill = (label: string, how: () => Promise<unknown>) => async () => {
+      await resetRows(admin);
+      const seconds = await timed(how);
       const filled = await filledRows(admin);
       if (filled !== ROWS) throw new Error(`${label} filled ${filled} of ${ROWS} rows`);
+      return seconds;
     };
-
-    await resetRows(admin);
-    const single = await timed(() =>
-      admin.query('UPDATE conversations SET _new_user_id = user_id WHERE _new_user_id IS NULL'),
+    const fills = await alternate(
+      {
+        single: fill('single UPDATE', () =>
+          admin.query('UPDATE conversations SET _new_user_id = user_id WHERE _new_user_id IS NULL'),
+        ),
+        backfillDefault: fill('backfill', () =>
+          run(backfill, { ...backfillInput, batchSize: DEFAULT_BATCH }),
+        ),
+        backfillTuned: fill('backfill', () => run(backfill, { ...backfillInput, batchSize: BATCH })),
+        loop: fill('runbook loop', async () => {
+          for (;;) {
+            const result = await admin.query(
+              `UPDATE conversations SET _new_user_id = user_id
+                WHERE id IN (SELECT id FROM conversations WHERE _new_user_id IS NULL LIMIT ${BATCH})`,
+            );
+            if (result.rowCount === 0) return;
+          }
+        }),
+      },
+      (round, s) =>
+        console.log(
+          `[bench] round ${round}: single ${s.single.toFixed(1)} s, backfill ${s.backfillDefault.toFixed(1)} s (${DEFAULT_BATCH}) ${s.backfillTuned.toFixed(1)} s (${BATCH}), loop ${s.loop.toFixed(1)} s`,
+        ),
     );
-    await check('single UPDATE');
-    await resetRows(admin);
-    const batched = await timed(() => run(backfill, backfillInput));
-    await check('backfill');
-    await resetRows(admin);
-    const loop = await timed(async () => {
-      for (;;) {
-        const result = await admin.query(
-          `UPDATE conversations SET _new_user_id = user_id
-            WHERE id IN (SELECT id FROM conversations WHERE _new_user_id IS NULL LIMIT ${BATCH})`,
+
+    // The load alone, during a paced backfill, during a deploy; between rounds the deploy is undone.
+    const loads: Record<'alone' | 'backfill' | 'deploy', LoadResult[]> = {
+      alone: [],
+      backfill: [],
+      deploy: [],
+    };
+    const underLoadSeconds: number[] = [];
+    const loaded = (side: keyof typeof loads, what: () => Promise<unknown>) => async () => {
+      await resetRows(admin);
+      if (side === 'deploy') await undoBenchMigrations(admin);
+      await drainWal(admin);
+      const result = await underLoad(instance.endpoint, what);
+      loads[side].push(result);
+      return result.p99Ms;
+    };
+    const p99 = await alternate({
+      alone: loaded('alone', () => sleep(LOAD_ALONE_MS)),
+      backfill: loaded('backfill', async () => {
+        underLoadSeconds.push(
+          await timed(() => run(backfill, { ...backfillInput, batchSize: LOAD_BATCH, delayMs: LOAD_DELAY })),
         );
-        if (result.rowCount === 0) return;
-      }
+      }),
+      deploy: loaded('deploy', () => run(deployMigration, { instanceId: instance.instanceId })),
     });
-    await check('runbook loop');
-
-    await resetRows(admin);
-    const alone = await underLoad(instance.endpoint, () => sleep(LOAD_ALONE_MS));
-    let underLoadSeconds = 0;
-    const duringBackfill = await underLoad(instance.endpoint, async () => {
-      underLoadSeconds = await timed(() =>
-        run(backfill, { ...backfillInput, batchSize: LOAD_BATCH, delayMs: LOAD_DELAY }),
-      );
-    });
-    const duringDeploy = await underLoad(instance.endpoint, () =>
-      run(deployMigration, { instanceId: instance.instanceId }),
-    );
 
     console.log('');
-    line('single UPDATE of the whole table', single);
-    line('backfill workflow (keyset batches)', batched);
-    line('runbook loop (IN (SELECT ... LIMIT n))', loop);
-    console.log(`backfill / single UPDATE throughput: ${(single / batched).toFixed(2)} (goal >= 0.7)`);
-    console.log(`backfill vs runbook loop: ${(loop / batched).toFixed(1)}x faster (goal >= 3x)`);
+    line('single UPDATE of the whole table', fills.single);
+    line(`backfill workflow, batch ${DEFAULT_BATCH} (default)`, fills.backfillDefault);
+    line(`backfill workflow, batch ${BATCH}`, fills.backfillTuned);
+    line(`runbook loop (IN (SELECT ... LIMIT ${BATCH}))`, fills.loop);
+    line(`backfill under the load (${LOAD_BATCH}, ${LOAD_DELAY} ms)`, underLoadSeconds.slice(1));
     console.log('');
-    const load = (label: string, result: LoadResult) =>
+    printRatios([
+      ratio(
+        `backfill (${DEFAULT_BATCH}) / single UPDATE throughput`,
+        fills.single,
+        fills.backfillDefault,
+        '>= 0.7',
+      ),
+      ratio(`backfill (${BATCH}) / single UPDATE throughput`, fills.single, fills.backfillTuned, '>= 0.7'),
+      ratio(
+        `backfill (${DEFAULT_BATCH}) vs runbook loop, times faster`,
+        fills.loop,
+        fills.backfillDefault,
+        '>= 3',
+      ),
+      ratio(`backfill (${BATCH}) vs runbook loop, times faster`, fills.loop, fills.backfillTuned, '>= 3'),
+      ratio(
+        `p99 during the backfill (${LOAD_BATCH}, ${LOAD_DELAY} ms) / alone`,
+        p99.backfill,
+        p99.alone,
+        '<= 2',
+      ),
+      ratio('p99 during the deploy (column + index) / alone', p99.deploy, p99.alone, '<= 2'),
+    ]);
+    const counted = (results: LoadResult[]) => results.slice(1); // the warm-up is not counted
+    for (const side of ['alone', 'backfill', 'deploy'] as const) {
+      const results = counted(loads[side]);
+      const failed = results.reduce((sum, r) => sum + r.failed, 0);
+      const firstError = results.find((r) => r.firstError !== undefined)?.firstError;
       console.log(
-        `${label.padEnd(40)} p99 ${result.p99Ms.toFixed(1).padStart(7)} ms (${(result.p99Ms / alone.p99Ms).toFixed(2)}x)  ${result.transactions} transactions, ${result.failed} failed${result.firstError === undefined ? '' : ` (${result.firstError})`}`,
+        `load ${side.padEnd(8)} p99 median ${median(p99[side]).toFixed(1).padStart(7)} ms, ${results.reduce((sum, r) => sum + r.transactions, 0)} transactions, ${failed} failed (goal 0)${firstError === undefined ? '' : ` (${firstError})`}`,
       );
-    load('load alone', alone);
-    load(`load during the backfill (${LOAD_BATCH}, ${LOAD_DELAY} ms)`, duringBackfill);
-    load('load during the deploy (column + index)', duringDeploy);
-    console.log('goal: p99 <= 2x the load alone, 0 failed');
-    line(`backfill under the load (${LOAD_BATCH}, ${LOAD_DELAY} ms)`, underLoadSeconds);
+    }
   } finally {
     worker.shutdown();
     await running.catch(() => undefined);

@@ -3,8 +3,9 @@
  * data, in one run. Through Temporal: the `drTest` workflow on a dev server and a worker. Direct:
  * newest snapshot, restore, poll until available, the DR checks, delete, poll until gone, write
  * the report. Both poll every second: the Temporal server fires timers with a resolution of about
- * one second, so a shorter interval would compare a 1 s wait with a shorter one. Rounds alternate;
- * the medians and their ratio are printed (goal <= 1.15).
+ * one second, so a shorter interval would compare a 1 s wait with a shorter one. A warm-up of each,
+ * then BENCH_ROUNDS (>= 5) rounds in alternating order, the source's WAL drained before each
+ * (bench/lib/rounds.ts); printed: the median and spread of the ratio (goal <= 1.15).
  */
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -12,9 +13,11 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { Worker } from '@temporalio/worker';
+import { Client } from 'pg';
 
 import { createActivities } from '../activities';
 import { LocalControlPlane } from '../activities/control-plane/local';
+import { ADMIN_USER } from '../activities/control-plane/local-jobs';
 import { createDatabaseConnector } from '../activities/postgres/connect';
 import { runDrChecks } from '../activities/postgres/dr-checks';
 import { directoryReportStore, LOCAL_EXPORT_BUCKET } from '../activities/recovery/reports';
@@ -22,8 +25,8 @@ import { DEMO_DATA } from '../workers/demo';
 import { seedDemoData } from '../workers/seed';
 import { backup, drTest } from '../workflows';
 import { createDevServerEnv, workflowBundle } from '../test/helpers/temporal';
+import { alternate, drainWal, median, printRatios, ratio, ROUNDS } from './lib/rounds';
 
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const POLL_MS = 1000;
 const SOURCE = 'bench-dr-src';
 
@@ -55,28 +58,41 @@ async function main(): Promise<void> {
         workflowId: 'bench-backup',
         args: [{ instanceId: SOURCE, timeouts }],
       });
-      const temporal: number[] = [];
-      const direct: number[] = [];
-      for (let round = 1; round <= ROUNDS; round++) {
-        let started = Date.now();
-        const report = await env.client.workflow.execute(drTest, {
-          taskQueue: 'bench-dr',
-          workflowId: `bench-dr-test-${round}`,
-          args: [{ instanceId: SOURCE, timeouts }],
-        });
-        if (!report.ok) throw new Error(`the DR test failed: ${JSON.stringify(report.checks)}`);
-        temporal.push(Date.now() - started);
-
-        started = Date.now();
-        await directDrTest(plane, connector, reports, `${SOURCE}-direct-${round}`);
-        direct.push(Date.now() - started);
-        console.log(`round ${round}: temporal ${temporal.at(-1)} ms, direct ${direct.at(-1)} ms`);
+      const admin = new Client({ ...endpoint, user: ADMIN_USER });
+      await admin.connect();
+      let copy = 0;
+      try {
+        const samples = await alternate(
+          {
+            temporal: async () => {
+              await drainWal(admin);
+              const started = Date.now();
+              const report = await env.client.workflow.execute(drTest, {
+                taskQueue: 'bench-dr',
+                workflowId: `bench-dr-test-${++copy}`,
+                args: [{ instanceId: SOURCE, timeouts }],
+              });
+              if (!report.ok) throw new Error(`the DR test failed: ${JSON.stringify(report.checks)}`);
+              return Date.now() - started;
+            },
+            direct: async () => {
+              await drainWal(admin);
+              const started = Date.now();
+              await directDrTest(plane, connector, reports, `${SOURCE}-direct-${++copy}`);
+              return Date.now() - started;
+            },
+          },
+          (round, ms) => console.log(`round ${round}: temporal ${ms.temporal} ms, direct ${ms.direct} ms`),
+        );
+        console.log(
+          `DR test wall time, median of ${ROUNDS}: through Temporal ${median(samples.temporal)} ms, direct ${median(samples.direct)} ms`,
+        );
+        printRatios([
+          ratio('DR test through Temporal / direct', samples.temporal, samples.direct, '<= 1.15'),
+        ]);
+      } finally {
+        await admin.end();
       }
-      const t = median(temporal);
-      const d = median(direct);
-      console.log(
-        `DR test wall time, median of ${ROUNDS}: through Temporal ${t} ms, direct ${d} ms, ratio ${(t / d).toFixed(2)} (goal <= 1.15)`,
-      );
     });
   } finally {
     for (const instance of await plane.listInstances().catch(() => [])) {
@@ -113,11 +129,6 @@ async function directDrTest(
   await reports.write([
     { name: `${target}.json`, body: JSON.stringify(result), contentType: 'application/json' },
   ]);
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 main().catch((error: Error) => {

@@ -8,7 +8,9 @@
  *    for the promotion;
  *  - snapshot: provider `restoreFromSnapshot` vs by hand: copy the base backup, write the
  *    settings, start.
- * Rounds alternate provider and by-hand runs; the medians and their ratio are printed (goal <= 1.2).
+ * Each kind: a warm-up of both ways, then BENCH_ROUNDS (>= 5) rounds in alternating order, each
+ * run after the source's WAL is drained (checkpoint, archive caught up) and the disk synced
+ * (bench/lib/rounds.ts); printed: the median and spread of provider / by hand (goal <= 1.2).
  */
 import { execFile } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -20,6 +22,7 @@ import { Client } from 'pg';
 
 import type { Endpoint } from '../activities/control-plane/control-plane';
 import { LocalControlPlane } from '../activities/control-plane/local';
+import { ADMIN_USER } from '../activities/control-plane/local-jobs';
 import {
   chownToPostgres,
   makePostgresDir,
@@ -28,9 +31,9 @@ import {
   writeClusterSettings,
 } from '../activities/postgres/cluster';
 import { freePort } from '../activities/ports';
+import { alternate, drainWal, median, printRatios, ratio, ROUNDS, type Ratio } from './lib/rounds';
 
 const execFileAsync = promisify(execFile);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const ROWS = Number(process.env.BENCH_ROWS ?? 300_000);
 
 async function sql<T extends object>(endpoint: Endpoint, text: string): Promise<T[]> {
@@ -61,11 +64,6 @@ async function waitFor(what: string, check: () => Promise<boolean>): Promise<voi
   throw new Error(`timed out waiting for ${what}`);
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
-
 async function main(): Promise<void> {
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-bench-'));
   await chmod(stateDir, 0o755);
@@ -77,7 +75,8 @@ async function main(): Promise<void> {
       'the source',
       async () => (await plane.describeInstance('bench-source')).status !== 'creating',
     );
-    const source = (await plane.describeInstance('bench-source')).endpoint!;
+    // As the superuser: the setup checkpoints and switches WAL, which the endpoint's role may not.
+    const source = { ...(await plane.describeInstance('bench-source')).endpoint!, user: ADMIN_USER };
     await sql(
       source,
       `CREATE TABLE chunks (id bigint PRIMARY KEY, body text NOT NULL, version int NOT NULL DEFAULT 0);
@@ -130,7 +129,7 @@ async function main(): Promise<void> {
       const elapsed = performance.now() - started;
       const description = await plane.describeInstance(id);
       if (description.status !== 'available') throw new Error(`${id}: ${description.providerStatus}`);
-      await check(description.endpoint!, kind);
+      await check({ ...description.endpoint!, user: ADMIN_USER }, kind);
       // The automated backup a restore takes once available is not part of the restore time.
       await waitFor(`${id} backups`, async () =>
         (await plane.listSnapshots(id)).every((s) => s.status !== 'creating'),
@@ -191,33 +190,43 @@ async function main(): Promise<void> {
       }
     }
 
-    for (const kind of ['pitr', 'snapshot'] as const) {
-      const provider: number[] = [];
-      const manual: number[] = [];
-      // Each run starts with the disk quiet: no writeback left over from the previous one.
-      const quietly = async (run: () => Promise<number>) => {
-        await execFileAsync('sync');
-        return run();
-      };
-      for (let round = 0; round < ROUNDS; round++) {
-        // Alternate which goes first, so neither always gets the warmer cache.
-        if (round % 2 === 0) {
-          provider.push(await quietly(() => viaProvider(kind, round)));
-          manual.push(await quietly(() => byHand(kind, round)));
-        } else {
-          manual.push(await quietly(() => byHand(kind, round)));
-          provider.push(await quietly(() => viaProvider(kind, round)));
-        }
+    const admin = new Client({ ...source });
+    await admin.connect();
+    const ratios: Ratio[] = [];
+    try {
+      for (const kind of ['pitr', 'snapshot'] as const) {
+        let run = 0;
+        // Each run starts with the WAL drained and the disk quiet: no checkpoint, archiving or
+        // writeback left over from the previous one.
+        const quietly =
+          (restore: (kind: 'pitr' | 'snapshot', run: number) => Promise<number>) => async () => {
+            await drainWal(admin);
+            await execFileAsync('sync');
+            return restore(kind, ++run);
+          };
+        const samples = await alternate(
+          { provider: quietly(viaProvider), byHand: quietly(byHand) },
+          (round, ms) =>
+            console.log(
+              `[bench] ${kind} round ${round}: provider ${(ms.provider / 1000).toFixed(2)} s, by hand ${(ms.byHand / 1000).toFixed(2)} s`,
+            ),
+        );
         console.log(
-          `[bench] ${kind} round ${round + 1}: provider ${(provider.at(-1)! / 1000).toFixed(2)} s, by hand ${(manual.at(-1)! / 1000).toFixed(2)} s`,
+          `local ${kind === 'pitr' ? 'point-in-time' : 'snapshot'} restore, median of ${ROUNDS}: provider ${(median(samples.provider) / 1000).toFixed(2)} s, by hand ${(median(samples.byHand) / 1000).toFixed(2)} s`,
+        );
+        ratios.push(
+          ratio(
+            `${kind === 'pitr' ? 'point-in-time' : 'snapshot'} restore: provider / by hand`,
+            samples.provider,
+            samples.byHand,
+            '<= 1.2',
+          ),
         );
       }
-      const ratio = median(provider) / median(manual);
-      console.log(
-        `local ${kind === 'pitr' ? 'point-in-time' : 'snapshot'} restore: provider ${(median(provider) / 1000).toFixed(2)} s, ` +
-          `by hand ${(median(manual) / 1000).toFixed(2)} s, ratio ${ratio.toFixed(2)} (goal <= 1.2, median of ${ROUNDS})`,
-      );
+    } finally {
+      await admin.end();
     }
+    printRatios(ratios);
   } finally {
     for (const instance of await plane.listInstances()) {
       await plane.deleteInstance(instance.instanceId, { skipFinalSnapshot: true });
