@@ -29,6 +29,12 @@ describe('healthCheck workflow (dev server, real Postgres with max_connections =
   after(async () => {
     await Promise.all([env?.teardown(), cluster?.stop()]);
   });
+  // Each test starts from a quiet database: no statement statistics and no table another test made.
+  beforeEach(async () => {
+    await withClient(cluster.database, (client) =>
+      client.query('SELECT pg_stat_statements_reset(); DROP TABLE IF EXISTS conversation_chunks'),
+    );
+  });
 
   async function run(input: HealthCheckInput = {}) {
     const taskQueue = `health-${++runs}`;

@@ -162,7 +162,10 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
       settings.map((s) => `${s.name}=${s.setting}`),
       ['archive_mode=on', 'shared_preload_libraries=pg_stat_statements', 'wal_level=replica'],
     );
-    const snapshots = await plane.listSnapshots('source-db');
+    // The snapshots made so far in before() (other tests add their own).
+    const snapshots = (await plane.listSnapshots('source-db')).filter(
+      (s) => s.type === 'automated' || s.snapshotId === 'snap-t1',
+    );
     assert.deepEqual(
       snapshots.map((s) => `${s.type}:${s.status}`),
       ['manual:available', 'automated:available'],
@@ -240,11 +243,15 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
       );
       assert.equal(knn.length, 5);
       await query(endpoint, `INSERT INTO chunks (phase, embedding) VALUES ('new', '[0.1,0.2,0.3]')`);
-      const nearest = await query<{ phase: string }>(
-        endpoint,
-        `SELECT phase FROM chunks ORDER BY embedding <=> '[0.1,0.2,0.3]' LIMIT 1`,
-      );
-      assert.equal(nearest[0]?.phase, 'new', 'the restored instance takes writes and finds them');
+      try {
+        const nearest = await query<{ phase: string }>(
+          endpoint,
+          `SELECT phase FROM chunks ORDER BY embedding <=> '[0.1,0.2,0.3]' LIMIT 1`,
+        );
+        assert.equal(nearest[0]?.phase, 'new', 'the restored instance takes writes and finds them');
+      } finally {
+        await query(endpoint, `DELETE FROM chunks WHERE phase = 'new'`); // the snapshot's rows again
+      }
     });
 
     it('the source is unchanged: same data checksum, still available', async () => {
@@ -301,6 +308,13 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
     });
 
     it('every bad input gets its typed error naming what was wrong, and creates nothing', async () => {
+      // An export of its own, for the case of an id already in use.
+      await plane.startExport('export-dup', 'snap-t1', { bucket: 'dbops-exports', prefix: 'dup/' });
+      for (let i = 0; i < 1200; i++) {
+        const { status } = await plane.describeExport('export-dup');
+        if (status !== 'starting' && status !== 'in-progress') break;
+        await sleep(100);
+      }
       const before = await footprint(plane, stateDir);
       const future = new Date(Date.now() + 3_600_000).toISOString();
       const cases: [string, () => Promise<unknown>, new (...args: never[]) => Error, RegExp][] = [
@@ -454,9 +468,9 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
         ],
         [
           'an existing export id',
-          () => plane.startExport('export-t1', 'snap-t1', { bucket: 'b-1', prefix: '' }),
+          () => plane.startExport('export-dup', 'snap-t1', { bucket: 'b-1', prefix: '' }),
           AlreadyExistsError,
-          /export-t1/,
+          /export-dup/,
         ],
       ];
       for (const [what, attempt, type, message] of cases) {
@@ -539,21 +553,29 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
     });
 
     it('deletes an instance after a final snapshot, which stays restorable', async () => {
-      await plane.deleteInstance('from-snapshot', {
+      // An instance of its own, one row past the snapshot it came from.
+      await plane.restoreFromSnapshot('snap-t1', 'to-delete');
+      const restored = await settledInstance(plane, 'to-delete');
+      assert.equal(restored.status, 'available', restored.providerStatus);
+      await query(
+        restored.endpoint!,
+        `INSERT INTO chunks (phase, embedding) VALUES ('new', '[0.1,0.2,0.3]')`,
+      );
+      await plane.deleteInstance('to-delete', {
         skipFinalSnapshot: false,
-        finalSnapshotId: 'final-from-snapshot',
+        finalSnapshotId: 'final-to-delete',
       });
-      assert.equal((await plane.describeInstance('from-snapshot')).status, 'deleting');
+      assert.equal((await plane.describeInstance('to-delete')).status, 'deleting');
       for (let i = 0; i < 1200; i++) {
-        const gone = await plane.describeInstance('from-snapshot').then(
+        const gone = await plane.describeInstance('to-delete').then(
           () => false,
           (error: Error) => error instanceof NotFoundError,
         );
         if (gone) break;
         await sleep(100);
       }
-      await assert.rejects(plane.describeInstance('from-snapshot'), NotFoundError);
-      const final = await plane.describeSnapshot('final-from-snapshot');
+      await assert.rejects(plane.describeInstance('to-delete'), NotFoundError);
+      const final = await plane.describeSnapshot('final-to-delete');
       assert.equal(final.status, 'available');
       assert.equal(final.type, 'manual');
       assert.deepEqual(final.tableRowCounts, { 'mcp_db.public.chunks': 2001 });
@@ -587,8 +609,8 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
     });
 
     it('restores: the same call twice is the one instance; another run is refused, named', async () => {
-      const first = await plane.restoreFromSnapshot('idem-snap', 'idem-restore', ours);
-      const again = await plane.restoreFromSnapshot('idem-snap', 'idem-restore', ours);
+      const first = await plane.restoreFromSnapshot('snap-t1', 'idem-restore', ours);
+      const again = await plane.restoreFromSnapshot('snap-t1', 'idem-restore', ours);
       assert.equal(again.instanceId, 'idem-restore');
       assert.equal(
         again.endpoint?.port ?? first.endpoint?.port,
@@ -600,9 +622,9 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
         pitr.instanceId,
       );
       for (const attempt of [
-        () => plane.restoreFromSnapshot('idem-snap', 'idem-restore', theirs),
+        () => plane.restoreFromSnapshot('snap-t1', 'idem-restore', theirs),
         () => plane.restoreToPointInTime('source-db', 'idem-pitr', 'latest', theirs),
-        () => plane.restoreFromSnapshot('idem-snap', 'idem-pitr', {}),
+        () => plane.restoreFromSnapshot('snap-t1', 'idem-pitr', {}),
       ]) {
         await assert.rejects(
           attempt(),
@@ -627,17 +649,17 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
 
     it('an export: the same export of the same snapshot to the same place is ours; a different one is refused', async () => {
       const destination = { bucket: 'idem-bucket', prefix: 'a/b' };
-      await plane.startExport('idem-export', 'idem-snap', destination);
+      await plane.startExport('idem-export', 'snap-t1', destination);
       const pid = await jobPid('exports', 'idem-export');
-      const again = await plane.startExport('idem-export', 'idem-snap', { ...destination, prefix: '/a/b/' });
+      const again = await plane.startExport('idem-export', 'snap-t1', { ...destination, prefix: '/a/b/' });
       assert.equal(again.exportId, 'idem-export');
       assert.equal(await jobPid('exports', 'idem-export'), pid, 'no second export job');
       await assert.rejects(
-        plane.startExport('idem-export', 'idem-snap', { ...destination, prefix: 'c' }),
+        plane.startExport('idem-export', 'snap-t1', { ...destination, prefix: 'c' }),
         (error: Error) =>
           error instanceof AlreadyExistsError &&
           error.message ===
-            'export idem-export already exists: an export of snapshot idem-snap to bucket idem-bucket prefix "a/b"',
+            'export idem-export already exists: an export of snapshot snap-t1 to bucket idem-bucket prefix "a/b"',
       );
       let state = await plane.describeExport('idem-export');
       while (state.status === 'starting' || state.status === 'in-progress') {
@@ -760,14 +782,14 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
     });
 
     it('an instance whose restore job made it available meanwhile is available and serves the data', async () => {
-      await plane.restoreFromSnapshot('raced-snap', 'raced-restore');
+      await plane.restoreFromSnapshot('snap-t1', 'raced-restore');
       const described = await describeAcrossJobEnd('instances', 'raced-restore', () =>
         plane.describeInstance('raced-restore'),
       );
       assert.equal(described.status, 'available', described.providerStatus);
       const again = await plane.describeInstance('raced-restore');
       assert.equal(again.status, 'available', again.providerStatus);
-      const { tableRowCounts } = await plane.describeSnapshot('raced-snap');
+      const { tableRowCounts } = await plane.describeSnapshot('snap-t1');
       const [count] = await query<{ n: string }>(again.endpoint!, 'SELECT count(*) AS n FROM chunks');
       assert.equal(Number(count?.n), tableRowCounts?.['mcp_db.public.chunks']);
       await plane.deleteInstance('raced-restore', { skipFinalSnapshot: true });
