@@ -356,12 +356,11 @@ describe('aws provider (RDS and S3 on moto, through a loopback fault proxy)', fu
   });
 
   describe('DR test copies are cheap; real recoveries get production settings (by dbops:purpose)', () => {
+    const snapshotId = 'mcp-demo-purpose-snap';
+    before(() => plane.createSnapshot(SOURCE, snapshotId));
+    after(() => plane.deleteSnapshot(snapshotId));
     it('a DR test copy: the DR class, single-AZ, no automated backups, no deletion protection, no Performance Insights', async () => {
-      await plane.restoreFromSnapshot(
-        'mcp-demo-manual-20261127-120000',
-        'mcp-demo-dr-test-cheap',
-        ownerOf('dr-test', 'run-dr'),
-      );
+      await plane.restoreFromSnapshot(snapshotId, 'mcp-demo-dr-test-cheap', ownerOf('dr-test', 'run-dr'));
       const sent = proxy.calls('RestoreDBInstanceFromDBSnapshot')[0]!.params;
       assert.equal(sent.get('DBInstanceClass'), 'db.t3.medium');
       // moto keeps the snapshot's Multi-AZ and retention when a restore asks for false / 0: the request is checked for those.
@@ -429,11 +428,7 @@ describe('aws provider (RDS and S3 on moto, through a loopback fault proxy)', fu
     });
 
     it('a real snapshot recovery gets the same (its autoscaling limit with the modification: RestoreDBInstanceFromDBSnapshot takes none)', async () => {
-      await plane.restoreFromSnapshot(
-        'mcp-demo-manual-20261127-120000',
-        'mcp-demo-prod-snap-real',
-        ownerOf('restore', 'run-r2'),
-      );
+      await plane.restoreFromSnapshot(snapshotId, 'mcp-demo-prod-snap-real', ownerOf('restore', 'run-r2'));
       const sent = proxy.calls('RestoreDBInstanceFromDBSnapshot')[0]!.params;
       assert.equal(sent.get('DeletionProtection'), 'true');
       assert.equal(sent.get('MaxAllocatedStorage'), null);
