@@ -240,14 +240,26 @@ describe('deployMigration workflow (dev server, local instance)', () => {
 
   it('an irreversible migration applied before the failure: no revert, the snapshot and the exact restore commands reported; the point-in-time restore given gives the schema from before the migration', async () => {
     const irreversible = '-- Up Migration\nALTER TABLE conversations ALTER COLUMN title DROP DEFAULT;\n';
+    // The failing migration waits for the test: it fails in a later second than the irreversible
+    // one committed, so a restore to any time after the migration began would keep that change.
+    const observer = await instance.connect();
+    await observer.query(
+      'CREATE TABLE pitr_gate (open boolean NOT NULL); INSERT INTO pitr_gate VALUES (false)',
+    );
+    const gatedBroken = `-- Up Migration\nDO $$ BEGIN WHILE NOT (SELECT open FROM pitr_gate) LOOP PERFORM pg_sleep(0.05); END LOOP; END $$;\nSELECT 1 / 0;\n`;
     const dir = await migrationsDir(SCHEMA, {
       ...extras,
       '0103_title_no_default.sql': irreversible,
-      '0104_broken.sql': broken,
+      '0104_broken.sql': gatedBroken,
     });
     const startedAt = new Date();
     const { message, details, restored } = await withWorker({ migrationsDir: dir }, async (taskQueue) => {
-      const failure = await deployFailure((await start(taskQueue, 'deploy-irreversible')).result());
+      const handle = await start(taskQueue, 'deploy-irreversible');
+      await runningStatement(observer, 'SELECT open FROM pitr_gate'); // the irreversible one has committed
+      const second = Math.floor(Date.now() / 1000);
+      while (Math.floor(Date.now() / 1000) <= second) await new Promise((resolve) => setTimeout(resolve, 50));
+      await observer.query('UPDATE pitr_gate SET open = true');
+      const failure = await deployFailure(handle.result());
       assert.ok(failure.details.pitrRestore !== undefined, failure.message);
       // What a user does with the report: start pitrRestore with the input it gives.
       const restoredCopy = await env.client.workflow.execute(pitrRestore, {
