@@ -33,8 +33,12 @@ describe('maintenance workflow (dev server, real Postgres)', () => {
   before(async () => {
     [env, cluster] = await Promise.all([createDevServerEnv(), startThrowawayCluster()]);
     sql = await cluster.connect();
+  });
+  // Each test starts from tables no VACUUM has touched yet (new tables have no vacuum history).
+  beforeEach(async () => {
     // autovacuum off on these tables, so only our VACUUM can clean them
     await sql.query(`
+      DROP TABLE IF EXISTS bloated, tidy;
       CREATE TABLE bloated (id int PRIMARY KEY, pad text) WITH (autovacuum_enabled = false);
       INSERT INTO bloated SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g;
       CREATE INDEX bloated_pad_idx ON bloated (pad);
