@@ -256,7 +256,8 @@ describe('every workflow on the aws provider (moto with RDS state delays; the da
       if (copy === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
     }
     assert.ok(copy, 'the DR test restored its copy');
-    assert.deepEqual(proxy.statesShown('instance', copy), ['creating']);
+    // The copy has the name of the DR test's above (one a day): its latest state is this one's.
+    assert.equal(proxy.statesShown('instance', copy).at(-1), 'creating');
     await handle.terminate('left behind on purpose');
     const report = await execute(sweepOrphans, 'e2e-sweep', { timeouts: fast });
     assert.deepEqual(
