@@ -4,9 +4,15 @@
  * is checked against the source's restorable range before anything is created. A long wait
  * continues as new, carrying the restore it waits for (RestoreResume).
  */
-import { ApplicationFailure, CancellationScope, continueAsNew, isCancellation } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  CancellationScope,
+  continueAsNew,
+  isCancellation,
+  patched,
+} from '@temporalio/workflow';
 
-import type { Endpoint } from '../activities/control-plane/control-plane';
+import type { Endpoint, InstanceDescription } from '../activities/control-plane/control-plane';
 import { PointInTimeRestoreNotEnabledError, RestoreTimeOutOfRangeError } from './lib/errors';
 import {
   derivedIdentifier,
@@ -52,6 +58,9 @@ export interface RestoreResult {
   restoreSeconds: number | null;
 }
 
+/** Runs started before a restore could read the backups of a source that is gone replay as they ran. */
+const RESTORE_WITHOUT_SOURCE = 'pitr-restore-without-source-instance';
+
 export async function pitrRestore(input: PitrRestoreInput): Promise<RestoreResult> {
   const { instanceId, restoreTime, targetInstanceId, timeouts, resume } = validate(input);
   const setStep = trackRecovery('pitrRestore', instanceId);
@@ -59,24 +68,15 @@ export async function pitrRestore(input: PitrRestoreInput): Promise<RestoreResul
   let restoredTo: string | null;
   if (resume === undefined) {
     setStep(`checking the restorable range of ${instanceId}`);
-    const source = await controlPlane.describeInstance(instanceId);
-    const earliest = source.earliestRestorableTime;
-    const latest = source.latestRestorableTime;
-    if (earliest === undefined || latest === undefined) {
-      throw ApplicationFailure.nonRetryable(
-        `instance ${instanceId} cannot be restored to a point in time: it has no restorable range (no backup retained yet)`,
-        PointInTimeRestoreNotEnabledError.name,
-      );
-    }
-    if (restoreTime !== 'latest' && (restoreTime < earliest || restoreTime > latest)) {
-      throw ApplicationFailure.nonRetryable(
-        `restoreTime ${restoreTime} is outside the restorable range of instance ${instanceId}: ${earliest} to ${latest}`,
-        RestoreTimeOutOfRangeError.name,
-      );
-    }
+    // No such instance (deleted, or this worker is in the backup region): the provider restores its
+    // retained or replicated automated backups, and checks their window itself.
+    const source = patched(RESTORE_WITHOUT_SOURCE)
+      ? await controlPlane.findInstance(instanceId)
+      : await controlPlane.describeInstance(instanceId);
+    if (source === null) restoredTo = restoreTime === 'latest' ? null : restoreTime;
+    else restoredTo = checkRestorable(source, restoreTime);
     setStep(`restoring ${instanceId} to ${restoreTime} as ${targetInstanceId}`);
     requestedAt = new Date().toISOString();
-    restoredTo = restoreTime === 'latest' ? latest : restoreTime;
   } else ({ requestedAt, restoredTo } = resume);
 
   const owner = resume?.owner ?? runOwner();
@@ -118,6 +118,24 @@ export async function pitrRestore(input: PitrRestoreInput): Promise<RestoreResul
     }
     throw error;
   }
+}
+
+/** The time the restore will be as of; refuses a source without a window, or a time outside it. */
+function checkRestorable(source: InstanceDescription, restoreTime: string): string {
+  const { instanceId, earliestRestorableTime: earliest, latestRestorableTime: latest } = source;
+  if (earliest === undefined || latest === undefined) {
+    throw ApplicationFailure.nonRetryable(
+      `instance ${instanceId} cannot be restored to a point in time: it has no restorable range (no backup retained yet)`,
+      PointInTimeRestoreNotEnabledError.name,
+    );
+  }
+  if (restoreTime !== 'latest' && (restoreTime < earliest || restoreTime > latest)) {
+    throw ApplicationFailure.nonRetryable(
+      `restoreTime ${restoreTime} is outside the restorable range of instance ${instanceId}: ${earliest} to ${latest}`,
+      RestoreTimeOutOfRangeError.name,
+    );
+  }
+  return restoreTime === 'latest' ? latest : restoreTime;
 }
 
 function validate(raw: unknown) {

@@ -5,7 +5,7 @@
  * cannot restore from one, so the fault proxy gives the replicated backups RDS would list in
  * us-west-2 and refuses the restore; the test checks that the run went to that region's worker,
  * found the replicated backups, and asked RDS for the right restore, and that the CLI reports the
- * failed test.
+ * failed test. `dbops restore --to latest` there takes the same path.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -149,6 +149,42 @@ describe('dbops dr-test --region (a worker of the backup region, the aws provide
     assert.equal(sent[0]!.get('DBSubnetGroupName'), SETTINGS.subnetGroup);
     const description = await env.client.workflow.getHandle(workflowId).describe();
     assert.equal(description.taskQueue, `${taskQueue}-${REGION}`);
+  });
+
+  it("dbops restore --to latest on the backup region's worker restores the replicated backups of the primary, which is not there (moto cannot restore from an ARN: the proxy refuses it)", async () => {
+    proxy.clear();
+    proxy.rewriteNext('DescribeDBInstanceAutomatedBackups', 50, () => REPLICATED);
+    proxy.failNext('RestoreDBInstanceToPointInTime', 50, {
+      status: 400,
+      code: 'InvalidParameterCombination',
+      message: 'from the proxy: moto cannot restore from SourceDBInstanceAutomatedBackupsArn',
+    });
+    const run = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(
+        path.join(projectRoot, 'bin', 'dbops'),
+        ['restore', '--instance', SOURCE, '--to', 'latest', '--target', 'mcp-demo-prod-west'],
+        {
+          env: {
+            ...process.env,
+            TEMPORAL_ADDRESS: env.address,
+            DBOPS_TASK_QUEUE: `${taskQueue}-${REGION}`,
+            DBOPS_STATE_DIR: stateDir,
+            DBOPS_PROVIDER: 'local',
+          },
+        },
+        (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
+      );
+    });
+    assert.notEqual(run.code, 0, run.stdout);
+    assert.match(
+      run.stderr,
+      /restoring the automated backups of instance "mcp-demo-prod" replicated from us-east-1 to us-west-2 to its latest restorable time as instance "mcp-demo-prod-west"/,
+    );
+    const sent = proxy.calls('RestoreDBInstanceToPointInTime').map((call) => call.params);
+    assert.equal(sent.length, 1);
+    assert.equal(sent[0]!.get('SourceDBInstanceAutomatedBackupsArn'), BACKUPS_ARN);
+    assert.equal(sent[0]!.get('DeletionProtection'), 'true', 'a real recovery');
+    assert.equal(proxy.calls('DescribeDBInstances')[0]?.params.get('DBInstanceIdentifier'), SOURCE);
   });
 
   it('refuses a region that is not one before starting anything', async () => {
