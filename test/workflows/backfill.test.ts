@@ -158,8 +158,8 @@ describe('backfill workflow (dev server, local instance)', () => {
       await until(handle, 'first rows', (p) => p.rowsDone > 0);
       await handle.signal('pause');
       const paused = await until(handle, 'paused', (p) => p.state === 'paused');
-      // Nothing moves while paused.
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      // Nothing moves while paused: no chunk is scheduled or running, and the table shows what was reported.
+      assert.deepEqual((await handle.describe()).raw.pendingActivities ?? [], []);
       const { rows } = await client.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM counter_rows WHERE done`,
       );
