@@ -13,6 +13,7 @@ import {
   ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
+  CancelledFailure,
   sleep,
   condition,
   defineQuery,
@@ -20,6 +21,7 @@ import {
   executeChild,
   isCancellation,
   log,
+  patched,
   proxyActivities,
   setHandler,
   workflowInfo,
@@ -113,6 +115,9 @@ export const abortChangeSignal = defineSignal<[AbortChange]>('abort');
 export const expandContractProgressQuery = defineQuery<ExpandContractProgress>('progress');
 /** The stage alone, as the query of the same name always answered. */
 export const expandContractPhaseQuery = defineQuery<ExpandContractStage>('phase');
+
+/** Runs cancelled during a contract that committed anyway completed before; they replay as they ran. */
+const CANCELLED_IN_CONTRACT = 'expand-contract-cancelled-in-contract';
 
 const { planDeclaredChange } = proxyActivities<Activities>({
   startToCloseTimeout: '2 minutes',
@@ -313,6 +318,12 @@ export async function expandContract(input: ExpandContractInput): Promise<Expand
     progress.stage = 'contract';
     await phase('contract');
     progress.stage = 'done';
+    // Cancelled while the contract ran, too late to stop it (it committed): the run ends cancelled
+    // as asked, its progress saying the change is complete.
+    if (CancellationScope.current().consideredCancelled && patched(CANCELLED_IN_CONTRACT)) {
+      log.warn(`${id} cancelled during its contract, which had committed: change ${change} is complete`);
+      throw new CancelledFailure(`expandContract cancelled during its contract, which had committed`);
+    }
     return result('completed');
   }
 }

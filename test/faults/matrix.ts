@@ -294,7 +294,8 @@ async function resetExpandContract(lab: Lab, instanceId: string): Promise<void> 
 /**
  * What a user checks after the change: completed, user_id is a bigint holding every row's value
  * (no write lost), no constraint or index of the table left invalid, each phase a row of the
- * migrations table, at most one backfill batch re-run; cancelled (an abort), the table as before.
+ * migrations table, at most one backfill batch re-run; cancelled, the table as before (an abort) or,
+ * when the cancel came after the contract committed, the change complete.
  */
 async function expandContractCheck(run: CellRun): Promise<string[]> {
   return onInstance(run.lab, run.instanceId, async (client) => {
@@ -321,19 +322,22 @@ async function expandContractCheck(run: CellRun): Promise<string[]> {
       `SELECT name FROM pgmigrations WHERE name LIKE 'change:%' ORDER BY id`,
     );
     const phases = recorded.map((row) => row.name).join(', ');
+    const all = ['expand', 'tighten', 'contract'].map((p) => `change:user-id-bigint:${p}`).join(', ');
     if (run.ended.status === 'completed') {
       if (shape !== 'user_id bigint') problems.push(`completed, but the columns are (${shape})`);
-      const all = ['expand', 'tighten', 'contract'].map((p) => `change:user-id-bigint:${p}`).join(', ');
       if (phases !== all) problems.push(`completed, but the migrations table records [${phases}]`);
       const statements = await count(client, `SELECT count(*)::int AS n FROM ec_batches`);
       const reruns = rerunBatches(statements, EC_ROWS, EC_ROWS, EC_BATCH);
       if (reruns > 1) problems.push(`${reruns} backfill batches re-ran (at most 1 allowed)`);
     }
-    if (run.ended.status === 'cancelled') {
+    // Cancelled: aborted (the table as before, no phase row), or the contract had committed (complete).
+    if (run.ended.status === 'cancelled' && phases !== all) {
       if (shape !== 'user_id integer')
         problems.push(`cancelled, but the columns are (${shape}), not as before`);
       if (phases !== '') problems.push(`cancelled, but the migrations table still records [${phases}]`);
     }
+    if (run.ended.status === 'cancelled' && phases === all && shape !== 'user_id bigint')
+      problems.push(`cancelled after its contract, but the columns are (${shape})`);
     return problems;
   });
 }
