@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -10,6 +10,9 @@ import { Worker } from '@temporalio/worker';
 import { Client } from 'pg';
 
 import { createActivities, type ActivityDeps } from '../../activities';
+import { adminEndpoint } from '../../activities/control-plane/local-jobs';
+import { DEFAULT_MIGRATE_SETTINGS, runMigrations } from '../../activities/postgres/migrations';
+import { setUpWorkerRole } from '../../activities/postgres/worker-role';
 import { HEARTBEAT_THROTTLE } from '../../activities/heartbeat';
 import type { DeployFailure } from '../../workflows/deploy-migration';
 import { deployMigration, pitrRestore } from '../../workflows';
@@ -80,15 +83,45 @@ describe('deployMigration workflow (dev server, local instance)', () => {
   let env: TestWorkflowEnvironment;
   let instance: LocalInstance;
   let queue = 0;
-  /** Migrations this suite applied beyond the schema: every later deploy's directory has them. */
-  const extras: Record<string, string> = {};
 
   before(async () => {
     [env, instance] = await Promise.all([createDevServerEnv(), startLocalInstance('deploy-test')]);
   });
+  // Each test starts from the schema and nothing else, whatever ran before it.
+  beforeEach(async () => {
+    await emptyDatabase();
+    const client = await instance.connect();
+    const schema = await migrationsDir(SCHEMA);
+    await runMigrations(
+      client,
+      schema,
+      'up',
+      (await readdir(schema))
+        .filter((f) => f.endsWith('.sql'))
+        .map((f) => path.basename(f, '.sql'))
+        .sort(),
+      DEFAULT_MIGRATE_SETTINGS,
+    );
+    await client.end();
+  });
   after(async () => {
     await Promise.all([env?.teardown(), instance?.stop()]);
   });
+
+  /** An application database as a new instance has it: the worker role set up, no table. */
+  async function emptyDatabase(): Promise<void> {
+    const admin = new Client(adminEndpoint(instance.endpoint.port, instance.endpoint.database));
+    admin.on('error', () => undefined);
+    await admin.connect();
+    try {
+      await admin.query(
+        'DROP SCHEMA public CASCADE; DROP SCHEMA IF EXISTS dbops CASCADE; CREATE SCHEMA public',
+      );
+      await setUpWorkerRole(admin);
+    } finally {
+      await admin.end();
+    }
+  }
 
   /** Runs `fn` with a worker whose activities use `deps` on top of the instance's. */
   async function withWorker<T>(
@@ -114,6 +147,7 @@ describe('deployMigration workflow (dev server, local instance)', () => {
     });
 
   it('applies the schema after a pre-migration snapshot', async () => {
+    await emptyDatabase();
     const result = await withWorker({}, async (taskQueue) =>
       (await start(taskQueue, 'deploy-schema')).result(),
     );
@@ -159,13 +193,12 @@ describe('deployMigration workflow (dev server, local instance)', () => {
     await seed.query(
       `INSERT INTO conversations (user_id, title) SELECT g % 100, 'seed ' || g FROM generate_series(1, 20000) g`,
     );
-    Object.assign(extras, {
+    const dir = await migrationsDir(SCHEMA, {
       '0100_add_summary.sql':
         '-- Up Migration\nALTER TABLE conversations ADD COLUMN summary text;\n-- Down Migration\n-- squawk-ignore ban-drop-column\nALTER TABLE conversations DROP COLUMN summary;\n',
       '0101_index_created_at.sql':
         '-- dbops:no-transaction\n-- Up Migration\nCREATE INDEX CONCURRENTLY IF NOT EXISTS conversations_created_at_idx ON conversations (created_at);\n-- Down Migration\nDROP INDEX CONCURRENTLY IF EXISTS conversations_created_at_idx;\n',
     });
-    const dir = await migrationsDir(SCHEMA, extras);
     const load = startLoad(await Promise.all([1, 2, 3, 4].map(() => instance.connect())));
     const result = await withWorker({ migrationsDir: dir }, async (taskQueue) =>
       (await start(taskQueue, 'deploy-under-load')).result(),
@@ -183,9 +216,10 @@ describe('deployMigration workflow (dev server, local instance)', () => {
   });
 
   it('two concurrent deploys never interleave: one applies, the other waits and finds it done', async () => {
-    extras['0102_add_tag.sql'] =
-      '-- Up Migration\nSELECT pg_sleep(2);\n\nALTER TABLE conversations ADD COLUMN IF NOT EXISTS tag text;\n-- Down Migration\n-- squawk-ignore ban-drop-column\nALTER TABLE conversations DROP COLUMN IF EXISTS tag;\n';
-    const dir = await migrationsDir(SCHEMA, extras);
+    const dir = await migrationsDir(SCHEMA, {
+      '0102_add_tag.sql':
+        '-- Up Migration\nSELECT pg_sleep(2);\n\nALTER TABLE conversations ADD COLUMN IF NOT EXISTS tag text;\n-- Down Migration\n-- squawk-ignore ban-drop-column\nALTER TABLE conversations DROP COLUMN IF EXISTS tag;\n',
+    });
     const results = await withWorker({ migrationsDir: dir }, async (taskQueue) => {
       const [a, b] = await Promise.all([
         start(taskQueue, 'deploy-concurrent-a'),
@@ -206,7 +240,7 @@ describe('deployMigration workflow (dev server, local instance)', () => {
     const holder = await instance.connect();
     await holder.query(`SET application_name = 'manual-migration'`);
     await holder.query('SELECT pg_advisory_lock(7241865325823964)');
-    const dir = await migrationsDir(SCHEMA, { ...extras, '0103_add_note.sql': addNote });
+    const dir = await migrationsDir(SCHEMA, { '0103_add_note.sql': addNote });
     const { message, details } = await withWorker({ migrationsDir: dir }, async (taskQueue) =>
       deployFailure((await start(taskQueue, 'deploy-locked', { whenLocked: 'fail' })).result()),
     );
@@ -219,7 +253,6 @@ describe('deployMigration workflow (dev server, local instance)', () => {
 
   it('a failing migration: what this deploy applied is migrated down, and the result says so', async () => {
     const dir = await migrationsDir(SCHEMA, {
-      ...extras,
       '0103_add_note.sql': addNote,
       '0104_broken.sql': broken,
     });
@@ -248,7 +281,6 @@ describe('deployMigration workflow (dev server, local instance)', () => {
     );
     const gatedBroken = `-- Up Migration\nDO $$ BEGIN WHILE NOT (SELECT open FROM pitr_gate) LOOP PERFORM pg_sleep(0.05); END LOOP; END $$;\nSELECT 1 / 0;\n`;
     const dir = await migrationsDir(SCHEMA, {
-      ...extras,
       '0103_title_no_default.sql': irreversible,
       '0104_broken.sql': gatedBroken,
     });
@@ -269,7 +301,6 @@ describe('deployMigration workflow (dev server, local instance)', () => {
       });
       return { ...failure, restored: restoredCopy };
     });
-    extras['0103_title_no_default.sql'] = irreversible; // applied and kept: later deploys see it
     assert.deepEqual(details.applied, ['0103_title_no_default']);
     assert.deepEqual(details.reverted, []);
     assert.match(details.snapshotId ?? '', /^pre-migration-\d{8}-\d{6}$/);
@@ -323,7 +354,7 @@ describe('deployMigration workflow (dev server, local instance)', () => {
   it('waits for approval on production, records who approved, then runs the rollout hook', async () => {
     const out = path.join(await mkdtemp(path.join(os.tmpdir(), 'dbops-hook-')), 'rollout.txt');
     const hook = { command: ['sh', '-c', `echo "rolled out after $DBOPS_APPLIED_MIGRATIONS" | tee ${out}`] };
-    const dir = await migrationsDir(SCHEMA, { ...extras, '0105_add_note.sql': addNote });
+    const dir = await migrationsDir(SCHEMA, { '0105_add_note.sql': addNote });
     const snapshotsBefore = (await instance.plane.listSnapshots(instance.instanceId)).length;
     let approvedAt = '';
     const result = await withWorker(
@@ -351,7 +382,6 @@ describe('deployMigration workflow (dev server, local instance)', () => {
         return handle.result();
       },
     );
-    extras['0105_add_note.sql'] = addNote;
     assert.equal(result.approvedBy, 'alice');
     assert.deepEqual(result.applied, ['0105_add_note']);
     const snapshot = await instance.plane.describeSnapshot(result.snapshotId!);
@@ -365,7 +395,6 @@ describe('deployMigration workflow (dev server, local instance)', () => {
 
   it('no approval within the timeout: fails; nothing snapshotted or migrated', async () => {
     const dir = await migrationsDir(SCHEMA, {
-      ...extras,
       '0106_add_lang.sql': addNote.replaceAll('note', 'lang'),
     });
     const snapshotsBefore = (await instance.plane.listSnapshots(instance.instanceId)).length;
@@ -387,7 +416,6 @@ describe('deployMigration workflow (dev server, local instance)', () => {
 
   it('cancelled while a migration runs: its SQL is cancelled, what this deploy applied is reverted, and the report says exactly that', async () => {
     const dir = await migrationsDir(SCHEMA, {
-      ...extras,
       '0107_add_mood.sql': addNote.replaceAll('note', 'mood'),
       '0108_slow.sql': slow,
     });
@@ -412,7 +440,6 @@ describe('deployMigration workflow (dev server, local instance)', () => {
 
   it('a failure that is no migration error (connection lost on every attempt): the retries apply nothing twice, and the report and revert cover what the table says this deploy applied', async () => {
     const dir = await migrationsDir(SCHEMA, {
-      ...extras,
       '0109_add_score.sql': addNote.replaceAll('note', 'score'),
       '0110_slow.sql': slow,
     });
@@ -442,7 +469,6 @@ describe('deployMigration workflow (dev server, local instance)', () => {
       'CREATE TABLE deploy_gate (open boolean NOT NULL); INSERT INTO deploy_gate VALUES (false)',
     );
     const dir = await migrationsDir(SCHEMA, {
-      ...extras,
       '0111_add_level.sql': ADD_LEVEL,
       '0112_wait_for_gate.sql': WAIT_FOR_GATE,
     });
@@ -488,14 +514,14 @@ describe('deployMigration workflow (dev server, local instance)', () => {
     assert.deepEqual(result.applied, ['0111_add_level', '0112_wait_for_gate']);
     assert.deepEqual(await applied(observer, ['0111_add_level', '0112_wait_for_gate']), result.applied);
     assert.deepEqual(await leftovers(observer, GATE_SQL), { running: 0, advisoryLocks: 0 });
-    Object.assign(extras, { '0111_add_level.sql': ADD_LEVEL, '0112_wait_for_gate.sql': WAIT_FOR_GATE });
   });
 
   it('a worker stopped mid-migration (a redeploy) gives it the shutdown grace, then cancels its SQL and frees the lock; another worker finishes the deploy', async () => {
     const observer = await instance.connect();
-    await observer.query('UPDATE deploy_gate SET open = false');
+    await observer.query(
+      'CREATE TABLE deploy_gate (open boolean NOT NULL); INSERT INTO deploy_gate VALUES (false)',
+    );
     const dir = await migrationsDir(SCHEMA, {
-      ...extras,
       '0113_add_rank.sql': addNote.replaceAll('note', 'rank'),
       '0114_wait_for_gate.sql': WAIT_FOR_GATE,
     });
