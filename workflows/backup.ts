@@ -157,7 +157,7 @@ function definedPrefix(destination: Partial<ExportDestination>): Partial<ExportD
 
 function validate(raw: unknown) {
   const input = requireObject(raw);
-  rejectUnknownFields(input, ['instanceId', 'snapshotId', 'export', 'timeouts', 'resume']);
+  rejectUnknownFields(input, ['instanceId', 'snapshotId', 'export', 'timeouts'], ['resume']);
   const instanceId = requireIdentifier('instanceId', input.instanceId);
   const snapshotId =
     input.snapshotId === undefined

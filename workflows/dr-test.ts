@@ -310,7 +310,11 @@ function summarize(report: DrTestReport): string {
 
 function validate(raw: unknown) {
   const input = requireObject(raw);
-  rejectUnknownFields(input, ['instanceId', 'minRecall', 'sampleQueries', 'efSearch', 'timeouts', 'resume']);
+  rejectUnknownFields(
+    input,
+    ['instanceId', 'minRecall', 'sampleQueries', 'efSearch', 'timeouts'],
+    ['resume'],
+  );
   const instanceId = requireIdentifier('instanceId', input.instanceId);
   const sampleQueries = numberInRange('sampleQueries', input.sampleQueries, 20, 1, 1000);
   if (!Number.isInteger(sampleQueries)) {

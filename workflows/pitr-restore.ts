@@ -140,7 +140,7 @@ function checkRestorable(source: InstanceDescription, restoreTime: string): stri
 
 function validate(raw: unknown) {
   const input = requireObject(raw);
-  rejectUnknownFields(input, ['instanceId', 'restoreTime', 'targetInstanceId', 'timeouts', 'resume']);
+  rejectUnknownFields(input, ['instanceId', 'restoreTime', 'targetInstanceId', 'timeouts'], ['resume']);
   const instanceId = requireIdentifier('instanceId', input.instanceId);
   const restoreTime =
     input.restoreTime === 'latest' ? 'latest' : requireIsoTime('restoreTime', input.restoreTime);

@@ -115,7 +115,7 @@ export async function snapshotRestore(input: SnapshotRestoreInput): Promise<Rest
 
 function validate(raw: unknown) {
   const input = requireObject(raw);
-  rejectUnknownFields(input, ['snapshotId', 'instanceId', 'targetInstanceId', 'timeouts', 'resume']);
+  rejectUnknownFields(input, ['snapshotId', 'instanceId', 'targetInstanceId', 'timeouts'], ['resume']);
   return {
     snapshotId: requireSnapshotId('snapshotId', input.snapshotId),
     instanceId:

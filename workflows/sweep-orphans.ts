@@ -11,12 +11,14 @@
  *    result, a failed one is kept for inspection). An instance tagged `dbops:keep=true`, one whose
  *    owner still runs and one without owner tags are kept.
  * 2. Deletes the orphans (no final snapshot), all at once, and waits until each is gone; a dry run
- *    deletes nothing.
+ *    deletes nothing. Many long deletions continue as new, carrying what was removed and the waits.
  * 3. Reports what it removed, what it kept and why; a deletion that failed fails the run
  *    (`SweepIncomplete`, the report in its details) so the schedule's failure shows.
  */
 import {
   ApplicationFailure,
+  ContinueAsNew,
+  continueAsNew,
   defineQuery,
   isCancellation,
   log,
@@ -30,10 +32,14 @@ import {
 import type { Activities } from '../activities';
 import type { OrphanFinding } from '../activities/recovery/orphans';
 import { NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
+import type { WaitPosition } from './lib/polling';
 import {
+  invalidInput,
   optionalBoolean,
   rejectUnknownFields,
+  requireIsoTime,
   requireObject,
+  requireWaitPosition,
   timeouts as parseTimeouts,
   type RecoveryTimeouts,
 } from './lib/recovery';
@@ -45,6 +51,20 @@ export interface SweepOrphansInput {
   /** List what would be removed and delete nothing. */
   dryRun?: boolean;
   timeouts?: Partial<RecoveryTimeouts>;
+  /** Carried over by continue-as-new; not for callers. */
+  resume?: SweepResume;
+}
+
+/**
+ * Where a sweep stood when its run continued as new: the orphans it had removed, and the waits
+ * for the deletions it had asked for. The next run finds the orphans again (those being deleted
+ * are still listed) and goes on with their waits.
+ */
+export interface SweepResume {
+  startedAt: string;
+  removed: SweptInstance[];
+  /** By instance id. */
+  waits: Record<string, WaitPosition>;
 }
 
 /** An instance carrying our tags, with why it was removed, kept, or could not be removed. */
@@ -86,7 +106,7 @@ const { findOrphans } = proxyActivities<Activities>({
 });
 
 export async function sweepOrphans(input?: SweepOrphansInput): Promise<SweepReport> {
-  const { dryRun, timeouts } = validate(input);
+  const { dryRun, timeouts, resume } = validate(input);
   let progress: SweepProgress = {
     operation: 'sweepOrphans',
     step: 'starting',
@@ -101,9 +121,9 @@ export async function sweepOrphans(input?: SweepOrphansInput): Promise<SweepRepo
   const report: SweepReport = {
     workflowId: workflowInfo().workflowId,
     dryRun,
-    startedAt: new Date().toISOString(),
+    startedAt: resume?.startedAt ?? new Date().toISOString(),
     finishedAt: '',
-    removed: [],
+    removed: [...(resume?.removed ?? [])],
     kept: [],
     failed: [],
   };
@@ -118,6 +138,14 @@ export async function sweepOrphans(input?: SweepOrphansInput): Promise<SweepRepo
   }
   for (const instance of report.kept) log.info(`keeping ${instance.instanceId}: ${instance.reason}`);
 
+  // Many deletions at once can fill the history: the sweep then continues as new with them.
+  const waits: Record<string, WaitPosition> = {};
+  const carryOver = () =>
+    continueAsNew<typeof sweepOrphans>({
+      ...input,
+      resume: { startedAt: report.startedAt, removed: report.removed, waits },
+    });
+
   let done = 0;
   if (orphans.length > 0) setStep(`deleting orphans: 0 of ${orphans.length} done`);
   await Promise.all(
@@ -128,7 +156,13 @@ export async function sweepOrphans(input?: SweepOrphansInput): Promise<SweepRepo
         [OWNER_TAGS.runId]: instance.owner!.runId,
       };
       try {
-        const outcome = await deleteOwnedInstance(instance.instanceId, owner, timeouts);
+        const outcome = await deleteOwnedInstance(instance.instanceId, owner, timeouts, {
+          resume: resume?.waits[instance.instanceId],
+          started: (wait) => {
+            waits[instance.instanceId] = wait;
+          },
+          continueAsNew: carryOver,
+        });
         if (outcome === 'not-ours') {
           report.kept.push({
             ...instance,
@@ -140,7 +174,7 @@ export async function sweepOrphans(input?: SweepOrphansInput): Promise<SweepRepo
           );
         }
       } catch (error) {
-        if (isCancellation(error)) throw error;
+        if (isCancellation(error) || error instanceof ContinueAsNew) throw error;
         report.failed.push({ ...instance, reason: `not deleted: ${failureMessage(error)}` });
       }
       setStep(`deleting orphans: ${++done} of ${orphans.length} done`);
@@ -179,6 +213,23 @@ export function summarizeSweep(report: SweepReport): string {
 
 function validate(raw: unknown) {
   const input = raw === undefined ? {} : requireObject(raw);
-  rejectUnknownFields(input, ['dryRun', 'timeouts']);
-  return { dryRun: optionalBoolean('dryRun', input.dryRun), timeouts: parseTimeouts(input.timeouts) };
+  rejectUnknownFields(input, ['dryRun', 'timeouts'], ['resume']);
+  return {
+    dryRun: optionalBoolean('dryRun', input.dryRun),
+    timeouts: parseTimeouts(input.timeouts),
+    resume: input.resume === undefined ? undefined : requireResume(input.resume),
+  };
+}
+
+/** A carried-over sweep, checked as far as it steers the run (a caller has no business here). */
+function requireResume(raw: unknown): SweepResume {
+  const resume = requireObject(raw);
+  requireIsoTime('resume.startedAt', resume.startedAt);
+  if (!Array.isArray(resume.removed)) {
+    throw invalidInput(`resume.removed ${JSON.stringify(resume.removed)} is not valid: a list`);
+  }
+  for (const [instanceId, wait] of Object.entries(requireObject(resume.waits))) {
+    requireWaitPosition(`resume.waits.${instanceId}`, wait);
+  }
+  return resume as unknown as SweepResume;
 }

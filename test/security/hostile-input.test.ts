@@ -273,6 +273,41 @@ const CASES: Case[] = [
     { instanceId: SOURCE, restoreTime: 'latest', timeouts: { restore: '-1 hours' } },
     /^timeouts\.restore "-1 hours" is not valid: a duration such as/,
   ),
+  // Timeouts above their documented bounds: a typo must not keep a run waiting for weeks.
+  wf(
+    'timeouts.snapshot "300 hours"',
+    'backup',
+    { instanceId: SOURCE, timeouts: { snapshot: '300 hours' } },
+    /^timeouts\.snapshot "300 hours" is too long: at most 3 days$/,
+  ),
+  wf(
+    'timeouts.restore "3 days"',
+    'snapshotRestore',
+    { snapshotId: 'hostile-src-manual-20260101-000000', timeouts: { restore: '3 days' } },
+    /^timeouts\.restore "3 days" is too long: at most 2 days$/,
+  ),
+  wf(
+    'timeouts.deletion "1 day"',
+    'drTest',
+    { instanceId: SOURCE, timeouts: { deletion: '1 day' } },
+    /^timeouts\.deletion "1 day" is too long: at most 6 hours$/,
+  ),
+  wf(
+    'timeouts.pollInterval "20 minutes" over maxPollInterval "5 minutes"',
+    'sweepOrphans',
+    { timeouts: { pollInterval: '20 minutes', maxPollInterval: '5 minutes' } },
+    /^timeouts\.pollInterval "20 minutes" is too long: at most 15 minutes$/,
+  ),
+  wf(
+    'timeouts.pollInterval "10 minutes" over maxPollInterval "5 minutes"',
+    'pitrRestore',
+    {
+      instanceId: SOURCE,
+      restoreTime: 'latest',
+      timeouts: { pollInterval: '10 minutes', maxPollInterval: '5 minutes' },
+    },
+    /^timeouts\.pollInterval "10 minutes" is longer than timeouts\.maxPollInterval "5 minutes"/,
+  ),
   // Restore times.
   wf(
     'restoreTime in the future',

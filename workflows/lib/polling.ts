@@ -45,6 +45,8 @@ export interface PollOptions<T> {
    * this run (only for waits whose timeout bounds their history, e.g. a deletion).
    */
   continueAsNew?: (wait: WaitPosition) => Promise<never>;
+  /** Told where the wait stands when it begins: a workflow running several waits carries them all. */
+  started?: (wait: WaitPosition) => void;
   /** Called with every state seen, e.g. to update a progress query. */
   onState?: (state: T) => void;
 }
@@ -67,6 +69,7 @@ const BACKOFF = 'polling-backs-off-and-continues-as-new';
 export async function pollUntil<T>(options: PollOptions<T>): Promise<T> {
   const current = patched(BACKOFF);
   const wait = options.resume ?? { since: Date.now(), deadline: Date.now() + toMs(options.timeout) };
+  options.started?.(wait);
   for (;;) {
     const state = await options.describe();
     options.onState?.(state);

@@ -74,6 +74,7 @@ export const checks = proxyActivities<Activities>({
 export interface WaitCarry {
   resume?: WaitPosition;
   continueAsNew?: (wait: WaitPosition) => Promise<never>;
+  started?: (wait: WaitPosition) => void;
 }
 
 export async function waitForAvailable(
@@ -105,20 +106,30 @@ export async function deleteOwnedInstance(
   instanceId: string,
   owner: Record<string, string>,
   timeouts: RecoveryTimeouts,
+  carry: WaitCarry = {},
 ): Promise<'deleted' | 'absent' | 'not-ours'> {
   const found = await controlPlane.findInstance(instanceId);
   if (found === null) return 'absent';
   if (!Object.entries(owner).every(([key, value]) => found.tags[key] === value)) return 'not-ours';
-  await deleteInstance(instanceId, timeouts);
+  await deleteInstance(instanceId, timeouts, carry);
   return 'deleted';
 }
 
 /**
  * Deletes a temporary instance (no final snapshot) and waits until it is gone, both within the
  * deletion timeout. One that cannot be deleted yet (RDS refuses while it is still creating or
- * backing-up) is asked again with the backoff of createCalls.
+ * backing-up) is asked again with the backoff of createCalls. Carried over from an earlier run
+ * of the chain, the deletion was asked for already: only the wait goes on.
  */
-export async function deleteInstance(instanceId: string, timeouts: RecoveryTimeouts): Promise<void> {
+export async function deleteInstance(
+  instanceId: string,
+  timeouts: RecoveryTimeouts,
+  carry: WaitCarry = {},
+): Promise<void> {
+  if (carry.resume !== undefined) {
+    await waitUntilGone(instanceId, timeouts.deletion, timeouts, carry);
+    return;
+  }
   const deadline = Date.now() + toMs(timeouts.deletion);
   const options = { skipFinalSnapshot: true, deleteAutomatedBackups: true };
   if (patched(WAITING_CREATE_CALLS)) {
@@ -135,7 +146,12 @@ export async function deleteInstance(instanceId: string, timeouts: RecoveryTimeo
       }
     }
   }
-  await waitUntilGone(instanceId, Math.max(deadline - Date.now(), toMs(timeouts.pollInterval)), timeouts);
+  await waitUntilGone(
+    instanceId,
+    Math.max(deadline - Date.now(), toMs(timeouts.pollInterval)),
+    timeouts,
+    carry,
+  );
 }
 
 export async function waitUntilGone(

@@ -77,9 +77,17 @@ export function requireObject(input: unknown): Record<string, unknown> {
   return input as Record<string, unknown>;
 }
 
-/** Refuses fields the workflow does not know: a typo must not silently fall back to a default. */
-export function rejectUnknownFields(input: Record<string, unknown>, known: string[]): void {
-  const unknown = Object.keys(input).filter((key) => !known.includes(key));
+/**
+ * Refuses fields the workflow does not know: a typo must not silently fall back to a default.
+ * `carried` fields (what a run hands the next when it continues as new) are accepted but not
+ * offered in the message: they are not for callers.
+ */
+export function rejectUnknownFields(
+  input: Record<string, unknown>,
+  known: string[],
+  carried: string[] = [],
+): void {
+  const unknown = Object.keys(input).filter((key) => !known.includes(key) && !carried.includes(key));
   if (unknown.length > 0) {
     throw invalidInput(`unknown input field ${unknown.join(', ')}: expected only ${known.join(', ')}`);
   }

@@ -15,11 +15,13 @@ import { Worker } from '@temporalio/worker';
 
 import type { Activities } from '../../../activities';
 import type {
+  ControlPlane,
   ExportDescription,
   InstanceDescription,
   SnapshotDescription,
 } from '../../../activities/control-plane/control-plane';
-import { backup, drTest, pitrRestore, snapshotRestore } from '../../../workflows';
+import { createOrphanActivities } from '../../../activities/recovery/orphans';
+import { backup, drTest, pitrRestore, snapshotRestore, sweepOrphans } from '../../../workflows';
 import { OWNER_TAGS } from '../../../workflows/lib/owner-tags';
 import { searchAttributeKeys } from '../../../workflows/lib/search-attributes';
 import { createTimeSkippingEnv, workflowBundle } from '../../helpers/temporal';
@@ -255,7 +257,12 @@ describe('long waits on the time-skipping server (stand-in control-plane activit
         return Promise.resolve();
       },
     };
-    return { activities, calls, tags: () => restored?.tags };
+    return {
+      activities,
+      calls,
+      tags: () => restored?.tags,
+      instances: () => (restored === null ? [] : [restored]),
+    };
   }
 
   it('a point-in-time restore waiting 12 hours continues as new and returns the instance it requested', async () => {
@@ -320,6 +327,10 @@ describe('long waits on the time-skipping server (stand-in control-plane activit
     const checked: string[] = [];
     const { taskQueue, worker: w } = await worker({
       ...stand.activities,
+      // The sweeper's own activity, on a stand-in provider that lists the copy.
+      ...createOrphanActivities({
+        listInstances: () => Promise.resolve(stand.instances()),
+      } as Partial<ControlPlane> as ControlPlane),
       findOrphanDrInstances: () => Promise.resolve(['huge-src-dr-test-20000101']),
       listSnapshots: async () => [await stand.activities.describeSnapshot!(snapshotId)],
       runDrChecks: (input) => {
@@ -333,15 +344,28 @@ describe('long waits on the time-skipping server (stand-in control-plane activit
       },
       writeDrReport: () => Promise.resolve([]),
     });
-    const { report, runs } = await w.runUntil(async () => {
+    const { report, runs, swept } = await w.runUntil(async () => {
       const handle = await env.client.workflow.start(drTest, {
         taskQueue,
         workflowId: taskQueue,
         args: [{ instanceId: 'huge-src', timeouts: { restore: '1 day', maxPollInterval: '2 minutes' } }],
       });
+      while ((await handle.describe()).runId === handle.firstExecutionRunId) await env.sleep('1 hour');
+      // The sweeper asks Temporal about the copy's owner, the first run (closed by now): it
+      // follows the chain to the run that waits, and keeps the copy.
+      const swept = await env.client.workflow.execute(sweepOrphans, {
+        taskQueue,
+        workflowId: `${taskQueue}-sweep`,
+        args: [{ dryRun: true }],
+      });
       const report = await handle.result();
-      return { report, runs: await chain(env, handle, handle.firstExecutionRunId) };
+      return { report, swept, runs: await chain(env, handle, handle.firstExecutionRunId) };
     });
+    assert.deepEqual(
+      swept.kept.map((i) => [i.instanceId, i.ownerStatus, i.reason]),
+      [[report.temporaryInstanceId, 'RUNNING', `owner ${taskQueue} (run ${runs[0]!.runId}) is running`]],
+    );
+    assert.deepEqual(swept.removed, []);
     console.log(
       `      drTest, 12 h restore: ${runs.length} runs of ${runs.map((r) => r.events).join(' + ')} events`,
     );
@@ -365,5 +389,68 @@ describe('long waits on the time-skipping server (stand-in control-plane activit
       `restore ${report.temporaryInstanceId}`,
       `delete ${report.temporaryInstanceId}`,
     ]);
+  });
+
+  it('a sweep deleting three orphans for 5 hours continues as new and reports all three removed', async () => {
+    const orphans = ['gone-a', 'gone-b', 'gone-c'];
+    const owner = { workflowId: 'dead-dr-test', runId: 'f0e1d2c3-0000-4000-8000-000000000000' };
+    const deletedAt = new Map<string, number>();
+    const deleteCalls: string[] = [];
+    const instance = (instanceId: string): InstanceDescription => ({
+      instanceId,
+      status: deletedAt.has(instanceId) ? 'deleting' : 'available',
+      providerStatus: deletedAt.has(instanceId) ? 'deleting' : 'available',
+      endpoint: undefined,
+      engineVersion: '15.7',
+      earliestRestorableTime: undefined,
+      latestRestorableTime: undefined,
+      createdAt: undefined,
+      multiAz: false,
+      tags: { [OWNER_TAGS.workflowId]: owner.workflowId, [OWNER_TAGS.runId]: owner.runId },
+    });
+    const gone = (instanceId: string) =>
+      deletedAt.has(instanceId) && serverNow() >= deletedAt.get(instanceId)! + 5 * HOUR;
+    const { taskQueue, worker: w } = await worker({
+      // A stand-in for the sweeper's Temporal lookups: every orphan's owner was terminated.
+      findOrphans: () =>
+        Promise.resolve(
+          orphans
+            .filter((id) => !gone(id))
+            .map((instanceId) => ({
+              instanceId,
+              purpose: 'dr-test' as const,
+              owner,
+              ownerStatus: 'TERMINATED' as const,
+              orphan: true,
+              reason: 'DR copy whose owner terminated',
+            })),
+        ),
+      findInstance: (instanceId) => Promise.resolve(gone(instanceId) ? null : instance(instanceId)),
+      deleteInstance: (instanceId) => {
+        deleteCalls.push(instanceId);
+        if (!deletedAt.has(instanceId)) deletedAt.set(instanceId, serverNow());
+        return Promise.resolve();
+      },
+    });
+    const { report, runs } = await w.runUntil(async () => {
+      const handle = await env.client.workflow.start(sweepOrphans, {
+        taskQueue,
+        workflowId: taskQueue,
+        args: [{ timeouts: { deletion: '6 hours', maxPollInterval: '1 minute' } }],
+      });
+      const report = await handle.result();
+      return { report, runs: await chain(env, handle, handle.firstExecutionRunId) };
+    });
+    console.log(
+      `      sweepOrphans, 3 deletions of 5 h: ${runs.length} runs of ${runs.map((r) => r.events).join(' + ')} events`,
+    );
+    assert.ok(runs.length >= 2, 'the sweep continued as new at least once');
+    assert.deepEqual(
+      report.removed.map((i) => i.instanceId),
+      orphans,
+    );
+    assert.deepEqual([report.kept, report.failed], [[], []]);
+    // Each deletion asked for once: the continued runs went on with the waits.
+    assert.deepEqual([...deleteCalls].sort(), orphans);
   });
 });
