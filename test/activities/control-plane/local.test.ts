@@ -15,6 +15,8 @@ import type {
 import { LocalControlPlane } from '../../../activities/control-plane/local';
 import { createSnapshotRecord } from '../../../activities/control-plane/local-jobs';
 import { StateLayout } from '../../../activities/control-plane/local-state';
+import { withClient } from '../../../activities/postgres/connect';
+import { beginFingerprints, fingerprintTable } from '../../../activities/postgres/fingerprints';
 import {
   AlreadyExistsError,
   BusyError,
@@ -176,12 +178,14 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
     assert.ok(description.latestRestorableTime! > betweenT2AndT3);
   });
 
-  it('records a snapshot with its source, time, size and exact per-table row counts', async () => {
+  it('records a snapshot with its source, time, size, exact per-table row counts and content hashes', async () => {
     const snapshot = await plane.describeSnapshot('snap-t1');
     assert.equal(snapshot.instanceId, 'source-db');
     assert.equal(snapshot.percentProgress, 100);
     assert.ok(snapshot.sizeBytes! > 1_000_000, `size ${snapshot.sizeBytes}`);
     assert.deepEqual(snapshot.tableRowCounts, { 'mcp_db.public.chunks': 2000 });
+    assert.deepEqual(Object.keys(snapshot.tableContentHashes ?? {}), ['mcp_db.public.chunks']);
+    assert.match(snapshot.tableContentHashes!['mcp_db.public.chunks']!, /^[0-9a-f]{64}$/);
     assert.deepEqual(snapshot.tags, { purpose: 'test' });
   });
 
@@ -225,8 +229,18 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
       assert.deepEqual(await phases(latest.endpoint!), { t1: 2000, t2: 20, t3: 30 });
     });
 
-    it('a snapshot restore holds exactly the rows at snapshot time', async () => {
+    it('a snapshot restore holds exactly the rows at snapshot time, with the content hash recorded', async () => {
       assert.deepEqual(await phases(fromSnapshot.endpoint!), { t1: 2000 });
+      const restored = await withClient(fromSnapshot.endpoint!, async (client) => {
+        await beginFingerprints(client);
+        try {
+          return await fingerprintTable(client, { schema: 'public', name: 'chunks' });
+        } finally {
+          await client.query('ROLLBACK');
+        }
+      });
+      const { tableContentHashes } = await plane.describeSnapshot('snap-t1');
+      assert.deepEqual(restored, { rows: 2000, hash: tableContentHashes!['mcp_db.public.chunks'] });
     });
 
     it('the vector column, the HNSW index and a kNN query work on the restored instance', async () => {
