@@ -293,9 +293,9 @@ const CASES: Case[] = [
     /^timeouts\.deletion "1 day" is too long: at most 6 hours$/,
   ),
   wf(
-    'timeouts.pollInterval "20 minutes" over maxPollInterval "5 minutes"',
+    'timeouts.pollInterval "20 minutes"',
     'sweepOrphans',
-    { timeouts: { pollInterval: '20 minutes', maxPollInterval: '5 minutes' } },
+    { timeouts: { pollInterval: '20 minutes' } },
     /^timeouts\.pollInterval "20 minutes" is too long: at most 15 minutes$/,
   ),
   wf(
