@@ -95,7 +95,7 @@ describe('npm start (the embedded stack)', function () {
   it('seeds demo data, takes a snapshot and runs one DR test whose report it prints', async () => {
     assert.match(running!.output, /\[start\] demo data: 1500 conversations, 3000 chunks with embeddings/);
     await running!.waitFor(
-      /\[start\] DR test passed: snapshot mcp-demo-prod-manual-\d{8}-\d{6}, RPO [\d.]+ s, RTO [\d.]+ s, 8 checks/,
+      /\[start\] DR test passed: snapshot mcp-demo-prod-manual-\d{8}-\d{6}, RPO [\d.]+ s, RTO [\d.]+ s, 10 checks/,
     );
     const [, location] = await running!.waitFor(/\[start\] DR report: (file:\/\/\S+\.md)$/m);
     const report = await readFile(fileURLToPath(location!), 'utf8');
