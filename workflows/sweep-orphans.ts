@@ -17,6 +17,7 @@
  */
 import {
   ApplicationFailure,
+  condition,
   ContinueAsNew,
   continueAsNew,
   defineQuery,
@@ -138,15 +139,20 @@ export async function sweepOrphans(input?: SweepOrphansInput): Promise<SweepRepo
   }
   for (const instance of report.kept) log.info(`keeping ${instance.instanceId}: ${instance.reason}`);
 
-  // Many deletions at once can fill the history: the sweep then continues as new with them.
+  let done = 0;
+  // Many deletions at once can fill the history: the sweep then continues as new with them, once
+  // every deletion still going has come to a pause between two looks (no call left in flight).
   const waits: Record<string, WaitPosition> = {};
-  const carryOver = () =>
-    continueAsNew<typeof sweepOrphans>({
+  let paused = 0;
+  const carryOver = async (): Promise<never> => {
+    paused++;
+    await condition(() => paused + done === orphans.length);
+    return continueAsNew<typeof sweepOrphans>({
       ...input,
       resume: { startedAt: report.startedAt, removed: report.removed, waits },
     });
+  };
 
-  let done = 0;
   if (orphans.length > 0) setStep(`deleting orphans: 0 of ${orphans.length} done`);
   await Promise.all(
     orphans.map(async (instance) => {

@@ -183,6 +183,20 @@ describe('long waits on the time-skipping server (stand-in control-plane activit
     assert.ok(result.export.exportSeconds! >= 24 * 3600 && result.export.exportSeconds! <= 24 * 3600 * 1.1);
   });
 
+  /** The source of the restores: restorable through November. */
+  const source: InstanceDescription = {
+    instanceId: 'huge-src',
+    status: 'available',
+    providerStatus: 'available',
+    endpoint: undefined,
+    engineVersion: '15.7',
+    earliestRestorableTime: '2026-11-01T00:00:00.000Z',
+    latestRestorableTime: '2026-11-30T00:00:00.000Z',
+    createdAt: undefined,
+    multiAz: false,
+    tags: {},
+  };
+
   /** A stand-in restored instance, `creating` until `readyAfter` (server time) has passed. */
   function standInRestores(readyAfter: number) {
     let restoredAt = 0;
@@ -233,24 +247,8 @@ describe('long waits on the time-skipping server (stand-in control-plane activit
         }),
       restoreFromSnapshot: (_snapshotId, targetInstanceId, tags = {}) => create(targetInstanceId, tags),
       restoreToPointInTime: (_source, targetInstanceId, _to, tags = {}) => create(targetInstanceId, tags),
-      describeInstance: (instanceId) =>
-        Promise.resolve(
-          instanceId === 'huge-src'
-            ? {
-                instanceId,
-                status: 'available',
-                providerStatus: 'available',
-                endpoint: undefined,
-                engineVersion: '15.7',
-                earliestRestorableTime: '2026-11-01T00:00:00.000Z',
-                latestRestorableTime: '2026-11-30T00:00:00.000Z',
-                createdAt: undefined,
-                multiAz: false,
-                tags: {},
-              }
-            : look()!,
-        ),
-      findInstance: () => Promise.resolve(look()),
+      describeInstance: (instanceId) => Promise.resolve(instanceId === 'huge-src' ? source : look()!),
+      findInstance: (instanceId) => Promise.resolve(instanceId === 'huge-src' ? source : look()),
       deleteInstance: (instanceId) => {
         calls.push(`delete ${instanceId}`);
         restored = null;
