@@ -117,14 +117,19 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
     );
     await plane.createSnapshot('source-db', 'snap-t1', { purpose: 'test' });
     assert.equal((await settledSnapshot(plane, 'snap-t1')).status, 'available');
-    // T2, a moment, T3.
+    // T2, the target time a millisecond after T2 committed, and T3 once the server's clock is past it.
     await query(
       source,
       `INSERT INTO chunks (phase, embedding) SELECT 't2', '[1,0,0]' FROM generate_series(1, 20)`,
     );
-    await sleep(300);
-    betweenT2AndT3 = new Date().toISOString();
-    await sleep(300);
+    betweenT2AndT3 = new Date(Date.now() + 1).toISOString();
+    for (let i = 0; i < 1200; i++) {
+      const [row] = await query<{ past: boolean }>(
+        source,
+        `SELECT clock_timestamp() > '${betweenT2AndT3}'::timestamptz + interval '1 millisecond' AS past`,
+      );
+      if (row?.past) break;
+    }
     await query(
       source,
       `INSERT INTO chunks (phase, embedding) SELECT 't3', '[0,1,0]' FROM generate_series(1, 30)`,
