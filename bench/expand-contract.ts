@@ -19,6 +19,7 @@ import { Client } from 'pg';
 
 import { createActivities } from '../activities';
 import type { Endpoint } from '../activities/control-plane/control-plane';
+import { adminEndpoint } from '../activities/control-plane/local-jobs';
 import { ensureMigrationTables } from '../activities/postgres/migrations';
 import { backfill, expandContract } from '../workflows';
 import type { ExpandContractProgress } from '../workflows/expand-contract';
@@ -41,7 +42,7 @@ async function connect(endpoint: Endpoint): Promise<Client> {
 }
 
 /** `conversations` as before the change (migration 0001's shape) with the seeded rows. */
-async function resetTable(client: Client): Promise<void> {
+async function resetTable(client: Client, superuser: Client): Promise<void> {
   await client.query(`DROP SCHEMA IF EXISTS ${VERSION_SCHEMA} CASCADE`);
   await client.query('DROP TABLE IF EXISTS conversations CASCADE');
   await client.query('DROP FUNCTION IF EXISTS dbops_sync_user_id_bigint()');
@@ -60,7 +61,8 @@ async function resetTable(client: Client): Promise<void> {
   );
   await client.query(`SELECT setval(pg_get_serial_sequence('conversations', 'id'), $1)`, [ROWS]);
   await client.query('VACUUM ANALYZE conversations');
-  await client.query('CHECKPOINT');
+  // The worker's role may not checkpoint: the instance's superuser does.
+  await superuser.query('CHECKPOINT');
 }
 
 /** Starts both versions' writers in their own thread (new code waits for `start-new`). */
@@ -98,6 +100,7 @@ async function main(): Promise<void> {
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const [env, instance] = await Promise.all([createDevServerEnv(), startLocalInstance('bench-change')]);
   const admin = await connect(instance.endpoint);
+  const superuser = await connect(adminEndpoint(instance.endpoint.port, instance.endpoint.database));
   const worker = await Worker.create({
     connection: env.nativeConnection,
     taskQueue: 'bench',
@@ -117,7 +120,7 @@ async function main(): Promise<void> {
     );
 
     // The change's backfill alone: its new column, no trigger, no load.
-    await resetTable(admin);
+    await resetTable(admin, superuser);
     await admin.query('ALTER TABLE conversations ADD COLUMN _new_user_id bigint');
     const backfillAlone = await timed(() =>
       env.client.workflow.execute(backfill, {
@@ -127,12 +130,12 @@ async function main(): Promise<void> {
       }),
     );
 
-    await resetTable(admin);
+    await resetTable(admin, superuser);
     const idle = await startWriters(instance.endpoint);
     await sleep(ALONE_MS);
     const alone = (await idle.stop()).old;
 
-    await resetTable(admin);
+    await resetTable(admin, superuser);
     const writers = await startWriters(instance.endpoint);
     let change = 0;
     let result: WritersResult;
@@ -181,6 +184,7 @@ async function main(): Promise<void> {
     worker.shutdown();
     await running.catch(() => undefined);
     await admin.end().catch(() => undefined);
+    await superuser.end().catch(() => undefined);
     await Promise.allSettled([env.teardown(), instance.stop()]);
   }
 }
