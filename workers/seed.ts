@@ -40,9 +40,7 @@ const BATCH_ROWS = 250;
 export async function seedDemoData(database: DatabaseConfig, options: SeedOptions): Promise<SeedResult> {
   return withClient(database, async (client) => {
     const applied = await appliedMigrations(client);
-    const plan = planMigrations(await readMigrations(MIGRATIONS_DIR), applied, {
-      workflow: 'deployMigration',
-    });
+    const plan = planMigrations(await readMigrations(MIGRATIONS_DIR), applied, {});
     const migrationsApplied = await runMigrations(
       client,
       MIGRATIONS_DIR,

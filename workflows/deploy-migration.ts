@@ -44,8 +44,6 @@ export interface DeployMigrationInput {
   instanceId: string;
   /** Migrate up to and including this migration (default: every pending one). */
   target?: string;
-  /** Set by expandContract for its phases: lets `dbops:only-in expandContract` migrations run. */
-  phaseOf?: 'expandContract';
   /** Ask for approval; default: when the instance is tagged Environment=production. */
   requireApproval?: boolean;
   /** How long to wait for the `approve` update (Temporal duration). Default 24 hours. */
@@ -179,7 +177,6 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
   const { plan, violations } = await quick.planMigrationDeploy({
     instanceId,
     target: input.target,
-    workflow: input.phaseOf ?? 'deployMigration',
   });
   progress.toApply = plan.toApply;
   if (violations.length > 0) {

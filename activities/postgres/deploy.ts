@@ -39,8 +39,6 @@ export interface DeployDeps {
 export interface PlanInput {
   instanceId: string;
   target?: string | undefined;
-  /** The workflow type planning (decides which `dbops:only-in` migrations it may apply). */
-  workflow: string;
 }
 
 export interface PlanResult {

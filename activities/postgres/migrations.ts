@@ -5,8 +5,6 @@
  * sections (no down section: irreversible) and optional directives on their own comment line:
  * - `-- dbops:no-transaction`: run outside a transaction, one statement at a time (needed by
  *   CREATE INDEX CONCURRENTLY). Each statement must end with `;` at the end of a line.
- * - `-- dbops:only-in <workflow>`: held back from a plain deploy; only that workflow applies it
- *   (the tighten and contract phases of an expand/contract change).
  */
 import { execFile } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
@@ -50,7 +48,6 @@ export interface MigrationFile {
   /** Undefined when the file has no down section: the migration cannot be reversed. */
   down: string | undefined;
   noTransaction: boolean;
-  onlyIn: string | undefined;
 }
 
 const UP_MARKER = /^\s*--\s*up migration\s*$/im;
@@ -63,14 +60,12 @@ export function parseMigration(file: string, text: string): MigrationFile {
   const down = DOWN_MARKER.exec(text);
   if (down && down.index < up.index)
     throw new InvalidInputError(`${file}: "-- Down Migration" comes before "-- Up Migration"`);
-  const onlyIn = /^\s*--\s*dbops:only-in\s+(\S+)\s*$/m.exec(text)?.[1];
   return {
     name,
     file,
     up: text.slice(up.index + up[0].length, down?.index).trim(),
     down: down ? text.slice(down.index + down[0].length).trim() || undefined : undefined,
     noTransaction: /^\s*--\s*dbops:no-transaction\s*$/m.test(text),
-    onlyIn,
   };
 }
 
@@ -216,7 +211,7 @@ export interface MigrationPlan {
   alreadyApplied: string[];
   /** What this deploy applies, in order. */
   toApply: string[];
-  /** Pending, but held back (a later phase, or after the target). */
+  /** Pending, but after the target. */
   heldBack: string[];
   /** Why each of `heldBack` waits, in the same order. */
   whyHeldBack: HeldBack[];
@@ -227,18 +222,11 @@ export interface MigrationPlan {
 export interface HeldBack {
   name: string;
   reason: string;
-  /**
-   * The deploy was asked to apply it but cannot: it comes after a phase of an unfinished change
-   * (a `dbops:only-in` migration of another workflow), and migrations apply in order.
-   */
-  blocked: boolean;
 }
 
 export interface PlanOptions {
   /** Apply up to and including this migration (default: every pending one). */
   target?: string | undefined;
-  /** The workflow planning: `dbops:only-in` migrations of other workflows are held back. */
-  workflow: string;
 }
 
 export function planMigrations(
@@ -260,40 +248,13 @@ export function planMigrations(
   // Files after the target wait, even when the target itself was applied already.
   const last =
     options.target === undefined ? files.length - 1 : files.findIndex((file) => file.name === options.target);
-  const toApply: MigrationFile[] = [];
-  for (const file of pending) {
-    if (files.indexOf(file) > last) break;
-    if (file.onlyIn !== undefined && file.onlyIn !== options.workflow) break;
-    toApply.push(file);
-  }
+  const toApply = pending.filter((file) => files.indexOf(file) <= last);
   const held = pending.slice(toApply.length);
-  // The first held-back file holds back the rest: the target, or another workflow's phase.
-  const phase = held.find((file) => files.indexOf(file) <= last);
-  const whyHeldBack = held.map((file): HeldBack => {
-    if (files.indexOf(file) > last) {
-      return { name: file.name, reason: `after the target ${options.target}`, blocked: false };
-    }
-    if (file.onlyIn !== undefined && file.onlyIn !== options.workflow) {
-      return {
-        name: file.name,
-        reason: `a phase of an ${file.onlyIn} change (dbops:only-in ${file.onlyIn}): only that workflow applies it`,
-        blocked: false,
-      };
-    }
-    return {
-      name: file.name,
-      reason:
-        `waits behind ${phase?.name}, a phase of an unfinished ${phase?.onlyIn} change (migrations apply in order): ` +
-        `finish that change (its ${phase?.onlyIn} workflow applies ${phase?.name}) or abort it and remove its files, ` +
-        `or rename ${file.name} to sort between the last applied migration and ${phase?.name} if it does not depend on that change`,
-      blocked: true,
-    };
-  });
   return {
     alreadyApplied: applied,
     toApply: toApply.map((file) => file.name),
     heldBack: held.map((file) => file.name),
-    whyHeldBack,
+    whyHeldBack: held.map((file) => ({ name: file.name, reason: `after the target ${options.target}` })),
     irreversible: toApply.filter((file) => file.down === undefined).map((file) => file.name),
   };
 }

@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -128,49 +126,6 @@ describe('dbops deploy / backfill / status (dev server, worker, local instance)'
     const again = await dbops('deploy', '--instance', INSTANCE);
     assert.equal(again.code, 0, again.stderr);
     assert.match(again.stdout, /^nothing-to-apply on cli-change-prod; pre-migration snapshot -$/m);
-  });
-
-  it("deploy exits 1 when a migration added after another workflow's phase cannot be applied, saying why and what to do", async () => {
-    // A worker whose repository has a phase only another workflow applies (dbops:only-in), and one
-    // more migration numbered after it.
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'dbops-migrations-'));
-    await cp(path.join(projectRoot, 'migrations'), dir, { recursive: true });
-    await writeFile(
-      path.join(dir, '0006_phase.sql'),
-      '-- dbops:only-in otherWorkflow\n-- Up Migration\nALTER TABLE conversations ADD COLUMN phase text;\n',
-    );
-    await writeFile(
-      path.join(dir, '0010_add_summary.sql'),
-      '-- Up Migration\nALTER TABLE conversations ADD COLUMN summary text;\n-- Down Migration\nALTER TABLE conversations DROP COLUMN summary;\n',
-    );
-    const added = await Worker.create({
-      connection: env.nativeConnection,
-      taskQueue: 'cli-change-added',
-      workflowBundle: await workflowBundle(),
-      activities: createActivities({ ...instance.deps, migrationsDir: dir }),
-    });
-    try {
-      const run = await added.runUntil(dbopsOn('cli-change-added', 'deploy', '--instance', INSTANCE));
-      assert.equal(run.code, 1, `${run.stdout}\n${run.stderr}`);
-      assert.match(
-        run.stdout,
-        /^0006_phase +held back +a phase of an otherWorkflow change \(dbops:only-in otherWorkflow\): only that workflow applies it$/m,
-      );
-      assert.match(
-        run.stdout,
-        /^0010_add_summary +held back +waits behind 0006_phase, a phase of an unfinished otherWorkflow change/m,
-      );
-      assert.match(
-        run.stderr,
-        /dbops deploy: a migration was not applied: 0010_add_summary waits behind 0006_phase.*: finish that change \(its otherWorkflow workflow applies 0006_phase\) or abort it and remove its files, or rename 0010_add_summary to sort between the last applied migration and 0006_phase/,
-      );
-      const { rows } = await client.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM pgmigrations WHERE name = '0010_add_summary'`,
-      );
-      assert.equal(rows[0]!.n, 0);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
   });
 
   it('backfill start --detach, pause, set, resume; status follows the progress bar to the end', async () => {

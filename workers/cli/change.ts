@@ -57,7 +57,7 @@ export const change: CommandGroup = {
   commands: { deploy, backfill: backfillCommand, status },
 };
 
-async function deploy(args: string[]): Promise<number> {
+async function deploy(args: string[]): Promise<void> {
   const options = parse('deploy', args, {
     instance: { type: 'string' },
     target: { type: 'string' },
@@ -105,20 +105,11 @@ async function deploy(args: string[]): Promise<number> {
     ...result.applied.map((name) => [name, 'applied', '']),
     ...result.heldBack.map((name) => [name, 'held back', why.get(name)?.reason ?? '']),
   ]);
-  // Migrations the deploy was asked to apply but could not: exit 1, said even with --json.
-  const blocked = result.whyHeldBack?.filter((held) => held.blocked) ?? [];
-  if (blocked.length > 0) {
-    console.error(
-      `dbops deploy: ${blocked.length === 1 ? 'a migration was' : `${blocked.length} migrations were`} not applied: ` +
-        `${blocked[0]!.name} ${blocked[0]!.reason}`,
-    );
-  }
   if (!options.json) {
     console.log(`\n${result.status} on ${instanceId}; pre-migration snapshot ${result.snapshotId ?? '-'}`);
     if (result.approvedBy !== undefined) console.log(`approved by ${result.approvedBy}`);
     if (result.rollout !== undefined) console.log(`rollout hook ${result.rollout.hook}: done`);
   }
-  return blocked.length > 0 ? 1 : 0;
 }
 
 /** `dbops backfill [start] NAME ... | pause|resume|cancel|set WORKFLOW_ID ...` */

@@ -147,7 +147,7 @@ export async function lintPlan(plan: ChangePlan, squawkConfig: string): Promise<
         const file = path.join(dir, `${name}.sql`);
         const up = step.statements.map((statement) => `${statement};`).join('\n\n');
         await writeFile(file, `${up}\n`);
-        files.push({ name, file, up, down: undefined, noTransaction: !step.transaction, onlyIn: undefined });
+        files.push({ name, file, up, down: undefined, noTransaction: !step.transaction });
       }
     }
     return await lintMigrations(files, squawkConfig);

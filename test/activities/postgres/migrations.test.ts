@@ -108,7 +108,7 @@ describe('migrations (node-pg-migrate + squawk on a real Postgres)', () => {
   it('a plain deploy applies the schema', async () => {
     const client = await cluster.connect();
     const files = await readMigrations(repoMigrations);
-    const plan = planMigrations(files, await appliedMigrations(client), { workflow: 'deployMigration' });
+    const plan = planMigrations(files, await appliedMigrations(client), {});
     assert.deepEqual(plan.toApply, [
       '0001_conversations',
       '0002_conversation_chunks',
@@ -144,60 +144,18 @@ describe('migrations (node-pg-migrate + squawk on a real Postgres)', () => {
   it('a target already applied applies nothing and holds back what follows it', async () => {
     const files = await readMigrations(repoMigrations);
     const applied = files.map((file) => file.name).filter((name) => name <= '0002_conversation_chunks');
-    const plan = planMigrations(files, applied, {
-      workflow: 'deployMigration',
-      target: '0002_conversation_chunks',
-    });
+    const plan = planMigrations(files, applied, { target: '0002_conversation_chunks' });
     assert.deepEqual(plan.toApply, []);
     assert.equal(plan.heldBack.length, 2);
-    const later = planMigrations(files, applied, {
-      workflow: 'deployMigration',
-      target: '0003_conversation_chunks_hnsw_index',
-    });
+    const later = planMigrations(files, applied, { target: '0003_conversation_chunks_hnsw_index' });
     assert.deepEqual(later.toApply, ['0003_conversation_chunks_hnsw_index']);
     assert.deepEqual(later.heldBack, ['0004_conversation_chunks_ivfflat_index']);
-  });
-
-  it("a migration added after another workflow's phase (dbops:only-in) is held back naming the phase and what to do", async () => {
-    const dir = await migrationsWith({
-      '0006_phase.sql':
-        '-- dbops:only-in otherWorkflow\n-- Up Migration\nALTER TABLE conversations ADD COLUMN phase text;\n',
-      '0010_add_summary.sql':
-        '-- Up Migration\nALTER TABLE conversations ADD COLUMN summary text;\n-- Down Migration\nALTER TABLE conversations DROP COLUMN summary;\n',
-    });
-    try {
-      const files = await readMigrations(dir);
-      const applied = files.map((file) => file.name).filter((name) => name <= '0004_z');
-      const plan = planMigrations(files, applied, { workflow: 'deployMigration' });
-      assert.deepEqual(plan.toApply, []);
-      assert.deepEqual(plan.heldBack, ['0006_phase', '0010_add_summary']);
-      assert.deepEqual(plan.whyHeldBack[0], {
-        name: '0006_phase',
-        reason:
-          'a phase of an otherWorkflow change (dbops:only-in otherWorkflow): only that workflow applies it',
-        blocked: false,
-      });
-      const added = plan.whyHeldBack[1];
-      assert.equal(added?.blocked, true);
-      assert.equal(
-        added?.reason,
-        'waits behind 0006_phase, a phase of an unfinished otherWorkflow change (migrations apply in order): ' +
-          'finish that change (its otherWorkflow workflow applies 0006_phase) or abort it and remove its files, ' +
-          'or rename 0010_add_summary to sort between the last applied migration and 0006_phase if it does not depend on that change',
-      );
-      const targeted = planMigrations(files, applied, {
-        workflow: 'deployMigration',
-        target: '0004_conversation_chunks_ivfflat_index',
-      });
-      assert.ok(
-        targeted.whyHeldBack.every(
-          (held) =>
-            !held.blocked && held.reason === 'after the target 0004_conversation_chunks_ivfflat_index',
-        ),
-      );
-    } finally {
-      await rm(path.dirname(dir), { recursive: true, force: true });
-    }
+    assert.deepEqual(later.whyHeldBack, [
+      {
+        name: '0004_conversation_chunks_ivfflat_index',
+        reason: 'after the target 0003_conversation_chunks_hnsw_index',
+      },
+    ]);
   });
 
   it('reverts exactly the named migrations, refusing when later ones were applied', async () => {
@@ -241,7 +199,7 @@ describe('migrations (node-pg-migrate + squawk on a real Postgres)', () => {
       );
       const applied = await appliedMigrations(client);
       assert.ok(!applied.includes('change:user-id-bigint:expand'), 'a phase is no migration file');
-      const plan = planMigrations(await readMigrations(dir), applied, { workflow: 'deployMigration' });
+      const plan = planMigrations(await readMigrations(dir), applied, {});
       assert.deepEqual(plan.toApply, [note]);
       assert.deepEqual(await runMigrations(client, dir, 'up', plan.toApply, fast), [note]);
       await client.query(
