@@ -32,7 +32,7 @@ import type { PhaseResult } from '../activities/postgres/changes/activities';
 import { backfill, type BackfillProgress } from './backfill';
 import { AlreadyExistsError, InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
-import { isPositiveDuration, pollUntil, toMs } from './lib/polling';
+import { isPositiveDuration, pollUntil, requireDuration, toMs } from './lib/polling';
 import { DEFAULT_TIMEOUTS, ownerTags, rejectUnknownFields, utcStamp } from './lib/recovery';
 import { controlPlane, createCalls } from './lib/recovery-steps';
 
@@ -414,11 +414,20 @@ function validate(input: ExpandContractInput): void {
   const batchSize = input.batchSize;
   if (batchSize !== undefined && !(Number.isInteger(batchSize) && batchSize >= 1 && batchSize <= 100_000))
     bad(`batchSize: ${JSON.stringify(batchSize)} is not an integer from 1 to 100000`);
-  for (const key of ['codeDeployedTimeout', 'reminderEvery', 'snapshotTimeout'] as const) {
+  for (const [key, max] of Object.entries(DURATION_BOUNDS) as [keyof typeof DURATION_BOUNDS, string][]) {
     const value = input[key];
-    if (value !== undefined && !isPositiveDuration(value))
+    if (value === undefined) continue;
+    if (!isPositiveDuration(value))
       bad(
         `${key}: ${JSON.stringify(value)} is not a duration longer than zero, such as '30 seconds' or '2 hours'`,
       );
+    requireDuration(key, value, max);
   }
 }
+
+/** Upper bounds of the waits a caller may set (docs/change-workflows.md). */
+const DURATION_BOUNDS = {
+  codeDeployedTimeout: '30 days',
+  reminderEvery: '1 day',
+  snapshotTimeout: '3 days',
+} as const;

@@ -293,6 +293,12 @@ const CASES: Case[] = [
     /^timeouts\.deletion "1 day" is too long: at most 6 hours$/,
   ),
   wf(
+    'codeDeployedTimeout "60 days"',
+    'expandContract',
+    { instanceId: SOURCE, codeDeployedTimeout: '60 days' },
+    /^codeDeployedTimeout "60 days" is too long: at most 30 days$/,
+  ),
+  wf(
     'timeouts.pollInterval "20 minutes"',
     'sweepOrphans',
     { timeouts: { pollInterval: '20 minutes' } },
