@@ -4,13 +4,7 @@
  * is checked against the source's restorable range before anything is created. A long wait
  * continues as new, carrying the restore it waits for (RestoreResume).
  */
-import {
-  ApplicationFailure,
-  CancellationScope,
-  continueAsNew,
-  isCancellation,
-  patched,
-} from '@temporalio/workflow';
+import { ApplicationFailure, continueAsNew, isCancellation, patched } from '@temporalio/workflow';
 
 import type { Endpoint, InstanceDescription } from '../activities/control-plane/control-plane';
 import { PointInTimeRestoreNotEnabledError, RestoreTimeOutOfRangeError } from './lib/errors';
@@ -31,7 +25,7 @@ import {
   type RecoveryTimeouts,
   type RestoreResume,
 } from './lib/recovery';
-import { controlPlane, createCalls, deleteOwnedInstance, waitForAvailable } from './lib/recovery-steps';
+import { controlPlane, createCalls, deleteCancelledRestore, waitForAvailable } from './lib/recovery-steps';
 
 export interface PitrRestoreInput {
   /** The source instance. */
@@ -114,7 +108,7 @@ export async function pitrRestore(input: PitrRestoreInput): Promise<RestoreResul
     // A cancelled restore leaves nothing behind (what an earlier run of the chain created
     // included); a failed one is kept for inspection.
     if (isCancellation(error)) {
-      await CancellationScope.nonCancellable(() => deleteOwnedInstance(targetInstanceId, owner, timeouts));
+      await deleteCancelledRestore(targetInstanceId, owner, timeouts);
     }
     throw error;
   }

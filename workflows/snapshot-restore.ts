@@ -4,7 +4,7 @@
  * before anything is created. A long wait continues as new, carrying the restore it waits for
  * (RestoreResume).
  */
-import { CancellationScope, continueAsNew, isCancellation } from '@temporalio/workflow';
+import { continueAsNew, isCancellation } from '@temporalio/workflow';
 
 import {
   derivedIdentifier,
@@ -23,7 +23,7 @@ import {
   type RecoveryTimeouts,
   type RestoreResume,
 } from './lib/recovery';
-import { controlPlane, createCalls, deleteOwnedInstance, waitForAvailable } from './lib/recovery-steps';
+import { controlPlane, createCalls, deleteCancelledRestore, waitForAvailable } from './lib/recovery-steps';
 import type { RestoreResult } from './pitr-restore';
 
 export interface SnapshotRestoreInput {
@@ -107,7 +107,7 @@ export async function snapshotRestore(input: SnapshotRestoreInput): Promise<Rest
     // A cancelled restore leaves nothing behind (what an earlier run of the chain created
     // included); a failed one is kept for inspection.
     if (isCancellation(error)) {
-      await CancellationScope.nonCancellable(() => deleteOwnedInstance(targetInstanceId, owner, timeouts));
+      await deleteCancelledRestore(targetInstanceId, owner, timeouts);
     }
     throw error;
   }

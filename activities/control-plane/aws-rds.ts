@@ -31,6 +31,7 @@ import type { ExportConfig, RdsConfig } from '../config-types';
 import {
   AlreadyExistsError,
   BusyError,
+  DeletionProtectedError,
   InvalidInputError,
   InvalidStateError,
   NotFoundError,
@@ -195,8 +196,15 @@ export class AwsRdsControlPlane implements ControlPlane {
       // Idempotent: a retry after a lost response finds the instance gone or already deleting.
       if (error instanceof NotFoundError) return;
       if (error instanceof InvalidInputError && /protect/i.test(error.message)) {
-        throw new InvalidStateError(
+        throw new DeletionProtectedError(
           `${what}: it has deletion protection (a real recovery, or production): dbops does not delete it; turn deletion protection off by hand first if it is not wanted`,
+          error.providerCode,
+        );
+      }
+      // The worker's policy denies deleting real recoveries and production by name and tag.
+      if (error instanceof InvalidInputError && error.providerCode === 'AccessDenied') {
+        throw new DeletionProtectedError(
+          `${what}: the worker's policy does not allow it (real recoveries and production are never deleted by dbops): ${error.message}`,
           error.providerCode,
         );
       }

@@ -13,6 +13,7 @@ import assert from 'node:assert/strict';
 import { CreateBucketCommand, GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { RDSClient } from '@aws-sdk/client-rds';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { WorkflowFailedError } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 
 import { createActivities } from '../../activities';
@@ -198,6 +199,43 @@ describe('every workflow on the aws provider (moto with RDS state delays; the da
       return rows[0]!.n;
     });
     assert.equal(conversations, 300);
+  });
+
+  it('a snapshotRestore cancelled while its real recovery is creating fails saying the protected instance is kept and how to remove it', async () => {
+    const target = 'e2e-cancelled-restore';
+    await plane.createSnapshot(SOURCE, 'e2e-cancel-source');
+    for (
+      let i = 0;
+      i < 300 && (await plane.describeSnapshot('e2e-cancel-source')).status !== 'available';
+      i++
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const handle = await env.client.workflow.start(snapshotRestore, {
+      taskQueue,
+      workflowId: 'e2e-cancelled-restore',
+      args: [{ snapshotId: 'e2e-cancel-source', targetInstanceId: target, timeouts: fast }],
+    });
+    for (let i = 0; i < 300 && proxy.statesShown('instance', target).length === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.deepEqual(proxy.statesShown('instance', target), ['creating']);
+    await handle.cancel();
+    const failure = await handle.result().then(
+      () => assert.fail('the cancelled restore completed'),
+      (error: unknown) => error,
+    );
+    assert.ok(failure instanceof WorkflowFailedError, String(failure));
+    assert.match(
+      failure.cause?.message ?? '',
+      new RegExp(
+        `^restore cancelled, but the instance ${target} it created is kept: .*deletion protection.*` +
+          `aws rds modify-db-instance --db-instance-identifier ${target} --no-deletion-protection --apply-immediately, ` +
+          `then aws rds delete-db-instance --db-instance-identifier ${target} --skip-final-snapshot$`,
+      ),
+    );
+    const left = (await plane.listInstances()).map((instance) => instance.instanceId);
+    assert.ok(left.includes(target), `the protected instance is still there: ${left.join(', ')}`);
   });
 
   it("pitrRestore to the latest restorable time (the restore window: moto's automated backups completed as RDS reports them): waits through creating, backing-up and modifying", async () => {

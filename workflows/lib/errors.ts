@@ -23,6 +23,8 @@ export class NotFoundError extends DbopsError {}
 export class AlreadyExistsError extends DbopsError {}
 /** The resource is not in a state that allows the operation (e.g. snapshot of a `creating` instance). */
 export class InvalidStateError extends DbopsError {}
+/** The instance has deletion protection (a real recovery, or production): dbops never turns it off. */
+export class DeletionProtectedError extends InvalidStateError {}
 /** Bad input: the message names the field and the rule. */
 export class InvalidInputError extends DbopsError {}
 /** A point-in-time restore target outside [earliest, latest] restorable time; the message gives the range. */
@@ -51,6 +53,7 @@ export const NON_RETRYABLE_ERROR_TYPES = [
   NotFoundError.name,
   AlreadyExistsError.name,
   InvalidStateError.name,
+  DeletionProtectedError.name,
   InvalidInputError.name,
   RestoreTimeOutOfRangeError.name,
   PointInTimeRestoreNotEnabledError.name,

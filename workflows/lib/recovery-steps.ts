@@ -2,11 +2,18 @@
  * Steps the recovery workflows share: the activity proxies, waiting for a restored instance to
  * become available, deleting an instance and waiting until it is gone.
  */
-import { ActivityCancellationType, patched, proxyActivities, sleep } from '@temporalio/workflow';
+import {
+  ActivityCancellationType,
+  ApplicationFailure,
+  CancellationScope,
+  patched,
+  proxyActivities,
+  sleep,
+} from '@temporalio/workflow';
 
 import type { Activities } from '../../activities';
 import type { InstanceDescription } from '../../activities/control-plane/control-plane';
-import { InvalidStateError, NON_RETRYABLE_ERROR_TYPES } from './errors';
+import { DeletionProtectedError, InvalidStateError, NON_RETRYABLE_ERROR_TYPES } from './errors';
 import { DATABASE_RETRY } from './retry';
 import { pollUntil, toMs, type WaitPosition } from './polling';
 import type { RecoveryTimeouts } from './recovery';
@@ -113,6 +120,31 @@ export async function deleteOwnedInstance(
   if (!Object.entries(owner).every(([key, value]) => found.tags[key] === value)) return 'not-ours';
   await deleteInstance(instanceId, timeouts, carry);
   return 'deleted';
+}
+
+/**
+ * The cleanup of a cancelled restore: deletes the instance this run (or an earlier run of its
+ * chain) created. A real recovery on aws is protected from deletion (deletion protection, and the
+ * worker's policy): then the run fails saying the instance is kept and how to remove it by hand,
+ * rather than ending cancelled as if nothing were left behind.
+ */
+export async function deleteCancelledRestore(
+  instanceId: string,
+  owner: Record<string, string>,
+  timeouts: RecoveryTimeouts,
+): Promise<void> {
+  try {
+    await CancellationScope.nonCancellable(() => deleteOwnedInstance(instanceId, owner, timeouts));
+  } catch (error) {
+    if ((error as { cause?: { type?: string } }).cause?.type !== DeletionProtectedError.name) throw error;
+    throw ApplicationFailure.nonRetryable(
+      `restore cancelled, but the instance ${instanceId} it created is kept: ${failureMessage(error)}. ` +
+        `If it is not wanted, remove it by hand: aws rds modify-db-instance --db-instance-identifier ${instanceId} ` +
+        `--no-deletion-protection --apply-immediately, then aws rds delete-db-instance --db-instance-identifier ` +
+        `${instanceId} --skip-final-snapshot`,
+      'RestoreKept',
+    );
+  }
 }
 
 /**

@@ -18,6 +18,7 @@ import type { RdsConfig } from '../../../activities/config-types';
 import {
   AlreadyExistsError,
   BusyError,
+  DeletionProtectedError,
   InvalidInputError,
   InvalidStateError,
   NotFoundError,
@@ -440,7 +441,7 @@ describe('aws provider (RDS and S3 on moto, through a loopback fault proxy)', fu
       await assert.rejects(
         plane.deleteInstance('mcp-demo-prod-snap-real', { skipFinalSnapshot: true }),
         (error: unknown) =>
-          error instanceof InvalidStateError &&
+          error instanceof DeletionProtectedError &&
           /^deleting instance "mcp-demo-prod-snap-real": it has deletion protection \(a real recovery/.test(
             error.message,
           ),
