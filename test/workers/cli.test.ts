@@ -79,7 +79,7 @@ describe('dbops CLI (against a real local instance)', () => {
     assert.match(header!, /^INSTANCE +STATUS +ENDPOINT +ENGINE +LATEST RESTORABLE$/);
     assert.match(
       row!,
-      new RegExp(`^cli-db +available +postgres@127\\.0\\.0\\.1:${port}/mcp_db +15\\.\\d+ +\\d{4}-`),
+      new RegExp(`^cli-db +available +dbops@127\\.0\\.0\\.1:${port}/mcp_db +15\\.\\d+ +\\d{4}-`),
     );
     assert.deepEqual(rest, []);
   });
