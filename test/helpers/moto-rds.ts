@@ -1,7 +1,37 @@
-/** What an RDS instance needs to exist on moto: a DB subnet group and a DB parameter group. */
+/**
+ * What an RDS instance needs to exist on moto (a DB subnet group and a DB parameter group), and the
+ * provider settings the aws tests start from.
+ */
 import { CreateDBParameterGroupCommand, CreateDBSubnetGroupCommand, RDSClient } from '@aws-sdk/client-rds';
 
+import type { RdsConfig } from '../../activities/config-types';
 import type { MotoServer } from './moto';
+
+/** The aws provider's settings in tests: production's class and Multi-AZ, DR copies on db.t3.medium. */
+export function rdsTestSettings(overrides: Partial<RdsConfig> = {}): RdsConfig {
+  return {
+    subnetGroup: 'mcp-demo-db',
+    securityGroupIds: ['sg-0123abcd'],
+    multiAz: true,
+    parameterGroup: 'mcp-demo-postgres15',
+    instanceClass: 'db.r5.large',
+    engineVersion: '15.7',
+    allocatedStorageGb: 100,
+    tags: {},
+    drInstanceClass: 'db.t3.medium',
+    recovery: {
+      backupRetentionDays: 30,
+      monitoringIntervalSeconds: 0,
+      monitoringRoleArn: undefined,
+      performanceInsightsKmsKeyId: undefined,
+      performanceInsightsRetentionDays: 7,
+      logExports: ['postgresql', 'upgrade'],
+      maxAllocatedStorageGb: 1000,
+      caCertificateIdentifier: 'rds-ca-rsa2048-g1',
+    },
+    ...overrides,
+  };
+}
 
 /**
  * Creates the subnet group (on two subnets of moto's default VPC) and the parameter group that

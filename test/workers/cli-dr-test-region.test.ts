@@ -17,7 +17,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 
 import { createActivities } from '../../activities';
-import { projectRoot, type RdsConfig } from '../../activities/config-types';
+import { projectRoot } from '../../activities/config-types';
 import { AwsRdsControlPlane, createAwsClients } from '../../activities/control-plane/aws-rds';
 import { createDatabaseConnector } from '../../activities/postgres/connect';
 import { directoryReportStore } from '../../activities/recovery/reports';
@@ -25,32 +25,17 @@ import type { DrTestReport } from '../../workflows/lib/recovery';
 import { utcDate } from '../../workflows/lib/recovery';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy';
 import { startMoto, type MotoServer } from '../helpers/moto';
+import { rdsTestSettings } from '../helpers/moto-rds';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
 
 const SOURCE = 'mcp-demo-prod';
 const REGION = 'us-west-2';
 const BACKUPS_ARN = `arn:aws:rds:${REGION}:123456789012:auto-backup:ab-REPLICATEDFROMUSEAST1`;
-const SETTINGS: RdsConfig = {
+const SETTINGS = rdsTestSettings({
   subnetGroup: 'mcp-demo-prod-subnets',
   securityGroupIds: ['sg-0fedcba9'],
-  multiAz: true,
   parameterGroup: 'mcp-demo-prod-postgres15',
-  instanceClass: 'db.r5.large',
-  engineVersion: '15.7',
-  allocatedStorageGb: 100,
-  tags: {},
-  drInstanceClass: 'db.t3.medium',
-  recovery: {
-    backupRetentionDays: 30,
-    monitoringIntervalSeconds: 0,
-    monitoringRoleArn: undefined,
-    performanceInsightsKmsKeyId: undefined,
-    performanceInsightsRetentionDays: 7,
-    logExports: ['postgresql', 'upgrade'],
-    maxAllocatedStorageGb: 1000,
-    caCertificateIdentifier: 'rds-ca-rsa2048-g1',
-  },
-};
+});
 
 /** What RDS lists in the backup region: the primary's backups, replicated from us-east-1. */
 const REPLICATED = `<DescribeDBInstanceAutomatedBackupsResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/"><DescribeDBInstanceAutomatedBackupsResult><DBInstanceAutomatedBackups><DBInstanceAutomatedBackup><DBInstanceIdentifier>${SOURCE}</DBInstanceIdentifier><DBInstanceAutomatedBackupsArn>${BACKUPS_ARN}</DBInstanceAutomatedBackupsArn><Region>us-east-1</Region><Status>replicating</Status><AllocatedStorage>100</AllocatedStorage><EngineVersion>15.7</EngineVersion><RestoreWindow><EarliestTime>2026-11-01T00:00:00Z</EarliestTime><LatestTime>2026-11-27T11:55:00Z</LatestTime></RestoreWindow></DBInstanceAutomatedBackup></DBInstanceAutomatedBackups></DescribeDBInstanceAutomatedBackupsResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></DescribeDBInstanceAutomatedBackupsResponse>`;

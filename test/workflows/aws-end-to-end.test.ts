@@ -17,7 +17,6 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 
 import { createActivities } from '../../activities';
-import type { RdsConfig } from '../../activities/config-types';
 import { AwsRdsControlPlane, createAwsClients } from '../../activities/control-plane/aws-rds';
 import { createDatabaseConnector, withClient } from '../../activities/postgres/connect';
 import { setUpWorkerRole, WORKER_ROLE } from '../../activities/postgres/worker-role';
@@ -27,34 +26,14 @@ import { OWNER_TAGS } from '../../workflows/lib/owner-tags';
 import { seedDemoData } from '../../workers/seed';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy';
 import { startMoto, type MotoServer } from '../helpers/moto';
-import { createRdsNetwork } from '../helpers/moto-rds';
+import { createRdsNetwork, rdsTestSettings } from '../helpers/moto-rds';
 import { startThrowawayCluster, type ThrowawayCluster } from '../helpers/postgres';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
 import { makeTestPki, type TestPki } from '../helpers/tls';
 
 const SOURCE = 'mcp-demo-prod';
 const BUCKET = 'dbops-exports-e2e';
-const SETTINGS: RdsConfig = {
-  subnetGroup: 'mcp-demo-db',
-  securityGroupIds: ['sg-0123abcd'],
-  multiAz: true,
-  parameterGroup: 'mcp-demo-postgres15',
-  instanceClass: 'db.r5.large',
-  engineVersion: '15.7',
-  allocatedStorageGb: 100,
-  tags: {},
-  drInstanceClass: 'db.t3.medium',
-  recovery: {
-    backupRetentionDays: 30,
-    monitoringIntervalSeconds: 0,
-    monitoringRoleArn: undefined,
-    performanceInsightsKmsKeyId: undefined,
-    performanceInsightsRetentionDays: 7,
-    logExports: ['postgresql', 'upgrade'],
-    maxAllocatedStorageGb: 1000,
-    caCertificateIdentifier: 'rds-ca-rsa2048-g1',
-  },
-};
+const SETTINGS = rdsTestSettings();
 /** How long each transitional state lasts: the workflows poll every second, so each is seen. */
 const PHASE_MS = 2000;
 const fast = { pollInterval: '1 second' };

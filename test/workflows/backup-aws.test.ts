@@ -17,36 +17,15 @@ import { Worker } from '@temporalio/worker';
 
 import { createActivities } from '../../activities';
 import { AwsRdsControlPlane, createAwsClients } from '../../activities/control-plane/aws-rds';
-import type { RdsConfig } from '../../activities/config-types';
 import { backup } from '../../workflows';
 import { localActivityDeps } from '../helpers/activity-deps';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy';
 import { startMoto, type MotoServer } from '../helpers/moto';
-import { createRdsNetwork } from '../helpers/moto-rds';
+import { createRdsNetwork, rdsTestSettings } from '../helpers/moto-rds';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
 
 const SOURCE = 'mcp-demo-prod';
-const SETTINGS: RdsConfig = {
-  subnetGroup: 'mcp-demo-db',
-  securityGroupIds: ['sg-0123abcd'],
-  multiAz: true,
-  parameterGroup: 'mcp-demo-postgres15',
-  instanceClass: 'db.r5.large',
-  engineVersion: '15.7',
-  allocatedStorageGb: 100,
-  tags: {},
-  drInstanceClass: 'db.t3.medium',
-  recovery: {
-    backupRetentionDays: 30,
-    monitoringIntervalSeconds: 0,
-    monitoringRoleArn: undefined,
-    performanceInsightsKmsKeyId: undefined,
-    performanceInsightsRetentionDays: 7,
-    logExports: ['postgresql', 'upgrade'],
-    maxAllocatedStorageGb: 1000,
-    caCertificateIdentifier: 'rds-ca-rsa2048-g1',
-  },
-};
+const SETTINGS = rdsTestSettings();
 const fast = { pollInterval: '1 second' };
 
 const { EventType } = temporal.api.enums.v1;

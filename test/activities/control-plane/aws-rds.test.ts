@@ -14,7 +14,6 @@ import {
   type AwsRdsDeps,
 } from '../../../activities/control-plane/aws-rds';
 import type { InstanceDescription } from '../../../activities/control-plane/control-plane';
-import type { RdsConfig } from '../../../activities/config-types';
 import {
   AlreadyExistsError,
   BusyError,
@@ -29,31 +28,19 @@ import {
 } from '../../../workflows/lib/errors';
 import { startFaultProxy, THROTTLING, type Fault, type FaultProxy } from '../../helpers/fault-proxy';
 import { startMoto, type MotoServer } from '../../helpers/moto';
-import { createRdsNetwork } from '../../helpers/moto-rds';
+import { createRdsNetwork, rdsTestSettings } from '../../helpers/moto-rds';
 
 const SOURCE = 'mcp-demo-prod';
 
-const SETTINGS: RdsConfig = {
-  subnetGroup: 'mcp-demo-db',
-  securityGroupIds: ['sg-0123abcd'],
-  multiAz: true,
-  parameterGroup: 'mcp-demo-postgres15',
-  instanceClass: 'db.r5.large',
-  engineVersion: '15.7',
-  allocatedStorageGb: 100,
+const SETTINGS = rdsTestSettings({
   tags: { Environment: 'production', Application: 'mcp-demo' },
-  drInstanceClass: 'db.t3.medium',
   recovery: {
-    backupRetentionDays: 30,
+    ...rdsTestSettings().recovery,
     monitoringIntervalSeconds: 60,
     monitoringRoleArn: 'arn:aws:iam::123456789012:role/mcp-demo-prod-rds-monitoring',
     performanceInsightsKmsKeyId: 'arn:aws:kms:us-east-1:123456789012:key/0a1b2c3d',
-    performanceInsightsRetentionDays: 7,
-    logExports: ['postgresql', 'upgrade'],
-    maxAllocatedStorageGb: 1000,
-    caCertificateIdentifier: 'rds-ca-rsa2048-g1',
   },
-};
+});
 
 /** The owner tags a workflow run puts on what it creates, with the purpose that decides the settings. */
 const ownerOf = (purpose: string, runId: string) => ({

@@ -25,7 +25,7 @@ import {
   RestoreTimeOutOfRangeError,
 } from '../../../workflows/lib/errors';
 import { startMoto } from '../../helpers/moto';
-import { createRdsNetwork } from '../../helpers/moto-rds';
+import { createRdsNetwork, rdsTestSettings } from '../../helpers/moto-rds';
 
 interface Subject {
   plane: ControlPlane;
@@ -57,27 +57,7 @@ async function awsSubject(): Promise<Subject> {
   await createRdsNetwork(moto, { subnetGroup: 'db', parameterGroup: 'pg15' });
   const plane = new AwsRdsControlPlane({
     ...clients,
-    settings: {
-      subnetGroup: 'db',
-      securityGroupIds: ['sg-0123abcd'],
-      multiAz: true,
-      parameterGroup: 'pg15',
-      instanceClass: 'db.r5.large',
-      engineVersion: '15.7',
-      allocatedStorageGb: 100,
-      tags: {},
-      drInstanceClass: 'db.t3.medium',
-      recovery: {
-        backupRetentionDays: 30,
-        monitoringIntervalSeconds: 0,
-        monitoringRoleArn: undefined,
-        performanceInsightsKmsKeyId: undefined,
-        performanceInsightsRetentionDays: 7,
-        logExports: ['postgresql', 'upgrade'],
-        maxAllocatedStorageGb: 1000,
-        caCertificateIdentifier: 'rds-ca-rsa2048-g1',
-      },
-    },
+    settings: rdsTestSettings({ subnetGroup: 'db', parameterGroup: 'pg15' }),
     exports: {
       bucket: 'mcp-demo-backups',
       iamRoleArn: 'arn:aws:iam::123456789012:role/rds-export-role',
