@@ -7,52 +7,31 @@
  */
 import assert from 'node:assert/strict';
 
-import { Context } from '@temporalio/activity';
 import type { WorkflowHandle } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 
 import type { Activities } from '../../../activities';
-import type {
-  ControlPlane,
-  ExportDescription,
-  InstanceDescription,
-  SnapshotDescription,
-} from '../../../activities/control-plane/control-plane';
+import type { ControlPlane, InstanceDescription } from '../../../activities/control-plane/control-plane';
 import { createOrphanActivities } from '../../../activities/recovery/orphans';
 import { backup, drTest, pitrRestore, snapshotRestore, sweepOrphans } from '../../../workflows';
 import { OWNER_TAGS } from '../../../workflows/lib/owner-tags';
 import { searchAttributeKeys } from '../../../workflows/lib/search-attributes';
+import { backupStandIns, HOUR, ORPHANS, runChain, serverNow, sweepStandIns } from '../../helpers/long-waits';
 import { createTimeSkippingEnv, workflowBundle } from '../../helpers/temporal';
-
-const HOUR = 3_600_000;
-const EventType = temporal.api.enums.v1.EventType;
-
-/** The server's clock as the activity sees it: when this attempt was scheduled (skipped time). */
-const serverNow = () => Context.current().info.currentAttemptScheduledTimestampMs;
 
 /** The runs of a workflow's chain, first to last, with their event counts. */
 async function chain(env: TestWorkflowEnvironment, handle: WorkflowHandle, firstRunId: string) {
-  const runs: { runId: string; events: number }[] = [];
-  let runId: string | undefined = firstRunId;
-  while (runId !== undefined) {
-    const history: temporal.api.workflowservice.v1.IGetWorkflowExecutionHistoryResponse =
-      await env.client.workflowService.getWorkflowExecutionHistory({
-        namespace: 'default',
-        execution: { workflowId: handle.workflowId, runId },
-        maximumPageSize: 10_000,
-      });
-    const events = history.history?.events ?? [];
-    assert.equal(history.nextPageToken?.length ?? 0, 0, 'one page holds the run');
-    runs.push({ runId, events: events.length });
-    const last = events.at(-1);
-    runId =
-      last?.eventType === EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
-        ? (last.workflowExecutionContinuedAsNewEventAttributes?.newExecutionRunId ?? undefined)
-        : undefined;
-  }
-  return runs;
+  const histories = await runChain(env, handle.workflowId, firstRunId);
+  return histories.map((history, i) => ({
+    runId:
+      i === 0
+        ? firstRunId
+        : (histories[i - 1]!.events?.at(-1)?.workflowExecutionContinuedAsNewEventAttributes
+            ?.newExecutionRunId ?? ''),
+    events: history.events?.length ?? 0,
+  }));
 }
 
 describe('long waits on the time-skipping server (stand-in control-plane activities)', function () {
@@ -91,59 +70,7 @@ describe('long waits on the time-skipping server (stand-in control-plane activit
 
   it('waits out a 48-hour snapshot and a 24-hour export in fewer than 5,000 events over the whole run chain', async () => {
     const calls: string[] = [];
-    let snapshotAt = 0;
-    let exportAt = 0;
-    let looks = 0;
-    const snapshot = (id: string, status: SnapshotDescription['status']): SnapshotDescription => ({
-      snapshotId: id,
-      instanceId: 'huge-src',
-      type: 'manual',
-      status,
-      createdAt: new Date(snapshotAt).toISOString(),
-      percentProgress:
-        status === 'available' ? 100 : Math.floor(((serverNow() - snapshotAt) / (48 * HOUR)) * 100),
-      sizeBytes: 20 * 2 ** 40,
-      engineVersion: '15.7',
-      tableRowCounts: undefined,
-      tableContentHashes: undefined,
-      tags: {},
-    });
-    const activities: Partial<Activities> = {
-      createSnapshot: (_instanceId, snapshotId) => {
-        calls.push(`snapshot ${snapshotId}`);
-        snapshotAt = serverNow();
-        return Promise.resolve(snapshot(snapshotId, 'creating'));
-      },
-      describeSnapshot: (snapshotId) => {
-        looks++;
-        calls.push(`look at ${snapshotId}`);
-        const done = serverNow() >= snapshotAt + 48 * HOUR;
-        return Promise.resolve(snapshot(snapshotId, done ? 'available' : 'creating'));
-      },
-      defaultExportDestination: (instanceId) =>
-        Promise.resolve({ bucket: 'stand-in', prefix: `exports/${instanceId}` }),
-      startExport: (exportId, snapshotId) => {
-        calls.push(`export ${snapshotId} as ${exportId}`);
-        exportAt = serverNow();
-        return Promise.resolve(describeExport(exportId));
-      },
-      describeExport: (exportId) => {
-        looks++;
-        calls.push(`look at ${exportId}`);
-        return Promise.resolve(describeExport(exportId));
-      },
-    };
-    const describeExport = (exportId: string): ExportDescription => {
-      const done = serverNow() >= exportAt + 24 * HOUR;
-      return {
-        exportId,
-        snapshotId: exportId.replace(/-export$/, ''),
-        status: done ? 'complete' : 'in_progress',
-        percentProgress: done ? 100 : 50,
-        destination: `s3://stand-in/exports/huge-src/${exportId}`,
-        failureCause: undefined,
-      } as ExportDescription;
-    };
+    const activities = backupStandIns((call) => calls.push(call));
     const { taskQueue, worker: w } = await worker(activities);
     const started = Date.now();
     const { result, runs } = await w.runUntil(async () => {
@@ -159,7 +86,7 @@ describe('long waits on the time-skipping server (stand-in control-plane activit
     });
     const total = runs.reduce((sum, run) => sum + run.events, 0);
     console.log(
-      `      backup, 48 h snapshot + 24 h export: ${looks} looks, ${runs.length} runs of ` +
+      `      backup, 48 h snapshot + 24 h export: ${calls.filter((call) => call.startsWith('look')).length} looks, ${runs.length} runs of ` +
         `${runs.map((run) => run.events).join(' + ')} = ${total} events (in ${Date.now() - started} ms)`,
     );
     assert.ok(total < 5_000, `${total} events`);
@@ -390,46 +317,10 @@ describe('long waits on the time-skipping server (stand-in control-plane activit
   });
 
   it('a sweep deleting three orphans for 5 hours continues as new and reports all three removed', async () => {
-    const orphans = ['gone-a', 'gone-b', 'gone-c'];
-    const owner = { workflowId: 'dead-dr-test', runId: 'f0e1d2c3-0000-4000-8000-000000000000' };
-    const deletedAt = new Map<string, number>();
     const deleteCalls: string[] = [];
-    const instance = (instanceId: string): InstanceDescription => ({
-      instanceId,
-      status: deletedAt.has(instanceId) ? 'deleting' : 'available',
-      providerStatus: deletedAt.has(instanceId) ? 'deleting' : 'available',
-      endpoint: undefined,
-      engineVersion: '15.7',
-      earliestRestorableTime: undefined,
-      latestRestorableTime: undefined,
-      createdAt: undefined,
-      multiAz: false,
-      tags: { [OWNER_TAGS.workflowId]: owner.workflowId, [OWNER_TAGS.runId]: owner.runId },
-    });
-    const gone = (instanceId: string) =>
-      deletedAt.has(instanceId) && serverNow() >= deletedAt.get(instanceId)! + 5 * HOUR;
-    const { taskQueue, worker: w } = await worker({
-      // A stand-in for the sweeper's Temporal lookups: every orphan's owner was terminated.
-      findOrphans: () =>
-        Promise.resolve(
-          orphans
-            .filter((id) => !gone(id))
-            .map((instanceId) => ({
-              instanceId,
-              purpose: 'dr-test' as const,
-              owner,
-              ownerStatus: 'TERMINATED' as const,
-              orphan: true,
-              reason: 'DR copy whose owner terminated',
-            })),
-        ),
-      findInstance: (instanceId) => Promise.resolve(gone(instanceId) ? null : instance(instanceId)),
-      deleteInstance: (instanceId) => {
-        deleteCalls.push(instanceId);
-        if (!deletedAt.has(instanceId)) deletedAt.set(instanceId, serverNow());
-        return Promise.resolve();
-      },
-    });
+    const { taskQueue, worker: w } = await worker(
+      sweepStandIns((instanceId) => deleteCalls.push(instanceId)),
+    );
     const { report, runs } = await w.runUntil(async () => {
       const handle = await env.client.workflow.start(sweepOrphans, {
         taskQueue,
@@ -445,10 +336,10 @@ describe('long waits on the time-skipping server (stand-in control-plane activit
     assert.ok(runs.length >= 2, 'the sweep continued as new at least once');
     assert.deepEqual(
       report.removed.map((i) => i.instanceId),
-      orphans,
+      ORPHANS,
     );
     assert.deepEqual([report.kept, report.failed], [[], []]);
     // Each deletion asked for once: the continued runs went on with the waits.
-    assert.deepEqual([...deleteCalls].sort(), orphans);
+    assert.deepEqual([...deleteCalls].sort(), ORPHANS);
   });
 });
