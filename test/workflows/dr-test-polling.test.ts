@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
-import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 
@@ -10,7 +9,6 @@ import type { Activities } from '../../activities';
 import type { InstanceDescription, SnapshotDescription } from '../../activities/control-plane/control-plane';
 import { drTest } from '../../workflows';
 import type { DrTestReport } from '../../workflows/lib/recovery';
-import { searchAttributeKeys } from '../../workflows/lib/search-attributes';
 import { createTimeSkippingEnv, workflowBundle } from '../helpers/temporal';
 
 const SOURCE = 'slow-src';
@@ -100,16 +98,6 @@ describe('drTest polling on the time-skipping server (stand-in provider activiti
 
   before(async () => {
     env = await createTimeSkippingEnv();
-    // Recovery workflows tag their runs: the test server must know the attributes.
-    await env.connection.operatorService.addSearchAttributes({
-      namespace: 'default',
-      searchAttributes: Object.fromEntries(
-        searchAttributeKeys.map((key) => [
-          key.name,
-          temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-        ]),
-      ),
-    });
   });
   after(async () => {
     await env?.teardown();

@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 
 import type { WorkflowHandle } from '@temporalio/client';
-import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 
@@ -17,7 +16,6 @@ import type { ControlPlane, InstanceDescription } from '../../../activities/cont
 import { createOrphanActivities } from '../../../activities/recovery/orphans';
 import { backup, drTest, pitrRestore, snapshotRestore, sweepOrphans } from '../../../workflows';
 import { OWNER_TAGS } from '../../../workflows/lib/owner-tags';
-import { searchAttributeKeys } from '../../../workflows/lib/search-attributes';
 import { backupStandIns, HOUR, ORPHANS, runChain, serverNow, sweepStandIns } from '../../helpers/long-waits';
 import { createTimeSkippingEnv, workflowBundle } from '../../helpers/temporal';
 
@@ -41,15 +39,6 @@ describe('long waits on the time-skipping server (stand-in control-plane activit
 
   before(async () => {
     env = await createTimeSkippingEnv();
-    await env.connection.operatorService.addSearchAttributes({
-      namespace: 'default',
-      searchAttributes: Object.fromEntries(
-        searchAttributeKeys.map((key) => [
-          key.name,
-          temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-        ]),
-      ),
-    });
   });
   after(async () => {
     await env?.teardown();
