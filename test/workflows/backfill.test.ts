@@ -84,8 +84,10 @@ describe('backfill workflow (dev server, local instance)', () => {
 
   it('the worker killed with SIGKILL mid-chunk (after batch 3 of chunk 2 committed): the retry resumes from the checkpoint, re-runs at most one batch and does not rescan; no row applied twice', async () => {
     await resetTable(client);
-    // Every committed batch statement on the table, counted by a statement trigger.
-    await client.query(`CREATE TABLE counter_statements (n serial PRIMARY KEY);
+    // Every committed batch statement on the table, counted by a statement trigger, with the
+    // synchronous_commit its transaction commits under.
+    await client.query(`CREATE TABLE counter_statements (n serial PRIMARY KEY,
+        commit_mode text NOT NULL DEFAULT current_setting('synchronous_commit'));
       CREATE FUNCTION count_counter_statement() RETURNS trigger LANGUAGE plpgsql AS
         $$BEGIN INSERT INTO counter_statements DEFAULT VALUES; RETURN NULL; END$$;
       CREATE TRIGGER counter_statement AFTER UPDATE ON counter_rows
@@ -96,8 +98,8 @@ describe('backfill workflow (dev server, local instance)', () => {
       const handle = await env.client.workflow.start(backfill, {
         taskQueue,
         workflowId: 'backfill-kill',
-        // 50 ms between batches: a 2-second chunk does at most 40 of the 100, so chunk 2 has a batch 3.
-        args: [input({ batchSize, delayMs: 50 })],
+        // 120 ms between batches: a 5-second chunk does at most 41 of the 100, so chunk 2 has a batch 3.
+        args: [input({ batchSize, delayMs: 120 })],
       });
       const first = startWorkerProcess(taskQueue, { TEST_STOP_AT_BATCH: '2:3' });
       await printed(first, 'stopped after batch 3 of chunk 2');
@@ -122,13 +124,15 @@ describe('backfill workflow (dev server, local instance)', () => {
           [final.state, final.rowsDone, final.rowsScanned, final.batches],
           ['completed', ROWS, ROWS, batches],
         );
-        const { rows } = await client.query<{ n: number }>(
-          `SELECT count(*)::int AS n FROM counter_statements`,
+        const { rows } = await client.query<{ n: number; off: number }>(
+          `SELECT count(*)::int AS n, count(*) FILTER (WHERE commit_mode = 'off')::int AS off FROM counter_statements`,
         );
         assert.ok(
           rows[0]!.n - batches <= 1,
           `batch statements committed: ${rows[0]!.n} for ${batches} batches (at most one re-run)`,
         );
+        // Every batch committed without waiting for its WAL flush (safe: a lost batch stays pending).
+        assert.equal(rows[0]!.off, rows[0]!.n, 'batches committed with synchronous_commit off');
       } finally {
         second.kill('SIGKILL');
       }
@@ -148,7 +152,7 @@ describe('backfill workflow (dev server, local instance)', () => {
       maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     });
     const final = await worker.runUntil(async () => {
-      // 100 rows then 100 ms asleep: a 2-second chunk does at most about 2,000 rows, so the pause
+      // 100 rows then 100 ms asleep: a 5-second chunk does at most about 5,000 rows, so the pause
       // lands long before the end of the table.
       const handle = await env.client.workflow.start(backfill, {
         taskQueue: 'backfill-control',
