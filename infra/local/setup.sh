@@ -2,7 +2,8 @@
 # dbops: one-command, idempotent, cached set-up of the real local stack on Debian bookworm.
 #
 # Installs only what is missing (PostgreSQL + pgvector built from Debian's trixie source package,
-# promtool, chromium, the Temporal CLI, the Temporal Java test server, a Python venv with moto and
+# promtool, chromium, the Temporal CLI, the Temporal server with its SQL schema tool and PostgreSQL
+# schemas, the Temporal Web UI server, the Temporal Java test server, a Python venv with moto and
 # checkov), keeps everything it downloads or builds in version-keyed folders of the cache
 # (${DBOPS_CACHE:-$HOME/.cache/dbops}) and links it into <repo>/.tools/.
 # Every version is pinned in versions.env beside this file.  Warm runs touch no network.
@@ -262,6 +263,14 @@ step_pgvector() {
   [ -f "$pkglibdir/vector.so" ]
 }
 
+# Waits while another `go install` of PACKAGE@VERSION runs (e.g. one started by hand into the cache).
+wait_for_go_install() {
+  while pgrep -f "go install .*$1@$2" >/dev/null 2>&1; do
+    echo "waiting for a running go install of $1@$2"
+    sleep 5
+  done
+}
+
 temporal_cli_ok() {
   local v
   [ -x "$1" ] || return 1
@@ -272,11 +281,7 @@ temporal_cli_ok() {
 step_temporal_cli() {
   local dir="$CACHE/temporal-cli-$TEMPORAL_CLI_VERSION" pkg="github.com/temporalio/cli/cmd/temporal"
   local bin="$dir/temporal"
-  # Another go install of the same version into the cache (e.g. started by hand) is running: wait.
-  while pgrep -f "go install .*$pkg@$TEMPORAL_CLI_VERSION" >/dev/null 2>&1; do
-    echo "waiting for a running go install of $pkg@$TEMPORAL_CLI_VERSION"
-    sleep 5
-  done
+  wait_for_go_install "$pkg" "$TEMPORAL_CLI_VERSION"
   temporal_cli_ok "$bin" && return 0
   command -v go >/dev/null || { echo "go is needed to build the Temporal CLI" >&2; return 1; }
   local gobin
@@ -291,6 +296,75 @@ step_temporal_cli() {
   mv -f "$gobin/temporal" "$bin"
   rmdir "$gobin"
   "$bin" --version
+  status "built"
+}
+
+# The directory of MODULE@VERSION in Go's module cache (offline once the module is there).
+go_module_dir() {
+  (cd / && GOFLAGS= go mod download -json "$1@$2") |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p'
+}
+
+temporal_server_dir() { echo "$CACHE/temporal-server-$TEMPORAL_SERVER_VERSION"; }
+
+# The Temporal server and its SQL schema tool (bin/), with the PostgreSQL schemas of the same module
+# (schema/postgresql/v12/{temporal,visibility}): what `npm run start:cluster` runs.
+step_temporal_server() {
+  local mod=go.temporal.io/server dir want=${TEMPORAL_SERVER_VERSION#v}
+  dir=$(temporal_server_dir)
+  wait_for_go_install "$mod/cmd/server" "$TEMPORAL_SERVER_VERSION"
+  # The marker is written last, after the checks below: its presence means a complete folder.
+  [ -f "$dir/.dbops-complete" ] && return 0
+  command -v go >/dev/null || { echo "go is needed to build the Temporal server" >&2; return 1; }
+  local tmp src
+  rm -rf "$dir".tmp.*
+  tmp=$(mktemp -d "$dir.tmp.XXXXXX")
+  # Static and stripped, as the CLI; the server carries its version in its code.
+  CGO_ENABLED=0 GOBIN="$tmp/gobin" GOFLAGS= go install -trimpath -ldflags "-s -w" \
+    "$mod/cmd/server@$TEMPORAL_SERVER_VERSION" "$mod/cmd/tools/sql@$TEMPORAL_SERVER_VERSION"
+  mkdir -p "$tmp/bin" "$tmp/schema/postgresql/v12"
+  mv "$tmp/gobin/server" "$tmp/bin/temporal-server"
+  mv "$tmp/gobin/sql" "$tmp/bin/temporal-sql-tool"
+  rmdir "$tmp/gobin"
+  [ "$("$tmp/bin/temporal-server" --version)" = "temporal version $want" ]
+  [ "$("$tmp/bin/temporal-sql-tool" --version)" = "temporal-sql-tool version $want" ]
+  # The schema tool embeds only MySQL's versioned schemas: PostgreSQL's come from the module.
+  src=$(go_module_dir "$mod" "$TEMPORAL_SERVER_VERSION")
+  local part
+  for part in temporal visibility; do
+    [ -d "$src/schema/postgresql/v12/$part/versioned" ] || {
+      echo "missing in the module: schema/postgresql/v12/$part/versioned" >&2
+      return 1
+    }
+    cp -R "$src/schema/postgresql/v12/$part" "$tmp/schema/postgresql/v12/$part"
+  done
+  chmod -R u+w "$tmp/schema" # the module cache is read-only
+  touch "$tmp/.dbops-complete"
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+  status "built"
+}
+
+temporal_ui_dir() { echo "$CACHE/temporal-ui-server-$TEMPORAL_UI_SERVER_VERSION"; }
+
+# The Temporal Web UI server (its assets are embedded) for the cluster `npm run start:cluster` runs.
+step_temporal_ui() {
+  local mod=github.com/temporalio/ui-server/v2 dir
+  dir=$(temporal_ui_dir)
+  wait_for_go_install "$mod/cmd/server" "$TEMPORAL_UI_SERVER_VERSION"
+  [ -f "$dir/.dbops-complete" ] && return 0
+  command -v go >/dev/null || { echo "go is needed to build the Temporal Web UI server" >&2; return 1; }
+  local tmp
+  rm -rf "$dir".tmp.*
+  tmp=$(mktemp -d "$dir.tmp.XXXXXX")
+  CGO_ENABLED=0 GOBIN="$tmp/gobin" GOFLAGS= go install -trimpath -ldflags "-s -w" \
+    "$mod/cmd/server@$TEMPORAL_UI_SERVER_VERSION"
+  mv "$tmp/gobin/server" "$tmp/temporal-ui-server"
+  rmdir "$tmp/gobin"
+  [ "$("$tmp/temporal-ui-server" --version)" = "Temporal UI version ${TEMPORAL_UI_SERVER_VERSION#v}" ]
+  touch "$tmp/.dbops-complete"
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
   status "built"
 }
 
@@ -378,11 +452,17 @@ step_links() {
     "$TOOLS/bin/temporal-test-server"
   link "$(venv_dir)" "$TOOLS/venv"
   link "$(command -v promtool)" "$TOOLS/bin/promtool"
+  link "$(temporal_server_dir)/bin/temporal-server" "$TOOLS/bin/temporal-server"
+  link "$(temporal_server_dir)/bin/temporal-sql-tool" "$TOOLS/bin/temporal-sql-tool"
+  link "$(temporal_server_dir)/schema/postgresql/v12" "$TOOLS/temporal-schema"
+  link "$(temporal_ui_dir)/temporal-ui-server" "$TOOLS/bin/temporal-ui-server"
   local l
   for l in "$TOOLS/bin/temporal" "$TOOLS/bin/temporal-test-server" "$TOOLS/bin/promtool" \
-    "$TOOLS/venv/bin/moto_server" "$TOOLS/venv/bin/checkov"; do
+    "$TOOLS/venv/bin/moto_server" "$TOOLS/venv/bin/checkov" "$TOOLS/bin/temporal-server" \
+    "$TOOLS/bin/temporal-sql-tool" "$TOOLS/bin/temporal-ui-server"; do
     [ -x "$l" ] || { echo "broken: $l" >&2; return 1; }
   done
+  [ -d "$TOOLS/temporal-schema/temporal/versioned" ] || { echo "broken: $TOOLS/temporal-schema" >&2; return 1; }
 }
 
 # ---------------------------------------------------------------- main
@@ -391,6 +471,8 @@ echo "[setup] cache: $CACHE"
 run_step "debian packages" step_debs
 run_step "pgvector ${PGVECTOR_DEBIAN_VERSION%%-*} (pg $POSTGRES_MAJOR)" step_pgvector
 run_step "temporal cli $TEMPORAL_CLI_VERSION" step_temporal_cli
+run_step "temporal server $TEMPORAL_SERVER_VERSION" step_temporal_server
+run_step "temporal web ui $TEMPORAL_UI_SERVER_VERSION" step_temporal_ui
 run_step "temporal test server $TEMPORAL_TEST_SERVER_VERSION" step_test_server
 run_step "python venv (moto, checkov)" step_venv
 run_step ".tools links" step_links
