@@ -22,6 +22,7 @@ import { primaryOrInstance, replicaOrInstance } from './postgres/on-instance';
 import { createPingActivities } from './postgres/ping';
 import { createRecoveryActivities } from './recovery/activities';
 import { createOrphanActivities } from './recovery/orphans';
+import { createRetentionActivities } from './recovery/retention';
 import type { RecoveryStorage } from './recovery/reports';
 
 export interface ActivityDeps {
@@ -58,6 +59,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createControlPlaneActivities(deps.controlPlane),
     ...createRecoveryActivities(deps),
     ...createOrphanActivities(deps.controlPlane),
+    ...createRetentionActivities(deps.controlPlane),
     ...createDeployActivities({
       withInstance: instanceConnection(deps.controlPlane, deps.connector),
       migrationsDir: deps.migrationsDir ?? path.join(projectRoot, 'migrations'),

@@ -1,8 +1,8 @@
 /**
  * The recurring operations as Temporal Schedules (not cron strings on workflows): the monthly DR
- * test, the weekly maintenance in the maintenance window, the periodic health check and the
- * (hourly by default) orphan sweep. `apply` is an idempotent upsert, run at every start: create,
- * or update the existing schedule in place.
+ * test, the weekly maintenance in the maintenance window, the periodic health check, the (hourly
+ * by default) orphan sweep and the (daily by default) snapshot retention. `apply` is an idempotent
+ * upsert, run at every start: create, or update the existing schedule in place.
  */
 import {
   ScheduleAlreadyRunning,
@@ -14,6 +14,7 @@ import {
 
 import { parseMaintenanceWindow } from '../workflows/lib/maintenance-window';
 import { DbopsInstance, DbopsOperation } from '../workflows/lib/search-attributes';
+import type { RetentionSettings } from './config';
 
 export interface ScheduleSettings {
   taskQueue: string;
@@ -23,6 +24,8 @@ export interface ScheduleSettings {
   healthCheckIntervalMinutes: number;
   /** Minutes between orphan sweeps (over every instance, not only `instanceId`). */
   sweepIntervalMinutes: number;
+  /** The snapshot retention policy and its interval; absent: no retention schedule. */
+  retention?: RetentionSettings;
 }
 
 export interface AppliedSchedule {
@@ -110,7 +113,28 @@ export function scheduleDefinitions(settings: ScheduleSettings): ScheduleOptions
         catchupWindow: `${settings.sweepIntervalMinutes} minutes`,
       },
     },
+    ...(settings.retention === undefined ? [] : [retentionSchedule(taskQueue, settings.retention)]),
   ];
+}
+
+/** Snapshot retention over every instance, with the configured policy. */
+function retentionSchedule(taskQueue: string, settings: RetentionSettings): ScheduleOptions {
+  const { intervalHours, ...policy } = settings;
+  return {
+    scheduleId: `${SCHEDULE_PREFIX}retention`,
+    spec: { intervals: [{ every: `${intervalHours} hours` }] },
+    action: {
+      type: 'startWorkflow',
+      workflowType: 'retention',
+      taskQueue,
+      staticSummary: 'Snapshot retention (schedule)',
+      args: [policy],
+      workflowId: `${SCHEDULE_PREFIX}retention`,
+      typedSearchAttributes: [{ key: DbopsOperation, value: 'retention' }],
+    },
+    // A run still deleting is not started twice; a missed one is made up by the next.
+    policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: `${intervalHours} hours` },
+  };
 }
 
 /** Creates each schedule, or updates it in place when it exists (a paused schedule stays paused). */

@@ -11,3 +11,4 @@ export { pitrRestore } from './pitr-restore';
 export { snapshotRestore } from './snapshot-restore';
 export { drTest } from './dr-test';
 export { sweepOrphans } from './sweep-orphans';
+export { retention } from './retention';
