@@ -15,13 +15,20 @@ async function promtool(...args: string[]): Promise<string> {
 }
 
 describe('Prometheus alert rules (promtool)', () => {
-  it('are valid rules: 4 for the database, 4 for the worker', async () => {
+  it('are valid rules: 4 for the database, 4 for the worker, 4 for recoverability', async () => {
     const output = await promtool('check', 'rules', 'alerts.yml');
-    assert.match(output, /SUCCESS: 8 rules found/);
+    assert.match(output, /SUCCESS: 12 rules found/);
   });
 
   it('fire on bad series and stay silent on good ones (promtool unit tests)', async () => {
-    const output = await promtool('test', 'rules', 'alerts.test.yml', 'dr-alerts.test.yml');
+    const output = await promtool(
+      'test',
+      'rules',
+      'alerts.test.yml',
+      'dr-alerts.test.yml',
+      'recoverability-alerts.test.yml',
+      'daily-backup-alerts.test.yml',
+    );
     assert.match(output, /SUCCESS/);
     assert.doesNotMatch(output, /FAILED/);
   });
