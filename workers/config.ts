@@ -82,6 +82,10 @@ export interface OperationsConfig {
   retention: RetentionSettings;
   /** The worker's Prometheus endpoint (`/metrics`). */
   metricsPort: number;
+  /** Seconds between RPO heartbeats into each managed instance (workers/rpo-heartbeat.ts); undefined: off. */
+  rpoHeartbeatSeconds: number | undefined;
+  /** What the monthly DR test restores: the newest snapshot, or a random point in the restorable window. */
+  drTestPointInTime: 'latest-snapshot' | 'random';
 }
 
 /** The policy `retention` applies by default (its schedule's and `dbops retention`'s), and its schedule. */
@@ -133,6 +137,15 @@ export function loadConfig(env: Env = process.env): Config {
       sweepIntervalMinutes: integer(env, 'DBOPS_SWEEP_INTERVAL_MINUTES', 60, 1, 1440),
       retention: retentionSettings(env),
       metricsPort: port(env, 'DBOPS_METRICS_PORT', 9464),
+      rpoHeartbeatSeconds: boolean(env, 'DBOPS_RPO_HEARTBEAT', true)
+        ? integer(env, 'DBOPS_RPO_HEARTBEAT_SECONDS', 30, 1, 3600)
+        : undefined,
+      drTestPointInTime: oneOf(
+        env,
+        'DBOPS_DR_TEST_POINT_IN_TIME',
+        ['latest-snapshot', 'random'] as const,
+        'latest-snapshot',
+      ),
     },
     codecServer: {
       host: text(env, 'DBOPS_CODEC_SERVER_HOST', '127.0.0.1'),

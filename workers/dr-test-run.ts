@@ -15,6 +15,8 @@ export interface DrTestRequest {
   taskQueue: string;
   instanceId: string;
   timeouts: { pollInterval: string } | undefined;
+  /** `random` or an ISO time: a point-in-time drill; absent: the newest snapshot. */
+  pointInTime?: string | undefined;
 }
 
 export interface DrTestRun {
@@ -47,7 +49,13 @@ export async function drTestRun(client: Client, request: DrTestRequest): Promise
         workflowId,
         workflowIdConflictPolicy: 'USE_EXISTING',
         staticSummary: `DR test of ${instanceId}: restore the newest snapshot, check it, delete it`,
-        args: [{ instanceId, timeouts: request.timeouts }],
+        args: [
+          {
+            instanceId,
+            timeouts: request.timeouts,
+            ...(request.pointInTime === undefined ? {} : { pointInTime: request.pointInTime }),
+          },
+        ],
       }),
   };
 }

@@ -26,6 +26,8 @@ export interface ScheduleSettings {
   sweepIntervalMinutes: number;
   /** The snapshot retention policy and its interval; absent: no retention schedule. */
   retention?: RetentionSettings;
+  /** `random`: the monthly DR test restores a random point of the restorable window (default: the newest snapshot). */
+  drTestPointInTime?: 'latest-snapshot' | 'random';
 }
 
 export interface AppliedSchedule {
@@ -67,7 +69,11 @@ export function scheduleDefinitions(settings: ScheduleSettings): ScheduleOptions
       // 1st of the month, 06:00 UTC: after the nightly backup window (03:00-04:00).
       spec: { calendars: [{ dayOfMonth: 1, hour: 6, minute: 0 }], timezone: 'UTC' },
       // drTest is the workflow type name; its implementation is registered by the worker.
-      action: action('drTest', 'dr-test', `Monthly DR test of ${instanceId}`),
+      action: {
+        ...action('drTest', 'dr-test', `Monthly DR test of ${instanceId}`),
+        // The default input stays as it was, so a schedule without the option is unchanged.
+        ...(settings.drTestPointInTime === 'random' ? { args: [{ instanceId, pointInTime: 'random' }] } : {}),
+      },
       policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' },
     },
     {

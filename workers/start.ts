@@ -50,7 +50,9 @@ async function main(): Promise<void> {
     const local = { ...config, provider: 'local' as const, aws: undefined };
     // Before the worker's connection; the worker's own lines go to the log file, not the console.
     installMetricsRuntime(config.operations.metricsPort, undefined, undefined, fileLogger(workerLog));
-    const { worker, close } = await createWorker(config.temporal, activityDepsFromConfig(local, database));
+    const { worker, close } = await createWorker(config.temporal, activityDepsFromConfig(local, database), {
+      rpoHeartbeatSeconds: config.operations.rpoHeartbeatSeconds,
+    });
     stops.push(close);
 
     console.log(`

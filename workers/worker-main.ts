@@ -6,7 +6,9 @@ import { activityDepsFromConfig, createWorker } from './worker';
 async function main(): Promise<void> {
   const config = loadConfig();
   installMetricsRuntime(config.operations.metricsPort);
-  const { worker, close } = await createWorker(config.temporal, activityDepsFromConfig(config));
+  const { worker, close } = await createWorker(config.temporal, activityDepsFromConfig(config), {
+    rpoHeartbeatSeconds: config.operations.rpoHeartbeatSeconds,
+  });
   console.log(`dbops worker polling task queue ${config.temporal.taskQueue} on ${config.temporal.address}`);
   console.log(`metrics on http://localhost:${config.operations.metricsPort}/metrics`);
   try {

@@ -1,4 +1,4 @@
-import { Worker } from '@temporalio/worker';
+import { Runtime, Worker } from '@temporalio/worker';
 
 import { createActivities, type ActivityDeps } from '../activities';
 import { HEARTBEAT_THROTTLE } from '../activities/heartbeat';
@@ -7,16 +7,24 @@ import { createControlPlane } from '../activities/control-plane';
 import { connectorFromConfig } from '../activities/postgres/connect';
 import { recoveryStorageFromConfig } from '../activities/recovery/reports';
 import type { Config, TemporalConfig } from './config';
+import { startRpoHeartbeat } from './rpo-heartbeat';
 import { connectWorker, dataConverter } from './temporal-connection';
 
 export interface RunningWorker {
   worker: Worker;
-  /** Closes the connection; call after `worker.run()` has returned. */
+  /** Stops the RPO heartbeat and closes the connection; call after `worker.run()` has returned. */
   close: () => Promise<void>;
 }
 
-/** The dbops worker: every workflow in `workflows/`, every activity built from `deps`. */
-export async function createWorker(temporal: TemporalConfig, deps: ActivityDeps): Promise<RunningWorker> {
+/**
+ * The dbops worker: every workflow in `workflows/`, every activity built from `deps`; with
+ * `rpoHeartbeatSeconds`, the RPO heartbeat into every managed instance (workers/rpo-heartbeat.ts).
+ */
+export async function createWorker(
+  temporal: TemporalConfig,
+  deps: ActivityDeps,
+  options: { rpoHeartbeatSeconds?: number | undefined } = {},
+): Promise<RunningWorker> {
   const connection = await connectWorker(temporal);
   const worker = await Worker.create({
     connection,
@@ -31,7 +39,22 @@ export async function createWorker(temporal: TemporalConfig, deps: ActivityDeps)
     // Heartbeats reach the server at least this often, and with their answer a cancellation.
     maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
   });
-  return { worker, close: () => connection.close() };
+  const heartbeat =
+    options.rpoHeartbeatSeconds === undefined
+      ? undefined
+      : startRpoHeartbeat({
+          controlPlane: deps.controlPlane,
+          connector: deps.connector,
+          intervalSeconds: options.rpoHeartbeatSeconds,
+          logger: Runtime.instance().logger,
+        });
+  return {
+    worker,
+    close: async () => {
+      await heartbeat?.stop();
+      await connection.close();
+    },
+  };
 }
 
 /** The activities' dependencies for the configured provider (`database`: another primary, e.g. npm start's). */

@@ -4,7 +4,10 @@
  * replacement (activities/postgres/dr-checks.ts), ALWAYS deletes the copy (success, failed check,
  * activity failure, cancellation: the cleanup runs in a non-cancellable scope), and reports the
  * RPO (snapshot age), the RTO (restore duration) and every check, as its result and as JSON and
- * Markdown files. A run first removes the copies that crashed runs left behind (orphans). A long
+ * Markdown files. A point-in-time drill (`pointInTime`: a time, or `random` inside the restorable
+ * window) restores through the provider's point-in-time restore instead, which proves the log
+ * chain, and measures on the copy how close to the target its data reaches (the RPO heartbeat).
+ * A run first removes the copies that crashed runs left behind (orphans). A long
  * wait continues as new with the copy and the report so far (DrTestResume); the last run of the
  * chain deletes the copy.
  */
@@ -21,8 +24,13 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 
-import type { SnapshotDescription } from '../activities/control-plane/control-plane';
+import type {
+  Endpoint,
+  InstanceDescription,
+  SnapshotDescription,
+} from '../activities/control-plane/control-plane';
 import type { DrCheck } from '../activities/postgres/dr-checks';
+import { PointInTimeRestoreNotEnabledError, RestoreTimeOutOfRangeError } from './lib/errors';
 import { recordDrTest } from './lib/metrics';
 import {
   derivedIdentifier,
@@ -41,6 +49,7 @@ import {
   trackRecovery,
   utcDate,
   type DrTestReport,
+  type PointInTimeDrill,
   type RecoveryTimeouts,
 } from './lib/recovery';
 import { DR_PURPOSE, OWNER_TAGS } from './lib/owner-tags';
@@ -64,6 +73,13 @@ export interface DrTestInput {
   sampleQueries?: number;
   /** `hnsw.ef_search` for the recall queries (default 100). */
   efSearch?: number;
+  /**
+   * What to restore: `latest-snapshot` (default) the newest available snapshot; `random` a point
+   * chosen at random inside the source's restorable window; or an ISO-8601 time inside it.
+   */
+  pointInTime?: string;
+  /** A point-in-time drill fails when the copy's data ends further than this before the target (default 120). */
+  rpoLimitSeconds?: number;
   timeouts?: Partial<RecoveryTimeouts>;
   /** Carried over by continue-as-new; not for callers. */
   resume?: DrTestResume;
@@ -83,7 +99,7 @@ export type DrTestResume = DrTestWait & {
 /** The wait a DR test hands over: for another test's copy to be gone, or for its own restore. */
 type DrTestWait = { wait: WaitPosition } & (
   | { step: 'other-test'; other: string }
-  | { step: 'restore'; snapshot: SnapshotDescription; requestedAt: string }
+  | { step: 'restore'; snapshot: SnapshotDescription | null; requestedAt: string }
 );
 
 /** Runs started before a DR test waited for another one using the copy's name replay as they ran. */
@@ -91,6 +107,9 @@ const WAIT_FOR_OTHER_TEST = 'dr-test-waits-for-another-test';
 
 /** Runs started before a cancel during the cleanup ended the run cancelled replay as they ran. */
 const LATE_CANCEL = 'dr-test-cancel-during-cleanup';
+
+/** Runs started before a DR test could restore to a point in time replay as they ran. */
+const POINT_IN_TIME_DRILL = 'dr-test-point-in-time';
 
 export async function drTest(input: DrTestInput): Promise<DrTestReport> {
   const valid = validate(input);
@@ -116,6 +135,13 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
     error: null,
     reportLocations: [],
   };
+  // A point in time is chosen, and checked against the window, before anything is changed.
+  if (resume === undefined && valid.pointInTime !== 'latest-snapshot' && patched(POINT_IN_TIME_DRILL)) {
+    setStep(`checking the restorable window of ${instanceId}`);
+    report.pointInTime = choosePoint(await controlPlane.describeInstance(instanceId), valid.pointInTime);
+    report.rpoSeconds = secondsBetween(report.pointInTime.window.latest, report.startedAt);
+  }
+  const point = report.pointInTime;
   // The next run of the chain goes on with the same copy and report, and cleans up at its end.
   const carryOver = (next: DrTestWait) =>
     continueAsNew<typeof drTest>({ ...input, resume: { ...next, target, report, owner } });
@@ -130,7 +156,7 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
     report.error ??= 'the DR test was cancelled';
   };
   try {
-    let snapshot: SnapshotDescription;
+    let snapshot: SnapshotDescription | null;
     let requestedAt: string;
     if (resume?.step === 'restore') ({ snapshot, requestedAt } = resume);
     else {
@@ -170,30 +196,42 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
         });
       } else if (existing !== null) await waitUntilGone(target, timeouts.deletion, timeouts);
 
-      setStep('finding the newest available snapshot');
-      const newest = (await controlPlane.listSnapshots(instanceId)).find((s) => s.status === 'available');
-      if (newest === undefined) {
-        throw ApplicationFailure.nonRetryable(
-          `instance ${instanceId} has no available snapshot to test: take one with dbops backup --instance ${instanceId}`,
-          'NoSnapshot',
+      if (point !== undefined) {
+        setStep(`restoring ${instanceId} to ${point.target} as ${target}`);
+        snapshot = null;
+        requestedAt = new Date().toISOString();
+        await createCalls(timeouts).restoreToPointInTime(
+          instanceId,
+          target,
+          { time: point.target },
+          ownerTags(DR_PURPOSE, instanceId),
+        );
+      } else {
+        setStep('finding the newest available snapshot');
+        const newest = (await controlPlane.listSnapshots(instanceId)).find((s) => s.status === 'available');
+        if (newest === undefined) {
+          throw ApplicationFailure.nonRetryable(
+            `instance ${instanceId} has no available snapshot to test: take one with dbops backup --instance ${instanceId}`,
+            'NoSnapshot',
+          );
+        }
+        snapshot = newest;
+        report.snapshot = {
+          snapshotId: snapshot.snapshotId,
+          type: snapshot.type,
+          createdAt: snapshot.createdAt,
+          sizeBytes: snapshot.sizeBytes,
+        };
+        report.rpoSeconds = secondsBetween(snapshot.createdAt, report.startedAt);
+
+        setStep(`restoring ${snapshot.snapshotId} as ${target}`);
+        requestedAt = new Date().toISOString();
+        await createCalls(timeouts).restoreFromSnapshot(
+          snapshot.snapshotId,
+          target,
+          ownerTags(DR_PURPOSE, instanceId),
         );
       }
-      snapshot = newest;
-      report.snapshot = {
-        snapshotId: snapshot.snapshotId,
-        type: snapshot.type,
-        createdAt: snapshot.createdAt,
-        sizeBytes: snapshot.sizeBytes,
-      };
-      report.rpoSeconds = secondsBetween(snapshot.createdAt, report.startedAt);
-
-      setStep(`restoring ${snapshot.snapshotId} as ${target}`);
-      requestedAt = new Date().toISOString();
-      await createCalls(timeouts).restoreFromSnapshot(
-        snapshot.snapshotId,
-        target,
-        ownerTags(DR_PURPOSE, instanceId),
-      );
     }
     const restored = await waitForAvailable(
       target,
@@ -210,8 +248,8 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
     try {
       const result = await checkActivities.runDrChecks({
         endpoint: restored.endpoint,
-        expectedRowCounts: snapshot.tableRowCounts ?? null,
-        expectedContentHashes: snapshot.tableContentHashes ?? null,
+        expectedRowCounts: snapshot?.tableRowCounts ?? null,
+        expectedContentHashes: snapshot?.tableContentHashes ?? null,
         sampleQueries: valid.sampleQueries,
         minRecall: valid.minRecall,
         efSearch: valid.efSearch,
@@ -221,6 +259,10 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
       if (isCancellation(error)) throw error;
       // The checks could not even connect: that is the connectivity check failing.
       report.checks.push({ name: 'connectivity', status: 'failed', detail: failureMessage(error) });
+    }
+    if (point !== undefined) {
+      setStep(`measuring how close to ${point.target} the data of ${target} reaches`);
+      report.checks.push(await measureRpo(point, restored.endpoint, valid.rpoLimitSeconds));
     }
   } catch (error) {
     // Continued as new: the next run of the chain waits on and deletes the copy at its end.
@@ -299,7 +341,13 @@ async function cleanup(
 function summarize(report: DrTestReport): string {
   const failed = report.checks.filter((check) => check.status === 'failed');
   const head = `DR test of ${report.instanceId} ${report.ok ? 'passed' : 'FAILED'}`;
-  const snapshot = report.snapshot === null ? 'no snapshot' : `snapshot ${report.snapshot.snapshotId}`;
+  const point = report.pointInTime;
+  const snapshot =
+    point !== undefined
+      ? `point in time ${point.target}, data to within ${point.dataWithinSeconds ?? '?'} s of it`
+      : report.snapshot === null
+        ? 'no snapshot'
+        : `snapshot ${report.snapshot.snapshotId}`;
   const timing = `RPO ${report.rpoSeconds ?? '?'} s, RTO ${report.rtoSeconds ?? '?'} s`;
   const problems = [
     ...(report.error === null ? [] : [report.error]),
@@ -312,7 +360,7 @@ function validate(raw: unknown) {
   const input = requireObject(raw);
   rejectUnknownFields(
     input,
-    ['instanceId', 'minRecall', 'sampleQueries', 'efSearch', 'timeouts'],
+    ['instanceId', 'minRecall', 'sampleQueries', 'efSearch', 'pointInTime', 'rpoLimitSeconds', 'timeouts'],
     ['resume'],
   );
   const instanceId = requireIdentifier('instanceId', input.instanceId);
@@ -326,6 +374,8 @@ function validate(raw: unknown) {
     minRecall: numberInRange('minRecall', input.minRecall, 0.9, 0, 1),
     sampleQueries,
     efSearch: Math.round(numberInRange('efSearch', input.efSearch, 100, 1, 1000)),
+    pointInTime: requirePointInTime(input.pointInTime),
+    rpoLimitSeconds: numberInRange('rpoLimitSeconds', input.rpoLimitSeconds, 120, 1, 86_400),
     timeouts: parseTimeouts(input.timeouts),
     resume: input.resume === undefined ? undefined : requireResume(input.resume),
   };
@@ -339,10 +389,69 @@ function requireResume(raw: unknown): DrTestResume {
   requireObject(resume.report);
   requireWaitPosition('resume.wait', resume.wait);
   if (resume.step === 'restore') {
-    requireObject(resume.snapshot);
+    if (resume.snapshot !== null) requireObject(resume.snapshot);
     requireIsoTime('resume.requestedAt', resume.requestedAt);
   } else if (resume.step !== 'other-test' || typeof resume.other !== 'string') {
     throw invalidInput(`resume.step ${JSON.stringify(resume.step)} is not valid: other-test or restore`);
   }
   return resume as unknown as DrTestResume;
+}
+
+/** `latest-snapshot` (the default), `random`, or an ISO-8601 time normalized to UTC. */
+function requirePointInTime(value: unknown): string {
+  if (value === undefined || value === 'latest-snapshot' || value === 'random')
+    return value ?? 'latest-snapshot';
+  if (typeof value !== 'string' || !/^\d{4}-/.test(value)) {
+    throw invalidInput(
+      `pointInTime ${JSON.stringify(value)} is not valid: latest-snapshot, random, or an ISO-8601 time with a zone, e.g. 2026-01-31T12:00:00Z`,
+    );
+  }
+  return requireIsoTime('pointInTime', value);
+}
+
+/**
+ * The drill's target: the time asked for, refused outside the source's restorable window (naming
+ * it), or a point chosen inside it with the workflow's deterministic random numbers.
+ */
+function choosePoint(source: InstanceDescription, requested: string): PointInTimeDrill {
+  const { instanceId, earliestRestorableTime: earliest, latestRestorableTime: latest } = source;
+  if (earliest === undefined || latest === undefined) {
+    throw ApplicationFailure.nonRetryable(
+      `instance ${instanceId} cannot be tested at a point in time: it has no restorable window (no backup retained yet)`,
+      PointInTimeRestoreNotEnabledError.name,
+    );
+  }
+  if (requested !== 'random' && (requested < earliest || requested > latest)) {
+    throw ApplicationFailure.nonRetryable(
+      `pointInTime ${requested} is outside the restorable window of instance ${instanceId}: ${earliest} to ${latest}; nothing was changed`,
+      RestoreTimeOutOfRangeError.name,
+    );
+  }
+  const from = Date.parse(earliest);
+  const target =
+    requested === 'random'
+      ? new Date(from + Math.floor(Math.random() * (Date.parse(latest) - from))).toISOString()
+      : requested;
+  return { requested, target, window: { earliest, latest }, newestHeartbeat: null, dataWithinSeconds: null };
+}
+
+/** The `rpo` check; the measurement goes into the drill's part of the report. */
+async function measureRpo(
+  point: PointInTimeDrill,
+  endpoint: Endpoint,
+  limitSeconds: number,
+): Promise<DrCheck> {
+  try {
+    const measured = await checkActivities.measureRpo({ endpoint, target: point.target, limitSeconds });
+    point.newestHeartbeat = measured.newestHeartbeat;
+    point.dataWithinSeconds = measured.dataWithinSeconds;
+    return measured.check;
+  } catch (error) {
+    if (isCancellation(error)) throw error;
+    return {
+      name: 'rpo',
+      status: 'failed',
+      detail: `the RPO could not be measured: ${failureMessage(error)}`,
+    };
+  }
 }

@@ -16,7 +16,8 @@ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dbops') THEN
     CREATE ROLE dbops LOGIN;
   END IF;
-  -- Connect; create the dbops schema (backfill checkpoints).
+  -- Connect; create the dbops schema (backfill checkpoints, and the RPO heartbeat the worker writes
+  -- every few seconds: it creates dbops.rpo_heartbeat itself, so it owns it).
   EXECUTE format('GRANT CONNECT, CREATE ON DATABASE %I TO dbops', current_database());
 END
 $$;

@@ -104,6 +104,14 @@ export function renderDrReportMarkdown(report: DrTestReport): string {
         : ''),
     `- RPO (snapshot age when the test started): ${formatSeconds(report.rpoSeconds)}`,
     `- RTO (restore requested to instance available): ${formatSeconds(report.rtoSeconds)}`,
+    ...(report.pointInTime === undefined
+      ? []
+      : [
+          `- Point in time: ${report.pointInTime.target} (${report.pointInTime.requested === 'random' ? 'chosen at random' : 'requested'} in the restorable window ${report.pointInTime.window.earliest} to ${report.pointInTime.window.latest}): ` +
+            (report.pointInTime.dataWithinSeconds === null
+              ? 'RPO not measured (no heartbeat on the copy)'
+              : `data to within ${formatSeconds(report.pointInTime.dataWithinSeconds)} of the target (newest heartbeat ${report.pointInTime.newestHeartbeat})`),
+        ]),
     `- Temporary instance: \`${report.temporaryInstanceId}\` (${report.temporaryInstanceDeleted ? 'deleted' : 'NOT deleted'})`,
   ];
   if (report.orphansRemoved.length > 0) {

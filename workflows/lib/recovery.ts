@@ -309,4 +309,20 @@ export interface DrTestReport {
   error: string | null;
   /** Where the report was written (filled in after writing). */
   reportLocations: string[];
+  /** A point-in-time drill's target and measured RPO; absent when the newest snapshot was restored. */
+  pointInTime?: PointInTimeDrill;
+}
+
+/** What a point-in-time DR test restored to, and how close to it the copy's data reaches. */
+export interface PointInTimeDrill {
+  /** What was asked for: `random`, or the ISO time given. */
+  requested: string;
+  /** The time the copy was restored to. */
+  target: string;
+  /** The source's restorable window when the test started. */
+  window: { earliest: string; latest: string };
+  /** The copy's newest RPO heartbeat, null when it has none or it was not measured. */
+  newestHeartbeat: string | null;
+  /** Target minus newest heartbeat: the data reaches to within this many seconds of the target. */
+  dataWithinSeconds: number | null;
 }
