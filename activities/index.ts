@@ -20,8 +20,16 @@ import { createMaintenanceActivities } from './postgres/maintenance';
 import { instanceConnection } from './postgres/instance';
 import { primaryOrInstance, replicaOrInstance } from './postgres/on-instance';
 import { createPingActivities } from './postgres/ping';
+import {
+  createVectorIndexActivities,
+  DEFAULT_VECTOR_INDEX_SETTINGS,
+  type VectorIndexSettings,
+} from './postgres/vector-index';
+import { createRecallActivities } from './postgres/vector-recall';
+import { createRehearsalActivities } from './postgres/rehearsal';
 import { createRpoMeasureActivities } from './postgres/rpo-measure';
 import { createRecoveryActivities } from './recovery/activities';
+import { createFleetActivities } from './recovery/fleet';
 import { createOrphanActivities } from './recovery/orphans';
 import { createRetentionActivities } from './recovery/retention';
 import type { RecoveryStorage } from './recovery/reports';
@@ -48,6 +56,8 @@ export interface ActivityDeps {
   backfills?: Record<string, AnyBackfill>;
   /** The declared changes a workflow may run by name; the repository's by default. */
   changes?: Record<string, Change>;
+  /** How much memory a vector index build may take; a quarter of four times shared_buffers by default. */
+  vectorIndexes?: VectorIndexSettings;
 }
 
 export function createActivities(deps: ActivityDeps) {
@@ -58,8 +68,11 @@ export function createActivities(deps: ActivityDeps) {
     ...createRpoMeasureActivities(deps.connector),
     ...createMaintenanceActivities(onInstance, deps.maintenanceWindow ?? 'sun:04:00-sun:05:00'),
     ...createHealthActivities(onInstance, replicaOrInstance(deps.connector, withInstance)),
+    ...createVectorIndexActivities(onInstance, deps.vectorIndexes ?? DEFAULT_VECTOR_INDEX_SETTINGS),
+    ...createRecallActivities(onInstance, replicaOrInstance(deps.connector, withInstance)),
     ...createControlPlaneActivities(deps.controlPlane),
     ...createRecoveryActivities(deps),
+    ...createFleetActivities(deps),
     ...createOrphanActivities(deps.controlPlane),
     ...createRetentionActivities(deps.controlPlane),
     ...createDeployActivities({
@@ -67,6 +80,10 @@ export function createActivities(deps: ActivityDeps) {
       migrationsDir: deps.migrationsDir ?? path.join(projectRoot, 'migrations'),
       squawkConfig: deps.squawkConfig ?? path.join(projectRoot, '.squawk.toml'),
       rolloutHooks: deps.rolloutHooks ?? {},
+    }),
+    ...createRehearsalActivities({
+      withInstance: instanceConnection(deps.controlPlane, deps.connector),
+      migrationsDir: deps.migrationsDir ?? path.join(projectRoot, 'migrations'),
     }),
     ...createBackfillActivities({
       withInstance: instanceConnection(deps.controlPlane, deps.connector),
