@@ -20,13 +20,6 @@ import { createMaintenanceActivities } from './postgres/maintenance';
 import { instanceConnection } from './postgres/instance';
 import { primaryOrInstance, replicaOrInstance } from './postgres/on-instance';
 import { createPingActivities } from './postgres/ping';
-import {
-  createVectorIndexActivities,
-  DEFAULT_VECTOR_INDEX_SETTINGS,
-  type VectorIndexSettings,
-} from './postgres/vector-index';
-import { createRecallActivities } from './postgres/vector-recall';
-import { createRehearsalActivities } from './postgres/rehearsal';
 import { createRpoMeasureActivities } from './postgres/rpo-measure';
 import { createRecoveryActivities } from './recovery/activities';
 import { createFleetActivities } from './recovery/fleet';
@@ -56,8 +49,6 @@ export interface ActivityDeps {
   backfills?: Record<string, AnyBackfill>;
   /** The declared changes a workflow may run by name; the repository's by default. */
   changes?: Record<string, Change>;
-  /** How much memory a vector index build may take; a quarter of four times shared_buffers by default. */
-  vectorIndexes?: VectorIndexSettings;
 }
 
 export function createActivities(deps: ActivityDeps) {
@@ -68,8 +59,6 @@ export function createActivities(deps: ActivityDeps) {
     ...createRpoMeasureActivities(deps.connector),
     ...createMaintenanceActivities(onInstance, deps.maintenanceWindow ?? 'sun:04:00-sun:05:00'),
     ...createHealthActivities(onInstance, replicaOrInstance(deps.connector, withInstance)),
-    ...createVectorIndexActivities(onInstance, deps.vectorIndexes ?? DEFAULT_VECTOR_INDEX_SETTINGS),
-    ...createRecallActivities(onInstance, replicaOrInstance(deps.connector, withInstance)),
     ...createControlPlaneActivities(deps.controlPlane),
     ...createRecoveryActivities(deps),
     ...createFleetActivities(deps),
@@ -80,10 +69,6 @@ export function createActivities(deps: ActivityDeps) {
       migrationsDir: deps.migrationsDir ?? path.join(projectRoot, 'migrations'),
       squawkConfig: deps.squawkConfig ?? path.join(projectRoot, '.squawk.toml'),
       rolloutHooks: deps.rolloutHooks ?? {},
-    }),
-    ...createRehearsalActivities({
-      withInstance: instanceConnection(deps.controlPlane, deps.connector),
-      migrationsDir: deps.migrationsDir ?? path.join(projectRoot, 'migrations'),
     }),
     ...createBackfillActivities({
       withInstance: instanceConnection(deps.controlPlane, deps.connector),
