@@ -29,7 +29,7 @@ export interface DevServerOptions {
 export async function startDevServer(options: DevServerOptions): Promise<DevServer> {
   await mkdir(options.dir, { recursive: true });
   const pidFile = path.join(options.dir, 'temporal.pid');
-  await stopOrphan(pidFile);
+  await stopOrphan(pidFile, 'the Temporal dev server', 'start-dev');
   for (const port of [options.port, options.uiPort]) {
     if (await isPortOpen(port)) {
       throw new Error(
@@ -81,20 +81,23 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   return { pid, stop };
 }
 
-/** A server left by a crashed `npm start` still holds the ports: stop it if it is ours. */
-async function stopOrphan(pidFile: string): Promise<void> {
+/**
+ * A server left by a crashed start still holds the ports: stop it if it is ours (the process of the
+ * pid file runs a command line containing `marker`).
+ */
+export async function stopOrphan(pidFile: string, what: string, marker: string): Promise<void> {
   const pid = Number(await readFile(pidFile, 'utf8').catch(() => ''));
   if (!pid) return;
   const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-  if (cmdline.includes('start-dev')) {
-    console.log(`stopping the Temporal dev server left running by an earlier start (pid ${pid})`);
+  if (cmdline.includes(marker)) {
+    console.log(`stopping ${what} left running by an earlier start (pid ${pid})`);
     await terminate(pid);
   }
   await rm(pidFile, { force: true });
 }
 
 /** SIGTERM to the process group, SIGKILL after 10 s. */
-async function terminate(pid: number): Promise<void> {
+export async function terminate(pid: number): Promise<void> {
   const alive = () => {
     try {
       process.kill(pid, 0);

@@ -8,6 +8,11 @@ const toolsDir = path.join(projectRoot, '.tools');
 
 export const tools = {
   temporal: path.join(toolsDir, 'bin', 'temporal'),
+  temporalServer: path.join(toolsDir, 'bin', 'temporal-server'),
+  temporalSqlTool: path.join(toolsDir, 'bin', 'temporal-sql-tool'),
+  /** The server's PostgreSQL schemas: `temporal/versioned` and `visibility/versioned`. */
+  temporalSchema: path.join(toolsDir, 'temporal-schema'),
+  temporalUiServer: path.join(toolsDir, 'bin', 'temporal-ui-server'),
   temporalTestServer: path.join(toolsDir, 'bin', 'temporal-test-server'),
   promtool: path.join(toolsDir, 'bin', 'promtool'),
   motoServer: path.join(toolsDir, 'venv', 'bin', 'moto_server'),
