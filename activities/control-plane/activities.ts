@@ -28,6 +28,7 @@ export function createControlPlaneActivities(controlPlane: ControlPlane) {
     restoreToPointInTime: failFast(controlPlane.restoreToPointInTime.bind(controlPlane)),
     startExport: failFast(controlPlane.startExport.bind(controlPlane)),
     describeExport: failFast(controlPlane.describeExport.bind(controlPlane)),
+    describeRecoverability: failFast(controlPlane.describeRecoverability.bind(controlPlane)),
   };
 }
 

@@ -55,10 +55,12 @@ import type {
   ExportStatus,
   InstanceDescription,
   InstanceStatus,
+  RecoverabilityDescription,
   RestoreTarget,
   SnapshotDescription,
   SnapshotStatus,
 } from './control-plane';
+import { newestAvailableSnapshot } from './control-plane';
 
 /**
  * The SDK retries throttling, 5xx and connection errors itself, with jittered exponential backoff.
@@ -117,6 +119,16 @@ export class AwsRdsControlPlane implements ControlPlane {
   async describeInstance(instanceId: string): Promise<InstanceDescription> {
     const instance = await this.completeRecovery(await this.findInstance(instanceId));
     return toInstance(instance, this.deps.connectAs, await this.earliestRestorableTime(instance));
+  }
+
+  /** LatestRestorableTime from DescribeDBInstances; the snapshots from DescribeDBSnapshots. */
+  async describeRecoverability(instanceId: string): Promise<RecoverabilityDescription> {
+    const instance = await this.findInstance(instanceId);
+    return {
+      instanceId,
+      latestRestorableTime: instance.LatestRestorableTime?.toISOString(),
+      newestAvailableSnapshot: newestAvailableSnapshot(await this.listSnapshots(instanceId)),
+    };
   }
 
   /** `earliestRestorableTime` is left out here (one more call per instance); describeInstance has it. */

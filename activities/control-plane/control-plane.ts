@@ -64,6 +64,22 @@ export interface ExportDescription {
 
 export type RestoreTarget = { time: string } | 'latest';
 
+/**
+ * How much of an instance could be recovered if it were lost now, from what is stored away from
+ * it (the health check turns this into the recoverability gauges).
+ */
+export interface RecoverabilityDescription {
+  instanceId: string;
+  /**
+   * The newest time a point-in-time restore reaches from the stored log chain (aws: the
+   * instance's LatestRestorableTime; local: when the newest WAL segment reached the archive);
+   * undefined without one.
+   */
+  latestRestorableTime: string | undefined;
+  /** The newest snapshot (manual or automated) that is available, undefined when there is none. */
+  newestAvailableSnapshot: { snapshotId: string; createdAt: string } | undefined;
+}
+
 export interface CreateInstanceOptions {
   tags?: Record<string, string>;
 }
@@ -129,4 +145,20 @@ export interface ControlPlane {
     destination: ExportDestination,
   ): Promise<ExportDescription>;
   describeExport(exportId: string): Promise<ExportDescription>;
+
+  describeRecoverability(instanceId: string): Promise<RecoverabilityDescription>;
+}
+
+/** Of `snapshots`, the available one taken last. */
+export function newestAvailableSnapshot(
+  snapshots: SnapshotDescription[],
+): RecoverabilityDescription['newestAvailableSnapshot'] {
+  let newest: { snapshotId: string; createdAt: string } | undefined;
+  for (const { snapshotId, status, createdAt } of snapshots) {
+    if (status !== 'available' || createdAt === undefined) continue;
+    if (newest === undefined || Date.parse(createdAt) > Date.parse(newest.createdAt)) {
+      newest = { snapshotId, createdAt };
+    }
+  }
+  return newest;
 }

@@ -41,9 +41,11 @@ import type {
   ExportDescription,
   ExportDestination,
   InstanceDescription,
+  RecoverabilityDescription,
   RestoreTarget,
   SnapshotDescription,
 } from './control-plane';
+import { newestAvailableSnapshot } from './control-plane';
 import {
   APP_DATABASE,
   adminEndpoint,
@@ -164,6 +166,27 @@ export class LocalControlPlane implements ControlPlane {
 
   constructor(private readonly options: LocalControlPlaneOptions) {
     this.layout = new StateLayout(options.stateDir);
+  }
+
+  // ---- recoverability ----
+
+  /**
+   * From what outlives the instance's data directory: the WAL archive and the snapshots. The
+   * latest restorable time is when the newest segment reached the archive, even while the
+   * cluster runs: a restore of `latest` reaches further only because it first archives the
+   * current segment, which a lost instance cannot do.
+   */
+  async describeRecoverability(instanceId: string): Promise<RecoverabilityDescription> {
+    const id = identifier('instanceId', instanceId);
+    const record = await this.settledInstance(id);
+    if (record === undefined) throw new NotFoundError(`instance ${id} not found`);
+    const snapshots = await this.snapshotRecords(id);
+    const backups = snapshots.filter((s) => s.status === 'available' && s.incarnation === record.incarnation);
+    return {
+      instanceId: id,
+      latestRestorableTime: (await this.restorableRange(record, backups, false))?.latest,
+      newestAvailableSnapshot: newestAvailableSnapshot(snapshots.map(snapshotDescription)),
+    };
   }
 
   // ---- instances ----

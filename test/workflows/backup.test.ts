@@ -4,8 +4,9 @@ import { fileURLToPath } from 'node:url';
 
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 
-import { backup } from '../../workflows';
+import { backup, healthCheck } from '../../workflows';
 import { progressQuery } from '../../workflows/lib/recovery';
+import { metricsUrl } from '../helpers/metrics-runtime';
 import { startRecoveryStack, type RecoveryStack } from '../helpers/recovery';
 
 const SOURCE = 'backup-src';
@@ -113,5 +114,48 @@ describe('backup workflow (dev server, local provider on real clusters)', functi
       assert.match(cause.message, message, JSON.stringify(input));
     }
     assert.deepEqual(await snapshotIds(), before);
+  });
+
+  it('a health check of the instance sets the gauges the recoverability alerts read; after a backup, the next one moves them', async () => {
+    const gauges = async () => {
+      const text = await (await fetch(metricsUrl())).text();
+      const value = (name: string) => {
+        const line = text
+          .split('\n')
+          .find((l) => l.startsWith(`${name}{`) && l.includes(`instance_id="${SOURCE}"`));
+        return line === undefined ? undefined : Number(line.split(' ').pop());
+      };
+      return {
+        snapshot: value('dbops_newest_snapshot_timestamp_seconds'),
+        recoveryPoint: value('dbops_recovery_point_timestamp_seconds'),
+        backup: value('dbops_backup_last_success_timestamp_seconds'),
+      };
+    };
+    const check = () =>
+      stack.env.client.workflow.execute(healthCheck, {
+        taskQueue: stack.taskQueue,
+        workflowId: `health-check-${SOURCE}-${++runs}`,
+        args: [{ instanceId: SOURCE }],
+      });
+    const seconds = (time: string | null | undefined) => Date.parse(time!) / 1000;
+
+    const first = (await check()).recoverability!;
+    const newest = (await stack.plane.listSnapshots(SOURCE)).find((s) => s.status === 'available')!;
+    assert.equal(first.newestAvailableSnapshot?.snapshotId, newest.snapshotId);
+    const before = await gauges();
+    assert.equal(before.snapshot, seconds(newest.createdAt));
+    assert.equal(
+      before.recoveryPoint,
+      Math.max(seconds(first.latestRestorableTime), seconds(newest.createdAt)),
+    );
+
+    const taken = await (await start({ instanceId: SOURCE, timeouts: fast })).result();
+    const second = (await check()).recoverability!;
+    assert.equal(second.newestAvailableSnapshot?.snapshotId, taken.snapshotId);
+    const after = await gauges();
+    assert.equal(after.snapshot, seconds(taken.snapshotCreatedAt));
+    assert.ok(after.snapshot > before.snapshot, 'the snapshot gauge moved to the backup');
+    assert.ok(after.recoveryPoint! >= after.snapshot, 'the recovery point is at least the snapshot');
+    assert.ok(after.backup! >= after.snapshot, 'the backup recorded its success');
   });
 });

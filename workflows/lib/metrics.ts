@@ -8,6 +8,8 @@
  */
 import type { MetricMeter } from '@temporalio/common';
 
+import type { RecoverabilityDescription } from '../../activities/control-plane/control-plane';
+
 export const METRIC_NAMES = {
   /** Counter (exported with a `_total` suffix); label `table`. */
   backfillRows: 'dbops_backfill_rows_processed',
@@ -17,6 +19,9 @@ export const METRIC_NAMES = {
   drTestLastSuccess: 'dbops_dr_test_last_success_timestamp_seconds',
   /** Gauge, label `instance_id`. */
   backupLastSuccess: 'dbops_backup_last_success_timestamp_seconds',
+  /** Gauges of the health check's recoverability measurement, label `instance_id`. */
+  newestSnapshot: 'dbops_newest_snapshot_timestamp_seconds',
+  recoveryPoint: 'dbops_recovery_point_timestamp_seconds',
 } as const;
 
 /** Rows one backfill batch wrote. */
@@ -56,4 +61,35 @@ export function recordBackupSucceeded(meter: MetricMeter, instanceId: string, fi
   meter
     .createGauge(METRIC_NAMES.backupLastSuccess, 'float', 's', 'Unix time of the last successful backup')
     .set(finishedAt.getTime() / 1000, { instance_id: instanceId });
+}
+
+/**
+ * What losing the instance now would leave: when its newest available snapshot was taken, and
+ * its recovery point, the newest time any restore reaches (the latest restorable time, or the
+ * newest snapshot when that is newer or there is no log chain). Unix times, 0 when there is none.
+ * Times rather than ages, as for the backup and the DR test: the alert rules take `time() - gauge`,
+ * so an age keeps growing when the measurements stop, and several workers' gauges agree (max).
+ */
+export function recordRecoverability(meter: MetricMeter, measured: RecoverabilityDescription): void {
+  const tags = { instance_id: measured.instanceId };
+  const snapshotAt = measured.newestAvailableSnapshot?.createdAt;
+  const restorableTo = [measured.latestRestorableTime, snapshotAt]
+    .filter((time): time is string => time !== undefined)
+    .map((time) => Date.parse(time));
+  meter
+    .createGauge(
+      METRIC_NAMES.newestSnapshot,
+      'float',
+      's',
+      'Unix time of the newest available snapshot (0: none)',
+    )
+    .set(snapshotAt === undefined ? 0 : Date.parse(snapshotAt) / 1000, tags);
+  meter
+    .createGauge(
+      METRIC_NAMES.recoveryPoint,
+      'float',
+      's',
+      'Unix time of the newest point a restore reaches (0: none)',
+    )
+    .set(restorableTo.length === 0 ? 0 : Math.max(...restorableTo) / 1000, tags);
 }

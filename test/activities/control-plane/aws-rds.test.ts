@@ -218,6 +218,44 @@ describe('aws provider (RDS and S3 on moto, through a loopback fault proxy)', fu
       assert.equal((await plane.describeSnapshot(listed[2]!.snapshotId)).type, 'automated');
     });
 
+    it('describes recoverability: LatestRestorableTime of DescribeDBInstances, the newest available snapshot of DescribeDBSnapshots', async () => {
+      await plane.createSnapshot(SOURCE, 'recoverability-newest');
+      try {
+        const taken = await plane.describeSnapshot('recoverability-newest');
+        proxy.clear();
+        proxy.rewriteNext('DescribeDBInstances', 1, (body) =>
+          body.replace(
+            /<LatestRestorableTime>[^<]*<\/LatestRestorableTime>/,
+            '<LatestRestorableTime>2026-11-27T12:55:00Z</LatestRestorableTime>',
+          ),
+        );
+        const described = await plane.describeRecoverability(SOURCE);
+        assert.deepEqual(described, {
+          instanceId: SOURCE,
+          latestRestorableTime: '2026-11-27T12:55:00.000Z',
+          newestAvailableSnapshot: { snapshotId: 'recoverability-newest', createdAt: taken.createdAt },
+        });
+        assert.deepEqual(
+          proxy.requests.map((r) => r.action),
+          ['DescribeDBInstances', 'DescribeDBSnapshots'],
+        );
+        // Shown still creating, it is not usable: the newest available one before it is.
+        proxy.rewriteNext('DescribeDBSnapshots', 1, (body) =>
+          body.replace(
+            /(<DBSnapshotIdentifier>recoverability-newest<\/DBSnapshotIdentifier>[\s\S]*?<Status>)available</,
+            '$1creating<',
+          ),
+        );
+        const creating = await plane.describeRecoverability(SOURCE);
+        const others = (await plane.listSnapshots(SOURCE)).filter(
+          (s) => s.snapshotId !== 'recoverability-newest',
+        );
+        assert.equal(creating.newestAvailableSnapshot?.snapshotId, others[0]!.snapshotId);
+      } finally {
+        await plane.deleteSnapshot('recoverability-newest');
+      }
+    });
+
     it('rejects a duplicate snapshot id with AlreadyExistsError naming it', async () => {
       await assert.rejects(
         plane.createSnapshot(SOURCE, 'mcp-demo-manual-20261127-120000'),

@@ -194,6 +194,26 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
     assert.deepEqual(snapshot.tags, { purpose: 'test' });
   });
 
+  it('describes recoverability from what outlives the instance: its newest archived WAL segment and newest available snapshot', async () => {
+    const archive = new StateLayout(stateDir).archiveDir('source-db');
+    const newestArchived = async () => {
+      const segments = (await readdir(archive)).filter((name) => /^[0-9A-F]{24}$/.test(name)).sort();
+      return (await stat(path.join(archive, segments.at(-1)!))).mtime.toISOString();
+    };
+    const newestAvailable = async () => {
+      const snapshot = (await plane.listSnapshots('source-db')).find((s) => s.status === 'available')!;
+      return { snapshotId: snapshot.snapshotId, createdAt: snapshot.createdAt };
+    };
+    const described = await plane.describeRecoverability('source-db');
+    assert.equal(described.latestRestorableTime, await newestArchived());
+    assert.deepEqual(described.newestAvailableSnapshot, await newestAvailable());
+    // The instance's own window ends now (a restore archives the current WAL first): a lost one cannot.
+    assert.ok(
+      (await plane.describeInstance('source-db')).latestRestorableTime! > described.latestRestorableTime,
+    );
+    await assert.rejects(plane.describeRecoverability('no-such-db'), NotFoundError);
+  });
+
   describe('restores (each a new instance on its own port)', () => {
     let fromSnapshot: InstanceDescription;
     let pointInTime: InstanceDescription;
