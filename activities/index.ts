@@ -25,6 +25,7 @@ import { createRecoveryActivities } from './recovery/activities';
 import { createFleetActivities } from './recovery/fleet';
 import { createOrphanActivities } from './recovery/orphans';
 import { createRetentionActivities } from './recovery/retention';
+import { createRetentionActivities } from './recovery/retention';
 import type { RecoveryStorage } from './recovery/reports';
 
 export interface ActivityDeps {
@@ -63,6 +64,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createRecoveryActivities(deps),
     ...createFleetActivities(deps),
     ...createOrphanActivities(deps.controlPlane),
+    ...createRetentionActivities(deps.controlPlane),
     ...createRetentionActivities(deps.controlPlane),
     ...createDeployActivities({
       withInstance: instanceConnection(deps.controlPlane, deps.connector),

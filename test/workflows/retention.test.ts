@@ -1,0 +1,260 @@
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { RDSClient, CreateDBSnapshotCommand } from '@aws-sdk/client-rds';
+import type { WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { Worker } from '@temporalio/worker';
+
+import { createActivities } from '../../activities';
+import { AwsRdsControlPlane, createAwsClients } from '../../activities/control-plane/aws-rds';
+import { createRetentionActivities, type SnapshotVerdict } from '../../activities/recovery/retention';
+import { retention, snapshotRestore } from '../../workflows';
+import { OWNER_TAGS } from '../../workflows/lib/owner-tags';
+import type { RetentionReport } from '../../workflows/retention';
+import { localActivityDeps } from '../helpers/activity-deps';
+import { startMoto, type MotoServer } from '../helpers/moto';
+import { createRdsNetwork, rdsTestSettings } from '../helpers/moto-rds';
+import { backdatedCopy } from '../helpers/snapshot-copies';
+import { startRecoveryStack, type RecoveryStack } from '../helpers/recovery';
+import { workflowBundle } from '../helpers/temporal';
+
+const SOURCE = 'ret-src';
+
+const dbopsTags = (purpose: string, extra: Record<string, string> = {}) => ({
+  [OWNER_TAGS.workflowId]: `${purpose}-${SOURCE}`,
+  [OWNER_TAGS.runId]: `run-${purpose}`,
+  [OWNER_TAGS.purpose]: purpose,
+  [OWNER_TAGS.source]: SOURCE,
+  ...extra,
+});
+
+/**
+ * The snapshots of the fixture: backdated copies of the instance's real automated backup (its
+ * files and record, with id, type, age and tags rewritten: no one can wait 40 days).
+ * The policy of the runs: keep the newest 1, keep what is younger than 10 days.
+ */
+const AGED: { id: string; ageDays: number; tags: Record<string, string> }[] = [
+  { id: 'ret-young-premig', ageDays: 5, tags: dbopsTags('pre-migration') },
+  { id: 'ret-old-keep', ageDays: 20, tags: dbopsTags('backup', { [OWNER_TAGS.keep]: 'true' }) },
+  { id: 'ret-old-restoring', ageDays: 25, tags: dbopsTags('backup') },
+  { id: 'ret-old-backup', ageDays: 30, tags: dbopsTags('backup') },
+  { id: 'ret-old-premig', ageDays: 40, tags: dbopsTags('pre-migration') },
+  { id: 'ret-old-foreign', ageDays: 50, tags: {} },
+];
+const POLICY = { keepNewest: 1, keepDays: 10 };
+
+describe('retention (dev server, worker, local provider on real clusters; aws provider on moto)', function () {
+  this.timeout(300_000);
+  let stack: RecoveryStack;
+  let moto: MotoServer;
+  let restoring: WorkflowHandleWithFirstExecutionRunId;
+  let template: string;
+
+  const snapshotIds = async (instanceId = SOURCE) =>
+    (await stack.plane.listSnapshots(instanceId)).map((s) => s.snapshotId).sort();
+
+  const backdated = (id: string, ageDays: number, tags: Record<string, string>) =>
+    backdatedCopy(stack.stateDir, template, { id, ageDays, tags });
+
+  function runRetention(input: Record<string, unknown>): Promise<RetentionReport> {
+    return stack.env.client.workflow.execute(retention, {
+      taskQueue: stack.taskQueue,
+      workflowId: `retention-test-${Date.now()}`,
+      args: [input],
+    });
+  }
+
+  const ids = (list: { snapshotId: string }[]) => list.map((s) => s.snapshotId).sort();
+
+  before(async () => {
+    [stack, moto] = await Promise.all([
+      startRecoveryStack({
+        name: 'retention',
+        sourceInstanceId: SOURCE,
+        conversations: 4,
+        chunksPerConversation: 1,
+      }),
+      startMoto(),
+    ]);
+    // The instance's automated backup, taken when it was created, gives the files of every copy.
+    const [automated] = await stack.plane.listSnapshots(SOURCE);
+    template = automated!.snapshotId;
+    await backdated('ret-newest', 0, dbopsTags('backup'));
+    // A restore in flight: a real run that stays open (no worker polls its queue).
+    restoring = await stack.env.client.workflow.start(snapshotRestore, {
+      taskQueue: 'retention-nobody-polls',
+      workflowId: 'retention-test-running-restore',
+      args: [{ snapshotId: 'ret-old-restoring' }],
+    });
+    // Visibility lags the start a little: wait until a list sees the run.
+    const query = `WorkflowId = '${restoring.workflowId}' AND ExecutionStatus = 'Running'`;
+    for (let i = 0; (await stack.env.client.workflow.count({ query })).count === 0; i++) {
+      if (i > 300) throw new Error('the running restore never showed in visibility');
+      await sleep(100);
+    }
+  });
+  // Each test starts from the whole fixture, whatever ran before it.
+  beforeEach(async () => {
+    const present = await snapshotIds();
+    for (const { id, ageDays, tags } of AGED) {
+      if (!present.includes(id)) await backdated(id, ageDays, tags);
+    }
+  });
+  after(async () => {
+    await restoring?.terminate().catch(() => undefined);
+    await moto?.stop();
+    await stack?.teardown();
+  });
+
+  it('a dry run lists what would go and why each other snapshot stays, and deletes nothing', async () => {
+    const before = await snapshotIds();
+    const report = await runRetention({ instanceId: SOURCE, ...POLICY, dryRun: true });
+    assert.equal(report.dryRun, true);
+    assert.deepEqual(ids(report.deleted), ['ret-old-backup', 'ret-old-premig']);
+    const reasons = Object.fromEntries(report.kept.map((s) => [s.snapshotId, s.reason]));
+    assert.equal(reasons['ret-newest'], 'the newest available snapshot');
+    assert.match(reasons['ret-young-premig']!, /^younger than 10 days \(5\.0 days old\)$/);
+    assert.equal(reasons['ret-old-keep'], 'tagged dbops:keep=true');
+    assert.match(
+      reasons['ret-old-restoring']!,
+      /^snapshotRestore retention-test-running-restore is running and restores it$/,
+    );
+    assert.match(reasons['ret-old-foreign']!, /^not a dbops backup or pre-migration snapshot/);
+    const automated = report.kept.filter((s) => s.type === 'automated');
+    assert.equal(automated.length, 1, 'the instance has its automated backup');
+    assert.match(automated[0]!.reason, /^automated: /);
+    assert.deepEqual(await snapshotIds(), before);
+  });
+
+  it('a retried delete finds the snapshot already gone and carries on', async () => {
+    const activities = createRetentionActivities(stack.plane);
+    const mock = new MockActivityEnvironment({}, { client: stack.env.client });
+    const beats: unknown[] = [];
+    mock.on('heartbeat', (details: unknown) => beats.push(details));
+    await backdated('ret-old-retry', 60, dbopsTags('backup'));
+    const verdict: SnapshotVerdict = {
+      snapshotId: 'ret-old-retry',
+      instanceId: SOURCE,
+      type: 'manual',
+      purpose: 'backup',
+      createdAt: null,
+      expire: true,
+      reason: 'expired',
+    };
+    const expire = (v: SnapshotVerdict) => activities.expireSnapshot(v);
+    // The first attempt deletes; its reply is lost; the retry runs the same call again.
+    assert.deepEqual(await mock.run(expire, verdict), {
+      outcome: 'deleted',
+      reason: 'expired',
+    });
+    assert.deepEqual(await mock.run(expire, verdict), {
+      outcome: 'already-gone',
+      reason: 'expired (already gone)',
+    });
+    assert.ok(beats.length > 0, 'the deletion heartbeats');
+    assert.ok(!(await snapshotIds()).includes('ret-old-retry'));
+  });
+
+  it('deletes exactly what the policy expires and keeps the newest, the keep-tagged and the restore’s snapshot', async () => {
+    const report = await runRetention({ instanceId: SOURCE, ...POLICY });
+    assert.deepEqual(ids(report.deleted), ['ret-old-backup', 'ret-old-premig']);
+    assert.deepEqual(report.failed, []);
+    const left = await snapshotIds();
+    for (const kept of [
+      'ret-newest',
+      'ret-young-premig',
+      'ret-old-keep',
+      'ret-old-restoring',
+      'ret-old-foreign',
+    ]) {
+      assert.ok(left.includes(kept), `${kept} is kept`);
+    }
+    assert.ok(!left.some((id) => ['ret-old-backup', 'ret-old-premig'].includes(id)));
+    assert.deepEqual(ids(report.kept), left);
+  });
+
+  it('refuses a bad policy and an unknown instance, deleting nothing', async () => {
+    const before = await snapshotIds();
+    const refused: { input: Record<string, unknown>; message: RegExp }[] = [
+      { input: { keepNewest: 0 }, message: /^keepNewest 0 is not valid: a whole number of at least 1/ },
+      { input: { keepDays: -1 }, message: /^keepDays -1 is not valid: a number of days from 0 to 3650$/ },
+      { input: { instanceId: 'ret-nowhere' }, message: /^instance ret-nowhere not found$/ },
+    ];
+    for (const { input, message } of refused) {
+      await assert.rejects(runRetention(input), (error: Error & { cause?: Error & { cause?: Error } }) => {
+        const cause = error.cause?.cause ?? error.cause;
+        return message.test(cause?.message ?? '');
+      });
+    }
+    assert.deepEqual(await snapshotIds(), before);
+  });
+
+  it('on aws (moto) deletes only dbops-tagged manual snapshots of the instance', async () => {
+    const settings = rdsTestSettings();
+    const clients = createAwsClients({
+      region: moto.region,
+      endpoint: moto.endpoint,
+      credentials: moto.credentials,
+    });
+    const plane = new AwsRdsControlPlane({
+      ...clients,
+      settings,
+      exports: undefined,
+      connectAs: { database: 'mcp_db', user: 'dbops' },
+    });
+    await createRdsNetwork(moto, settings);
+    await plane.createInstance('ret-aws-a');
+    await plane.createInstance('ret-aws-b');
+    const rds = new RDSClient({
+      region: moto.region,
+      endpoint: moto.endpoint,
+      credentials: moto.credentials,
+    });
+    const snapshot = async (instanceId: string, snapshotId: string, tags: Record<string, string>) => {
+      await rds.send(
+        new CreateDBSnapshotCommand({
+          DBInstanceIdentifier: instanceId,
+          DBSnapshotIdentifier: snapshotId,
+          Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })),
+        }),
+      );
+      await sleep(5); // distinct creation times, so "newest" is defined
+    };
+    await snapshot('ret-aws-a', 'ret-aws-a-backup-1', dbopsTags('backup'));
+    await snapshot('ret-aws-a', 'ret-aws-a-premig-1', dbopsTags('pre-migration'));
+    await snapshot('ret-aws-a', 'ret-aws-a-by-hand', {});
+    await snapshot('ret-aws-a', 'ret-aws-a-kept', dbopsTags('backup', { [OWNER_TAGS.keep]: 'true' }));
+    await snapshot('ret-aws-a', 'ret-aws-a-backup-2', dbopsTags('backup'));
+    await snapshot('ret-aws-b', 'ret-aws-b-backup-1', dbopsTags('backup'));
+    await snapshot('ret-aws-b', 'ret-aws-b-backup-2', dbopsTags('backup'));
+
+    const bBefore = (await plane.listSnapshots('ret-aws-b')).map((s) => s.snapshotId).sort();
+    const taskQueue = 'retention-aws';
+    const deps = localActivityDeps(
+      { host: '127.0.0.1', port: 1, database: 'mcp_db', user: 'dbops' },
+      stack.stateDir,
+    );
+    const worker = await Worker.create({
+      connection: stack.env.nativeConnection,
+      taskQueue,
+      workflowBundle: await workflowBundle(),
+      activities: createActivities({ ...deps, controlPlane: plane }),
+    });
+    const report = await worker.runUntil(
+      stack.env.client.workflow.execute(retention, {
+        taskQueue,
+        workflowId: 'retention-test-aws',
+        args: [{ instanceId: 'ret-aws-a', keepNewest: 1, keepDays: 0 }],
+      }),
+    );
+    assert.deepEqual(ids(report.deleted), ['ret-aws-a-backup-1', 'ret-aws-a-premig-1']);
+    const left = async (instanceId: string) =>
+      (await plane.listSnapshots(instanceId)).map((s) => s.snapshotId);
+    const a = await left('ret-aws-a');
+    for (const kept of ['ret-aws-a-by-hand', 'ret-aws-a-kept', 'ret-aws-a-backup-2'])
+      assert.ok(a.includes(kept));
+    assert.ok(!a.includes('ret-aws-a-backup-1') && !a.includes('ret-aws-a-premig-1'));
+    assert.deepEqual((await left('ret-aws-b')).sort(), bBefore, 'the other instance keeps every snapshot');
+  });
+});
