@@ -139,7 +139,8 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
   if (resume === undefined && valid.pointInTime !== 'latest-snapshot' && patched(POINT_IN_TIME_DRILL)) {
     setStep(`checking the restorable window of ${instanceId}`);
     report.pointInTime = choosePoint(await controlPlane.describeInstance(instanceId), valid.pointInTime);
-    report.rpoSeconds = secondsBetween(report.pointInTime.window.latest, report.startedAt);
+    // What a disaster at the start would have lost: the age of the latest restorable time then.
+    report.rpoSeconds = Math.max(0, secondsBetween(report.pointInTime.window.latest, report.startedAt)!);
   }
   const point = report.pointInTime;
   // The next run of the chain goes on with the same copy and report, and cleans up at its end.
