@@ -1,7 +1,8 @@
 /**
- * `npm start`: the embedded stack. Starts a Temporal dev server with its Web UI, the local
- * database, and the worker; upserts the schedules; runs one ping so the UI shows a real run; on
- * Ctrl-C stops the worker, then everything it started, in reverse order.
+ * `npm start`: the embedded stack. Starts a Temporal dev server with its Web UI (with `--cluster`,
+ * as `npm run start:cluster` does: the real Temporal server on a PostgreSQL of its own, see
+ * cluster.ts), the local database, and the worker; upserts the schedules; runs one ping so the UI
+ * shows a real run; on Ctrl-C stops the worker, then everything it started, in reverse order.
  */
 import path from 'node:path';
 
@@ -10,6 +11,7 @@ import { ping } from '../workflows';
 import { utcStamp } from '../workflows/lib/recovery';
 import { loadConfig, stateDirProblem, type Config, type TemporalConfig } from './config';
 import { prepareDemoData, runDemoDrTest, stopLocalInstances } from './demo';
+import { startTemporalCluster } from './cluster';
 import { startDevServer } from './dev-server';
 import { fileLogger } from './log-file';
 import { installMetricsRuntime } from './metrics';
@@ -31,12 +33,13 @@ async function main(): Promise<void> {
   };
 
   try {
-    console.log('[start] Temporal dev server ...');
-    const server = await startDevServer({
+    const cluster = process.argv.includes('--cluster');
+    console.log(cluster ? '[start] Temporal server on PostgreSQL ...' : '[start] Temporal dev server ...');
+    const server = await (cluster ? startTemporalCluster : startDevServer)({
       port: temporalPort,
       uiPort: config.temporal.uiPort,
       namespace: config.temporal.namespace,
-      dir: path.join(config.stateDir, 'temporal'),
+      dir: path.join(config.stateDir, cluster ? 'temporal-cluster' : 'temporal'),
     });
     stops.push(server.stop);
 
