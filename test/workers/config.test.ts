@@ -284,6 +284,8 @@ describe('config: maintenance window, health-check and sweep intervals, metrics 
       healthCheckIntervalMinutes: 5,
       sweepIntervalMinutes: 60,
       metricsPort: 9464,
+      rpoHeartbeatSeconds: 30,
+      drTestPointInTime: 'latest-snapshot',
     });
   });
 
@@ -299,7 +301,33 @@ describe('config: maintenance window, health-check and sweep intervals, metrics 
       healthCheckIntervalMinutes: 15,
       sweepIntervalMinutes: 30,
       metricsPort: 9100,
+      rpoHeartbeatSeconds: 30,
+      drTestPointInTime: 'latest-snapshot',
     });
+  });
+
+  it('reads the RPO heartbeat (on by default, every 30 s; off by DBOPS_RPO_HEARTBEAT=false) and the DR schedule point in time', () => {
+    const read = (env: Record<string, string>) => {
+      const { rpoHeartbeatSeconds, drTestPointInTime } = loadConfig(env).operations;
+      return { rpoHeartbeatSeconds, drTestPointInTime };
+    };
+    assert.deepEqual(read({ DBOPS_RPO_HEARTBEAT_SECONDS: '5', DBOPS_DR_TEST_POINT_IN_TIME: 'random' }), {
+      rpoHeartbeatSeconds: 5,
+      drTestPointInTime: 'random',
+    });
+    assert.equal(read({ DBOPS_RPO_HEARTBEAT: 'false' }).rpoHeartbeatSeconds, undefined);
+    assert.throws(
+      () => read({ DBOPS_RPO_HEARTBEAT_SECONDS: '0' }),
+      /^ConfigError: DBOPS_RPO_HEARTBEAT_SECONDS: is "0"; expected a whole number from 1 to 3600$/,
+    );
+    assert.throws(
+      () => read({ DBOPS_RPO_HEARTBEAT: 'off' }),
+      /^ConfigError: DBOPS_RPO_HEARTBEAT: is "off"; expected one of true, false$/,
+    );
+    assert.throws(
+      () => read({ DBOPS_DR_TEST_POINT_IN_TIME: '2026-01-01T00:00:00Z' }),
+      /^ConfigError: DBOPS_DR_TEST_POINT_IN_TIME: is "2026-01-01T00:00:00Z"; expected one of latest-snapshot, random$/,
+    );
   });
 
   const bad: [string, Record<string, string>, RegExp][] = [
