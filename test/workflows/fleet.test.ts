@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -10,6 +12,7 @@ import {
   type WorkflowHandle,
 } from '@temporalio/client';
 
+import { projectRoot } from '../../activities/config-types';
 import { seedDemoData } from '../../workers/seed';
 import { fleet } from '../../workflows';
 import { fleetProgressQuery, type FleetInput, type FleetReport } from '../../workflows/fleet';
@@ -47,11 +50,10 @@ describe('fleet workflow (dev server, six local instances on real clusters)', fu
     await Promise.all(tagged.map(([id, tags]) => stack.plane.createInstance(id, { tags })));
     await Promise.all(
       tagged.map(async ([id]) => {
-        await seedDemoData(await stack.plane.ensureRunning(id), {
-          conversations: 30,
-          chunksPerConversation: 1,
-        });
-        if (TAGGED.includes(id) && id !== NO_SNAPSHOT) {
+        const endpoint = await stack.plane.ensureRunning(id);
+        if (id === STAGING) return; // never selected: no data needed
+        await seedDemoData(endpoint, { conversations: 30, chunksPerConversation: 1 });
+        if (id !== NO_SNAPSHOT) {
           await stack.plane.createSnapshot(id, `${id}-snap`);
           for (let i = 0; (await stack.plane.describeSnapshot(`${id}-snap`)).status !== 'available'; i++) {
             assert.ok(i < 1200, `the snapshot of ${id} did not become available`);
@@ -221,6 +223,57 @@ describe('fleet workflow (dev server, six local instances on real clusters)', fu
         ['fleet-d', 'not-started'],
       ],
     );
+  });
+
+  /** `bin/dbops ...args` as a user runs it, against the suite's Temporal server, queue and state. */
+  function dbops(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      execFile(
+        path.join(projectRoot, 'bin', 'dbops'),
+        args,
+        {
+          env: {
+            ...process.env,
+            TEMPORAL_ADDRESS: stack.env.address,
+            DBOPS_TASK_QUEUE: stack.taskQueue,
+            DBOPS_STATE_DIR: stack.stateDir,
+            DBOPS_PROVIDER: 'local',
+          },
+        },
+        (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
+      );
+    });
+  }
+
+  it('dbops maintenance --all --tag env=fleet-test --concurrency 2 shows each instance as it runs and ends, then the summary', async () => {
+    const run = await dbops('maintenance', '--all', '--tag', TAG, '--concurrency', '2');
+    assert.equal(run.code, 0, `${run.stdout}\n${run.stderr}`);
+    assert.match(run.stderr, /^started fleet-maintenance-env=fleet-test-\d{8}-\d{6}$/m);
+    for (const id of TAGGED) {
+      assert.match(
+        run.stderr,
+        new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] ${id}: passed: \\d+ table\\(s\\) vacuumed`, 'm'),
+      );
+      assert.match(run.stdout, new RegExp(`^${id} +passed +- +- +\\d+ table\\(s\\) vacuumed`, 'm'));
+    }
+    assert.match(run.stdout, /^Fleet maintenance of env=fleet-test: PASSED \(4 of 4 passed\)$/m);
+    assert.match(run.stdout, new RegExp(`^  not selected: ${UNTAGGED}, ${STAGING}$`, 'm'));
+    assert.equal(
+      [...run.stdout.matchAll(/^ {2}report: file:\/\/\S+fleet-maintenance-\S+\.(json|md)$/gm)].length,
+      2,
+    );
+  });
+
+  it('dbops dr-test --all refuses a bad --tag, an --instance beside it, and --tag without --all (exit 2)', async () => {
+    for (const [args, message] of [
+      [['dr-test', '--all', '--tag', 'env'], /--tag "env" is not valid: key=value/],
+      [['dr-test', '--all', '--instance', 'fleet-a'], /--all goes without --instance/],
+      [['health', '--tag', TAG], /--tag and --concurrency go with --all/],
+    ] as const) {
+      const run = await dbops(...args);
+      assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`);
+      assert.match(run.stderr, message);
+    }
   });
 
   it('refuses a tag that is not key=value and a concurrency out of bounds, starting nothing', async () => {

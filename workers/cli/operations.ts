@@ -5,6 +5,7 @@
 import { healthCheck, maintenance } from '../../workflows';
 import { utcStamp } from '../../workflows/lib/recovery';
 import { loadConfig } from '../config';
+import { FLEET_FLAGS, fleetCommand, fleetOptions } from '../fleet-run';
 import { applySchedules, listSchedules } from '../schedules';
 import {
   explainFailure,
@@ -21,7 +22,12 @@ export const operations: CommandGroup = {
   maintenance [--instance ID] [--table T]... [--full] [--json]
                                      vacuum / analyze (all tables unless named) and report
   health [--instance ID] [--json]    the runbook's health checks; exit 3 on a critical finding
-                                     (without --instance: the worker's configured database)`,
+                                     (without --instance: the worker's configured database)
+  maintenance --all [--tag K=V] [--concurrency N] [--json]
+  health --all [--tag K=V] [--concurrency N] [--json]
+                                     the same over every managed instance (or those tagged
+                                     K=V), N at a time (default 3), with one summary; exit 1
+                                     when one fails (health: a critical finding counts)`,
   commands: { schedules, maintenance: maintenanceCommand, health },
 };
 
@@ -49,13 +55,21 @@ async function schedules(args: string[]): Promise<void> {
   }
 }
 
-async function maintenanceCommand(args: string[]): Promise<void> {
+async function maintenanceCommand(args: string[]): Promise<void | number> {
   const options = parse('maintenance', args, {
     instance: { type: 'string' },
     table: { type: 'string', multiple: true },
     full: { type: 'boolean' },
     json: { type: 'boolean' },
+    ...FLEET_FLAGS,
   });
+  const fleetRun = fleetOptions('maintenance', options);
+  if (fleetRun !== undefined) {
+    if (options.instance !== undefined || options.table !== undefined || options.full !== undefined) {
+      throw new UsageError('dbops maintenance: --all goes without --instance, --table and --full');
+    }
+    return fleetCommand('maintenance', fleetRun, options.json ?? false);
+  }
   const config = loadConfig();
   const instanceId = instanceOption(options.instance);
   const result = await withTemporal(config, (client) =>
@@ -100,7 +114,16 @@ async function maintenanceCommand(args: string[]): Promise<void> {
 }
 
 async function health(args: string[]): Promise<number> {
-  const options = parse('health', args, { instance: { type: 'string' }, json: { type: 'boolean' } });
+  const options = parse('health', args, {
+    instance: { type: 'string' },
+    json: { type: 'boolean' },
+    ...FLEET_FLAGS,
+  });
+  const fleetRun = fleetOptions('health', options);
+  if (fleetRun !== undefined) {
+    if (options.instance !== undefined) throw new UsageError('dbops health: --all goes without --instance');
+    return fleetCommand('healthCheck', fleetRun, options.json ?? false);
+  }
   const config = loadConfig();
   const instanceId = instanceOption(options.instance);
   const result = await withTemporal(config, (client) =>

@@ -10,6 +10,7 @@ import { utcDate, utcStamp, type DrTestReport } from '../../workflows/lib/recove
 import type { RestoreResult } from '../../workflows/pitr-restore';
 import { loadConfig } from '../config';
 import { drTestRun, type DrTestRun } from '../dr-test-run';
+import { FLEET_FLAGS, fleetCommand, fleetOptions } from '../fleet-run';
 import {
   explainFailure,
   instanceOption,
@@ -35,7 +36,11 @@ export const recovery: CommandGroup = {
                                      <task queue>-R, from the backups replicated there.
                                      --point-in-time: restore to that time (or a random one) of
                                      the restorable window instead, and measure how close to it
-                                     the copy's data reaches (the RPO heartbeat)`,
+                                     the copy's data reaches (the RPO heartbeat)
+  dr-test --all [--tag K=V] [--concurrency N] [--json]
+                                     the DR test of every managed instance (or of those tagged
+                                     K=V), N at a time (default 3), with one summary; exit 1
+                                     when one of them fails`,
   commands: { backup: backupCommand, restore, 'dr-test': drTestCommand },
 };
 
@@ -160,9 +165,21 @@ async function drTestCommand(args: string[]): Promise<number> {
     region: { type: 'string' },
     'point-in-time': { type: 'string' },
     json: { type: 'boolean' },
+    ...FLEET_FLAGS,
   });
+  const fleetRun = fleetOptions('dr-test', options);
+  if (fleetRun !== undefined) {
+    if (
+      options.instance !== undefined ||
+      options.region !== undefined ||
+      options['point-in-time'] !== undefined
+    ) {
+      throw new UsageError('dbops dr-test: --all goes without --instance, --region and --point-in-time');
+    }
+    return fleetCommand('drTest', fleetRun, options.json ?? false);
+  }
   const instanceId = instanceOption(options.instance);
-  if (instanceId === undefined) throw new UsageError('dbops dr-test: --instance ID is required');
+  if (instanceId === undefined) throw new UsageError('dbops dr-test: --instance ID is required (or --all)');
   // Checked by the workflow, with the source's restorable window: a bad value changes nothing.
   const pointInTime = options['point-in-time'];
   const region = options.region;
