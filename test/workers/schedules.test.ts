@@ -3,7 +3,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 
-import { applySchedules, listSchedules, type ScheduleSettings } from '../../workers/schedules';
+import {
+  applySchedules,
+  listSchedules,
+  scheduleDefinitions,
+  type ScheduleSettings,
+} from '../../workers/schedules';
 import { createDevServerEnv } from '../helpers/temporal';
 
 const settings: ScheduleSettings = {
@@ -72,6 +77,12 @@ describe('schedules (dev server)', () => {
     assert.equal(dr.policies.catchupWindow, 24 * 3600 * 1000);
     const next = dr.info.nextActionTimes[0]!;
     assert.deepEqual([next.getUTCDate(), next.getUTCHours(), next.getUTCMinutes()], [1, 6, 0]);
+  });
+
+  it('asks the monthly drTest for a random point in time when configured (DBOPS_DR_TEST_POINT_IN_TIME)', () => {
+    const [dr] = scheduleDefinitions({ ...settings, drTestPointInTime: 'random' });
+    assert.equal(dr!.scheduleId, 'dbops-dr-test-mcp-demo-prod');
+    assert.deepEqual(dr!.action.args, [{ instanceId: 'mcp-demo-prod', pointInTime: 'random' }]);
   });
 
   it('runs maintenance weekly when the maintenance window opens (Sunday 04:00 UTC)', async () => {
