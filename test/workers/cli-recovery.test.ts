@@ -151,7 +151,7 @@ describe('dbops backup / restore / dr-test (dev server, worker, local provider o
     }
   });
 
-  it('refuses ambiguous or invalid restore arguments with exit 2, creating nothing', async () => {
+  it('refuses ambiguous or invalid restore arguments with exit 2, and a dr-test point outside the window, creating nothing', async () => {
     const ambiguous = await dbops('restore', '--instance', SOURCE, '--to', 'latest', '--snapshot', 'x');
     assert.equal(ambiguous.code, 2);
     assert.match(ambiguous.stderr, /give exactly one of --to <ISO-8601\|latest> or --snapshot SNAPSHOT/);
@@ -164,6 +164,14 @@ describe('dbops backup / restore / dr-test (dev server, worker, local provider o
     const missing = await dbops('dr-test');
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /dbops dr-test: --instance ID is required/);
+    const outside = await dbops('dr-test', '--instance', SOURCE, '--point-in-time', '2020-01-01T00:00:00Z');
+    assert.equal(outside.code, 1, outside.stderr);
+    assert.match(
+      outside.stderr,
+      new RegExp(
+        `pointInTime 2020-01-01T00:00:00\\.000Z is outside the restorable window of instance ${SOURCE}: \\S+ to \\S+; nothing was changed`,
+      ),
+    );
     assert.deepEqual(await stack.instanceIds(), [SOURCE]);
   });
 });
