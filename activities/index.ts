@@ -20,6 +20,7 @@ import { createMaintenanceActivities } from './postgres/maintenance';
 import { instanceConnection } from './postgres/instance';
 import { primaryOrInstance, replicaOrInstance } from './postgres/on-instance';
 import { createPingActivities } from './postgres/ping';
+import { createRehearsalActivities } from './postgres/rehearsal';
 import { createRpoMeasureActivities } from './postgres/rpo-measure';
 import { createRecoveryActivities } from './recovery/activities';
 import { createFleetActivities } from './recovery/fleet';
@@ -71,6 +72,10 @@ export function createActivities(deps: ActivityDeps) {
       migrationsDir: deps.migrationsDir ?? path.join(projectRoot, 'migrations'),
       squawkConfig: deps.squawkConfig ?? path.join(projectRoot, '.squawk.toml'),
       rolloutHooks: deps.rolloutHooks ?? {},
+    }),
+    ...createRehearsalActivities({
+      withInstance: instanceConnection(deps.controlPlane, deps.connector),
+      migrationsDir: deps.migrationsDir ?? path.join(projectRoot, 'migrations'),
     }),
     ...createBackfillActivities({
       withInstance: instanceConnection(deps.controlPlane, deps.connector),

@@ -1,7 +1,9 @@
 /**
- * The runbook's production deployment, made safe: lint the pending migrations, wait for approval
- * on production, take a pre-migration snapshot just before migrating, migrate under the migration
- * lock, verify, run the rollout hook. On failure it reverts what it applied where every step is
+ * The runbook's production deployment, made safe: lint the pending migrations, rehearse them on a
+ * copy restored from a pre-migration snapshot (production by default: what each did, its locks,
+ * rewrites, index builds, WAL, or its failure, shown to the approver; the copy always deleted),
+ * wait for approval on production, take a pre-migration snapshot just before migrating, migrate
+ * under the migration lock, verify, run the rollout hook. On failure it reverts what it applied where every step is
  * reversible; otherwise it stops and names the snapshot and the point in time to restore, with the
  * commands. It never restores on its own.
  */
@@ -16,8 +18,11 @@ import {
   log,
   patched,
   proxyActivities,
+  setCurrentDetails,
   setHandler,
   sleep,
+  workflowInfo,
+  type ActivityOptions,
 } from '@temporalio/workflow';
 
 import type { Activities } from '../activities';
@@ -29,6 +34,7 @@ import type {
   MigrateSettings,
   VerifyResult,
 } from '../activities/postgres/migrations';
+import type { MigrationRehearsal, RehearsalRun } from '../activities/postgres/rehearsal';
 import { AlreadyExistsError, InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
 import {
   isRdsIdentifier,
@@ -36,9 +42,10 @@ import {
   RDS_IDENTIFIER_RULE,
   ROLLOUT_HOOK_NAME_RULE,
 } from './lib/identifiers';
+import { REHEARSAL_PURPOSE } from './lib/owner-tags';
 import { isPositiveDuration, pollUntil } from './lib/polling';
-import { DEFAULT_TIMEOUTS, ownerTags } from './lib/recovery';
-import { createCalls } from './lib/recovery-steps';
+import { DEFAULT_TIMEOUTS, ownerTags, runOwner, type RecoveryTimeouts } from './lib/recovery';
+import { createCalls, deleteOwnedInstance, failureMessage, waitForAvailable } from './lib/recovery-steps';
 
 export interface DeployMigrationInput {
   instanceId: string;
@@ -58,6 +65,12 @@ export interface DeployMigrationInput {
   lockTimeoutAttempts?: number;
   /** Give up waiting for the snapshot after this long (Temporal duration). Default 2 hours. */
   snapshotTimeout?: string;
+  /**
+   * Rehearse the planned migrations on a temporary copy restored from the pre-migration snapshot,
+   * before the approval and before production is touched. Default: when the instance is tagged
+   * Environment=production.
+   */
+  rehearse?: boolean;
 }
 
 export type DeployStatus = 'migrated' | 'nothing-to-apply';
@@ -73,6 +86,20 @@ export interface DeployMigrationResult {
   approvedBy: string | undefined;
   verify: VerifyResult | undefined;
   rollout: RolloutResult | undefined;
+  /** The rehearsal on a copy, when the deploy rehearsed; absent in results of older runs. */
+  rehearsal?: RehearsalReport;
+}
+
+/** What a rehearsal did on its copy of production: every planned migration, measured. */
+export interface RehearsalReport extends RehearsalRun {
+  ok: boolean;
+  /** The copy's id, and the snapshot it was restored from. */
+  copyInstanceId: string;
+  snapshotId: string;
+  /** The copy is gone (or was never created): checked after the cleanup. */
+  copyDeleted: boolean;
+  /** Why the rehearsal failed (a migration's error, or the copy's restore), or null. */
+  error: string | null;
 }
 
 /**
@@ -81,7 +108,7 @@ export interface DeployMigrationResult {
  */
 export interface DeployFailure {
   instanceId: string;
-  stage: 'lint' | 'approval' | 'migrate';
+  stage: 'lint' | 'rehearsal' | 'approval' | 'migrate';
   lintViolations: LintViolation[];
   snapshotId: string | undefined;
   /** Applied by this deploy (recorded in the migrations table as applied by this run) when it failed. */
@@ -96,6 +123,8 @@ export interface DeployFailure {
    * was written between the snapshot and the migration. Absent in reports of older runs.
    */
   pitrRestore?: PitrRestoreAdvice;
+  /** With stage `rehearsal`: the rehearsal's report. */
+  rehearsal?: RehearsalReport;
   error: string;
 }
 
@@ -110,9 +139,20 @@ export interface Approval {
 }
 
 export interface DeployProgress {
-  stage: 'lint' | 'snapshot' | 'awaiting-approval' | 'migrate' | 'verify' | 'rollout' | 'revert' | 'done';
+  stage:
+    | 'lint'
+    | 'snapshot'
+    | 'rehearse'
+    | 'awaiting-approval'
+    | 'migrate'
+    | 'verify'
+    | 'rollout'
+    | 'revert'
+    | 'done';
   snapshotId: string | undefined;
   toApply: string[];
+  /** Once the deploy has rehearsed: what the migrations did on the copy. */
+  rehearsal?: RehearsalReport;
 }
 
 export const approveUpdate = defineUpdate<string, [Approval]>('approve');
@@ -126,12 +166,20 @@ const quick = proxyActivities<Activities>({
 // Waiting for the lock or building an index may take long: the step heartbeats every few seconds,
 // so a lost worker is noticed within the heartbeat timeout and a cancel reaches the running SQL.
 // On cancel the workflow waits for the step to have stopped its SQL before it reads what is applied.
-const { runMigrationStep } = proxyActivities<Activities>({
+// The rehearsal applies the same migrations on its copy: under the same options.
+const MIGRATION_STEP: ActivityOptions = {
   startToCloseTimeout: '6 hours',
   heartbeatTimeout: '20 seconds',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: { maximumAttempts: 3, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
-});
+};
+const { runMigrationStep, rehearseMigrations } = proxyActivities<Activities>(MIGRATION_STEP);
+
+/**
+ * The copy's restore, wait and deletion: the recovery workflows' timeouts, looked at more often at
+ * first (someone waits to approve); the looks back off as the wait goes on.
+ */
+const COPY_TIMEOUTS: RecoveryTimeouts = { ...DEFAULT_TIMEOUTS, pollInterval: '2 seconds' };
 
 const { runRolloutHook } = proxyActivities<Activities>({
   startToCloseTimeout: '15 minutes',
@@ -143,6 +191,9 @@ const { runRolloutHook } = proxyActivities<Activities>({
  * approval (a wait of up to a day that the snapshot's restore would have lost).
  */
 const SNAPSHOT_AFTER_APPROVAL = 'deploy-migration-snapshot-after-approval';
+
+/** Runs started before deploys rehearsed replay as they ran: no rehearsal. */
+const REHEARSAL = 'deploy-migration-rehearsal';
 
 export async function deployMigration(input: DeployMigrationInput): Promise<DeployMigrationResult> {
   const settings = validate(input);
@@ -208,7 +259,20 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
   let snapshotId = afterApproval ? undefined : await snapshotNow();
 
   const instance = await quick.describeInstance(instanceId);
-  const approvalNeeded = input.requireApproval ?? instance.tags.Environment?.toLowerCase() === 'production';
+  const production = instance.tags.Environment?.toLowerCase() === 'production';
+  const approvalNeeded = input.requireApproval ?? production;
+  let rehearsal: RehearsalReport | undefined;
+  if ((input.rehearse ?? production) && patched(REHEARSAL)) {
+    snapshotId ??= await snapshotNow();
+    progress.stage = 'rehearse';
+    rehearsal = await rehearseOnCopy(instanceId, snapshotId, plan.toApply, settings);
+    progress.rehearsal = rehearsal;
+    // The Web UI shows it on the run's page, under the approval's wait.
+    setCurrentDetails(rehearsalSummary(rehearsal));
+    if (!rehearsal.ok) {
+      return fail({ ...none, stage: 'rehearsal', snapshotId, rehearsal, error: rehearsal.error ?? 'failed' });
+    }
+  }
   if (approvalNeeded) {
     progress.stage = 'awaiting-approval';
     const timeout = input.approvalTimeout ?? '24 hours';
@@ -224,6 +288,8 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
         error: `no approval within ${timeout}; nothing was migrated`,
       });
     }
+    // The rehearsal's snapshot is as old as the wait: the one to restore is taken now.
+    if (rehearsal !== undefined) snapshotId = await snapshotNow();
   }
   snapshotId ??= await snapshotNow();
 
@@ -268,7 +334,114 @@ export async function deployMigration(input: DeployMigrationInput): Promise<Depl
     approvedBy,
     verify,
     rollout,
+    ...(rehearsal === undefined ? {} : { rehearsal }),
   };
+}
+
+/**
+ * Restores `snapshotId` as a temporary copy named after this run, rehearses `names` on it, and
+ * ALWAYS deletes the copy (success, failed migration, failed restore, cancel: the cleanup runs in a
+ * non-cancellable scope and finds the copy by its owner tags; a run that never gets there leaves a
+ * copy the orphan sweeper and the next DR test remove). Production is never connected to.
+ */
+async function rehearseOnCopy(
+  instanceId: string,
+  snapshotId: string,
+  names: string[],
+  settings: Partial<MigrateSettings>,
+): Promise<RehearsalReport> {
+  const copyInstanceId = rehearsalCopyId(instanceId);
+  const owner = runOwner();
+  const report: RehearsalReport = {
+    ok: false,
+    copyInstanceId,
+    snapshotId,
+    copyDeleted: false,
+    error: null,
+    migrations: [],
+    sampleEveryMs: 0,
+  };
+  try {
+    await createCalls(COPY_TIMEOUTS).restoreFromSnapshot(
+      snapshotId,
+      copyInstanceId,
+      ownerTags(REHEARSAL_PURPOSE, instanceId),
+    );
+    await waitForAvailable(copyInstanceId, COPY_TIMEOUTS, () => undefined);
+    Object.assign(report, await rehearseMigrations({ copyInstanceId, names, settings }));
+    if (report.failed !== undefined) {
+      report.error = `rehearsal of ${report.failed.name} failed: ${report.failed.error}; production was not touched`;
+    }
+  } catch (error) {
+    report.error = isCancellation(error)
+      ? 'the deploy was cancelled during the rehearsal; production was not touched'
+      : `rehearsal failed before its migrations ran to the end: ${failureMessage(error)}; production was not touched`;
+  }
+  await CancellationScope.nonCancellable(async () => {
+    try {
+      await deleteOwnedInstance(copyInstanceId, owner, COPY_TIMEOUTS);
+      report.copyDeleted = true;
+    } catch (error) {
+      log.error(`the rehearsal copy ${copyInstanceId} may still exist: ${failureMessage(error)}`, {
+        instanceId,
+      });
+      report.error ??= `the rehearsal copy ${copyInstanceId} could not be deleted: ${failureMessage(error)} (the orphan sweeper removes it)`;
+    }
+  });
+  report.ok = report.error === null;
+  return report;
+}
+
+/**
+ * `<instance>-rehearsal-<8 hex>`: the same for every attempt of this run (a retried restore finds
+ * its copy), another for any other run; within the 63 characters of an RDS identifier.
+ */
+function rehearsalCopyId(instanceId: string): string {
+  const { workflowId, runId } = workflowInfo();
+  let hash = 0x811c9dc5;
+  for (const char of `${workflowId}/${runId}`) {
+    hash = Math.imul(hash ^ char.charCodeAt(0), 0x01000193) >>> 0;
+  }
+  return `${instanceId.slice(0, 42).replace(/-+$/, '')}-rehearsal-${hash.toString(16).padStart(8, '0')}`;
+}
+
+/** The rehearsal in words: one line per migration, then its error; the Web UI and `dbops deploy` show it. */
+export function rehearsalSummary(report: RehearsalReport): string {
+  const head =
+    `Rehearsal on ${report.copyInstanceId} (restored from ${report.snapshotId}): ` +
+    `${report.ok ? 'passed' : 'FAILED'}; copy ${report.copyDeleted ? 'deleted' : 'NOT deleted'}`;
+  const lines = report.migrations.map((m) => `  ${m.name}: ${describeMigration(m, report.sampleEveryMs)}`);
+  return [head, ...lines, ...(report.error === null ? [] : [`  ${report.error}`])].join('\n');
+}
+
+function describeMigration(m: MigrationRehearsal, sampleEveryMs: number): string {
+  if (m.status === 'not-run') return 'not run (an earlier one failed)';
+  if (m.status === 'unmeasured') return 'applied by an earlier attempt, not measured';
+  const parts = [`${m.status === 'failed' ? 'FAILED' : 'applied'} in ${seconds(m.durationMs)}`];
+  const lock = m.locks[0];
+  parts.push(
+    lock === undefined
+      ? `no lock on an existing table seen (sampled every ${sampleEveryMs} ms)`
+      : `strongest lock ${lock.mode} on ${lock.relation} held ${seconds(lock.heldMs)}`,
+  );
+  for (const r of m.rewrites) {
+    parts.push(`rewrote ${r.table} (${r.rows} rows, ${mb(r.bytesBefore)} -> ${mb(r.bytesAfter)})`);
+  }
+  for (const c of m.rowChanges) {
+    parts.push(`${c.table}: ${c.inserted} inserted, ${c.updated} updated, ${c.deleted} deleted`);
+  }
+  for (const i of m.indexBuilds) parts.push(`built ${i.index} on ${i.table} in ${seconds(i.ms)}`);
+  parts.push(`WAL ${mb(m.walBytes)}`);
+  if (m.error !== undefined) parts.push(`error: ${m.error}`);
+  return parts.join('; ');
+}
+
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`;
+}
+
+function mb(bytes: number): string {
+  return `${(bytes / 1048576).toFixed(1)} MB`;
 }
 
 interface Deploy {
@@ -408,6 +581,8 @@ function describe(instanceId: string, failure: Omit<DeployFailure, 'instanceId'>
         `deploy to ${instanceId} blocked by the migration lint: ` +
         failure.lintViolations.map((v) => `${v.file}:${v.line} ${v.rule}: ${v.message}`).join('; ')
       );
+    case 'rehearsal':
+      return `deploy to ${instanceId} stopped by its rehearsal: ${failure.error}`;
     case 'approval':
       return failure.snapshotId === undefined
         ? `deploy to ${instanceId}: ${failure.error}`
@@ -450,6 +625,9 @@ function validate(input: DeployMigrationInput): Partial<MigrateSettings> {
   // The hook runs after the migrations: a name that cannot be a configured hook is refused before.
   if (input.rolloutHook !== undefined && !isRolloutHookName(input.rolloutHook)) {
     bad(`rolloutHook: ${JSON.stringify(input.rolloutHook)} is not ${ROLLOUT_HOOK_NAME_RULE}`);
+  }
+  if (input.rehearse !== undefined && typeof input.rehearse !== 'boolean') {
+    bad(`rehearse: ${JSON.stringify(input.rehearse)}; expected true or false`);
   }
   if (input.whenLocked !== undefined && input.whenLocked !== 'wait' && input.whenLocked !== 'fail') {
     bad(`whenLocked: ${JSON.stringify(input.whenLocked)}; expected "wait" or "fail"`);

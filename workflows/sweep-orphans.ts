@@ -4,9 +4,10 @@
  * cancelled or terminated while its create call was in flight can leave a copy nobody knows of.
  * Scheduled hourly (workers/schedules.ts) and run by `dbops sweep [--dry-run]`.
  *
- * 1. Finds every instance tagged `dbops:purpose` `dr-test` or `restore` and asks Temporal how its
- *    owning run (`dbops:workflow-id`, `dbops:run-id`) stands (activities/recovery/orphans.ts).
- *    A DR copy is an orphan once its owner has closed in any way; a restore target only when its
+ * 1. Finds every instance tagged `dbops:purpose` `dr-test`, `rehearsal` or `restore` and asks
+ *    Temporal how its owning run (`dbops:workflow-id`, `dbops:run-id`) stands
+ *    (activities/recovery/orphans.ts). A DR or rehearsal copy is an orphan once its owner has
+ *    closed in any way; a restore target only when its
  *    owner was cancelled, terminated or timed out (a completed restore's instance is the user's
  *    result, a failed one is kept for inspection). An instance tagged `dbops:keep=true`, one whose
  *    owner still runs and one without owner tags are kept.

@@ -43,6 +43,7 @@ import {
   DR_PURPOSE,
   OWNER_TAGS,
   ownedBy,
+  REHEARSAL_PURPOSE,
   type OwnerPurpose,
 } from '../../workflows/lib/owner-tags';
 import { mapAwsErrors } from './aws-errors';
@@ -492,7 +493,8 @@ export class AwsRdsControlPlane implements ControlPlane {
    * group allows one. A restore must land where production runs, or the DR test proves nothing.
    *
    * The `dbops:purpose` tag decides the rest. A DR test copy lives for an hour and only has to
-   * prove the backup restores: its own small class, single-AZ, no automated backups (RDS would
+   * prove the backup restores, a deploy's rehearsal copy only runs its migrations once: each gets
+   * the DR copies' small class, single-AZ, no automated backups (RDS would
    * take a first snapshot of it), no deletion protection. A real recovery is meant to replace
    * production, so it gets production's settings; those the restore calls cannot set
    * (Performance Insights, enhanced monitoring) follow in completeRecovery.
@@ -511,6 +513,7 @@ export class AwsRdsControlPlane implements ControlPlane {
     };
     switch (tags[OWNER_TAGS.purpose]) {
       case DR_PURPOSE:
+      case REHEARSAL_PURPOSE:
         return {
           ...common,
           DBInstanceClass: settings.drInstanceClass,

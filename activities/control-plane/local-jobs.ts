@@ -28,7 +28,7 @@ import {
 import { withClient } from '../postgres/connect';
 import { beginFingerprints, fingerprintTable, userTables } from '../postgres/fingerprints';
 import { setUpWorkerRole } from '../postgres/worker-role';
-import { DR_PURPOSE, OWNER_TAGS } from '../../workflows/lib/owner-tags';
+import { isTemporaryCopy } from '../../workflows/lib/owner-tags';
 import {
   StateLayout,
   readJson,
@@ -457,11 +457,11 @@ async function restoreInstance(layout: StateLayout, instanceId: string): Promise
     // Promoted: drop the recovery settings so they can never apply again.
     await writeClusterSettings(dataDir, own);
   }
-  const drCopy = instance.tags[OWNER_TAGS.purpose] === DR_PURPOSE;
+  const temporaryCopy = isTemporaryCopy(instance.tags);
   const available = await updateRecord<InstanceRecord>(file, (r) => ({ ...r, status: 'available' }));
-  // A DR test's copy lives minutes and is never restored from: no automated backup, as on RDS
-  // (where the copy is created with backup retention 0).
-  if (!drCopy) await takeAutomatedSnapshot(layout, available);
+  // A DR test's or a rehearsal's copy lives minutes and is never restored from: no automated
+  // backup, as on RDS (where the copy is created with backup retention 0).
+  if (!temporaryCopy) await takeAutomatedSnapshot(layout, available);
 }
 
 /** Stops an instance's cluster and removes it: renamed away first, so removal is all or nothing. */

@@ -181,7 +181,7 @@ export function createDeployActivities(deps: DeployDeps) {
  * A failed migration and our typed errors are final: retrying gives the same answer. Connection
  * failures stay retryable. The workflow reads what was applied from the database, not from here.
  */
-async function failFast<T>(fn: () => Promise<T>): Promise<T> {
+export async function failFast<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (error) {

@@ -7,7 +7,7 @@ import { ApplicationFailure, Context, heartbeat } from '@temporalio/activity';
 import { WorkflowNotFoundError } from '@temporalio/client';
 
 import { InvalidInputError, NotFoundError } from '../../workflows/lib/errors';
-import { DR_PURPOSE, OWNER_TAGS } from '../../workflows/lib/owner-tags';
+import { DR_PURPOSE, OWNER_TAGS, REHEARSAL_PURPOSE } from '../../workflows/lib/owner-tags';
 import type { DrTestReport } from '../../workflows/lib/recovery';
 import type { ControlPlane, ExportDestination, InstanceDescription } from '../control-plane/control-plane';
 import type { DatabaseConnector } from '../postgres/connect';
@@ -34,17 +34,22 @@ export function createRecoveryActivities({ controlPlane, connector, storage }: R
     },
 
     /**
-     * DR test instances of `instanceId` that no running workflow owns: left behind by a run that
-     * crashed or was terminated (its cleanup never ran). Only instances carrying our tag count, so
-     * an instance someone merely named like ours is never touched.
+     * DR test instances of `instanceId`, and copies of it a deploy restored to rehearse on, that
+     * no running workflow owns: left behind by a run that crashed or was terminated (its cleanup
+     * never ran). Only instances carrying our tag count, so an instance someone merely named like
+     * ours is never touched.
      */
     async findOrphanDrInstances(instanceId: string): Promise<string[]> {
       const prefix = `${instanceId}-dr-test-`;
       const own = Context.current().info.workflowExecution;
       const orphans: string[] = [];
       for (const instance of await controlPlane.listInstances()) {
-        if (!instance.instanceId.startsWith(prefix) || instance.tags[OWNER_TAGS.purpose] !== DR_PURPOSE)
-          continue;
+        const drCopy =
+          instance.instanceId.startsWith(prefix) && instance.tags[OWNER_TAGS.purpose] === DR_PURPOSE;
+        const rehearsalCopy =
+          instance.tags[OWNER_TAGS.purpose] === REHEARSAL_PURPOSE &&
+          instance.tags[OWNER_TAGS.source] === instanceId;
+        if (!drCopy && !rehearsalCopy) continue;
         const workflowId = instance.tags[OWNER_TAGS.workflowId];
         const runId = instance.tags[OWNER_TAGS.runId];
         if (workflowId === own?.workflowId && runId === own?.runId) continue;

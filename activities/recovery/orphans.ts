@@ -1,10 +1,11 @@
 /**
- * Finding orphans for the sweeper (workflows/sweep-orphans.ts): instances a DR test or a restore
- * created whose owning run has ended without deleting them. A terminated `drTest` never runs its
- * cleanup, and a restore cancelled or terminated while its create call was in flight can leave a
- * copy nobody manages; both cost money until someone notices. Only instances carrying our tags are
- * judged, and the owner named by the tags is asked for in Temporal, so an instance of a run that is
- * still going, or one without owner tags, is never an orphan.
+ * Finding orphans for the sweeper (workflows/sweep-orphans.ts): instances a DR test, a deploy's
+ * rehearsal or a restore created whose owning run has ended without deleting them. A terminated
+ * `drTest` never runs its cleanup, and a restore cancelled or terminated while its create call
+ * was in flight can leave a copy nobody manages; both cost money until someone notices. Only
+ * instances carrying our tags are judged, and the owner named by the tags is asked for in
+ * Temporal, so an instance of a run that is still going, or one without owner tags, is never an
+ * orphan.
  */
 import { Context, heartbeat } from '@temporalio/activity';
 import {
@@ -14,7 +15,7 @@ import {
   type WorkflowExecutionStatusName,
 } from '@temporalio/client';
 
-import { DR_PURPOSE, OWNER_TAGS, type OwnerPurpose } from '../../workflows/lib/owner-tags';
+import { DR_PURPOSE, OWNER_TAGS, REHEARSAL_PURPOSE, type OwnerPurpose } from '../../workflows/lib/owner-tags';
 import type { ControlPlane, InstanceDescription } from '../control-plane/control-plane';
 import { describeOwnerRun } from './owner-run';
 
@@ -64,7 +65,7 @@ export function createOrphanActivities(controlPlane: ControlPlane) {
 async function judge(instance: InstanceDescription): Promise<OrphanFinding | undefined> {
   const { instanceId, tags } = instance;
   const purpose = tags[OWNER_TAGS.purpose];
-  if (purpose !== DR_PURPOSE && purpose !== 'restore') return undefined;
+  if (purpose !== DR_PURPOSE && purpose !== REHEARSAL_PURPOSE && purpose !== 'restore') return undefined;
   const workflowId = tags[OWNER_TAGS.workflowId];
   const runId = tags[OWNER_TAGS.runId];
   const owner = workflowId !== undefined && runId !== undefined ? { workflowId, runId } : null;
@@ -90,6 +91,7 @@ async function judge(instance: InstanceDescription): Promise<OrphanFinding | und
   if (!CLOSED.includes(status)) return kept(`${run} is ${describeStatus(status)}`, status);
   const orphan = (reason: string): OrphanFinding => ({ ...kept(reason, status), orphan: true });
   if (purpose === DR_PURPOSE) return orphan(`DR copy whose ${run} ${describeStatus(status)}`);
+  if (purpose === REHEARSAL_PURPOSE) return orphan(`rehearsal copy whose ${run} ${describeStatus(status)}`);
   if (ABANDONED.includes(status)) return orphan(`restore target whose ${run} ${describeStatus(status)}`);
   if (status === 'COMPLETED') return kept(`${run} completed: the instance is the restore's result`, status);
   if (status === 'FAILED') return kept(`${run} failed: kept for inspection (delete it when done)`, status);

@@ -17,9 +17,21 @@ export const OWNER_TAGS = {
   keep: 'dbops:keep',
 } as const;
 
-export type OwnerPurpose = 'backup' | 'restore' | 'dr-test' | 'pre-migration';
+export type OwnerPurpose = 'backup' | 'restore' | 'dr-test' | 'pre-migration' | 'rehearsal';
 
 export const DR_PURPOSE = 'dr-test' satisfies OwnerPurpose;
+
+/** A deploy's copy of production, restored to rehearse its migrations on and deleted after. */
+export const REHEARSAL_PURPOSE = 'rehearsal' satisfies OwnerPurpose;
+
+/**
+ * Whether the tags name a temporary copy (a DR test's or a rehearsal's): it lives minutes, gets the
+ * cheap placement, no automated backups, and is an orphan once its owning run has closed.
+ */
+export function isTemporaryCopy(tags: Record<string, string>): boolean {
+  const purpose = tags[OWNER_TAGS.purpose];
+  return purpose === DR_PURPOSE || purpose === REHEARSAL_PURPOSE;
+}
 
 /** Whether a resource's tags name the run `owner` names: workflow id and run id both given and equal. */
 export function ownedBy(tags: Record<string, string>, owner: Record<string, string>): boolean {
