@@ -27,6 +27,7 @@ import { createFleetActivities } from './recovery/fleet';
 import { createOrphanActivities } from './recovery/orphans';
 import { createRetentionActivities } from './recovery/retention';
 import { createRetentionActivities } from './recovery/retention';
+import { createRetentionActivities } from './recovery/retention';
 import type { RecoveryStorage } from './recovery/reports';
 
 export interface ActivityDeps {
@@ -65,6 +66,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createRecoveryActivities(deps),
     ...createFleetActivities(deps),
     ...createOrphanActivities(deps.controlPlane),
+    ...createRetentionActivities(deps.controlPlane),
     ...createRetentionActivities(deps.controlPlane),
     ...createRetentionActivities(deps.controlPlane),
     ...createDeployActivities({

@@ -13,4 +13,5 @@ export { drTest } from './dr-test';
 export { sweepOrphans } from './sweep-orphans';
 export { retention } from './retention';
 export { retention } from './retention';
+export { retention } from './retention';
 export { fleet } from './fleet';

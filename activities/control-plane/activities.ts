@@ -25,6 +25,7 @@ export function createControlPlaneActivities(controlPlane: ControlPlane) {
     deleteSnapshot: failFast(controlPlane.deleteSnapshot.bind(controlPlane)),
     snapshotUsers: failFast(controlPlane.snapshotUsers.bind(controlPlane)),
     snapshotUsers: failFast(controlPlane.snapshotUsers.bind(controlPlane)),
+    snapshotUsers: failFast(controlPlane.snapshotUsers.bind(controlPlane)),
     restoreFromSnapshot: failFast(controlPlane.restoreFromSnapshot.bind(controlPlane)),
     restoreToPointInTime: failFast(controlPlane.restoreToPointInTime.bind(controlPlane)),
     startExport: failFast(controlPlane.startExport.bind(controlPlane)),

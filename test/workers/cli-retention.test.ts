@@ -67,7 +67,7 @@ describe('dbops retention (dev server, worker, local provider on a real cluster)
   before(async () => {
     [env, instance] = await Promise.all([createDevServerEnv(), startLocalInstance(SOURCE)]);
     // The instance's automated backup, taken when it was created, gives the files of the copies.
-    [{ snapshotId: template }] = await instance.plane.listSnapshots(SOURCE);
+    template = (await instance.plane.listSnapshots(SOURCE))[0]!.snapshotId;
     worker = await Worker.create({
       connection: env.nativeConnection,
       taskQueue: TASK_QUEUE,

@@ -277,6 +277,39 @@ describe('config', () => {
   });
 });
 
+describe('config: snapshot retention', () => {
+  it('reads the policy and the schedule interval', () => {
+    const { retention } = loadConfig({
+      DBOPS_RETENTION_KEEP_NEWEST: '3',
+      DBOPS_RETENTION_KEEP_DAYS: '0',
+      DBOPS_RETENTION_INCLUDE_FOREIGN: 'true',
+      DBOPS_RETENTION_INCLUDE_AUTOMATED: 'true',
+      DBOPS_RETENTION_INTERVAL_HOURS: '6',
+    }).operations;
+    assert.deepEqual(retention, {
+      keepNewest: 3,
+      keepDays: 0,
+      includeForeign: true,
+      includeAutomated: true,
+      intervalHours: 6,
+    });
+  });
+
+  it('rejects keeping fewer than one snapshot, naming the variable', () => {
+    assert.throws(
+      () => loadConfig({ DBOPS_RETENTION_KEEP_NEWEST: '0' }),
+      /^ConfigError: DBOPS_RETENTION_KEEP_NEWEST: is "0"; expected a whole number from 1 to 1000$/,
+    );
+  });
+
+  it('rejects a negative number of days, naming the variable', () => {
+    assert.throws(
+      () => loadConfig({ DBOPS_RETENTION_KEEP_DAYS: '-1' }),
+      /^ConfigError: DBOPS_RETENTION_KEEP_DAYS: is "-1"; expected a whole number from 0 to 3650$/,
+    );
+  });
+});
+
 describe('config: maintenance window, health-check and sweep intervals, metrics port', () => {
   it('defaults to the RDS window of the runbook, a 5-minute health check, an hourly sweep and port 9464', () => {
     assert.deepEqual(loadConfig({}).operations, {
@@ -286,6 +319,13 @@ describe('config: maintenance window, health-check and sweep intervals, metrics 
       metricsPort: 9464,
       rpoHeartbeatSeconds: 30,
       drTestPointInTime: 'latest-snapshot',
+      retention: {
+        keepNewest: 7,
+        keepDays: 30,
+        includeForeign: false,
+        includeAutomated: false,
+        intervalHours: 24,
+      },
     });
   });
 
@@ -303,6 +343,13 @@ describe('config: maintenance window, health-check and sweep intervals, metrics 
       metricsPort: 9100,
       rpoHeartbeatSeconds: 30,
       drTestPointInTime: 'latest-snapshot',
+      retention: {
+        keepNewest: 7,
+        keepDays: 30,
+        includeForeign: false,
+        includeAutomated: false,
+        intervalHours: 24,
+      },
     });
   });
 

@@ -120,6 +120,18 @@ describe('schedules (dev server)', () => {
     assert.equal(changed.policies.catchupWindow, 20 * 60 * 1000);
   });
 
+  it('runs retention over every instance with the configured policy when configured (daily by default)', () => {
+    const policy = { keepNewest: 7, keepDays: 30, includeForeign: false, includeAutomated: false };
+    const defined = scheduleDefinitions({ ...settings, retention: { ...policy, intervalHours: 24 } });
+    const retention = defined.find((s) => s.scheduleId === 'dbops-retention');
+    assert.equal(retention?.action.workflowType, 'retention');
+    assert.deepEqual(retention.action.args, [policy]);
+    assert.equal(retention.action.taskQueue, 'dbops');
+    assert.deepEqual(retention.spec.intervals, [{ every: '24 hours' }]);
+    assert.equal(retention.policies?.overlap, 'SKIP');
+    assert.ok(!scheduleDefinitions(settings).some((s) => s.scheduleId === 'dbops-retention'));
+  });
+
   it('keeps a schedule an operator paused paused when applied again', async () => {
     const handle = env.client.schedule.getHandle('dbops-maintenance-mcp-demo-prod');
     await handle.pause('paused by the on-call');

@@ -89,7 +89,7 @@ describe('retention (dev server, worker, local provider on real clusters; aws pr
     });
     // Visibility lags the start a little: wait until a list sees the run.
     const query = `WorkflowId = '${restoring.workflowId}' AND ExecutionStatus = 'Running'`;
-    for (let i = 0; (await stack.env.client.workflow.count({ query })).count === 0; i++) {
+    for (let i = 0; (await stack.env.client.workflow.count(query)).count === 0; i++) {
       if (i > 300) throw new Error('the running restore never showed in visibility');
       await sleep(100);
     }
