@@ -26,8 +26,6 @@ import { createRecoveryActivities } from './recovery/activities';
 import { createFleetActivities } from './recovery/fleet';
 import { createOrphanActivities } from './recovery/orphans';
 import { createRetentionActivities } from './recovery/retention';
-import { createRetentionActivities } from './recovery/retention';
-import { createRetentionActivities } from './recovery/retention';
 import type { RecoveryStorage } from './recovery/reports';
 
 export interface ActivityDeps {
@@ -66,8 +64,6 @@ export function createActivities(deps: ActivityDeps) {
     ...createRecoveryActivities(deps),
     ...createFleetActivities(deps),
     ...createOrphanActivities(deps.controlPlane),
-    ...createRetentionActivities(deps.controlPlane),
-    ...createRetentionActivities(deps.controlPlane),
     ...createRetentionActivities(deps.controlPlane),
     ...createDeployActivities({
       withInstance: instanceConnection(deps.controlPlane, deps.connector),

@@ -22,8 +22,6 @@ import type { RolloutHook } from '../activities/postgres/deploy';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../workflows/lib/identifiers';
 import { MAINTENANCE_WINDOW_RULE, parseMaintenanceWindow } from '../workflows/lib/maintenance-window';
 import { DEFAULT_RETENTION, type RetentionPolicy } from '../workflows/lib/retention-policy';
-import { DEFAULT_RETENTION, type RetentionPolicy } from '../workflows/lib/retention-policy';
-import { DEFAULT_RETENTION, type RetentionPolicy } from '../workflows/lib/retention-policy';
 
 export interface TemporalConfig {
   address: string;
@@ -82,28 +80,12 @@ export interface OperationsConfig {
   sweepIntervalMinutes: number;
   /** The snapshot retention policy and how often its schedule runs. */
   retention: RetentionSettings;
-  /** The snapshot retention policy and how often its schedule runs. */
-  retention: RetentionSettings;
-  /** The snapshot retention policy and how often its schedule runs. */
-  retention: RetentionSettings;
   /** The worker's Prometheus endpoint (`/metrics`). */
   metricsPort: number;
   /** Seconds between RPO heartbeats into each managed instance (workers/rpo-heartbeat.ts); undefined: off. */
   rpoHeartbeatSeconds: number | undefined;
   /** What the monthly DR test restores: the newest snapshot, or a random point in the restorable window. */
   drTestPointInTime: 'latest-snapshot' | 'random';
-}
-
-/** The policy `retention` applies by default (its schedule's and `dbops retention`'s), and its schedule. */
-export interface RetentionSettings extends RetentionPolicy {
-  /** Hours between scheduled retention runs over every instance. */
-  intervalHours: number;
-}
-
-/** The policy `retention` applies by default (its schedule's and `dbops retention`'s), and its schedule. */
-export interface RetentionSettings extends RetentionPolicy {
-  /** Hours between scheduled retention runs over every instance. */
-  intervalHours: number;
 }
 
 /** The policy `retention` applies by default (its schedule's and `dbops retention`'s), and its schedule. */
@@ -153,8 +135,6 @@ export function loadConfig(env: Env = process.env): Config {
       maintenanceWindow: maintenanceWindow(env, 'DBOPS_MAINTENANCE_WINDOW', 'sun:04:00-sun:05:00'),
       healthCheckIntervalMinutes: integer(env, 'DBOPS_HEALTH_CHECK_INTERVAL_MINUTES', 5, 1, 1440),
       sweepIntervalMinutes: integer(env, 'DBOPS_SWEEP_INTERVAL_MINUTES', 60, 1, 1440),
-      retention: retentionSettings(env),
-      retention: retentionSettings(env),
       retention: retentionSettings(env),
       metricsPort: port(env, 'DBOPS_METRICS_PORT', 9464),
       rpoHeartbeatSeconds: boolean(env, 'DBOPS_RPO_HEARTBEAT', true)
@@ -539,28 +519,6 @@ function exportConfig(env: Env): ExportConfig | undefined {
       'an IAM role ARN',
     ),
     kmsKeyId: matching(env, 'DBOPS_EXPORT_KMS_KEY_ID', '', /^\S+$/, 'a KMS key ARN, id or alias'),
-  };
-}
-
-function retentionSettings(env: Env): RetentionSettings {
-  const defaults = DEFAULT_RETENTION;
-  return {
-    keepNewest: integer(env, 'DBOPS_RETENTION_KEEP_NEWEST', defaults.keepNewest, 1, 1000),
-    keepDays: integer(env, 'DBOPS_RETENTION_KEEP_DAYS', defaults.keepDays, 0, 3650),
-    includeForeign: boolean(env, 'DBOPS_RETENTION_INCLUDE_FOREIGN', defaults.includeForeign),
-    includeAutomated: boolean(env, 'DBOPS_RETENTION_INCLUDE_AUTOMATED', defaults.includeAutomated),
-    intervalHours: integer(env, 'DBOPS_RETENTION_INTERVAL_HOURS', 24, 1, 720),
-  };
-}
-
-function retentionSettings(env: Env): RetentionSettings {
-  const defaults = DEFAULT_RETENTION;
-  return {
-    keepNewest: integer(env, 'DBOPS_RETENTION_KEEP_NEWEST', defaults.keepNewest, 1, 1000),
-    keepDays: integer(env, 'DBOPS_RETENTION_KEEP_DAYS', defaults.keepDays, 0, 3650),
-    includeForeign: boolean(env, 'DBOPS_RETENTION_INCLUDE_FOREIGN', defaults.includeForeign),
-    includeAutomated: boolean(env, 'DBOPS_RETENTION_INCLUDE_AUTOMATED', defaults.includeAutomated),
-    intervalHours: integer(env, 'DBOPS_RETENTION_INTERVAL_HOURS', 24, 1, 720),
   };
 }
 

@@ -15,8 +15,6 @@ import {
 import { parseMaintenanceWindow } from '../workflows/lib/maintenance-window';
 import { DbopsInstance, DbopsOperation } from '../workflows/lib/search-attributes';
 import type { RetentionSettings } from './config';
-import type { RetentionSettings } from './config';
-import type { RetentionSettings } from './config';
 
 export interface ScheduleSettings {
   taskQueue: string;
@@ -26,10 +24,6 @@ export interface ScheduleSettings {
   healthCheckIntervalMinutes: number;
   /** Minutes between orphan sweeps (over every instance, not only `instanceId`). */
   sweepIntervalMinutes: number;
-  /** The snapshot retention policy and its interval; absent: no retention schedule. */
-  retention?: RetentionSettings;
-  /** The snapshot retention policy and its interval; absent: no retention schedule. */
-  retention?: RetentionSettings;
   /** The snapshot retention policy and its interval; absent: no retention schedule. */
   retention?: RetentionSettings;
   /** `random`: the monthly DR test restores a random point of the restorable window (default: the newest snapshot). */

@@ -12,6 +12,4 @@ export { snapshotRestore } from './snapshot-restore';
 export { drTest } from './dr-test';
 export { sweepOrphans } from './sweep-orphans';
 export { retention } from './retention';
-export { retention } from './retention';
-export { retention } from './retention';
 export { fleet } from './fleet';

@@ -24,8 +24,6 @@ export function createControlPlaneActivities(controlPlane: ControlPlane) {
     listSnapshots: failFast(controlPlane.listSnapshots.bind(controlPlane)),
     deleteSnapshot: failFast(controlPlane.deleteSnapshot.bind(controlPlane)),
     snapshotUsers: failFast(controlPlane.snapshotUsers.bind(controlPlane)),
-    snapshotUsers: failFast(controlPlane.snapshotUsers.bind(controlPlane)),
-    snapshotUsers: failFast(controlPlane.snapshotUsers.bind(controlPlane)),
     restoreFromSnapshot: failFast(controlPlane.restoreFromSnapshot.bind(controlPlane)),
     restoreToPointInTime: failFast(controlPlane.restoreToPointInTime.bind(controlPlane)),
     startExport: failFast(controlPlane.startExport.bind(controlPlane)),

@@ -315,44 +315,6 @@ export class AwsRdsControlPlane implements ControlPlane {
     return users;
   }
 
-  async snapshotUsers(snapshotId: string): Promise<string[]> {
-    const arn = required((await this.findSnapshot(snapshotId)).DBSnapshotArn, 'DBSnapshotArn');
-    const users: string[] = [];
-    let marker: string | undefined;
-    do {
-      const page = await mapAwsErrors(`listing the exports of snapshot "${snapshotId}"`, () =>
-        this.deps.rds.send(new DescribeExportTasksCommand({ SourceArn: arn, Marker: marker })),
-      );
-      for (const task of page.ExportTasks ?? []) {
-        const status = exportStatus(task.Status ?? 'starting');
-        if (task.SourceArn === arn && (status === 'starting' || status === 'in-progress')) {
-          users.push(`export ${task.ExportTaskIdentifier ?? '(unnamed)'} is reading it`);
-        }
-      }
-      marker = page.Marker;
-    } while (marker);
-    return users;
-  }
-
-  async snapshotUsers(snapshotId: string): Promise<string[]> {
-    const arn = required((await this.findSnapshot(snapshotId)).DBSnapshotArn, 'DBSnapshotArn');
-    const users: string[] = [];
-    let marker: string | undefined;
-    do {
-      const page = await mapAwsErrors(`listing the exports of snapshot "${snapshotId}"`, () =>
-        this.deps.rds.send(new DescribeExportTasksCommand({ SourceArn: arn, Marker: marker })),
-      );
-      for (const task of page.ExportTasks ?? []) {
-        const status = exportStatus(task.Status ?? 'starting');
-        if (task.SourceArn === arn && (status === 'starting' || status === 'in-progress')) {
-          users.push(`export ${task.ExportTaskIdentifier ?? '(unnamed)'} is reading it`);
-        }
-      }
-      marker = page.Marker;
-    } while (marker);
-    return users;
-  }
-
   async restoreFromSnapshot(
     snapshotId: string,
     targetInstanceId: string,

@@ -124,22 +124,6 @@ export interface ControlPlane {
    * snapshot does not exist.
    */
   snapshotUsers(snapshotId: string): Promise<string[]>;
-  /**
-   * What the provider sees using the snapshot right now, one phrase each (empty: nothing), so a
-   * deletion can be refused: exports of it in progress on both providers; on local also instances
-   * being restored from it (from it as a snapshot, or from it as a point-in-time restore's base).
-   * RDS does not say which snapshot an instance is being restored from. NotFoundError when the
-   * snapshot does not exist.
-   */
-  snapshotUsers(snapshotId: string): Promise<string[]>;
-  /**
-   * What the provider sees using the snapshot right now, one phrase each (empty: nothing), so a
-   * deletion can be refused: exports of it in progress on both providers; on local also instances
-   * being restored from it (from it as a snapshot, or from it as a point-in-time restore's base).
-   * RDS does not say which snapshot an instance is being restored from. NotFoundError when the
-   * snapshot does not exist.
-   */
-  snapshotUsers(snapshotId: string): Promise<string[]>;
 
   /** Restores as a NEW instance; the source is never touched. */
   restoreFromSnapshot(

@@ -378,52 +378,6 @@ export class LocalControlPlane implements ControlPlane {
     return users;
   }
 
-  async snapshotUsers(snapshotId: string): Promise<string[]> {
-    const id = existingSnapshotId('snapshotId', snapshotId);
-    if ((await this.settledSnapshot(id)) === undefined) throw new NotFoundError(`snapshot ${id} not found`);
-    const users: string[] = [];
-    for (const instanceId of await this.ids('instances')) {
-      const instance = await this.settledInstance(instanceId);
-      if (instance?.status !== 'creating') continue;
-      const { origin } = instance;
-      if (origin.kind === 'snapshot' && origin.snapshotId === id) {
-        users.push(`instance ${instanceId} is being restored from it`);
-      } else if (origin.kind === 'point-in-time' && origin.baseSnapshotId === id) {
-        users.push(`instance ${instanceId} is being restored to a point in time from it as its base`);
-      }
-    }
-    for (const exportId of await this.ids('exports')) {
-      const exported = await this.settledExport(exportId);
-      if (exported?.snapshotId === id && ['starting', 'in-progress'].includes(exported.status)) {
-        users.push(`export ${exportId} is reading it`);
-      }
-    }
-    return users;
-  }
-
-  async snapshotUsers(snapshotId: string): Promise<string[]> {
-    const id = existingSnapshotId('snapshotId', snapshotId);
-    if ((await this.settledSnapshot(id)) === undefined) throw new NotFoundError(`snapshot ${id} not found`);
-    const users: string[] = [];
-    for (const instanceId of await this.ids('instances')) {
-      const instance = await this.settledInstance(instanceId);
-      if (instance?.status !== 'creating') continue;
-      const { origin } = instance;
-      if (origin.kind === 'snapshot' && origin.snapshotId === id) {
-        users.push(`instance ${instanceId} is being restored from it`);
-      } else if (origin.kind === 'point-in-time' && origin.baseSnapshotId === id) {
-        users.push(`instance ${instanceId} is being restored to a point in time from it as its base`);
-      }
-    }
-    for (const exportId of await this.ids('exports')) {
-      const exported = await this.settledExport(exportId);
-      if (exported?.snapshotId === id && ['starting', 'in-progress'].includes(exported.status)) {
-        users.push(`export ${exportId} is reading it`);
-      }
-    }
-    return users;
-  }
-
   // ---- restores ----
 
   async restoreFromSnapshot(

@@ -20,12 +20,10 @@ import { inventory } from './inventory';
 import { operations } from './operations';
 import { recovery } from './recovery';
 import { retention } from './retention';
-import { retention } from './retention';
-import { retention } from './retention';
 import { sweep } from './sweep';
 
 /** In the order of the usage text. */
-const GROUPS: CommandGroup[] = [inventory, operations, recovery, sweep, retention, retention, retention, change, declared, codec];
+const GROUPS: CommandGroup[] = [inventory, operations, recovery, sweep, retention, change, declared, codec];
 
 const USAGE = `usage: dbops <command> [options]
 
