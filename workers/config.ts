@@ -21,6 +21,12 @@ import { DEFAULT_REPLICA_MAX_LAG_SECONDS } from '../activities/postgres/connect'
 import type { RolloutHook } from '../activities/postgres/deploy';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../workflows/lib/identifiers';
 import { MAINTENANCE_WINDOW_RULE, parseMaintenanceWindow } from '../workflows/lib/maintenance-window';
+import {
+  DEFAULT_FLEET_CONCURRENCY,
+  FLEET_TAG_RULE,
+  MAX_FLEET_CONCURRENCY,
+  parseFleetTag,
+} from '../workflows/fleet';
 import { DEFAULT_RETENTION, type RetentionPolicy } from '../workflows/lib/retention-policy';
 
 export interface TemporalConfig {
@@ -86,6 +92,15 @@ export interface OperationsConfig {
   rpoHeartbeatSeconds: number | undefined;
   /** What the monthly DR test restores: the newest snapshot, or a random point in the restorable window. */
   drTestPointInTime: 'latest-snapshot' | 'random';
+  /** The monthly DR test of a fleet (DBOPS_FLEET_DR_TEST); absent: no such schedule. */
+  fleetDrTest?: FleetDrTestSettings;
+}
+
+/** The monthly fleet DR test: every managed instance (`tag` undefined) or those tagged `key=value`. */
+export interface FleetDrTestSettings {
+  tag: string | undefined;
+  /** DR tests running at once. */
+  concurrency: number;
 }
 
 /** The policy `retention` applies by default (its schedule's and `dbops retention`'s), and its schedule. */
@@ -146,6 +161,7 @@ export function loadConfig(env: Env = process.env): Config {
         ['latest-snapshot', 'random'] as const,
         'latest-snapshot',
       ),
+      ...fleetDrTest(env),
     },
     codecServer: {
       host: text(env, 'DBOPS_CODEC_SERVER_HOST', '127.0.0.1'),
@@ -531,6 +547,24 @@ function retentionSettings(env: Env): RetentionSettings {
     includeAutomated: boolean(env, 'DBOPS_RETENTION_INCLUDE_AUTOMATED', defaults.includeAutomated),
     intervalHours: integer(env, 'DBOPS_RETENTION_INTERVAL_HOURS', 24, 1, 720),
   };
+}
+
+/** DBOPS_FLEET_DR_TEST: `all` or `key=value`; DBOPS_FLEET_CONCURRENCY: DR tests at once. */
+function fleetDrTest(env: Env): { fleetDrTest?: FleetDrTestSettings } {
+  const name = 'DBOPS_FLEET_DR_TEST';
+  const value = raw(env, name);
+  const concurrency = integer(
+    env,
+    'DBOPS_FLEET_CONCURRENCY',
+    DEFAULT_FLEET_CONCURRENCY,
+    1,
+    MAX_FLEET_CONCURRENCY,
+  );
+  if (value === undefined) return {};
+  if (value !== 'all' && parseFleetTag(value) === undefined) {
+    throw new ConfigError(name, `is ${JSON.stringify(value)}; expected all or ${FLEET_TAG_RULE}`);
+  }
+  return { fleetDrTest: { tag: value === 'all' ? undefined : value, concurrency } };
 }
 
 function raw(env: Env, name: string): string | undefined {

@@ -1,8 +1,9 @@
 /**
  * The recurring operations as Temporal Schedules (not cron strings on workflows): the monthly DR
  * test, the weekly maintenance in the maintenance window, the periodic health check, the (hourly
- * by default) orphan sweep and the (daily by default) snapshot retention. `apply` is an idempotent
- * upsert, run at every start: create, or update the existing schedule in place.
+ * by default) orphan sweep, the (daily by default) snapshot retention and, when configured, the
+ * monthly DR test of a fleet. `apply` is an idempotent upsert, run at every start: create, or
+ * update the existing schedule in place.
  */
 import {
   ScheduleAlreadyRunning,
@@ -28,6 +29,8 @@ export interface ScheduleSettings {
   retention?: RetentionSettings;
   /** `random`: the monthly DR test restores a random point of the restorable window (default: the newest snapshot). */
   drTestPointInTime?: 'latest-snapshot' | 'random';
+  /** The monthly DR test of every managed instance (or those tagged `key=value`); absent: none. */
+  fleetDrTest?: { tag: string | undefined; concurrency: number };
 }
 
 export interface AppliedSchedule {
@@ -120,6 +123,7 @@ export function scheduleDefinitions(settings: ScheduleSettings): ScheduleOptions
       },
     },
     ...(settings.retention === undefined ? [] : [retentionSchedule(taskQueue, settings.retention)]),
+    ...(settings.fleetDrTest === undefined ? [] : [fleetDrTestSchedule(taskQueue, settings.fleetDrTest)]),
   ];
 }
 
@@ -140,6 +144,30 @@ function retentionSchedule(taskQueue: string, settings: RetentionSettings): Sche
     },
     // A run still deleting is not started twice; a missed one is made up by the next.
     policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: `${intervalHours} hours` },
+  };
+}
+
+/**
+ * The DR test of a fleet, as a `fleet` run on the 1st of the month at 07:00 UTC: an hour after the
+ * configured instance's own DR test, so an instance that is in both is not tested twice at once.
+ */
+function fleetDrTestSchedule(
+  taskQueue: string,
+  { tag, concurrency }: { tag: string | undefined; concurrency: number },
+): ScheduleOptions {
+  return {
+    scheduleId: `${SCHEDULE_PREFIX}fleet-dr-test`,
+    spec: { calendars: [{ dayOfMonth: 1, hour: 7, minute: 0 }], timezone: 'UTC' },
+    action: {
+      type: 'startWorkflow',
+      workflowType: 'fleet',
+      taskQueue,
+      staticSummary: `Monthly DR test of ${tag === undefined ? 'every managed instance' : `the instances tagged ${tag}`} (schedule)`,
+      args: [{ operation: 'drTest', ...(tag === undefined ? {} : { tag }), concurrency }],
+      workflowId: `${SCHEDULE_PREFIX}fleet-dr-test`,
+      typedSearchAttributes: [{ key: DbopsOperation, value: 'fleet' }],
+    },
+    policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' },
   };
 }
 

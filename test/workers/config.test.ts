@@ -377,6 +377,24 @@ describe('config: maintenance window, health-check and sweep intervals, metrics 
     );
   });
 
+  it('reads the fleet DR schedule (DBOPS_FLEET_DR_TEST: all or key=value; DBOPS_FLEET_CONCURRENCY), off by default', () => {
+    const fleet = (env: Record<string, string>) => loadConfig(env).operations.fleetDrTest;
+    assert.equal(fleet({}), undefined);
+    assert.deepEqual(fleet({ DBOPS_FLEET_DR_TEST: 'env=prod', DBOPS_FLEET_CONCURRENCY: '5' }), {
+      tag: 'env=prod',
+      concurrency: 5,
+    });
+    assert.deepEqual(fleet({ DBOPS_FLEET_DR_TEST: 'all' }), { tag: undefined, concurrency: 3 });
+    assert.throws(
+      () => fleet({ DBOPS_FLEET_DR_TEST: 'prod' }),
+      /^ConfigError: DBOPS_FLEET_DR_TEST: is "prod"; expected all or key=value, e.g. env=prod/,
+    );
+    assert.throws(
+      () => fleet({ DBOPS_FLEET_DR_TEST: 'all', DBOPS_FLEET_CONCURRENCY: '21' }),
+      /^ConfigError: DBOPS_FLEET_CONCURRENCY: is "21"; expected a whole number from 1 to 20$/,
+    );
+  });
+
   const bad: [string, Record<string, string>, RegExp][] = [
     [
       'a window without days',

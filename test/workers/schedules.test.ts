@@ -85,6 +85,17 @@ describe('schedules (dev server)', () => {
     assert.deepEqual(dr!.action.args, [{ instanceId: 'mcp-demo-prod', pointInTime: 'random' }]);
   });
 
+  it('adds the monthly fleet DR test when configured (DBOPS_FLEET_DR_TEST), at 07:00 UTC on the 1st', () => {
+    assert.ok(!scheduleDefinitions(settings).some((s) => s.scheduleId === 'dbops-fleet-dr-test'));
+    const fleet = scheduleDefinitions({ ...settings, fleetDrTest: { tag: 'env=prod', concurrency: 5 } }).find(
+      (s) => s.scheduleId === 'dbops-fleet-dr-test',
+    );
+    assert.equal(fleet?.action.workflowType, 'fleet');
+    assert.deepEqual(fleet.action.args, [{ operation: 'drTest', tag: 'env=prod', concurrency: 5 }]);
+    assert.deepEqual(fleet.spec.calendars, [{ dayOfMonth: 1, hour: 7, minute: 0 }]);
+    assert.equal(fleet.policies?.overlap, 'SKIP');
+  });
+
   it('runs maintenance weekly when the maintenance window opens (Sunday 04:00 UTC)', async () => {
     const maintenance = await describe('dbops-maintenance-mcp-demo-prod');
     assert.equal(maintenance.action.workflowType, 'maintenance');
