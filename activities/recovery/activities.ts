@@ -13,7 +13,7 @@ import type { ControlPlane, ExportDestination, InstanceDescription } from '../co
 import type { DatabaseConnector } from '../postgres/connect';
 import { runDrChecks, type DrChecksInput, type DrChecksResult } from '../postgres/dr-checks';
 import { describeOwnerRun } from './owner-run';
-import { renderDrReportMarkdown, type RecoveryStorage } from './reports';
+import { writeDrReportFiles, type RecoveryStorage } from './reports';
 
 export interface RecoveryActivityDeps {
   controlPlane: ControlPlane;
@@ -63,17 +63,9 @@ export function createRecoveryActivities({ controlPlane, connector, storage }: R
       return runDrChecks(connector, input, (check) => heartbeat(check));
     },
 
-    /** Writes `<instance>-dr-test-<stamp>.json` and `.md`; returns where they went. */
-    async writeDrReport(report: DrTestReport): Promise<string[]> {
-      const name = `${report.instanceId}-dr-test-${report.startedAt.replace(/[-:]/g, '').replace(/\.\d+/, '')}`;
-      return storage.reports.write([
-        {
-          name: `${name}.json`,
-          body: `${JSON.stringify(report, null, 2)}\n`,
-          contentType: 'application/json',
-        },
-        { name: `${name}.md`, body: renderDrReportMarkdown(report), contentType: 'text/markdown' },
-      ]);
+    /** Writes `<instance>-dr-test-<stamp>.json` and `.md` (with the trend); returns where they went. */
+    writeDrReport(report: DrTestReport): Promise<string[]> {
+      return writeDrReportFiles(storage.reports, report);
     },
 
     /** Where a backup's export goes when its input names no bucket. */

@@ -11,6 +11,7 @@ import {
   recoveryStorageFromConfig,
   renderDrReportMarkdown,
   s3ReportStore,
+  writeDrReportFiles,
 } from '../../../activities/recovery/reports';
 import { loadConfig } from '../../../workers/config';
 import type { DrTestReport } from '../../../workflows/lib/recovery';
@@ -95,6 +96,24 @@ describe('DR report stores and rendering', () => {
       );
       assert.equal(object.ContentType, 'text/markdown');
       assert.equal(await object.Body?.transformToString(), '# DR test');
+    });
+
+    it('lists the files under the prefix by name and reads them back, for the trend of the next DR report', async () => {
+      const store = s3ReportStore(s3, 'dbops-reports-test', 'trend');
+      await store.write([
+        { name: 'a-dr-test-1.json', body: '{"n":1}', contentType: 'application/json' },
+        { name: 'a-dr-test-2.json', body: '{"n":2}', contentType: 'application/json' },
+        { name: 'b-dr-test-1.json', body: '{"n":3}', contentType: 'application/json' },
+      ]);
+      assert.deepEqual((await store.list('a-dr-test-')).sort(), ['a-dr-test-1.json', 'a-dr-test-2.json']);
+      assert.equal(await store.read('a-dr-test-2.json'), '{"n":2}');
+      const next = await writeDrReportFiles(store, { ...report, instanceId: 'a' });
+      assert.match(next[1]!, /^s3:\/\/dbops-reports-test\/trend\/a-dr-test-20261201T060000Z\.md$/);
+      assert.match(
+        await store.read('a-dr-test-20261201T060000Z.md'),
+        /could not be read \(left out\): `a-dr-test-2\.json`, `a-dr-test-1\.json`/,
+      );
+      assert.ok((await store.list('a-dr-test-')).includes('a-dr-test-20261201T060000Z-trend.svg'));
     });
 
     it('on aws without an exports bucket, refuses to write and names the variable to set', async () => {
