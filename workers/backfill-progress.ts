@@ -9,8 +9,17 @@ export function shortDuration(seconds: number): string {
   return `${s}s`;
 }
 
+/** `batch 4000 (auto, last 180 ms of 200)`, or `batch 1000` when the size is fixed. */
+function batchPart(progress: BackfillProgress): string {
+  if (progress.batchSizeMode !== 'auto') return `batch ${progress.batchSize}`;
+  const last = progress.lastBatchMs === null ? '' : `last ${progress.lastBatchMs} ms of `;
+  const timeouts = progress.batchTimeouts > 0 ? `, ${progress.batchTimeouts} timed out` : '';
+  return `batch ${progress.batchSize} (auto, ${last}${progress.targetBatchMs} ms${timeouts})`;
+}
+
 /**
- * e.g. `[######------]  50.0%  10000/20000 rows (10000 changed)  1200 rows/s  ETA 8s  running`.
+ * e.g. `[######------]  50.0%  10000/20000 rows (10000 changed)  1200 rows/s  batch 4000 (auto, last
+ * 180 ms of 200 ms)  ETA 8s  running`; throttled, the state names the indicator and its reading.
  * The bar follows rows walked against the estimate (the estimate comes from planner statistics,
  * so a completed backfill shows 100% whatever it said).
  */
@@ -30,6 +39,7 @@ export function backfillProgressLine(progress: BackfillProgress, width = 30): st
     `${(fraction * 100).toFixed(1).padStart(5)}%`,
     `${progress.rowsScanned}/${progress.estimatedTotal} rows (${progress.rowsDone} changed)`,
     `${progress.rowsPerSecond} rows/s`,
+    batchPart(progress),
     `ETA ${eta}`,
     state,
   ].join('  ');

@@ -26,7 +26,7 @@ import {
 } from '@temporalio/workflow';
 
 import type { Activities } from '../activities';
-import type { ChunkResult } from '../activities/postgres/backfill';
+import type { ChunkResult, Reading, ThrottleLimits } from '../activities/postgres/backfill';
 import { InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
 import { toMs } from './lib/polling';
@@ -37,8 +37,16 @@ export interface BackfillInput {
   name: string;
   /** The definition's typed parameters (checked by the definition). */
   params?: unknown;
-  /** Rows per batch (one transaction each). Default 1000. */
+  /**
+   * Rows per batch (one transaction each). Given alone, every batch has this size; otherwise the
+   * size adapts to `targetBatchMs`, starting here (default 1000).
+   */
   batchSize?: number;
+  /** The batch duration the self-tuned size aims at, in ms (10 to 60000). Default 200. */
+  targetBatchMs?: number;
+  /** Bounds of the self-tuned size. Defaults 100 and 100000. */
+  minBatchSize?: number;
+  maxBatchSize?: number;
   /**
    * Pause between batches, in ms, 0 to 600000. Default 0. Under 1 s it is slept inside the chunk;
    * from 1 s on, each batch is its own chunk and the pause a workflow timer.
@@ -48,6 +56,14 @@ export interface BackfillInput {
   maxReplicaLagSeconds?: number;
   /** Throttle while more sessions than this run a query. Default 50. */
   maxActiveConnections?: number;
+  /** Throttle while autovacuum works on the table. Default false. */
+  waitForAutovacuum?: boolean;
+  /** Throttle while more WAL than this waits to be archived, in MB. Default 1024. */
+  maxWalArchiveBacklogMb?: number;
+  /** Throttle while the server writes more WAL than this, in MB/s (0: not watched). Default 256. */
+  maxWalMbPerSecond?: number;
+  /** Throttle while this Prometheus query's value is above its threshold. Default none. */
+  prometheus?: ThrottleLimits['prometheus'];
   /** Wait this long before looking again when throttled (Temporal duration). Default 10 seconds. */
   throttleWait?: string;
   /** Continue as new after this many chunks. Default 500. */
@@ -66,6 +82,8 @@ export interface BackfillCheckpoint {
   estimatedRows: number;
   paused: boolean;
   runs: number;
+  /** Batches cut short by a timeout (absent in runs started before self-tuning). */
+  batchTimeouts?: number;
 }
 
 export type BackfillState = 'running' | 'paused' | 'throttled' | 'cancelled' | 'completed';
@@ -81,17 +99,32 @@ export interface BackfillProgress {
   rowsPerSecond: number;
   /** Seconds left at the current rate; null before the first batch. */
   etaSeconds: number | null;
+  /** The batch size in force: the self-tuned one, or the one set. */
   batchSize: number;
+  /** `auto`: the size adapts to `targetBatchMs`; `fixed`: the size set. */
+  batchSizeMode: 'auto' | 'fixed';
+  targetBatchMs: number | null;
+  /** How long the last batch took, in ms. */
+  lastBatchMs: number | null;
+  /** Batches cut short by their statement or lock timeout, rolled back and retried smaller. */
+  batchTimeouts: number;
+  lastTimeout: string | undefined;
   delayMs: number;
   lastKey: string | null;
   batches: number;
+  /** The health indicator over its threshold, and its reading, while throttled. */
   throttleReason: string | undefined;
+  /** Every health indicator as last read: name, value, threshold. */
+  health: Reading[];
   /** How many runs (continue-as-new) so far, this one included. */
   runs: number;
 }
 
 export interface BackfillSettings {
+  /** Fixes the batch size (self-tuning off). */
   batchSize?: number;
+  /** Self-tuning on, aiming at this batch duration. */
+  targetBatchMs?: number;
   delayMs?: number;
 }
 
@@ -123,6 +156,10 @@ const CHUNK_MS = 5_000;
  */
 const WORKFLOW_DELAY_FROM_MS = 1_000;
 const DELAY_TIMERS_PATCH = 'backfill-delay-timers';
+/** Runs started before batches tuned themselves keep the fixed size they started with. */
+const SELF_TUNING_PATCH = 'backfill-self-tuning';
+const DEFAULT_BATCH_SIZE = 1000;
+const DEFAULT_TARGET_BATCH_MS = 200;
 
 // The chunk heartbeats every second, also while a batch runs. The heartbeat timeout is above the
 // batch statement timeout: a retry after a lost worker starts only once the lost attempt's batch
@@ -140,13 +177,30 @@ const { runBackfillChunk } = proxyActivities<Activities>({
 
 export async function backfill(input: BackfillInput): Promise<BackfillProgress> {
   validate(input);
-  const settings = { batchSize: input.batchSize ?? 1000, delayMs: input.delayMs ?? 0 };
+  const selfTuning = patched(SELF_TUNING_PATCH);
+  const settings: { batchSize: number; delayMs: number; targetBatchMs: number | undefined } = {
+    batchSize: input.batchSize ?? DEFAULT_BATCH_SIZE,
+    delayMs: input.delayMs ?? 0,
+    targetBatchMs:
+      selfTuning && (input.batchSize === undefined || input.targetBatchMs !== undefined)
+        ? (input.targetBatchMs ?? DEFAULT_TARGET_BATCH_MS)
+        : undefined,
+  };
+  const sizeBounds = { minSize: input.minBatchSize ?? 100, maxSize: input.maxBatchSize ?? 100_000 };
   /** Bumped by every accepted `configure`, so a pause between batches hears a new delay. */
   let settingsVersion = 0;
-  const throttle = {
+  // Absent thresholds take the activity's defaults (activities/postgres/throttle).
+  const throttle: ThrottleLimits = {
     maxReplicaLagSeconds: input.maxReplicaLagSeconds ?? 10,
     maxActiveConnections: input.maxActiveConnections ?? 50,
+    waitForAutovacuum: input.waitForAutovacuum,
+    maxWalArchiveBacklogMb: input.maxWalArchiveBacklogMb,
+    maxWalMbPerSecond: input.maxWalMbPerSecond,
+    prometheus: input.prometheus,
   };
+  let lastBatchMs: number | null = null;
+  let lastTimeout: string | undefined;
+  let health: Reading[] = [];
   const checkpoint: BackfillCheckpoint =
     input.checkpoint === undefined
       ? {
@@ -178,10 +232,16 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
       rowsPerSecond,
       etaSeconds: state === 'completed' ? 0 : rowsPerSecond > 0 ? Math.round(left / rowsPerSecond) : null,
       batchSize: settings.batchSize,
+      batchSizeMode: settings.targetBatchMs === undefined ? 'fixed' : 'auto',
+      targetBatchMs: settings.targetBatchMs ?? null,
+      lastBatchMs,
+      batchTimeouts: checkpoint.batchTimeouts ?? 0,
+      lastTimeout,
       delayMs: settings.delayMs,
       lastKey: checkpoint.lastKey,
       batches: checkpoint.batches,
       throttleReason,
+      health,
       runs: checkpoint.runs,
     };
   };
@@ -194,11 +254,23 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
     (change) => {
       if (change.batchSize !== undefined) settings.batchSize = change.batchSize;
       if (change.delayMs !== undefined) settings.delayMs = change.delayMs;
+      if (change.targetBatchMs !== undefined) settings.targetBatchMs = change.targetBatchMs;
+      else if (change.batchSize !== undefined) settings.targetBatchMs = undefined;
       settingsVersion += 1;
       log.info('backfill settings changed', settings);
-      return { ...settings };
+      return answer();
     },
-    { validator: (change: BackfillSettings) => checkSettings(change) },
+    {
+      validator: (change: BackfillSettings) => {
+        checkSettings(change);
+        if (change.targetBatchMs !== undefined && !selfTuning) {
+          throw ApplicationFailure.nonRetryable(
+            'targetBatchMs: this run started before batches tuned themselves; set batchSize',
+            InvalidInputError.name,
+          );
+        }
+      },
+    },
   );
   setHandler(pauseBackfillSignal, () => {
     checkpoint.paused = true;
@@ -210,12 +282,26 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
     cancelled = true;
   });
 
+  /** The settings in force, as `configure` answers them (the target only while self-tuning). */
+  const answer = (): BackfillSettings => ({
+    batchSize: settings.batchSize,
+    delayMs: settings.delayMs,
+    ...(settings.targetBatchMs === undefined ? {} : { targetBatchMs: settings.targetBatchMs }),
+  });
+
+  // Results of chunks run by earlier code lack the tuning and health fields.
   const record = (chunk: ChunkResult) => {
     checkpoint.lastKey = chunk.lastKey;
     checkpoint.batches += chunk.batches;
     checkpoint.rowsScanned += chunk.rowsScanned;
     checkpoint.rowsChanged += chunk.rowsChanged;
     checkpoint.busyMs += chunk.busyMs;
+    if ((chunk.timeouts ?? 0) > 0) {
+      checkpoint.batchTimeouts = (checkpoint.batchTimeouts ?? 0) + chunk.timeouts;
+      lastTimeout = chunk.lastTimeout;
+    }
+    if (chunk.lastBatchMs !== undefined) lastBatchMs = chunk.lastBatchMs;
+    if (chunk.health !== undefined) health = chunk.health;
   };
 
   /** A chunk; cancelled, what it committed before its running batch was rolled back is recorded. */
@@ -226,18 +312,24 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
     delayMs: number;
     chunkMs: number;
   }): Promise<ChunkResult> => {
+    const seen = settingsVersion;
+    const { targetBatchMs } = settings;
     try {
-      return await runBackfillChunk({
+      const chunk = await runBackfillChunk({
         instanceId: input.instanceId,
         name: input.name,
         params: input.params,
         lastKey: checkpoint.lastKey,
         batchSize: settings.batchSize,
+        ...(targetBatchMs === undefined ? {} : { tuning: { targetMs: targetBatchMs, ...sizeBounds } }),
         delayMs,
         chunkMs,
         throttle,
         batchTimeoutMs: BATCH_TIMEOUT_MS,
       });
+      // The size the chunk tuned to, unless a `configure` set another meanwhile.
+      if (targetBatchMs !== undefined && settingsVersion === seen) settings.batchSize = chunk.batchSize;
+      return chunk;
     } catch (error) {
       if (error instanceof ActivityFailure && error.cause instanceof CancelledFailure) {
         const committed = error.cause.details[0] as ChunkResult | undefined;
@@ -287,6 +379,7 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
           ...input,
           batchSize: settings.batchSize,
           delayMs: settings.delayMs,
+          targetBatchMs: settings.targetBatchMs,
           checkpoint,
         });
       }
@@ -325,6 +418,15 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
 
 function checkSettings(change: BackfillSettings): void {
   if (
+    change.targetBatchMs !== undefined &&
+    !(Number.isInteger(change.targetBatchMs) && change.targetBatchMs >= 10 && change.targetBatchMs <= 60_000)
+  ) {
+    throw ApplicationFailure.nonRetryable(
+      `targetBatchMs: ${JSON.stringify(change.targetBatchMs)} is not an integer from 10 to 60000`,
+      InvalidInputError.name,
+    );
+  }
+  if (
     change.batchSize !== undefined &&
     !(Number.isInteger(change.batchSize) && change.batchSize >= 1 && change.batchSize <= 100_000)
   ) {
@@ -360,5 +462,36 @@ function validate(input: BackfillInput): void {
     if (value !== undefined && !(typeof value === 'number' && value > 0))
       bad(`${key}: ${JSON.stringify(value)} is not a positive number`);
   }
+  for (const key of ['maxWalArchiveBacklogMb', 'maxWalMbPerSecond'] as const) {
+    const value = input[key];
+    if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= 0))
+      bad(`${key}: ${JSON.stringify(value)} is not a number from 0 up`);
+  }
+  for (const key of ['minBatchSize', 'maxBatchSize'] as const) {
+    const value = input[key];
+    if (value !== undefined && !(Number.isInteger(value) && value >= 1 && value <= 100_000))
+      bad(`${key}: ${JSON.stringify(value)} is not an integer from 1 to 100000`);
+  }
+  if ((input.minBatchSize ?? 100) > (input.maxBatchSize ?? 100_000))
+    bad(`minBatchSize: ${input.minBatchSize ?? 100} is above maxBatchSize ${input.maxBatchSize ?? 100_000}`);
+  if (input.waitForAutovacuum !== undefined && typeof input.waitForAutovacuum !== 'boolean')
+    bad(`waitForAutovacuum: ${JSON.stringify(input.waitForAutovacuum)} is not true or false`);
+  if (input.prometheus !== undefined) checkPrometheus(input.prometheus, bad);
   if (input.throttleWait !== undefined) toMs(input.throttleWait);
+}
+
+function checkPrometheus(signal: ThrottleLimits['prometheus'], bad: (message: string) => never): void {
+  if (typeof signal !== 'object' || signal === null)
+    bad('prometheus: expected {"url": "http://prometheus:9090", "query": "PROMQL", "threshold": N}');
+  const { url, query, threshold } = signal;
+  // Parsed by hand: the workflow sandbox has no URL class.
+  const address = typeof url === 'string' ? /^https?:\/\/([^/?#]*)/.exec(url) : null;
+  if (address === null || address[1] === '')
+    bad(`prometheus.url: ${JSON.stringify(url)} is not an http(s) URL`);
+  if (address[1]!.includes('@'))
+    bad('prometheus.url: credentials do not go in the URL (no secret enters workflow input)');
+  if (typeof query !== 'string' || query.trim() === '')
+    bad(`prometheus.query: ${JSON.stringify(query)} is not a PromQL query`);
+  if (typeof threshold !== 'number' || !Number.isFinite(threshold))
+    bad(`prometheus.threshold: ${JSON.stringify(threshold)} is not a number`);
 }

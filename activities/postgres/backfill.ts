@@ -18,7 +18,13 @@ import { DbopsError, InvalidInputError } from '../../workflows/lib/errors';
 import { recordBackfillRows } from '../../workflows/lib/metrics';
 import { backendCanceller, heartbeatWhile } from '../heartbeat';
 import type { AnyBackfill } from './backfills/definition';
+import { nextBatchSize, shrunkBatchSize, tunedTimeouts, type BatchTuning } from './batch-size';
 import type { WithInstance } from './instance';
+import { readHealth } from './throttle';
+import type { Reading, ThrottleLimits } from './throttle/indicator';
+
+export type { BatchTuning } from './batch-size';
+export type { Reading, ThrottleLimits } from './throttle/indicator';
 
 export interface BackfillTarget {
   instanceId: string;
@@ -35,17 +41,13 @@ export interface BackfillDescription {
   estimatedRows: number;
 }
 
-export interface ThrottleLimits {
-  /** Pause batches while a replica lags more than this. */
-  maxReplicaLagSeconds: number;
-  /** Pause batches while more than this many other sessions are running a query. */
-  maxActiveConnections: number;
-}
-
 export interface ChunkInput extends BackfillTarget {
   /** Last key done (as text: keys are bigint), null to start at the beginning. */
   lastKey: string | null;
+  /** Rows per batch; with `tuning`, the size of the first batch. */
   batchSize: number;
+  /** Set: the batch size adapts to a target batch duration, and a batch that times out is retried smaller. */
+  tuning?: BatchTuning;
   /** Pause between two batches of the chunk (longer pauses are the workflow's timers). */
   delayMs: number;
   /** Return after about this long (at least one batch), so the workflow can apply new settings. */
@@ -55,7 +57,8 @@ export interface ChunkInput extends BackfillTarget {
   batchTimeoutMs: number;
 }
 
-export interface ChunkResult {
+/** What a chunk's checkpoint records: where it stands and its totals. */
+export interface ChunkTotals {
   lastKey: string | null;
   /** No row left after lastKey. */
   done: boolean;
@@ -64,9 +67,28 @@ export interface ChunkResult {
   rowsChanged: number;
   /** Time spent on batches and the delays between them (not throttled or paused), for rows/s and ETA. */
   busyMs: number;
-  /** Set when the chunk stopped early because the database is under pressure. */
-  throttled: string | undefined;
 }
+
+export interface ChunkResult extends ChunkTotals {
+  /** Set when the chunk stopped early because the database is under pressure: the indicator and its reading. */
+  throttled: string | undefined;
+  /** The batch size the chunk ended with (the tuned one, or the input's). */
+  batchSize: number;
+  /** How long the last batch took, in ms (undefined when the chunk ran none). */
+  lastBatchMs: number | undefined;
+  /** Batches cut short by their statement or lock timeout (rolled back, retried smaller). */
+  timeouts: number;
+  /** The last such timeout, e.g. `statement timeout (2000 ms) at 4000 rows`. */
+  lastTimeout: string | undefined;
+  /** The health indicators as last read. */
+  health: Reading[];
+}
+
+/**
+ * The health indicators are read when a chunk starts and then before a batch at most this often:
+ * often enough to stop within a second of pressure, rarely enough to cost nothing next to batches.
+ */
+const HEALTH_EVERY_MS = 1_000;
 
 /** Where a chunk's checkpoint is kept, in the database it changes. */
 export const CHECKPOINT_TABLE = 'dbops.backfill_checkpoints';
@@ -146,7 +168,7 @@ export async function runBatch(
   params: unknown,
   batchSize: number,
   owner: ChunkOwner,
-  totals: ChunkResult,
+  totals: ChunkTotals,
 ): Promise<BatchResult> {
   const sql = backfill.prepare(params);
   const { rows } = await client.query<{ last_key: string | null; scanned: number; changed: number }>(
@@ -203,7 +225,7 @@ export async function claimChunk(
   client: Client,
   owner: ChunkOwner,
   lastKey: string | null,
-): Promise<ChunkResult> {
+): Promise<ChunkTotals> {
   await client.query(`SELECT pg_advisory_lock(hashtext('${CHECKPOINT_TABLE}'), hashtext($1))`, [
     owner.workflowId,
   ]);
@@ -221,15 +243,7 @@ export async function claimChunk(
   );
   const saved = rows[0];
   if (saved === undefined) {
-    return {
-      lastKey,
-      done: false,
-      batches: 0,
-      rowsScanned: 0,
-      rowsChanged: 0,
-      busyMs: 0,
-      throttled: undefined,
-    };
+    return { lastKey, done: false, batches: 0, rowsScanned: 0, rowsChanged: 0, busyMs: 0 };
   }
   return {
     lastKey: saved.last_key,
@@ -238,25 +252,7 @@ export async function claimChunk(
     rowsScanned: Number(saved.rows_scanned),
     rowsChanged: Number(saved.rows_changed),
     busyMs: saved.busy_ms,
-    throttled: undefined,
   };
-}
-
-/** Why batches should wait now, or undefined when the database has room. */
-export async function pressure(client: Client, limits: ThrottleLimits): Promise<string | undefined> {
-  const { rows } = await client.query<{ lag: number; active: number }>(
-    `SELECT COALESCE((SELECT max(EXTRACT(epoch FROM replay_lag)) FROM pg_stat_replication), 0)::float8 AS lag,
-            (SELECT count(*) FROM pg_stat_activity
-              WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid())::int AS active`,
-  );
-  const { lag, active } = rows[0]!;
-  if (lag > limits.maxReplicaLagSeconds) {
-    return `replica lag ${lag.toFixed(1)} s > ${limits.maxReplicaLagSeconds} s`;
-  }
-  if (active > limits.maxActiveConnections) {
-    return `${active} active connections > ${limits.maxActiveConnections}`;
-  }
-  return undefined;
 }
 
 export interface BackfillDeps {
@@ -329,6 +325,7 @@ export function createBackfillActivities(deps: BackfillDeps) {
       };
       let result: ChunkResult | undefined;
       const connect = (fn: (other: Client) => Promise<unknown>) => deps.withInstance(input.instanceId, fn);
+      const { tuning } = input;
       try {
         await deps.withInstance(input.instanceId, async (client) => {
           // A killed worker's batch: the server sees its connection gone within 2 s and rolls the
@@ -339,22 +336,75 @@ export function createBackfillActivities(deps: BackfillDeps) {
             [`${input.batchTimeoutMs}ms`],
           );
           const onCancel = await backendCanceller(client, connect);
+          const limits = tuning === undefined ? undefined : tunedTimeouts(tuning, input.batchTimeoutMs);
+          const memory = new Map<string, unknown>();
           await heartbeatWhile(
             async (signal) => {
               await ensureCheckpointTable(client);
-              const totals = await claimChunk(client, owner, input.lastKey);
+              const totals: ChunkResult = {
+                ...(await claimChunk(client, owner, input.lastKey)),
+                throttled: undefined,
+                batchSize: input.batchSize,
+                lastBatchMs: undefined,
+                timeouts: 0,
+                lastTimeout: undefined,
+                health: [],
+              };
               result = totals;
+              if (limits !== undefined) {
+                // Tuned batches are short: one far over its target is cut short and retried smaller.
+                await client.query(
+                  `SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $2, false)`,
+                  [`${limits.statementMs}ms`, `${limits.lockMs}ms`],
+                );
+              }
               const started = Date.now();
+              let healthReadAt = Number.NEGATIVE_INFINITY;
               while (!totals.done && !signal.aborted) {
-                totals.throttled = await pressure(client, input.throttle);
-                if (totals.throttled !== undefined) return;
+                if (performance.now() - healthReadAt >= HEALTH_EVERY_MS) {
+                  const health = await readHealth({
+                    client,
+                    table: backfill.table,
+                    limits: input.throttle,
+                    memory,
+                  });
+                  healthReadAt = performance.now();
+                  totals.health = health.readings;
+                  totals.throttled = health.over;
+                  if (totals.throttled !== undefined) return;
+                }
+                const size = totals.batchSize;
                 const batchStarted = performance.now();
-                const batch = await runBatch(client, backfill, input.params, input.batchSize, owner, totals);
+                let batch: BatchResult;
+                try {
+                  batch = await runBatch(client, backfill, input.params, size, owner, totals);
+                } catch (error) {
+                  const timeout = timedOut(error);
+                  if (
+                    tuning === undefined ||
+                    limits === undefined ||
+                    signal.aborted ||
+                    timeout === undefined
+                  ) {
+                    throw error;
+                  }
+                  // Rolled back, checkpoint included: its rows stay pending. The next chunk retries
+                  // them smaller, and the workflow shows the new size.
+                  totals.timeouts += 1;
+                  totals.lastTimeout = `${timeout} (${timeout === 'lock timeout' ? limits.lockMs : limits.statementMs} ms) at ${size} rows`;
+                  totals.batchSize = shrunkBatchSize(size, tuning);
+                  totals.busyMs += performance.now() - batchStarted;
+                  return;
+                }
+                const batchMs = performance.now() - batchStarted;
                 totals.batches += 1;
                 totals.rowsScanned += batch.scanned;
                 totals.rowsChanged += batch.changed;
                 totals.lastKey = batch.lastKey;
-                totals.done = batch.scanned < input.batchSize;
+                totals.done = batch.scanned < size;
+                totals.lastBatchMs = Math.round(batchMs);
+                if (tuning !== undefined && !totals.done)
+                  totals.batchSize = nextBatchSize(size, batchMs, tuning);
                 recordBackfillRows(metricMeter, backfill.table, batch.changed);
                 if (input.delayMs > 0 && !totals.done && !signal.aborted) await context.sleep(input.delayMs);
                 totals.busyMs += performance.now() - batchStarted;
@@ -373,6 +423,14 @@ export function createBackfillActivities(deps: BackfillDeps) {
       return { ...result!, busyMs: Math.round(result!.busyMs) };
     },
   };
+}
+
+/** Which timeout cut a batch short, or undefined for any other error. */
+function timedOut(error: unknown): 'statement timeout' | 'lock timeout' | undefined {
+  const { code, message } = error as { code?: string; message?: string };
+  if (code === '55P03') return 'lock timeout';
+  if (code === '57014' && message?.includes('statement timeout') === true) return 'statement timeout';
+  return undefined;
 }
 
 /** The chunk's cancellation, carrying what it committed (nothing when it never started a batch). */

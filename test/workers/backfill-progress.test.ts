@@ -13,18 +13,33 @@ const halfway: BackfillProgress = {
   rowsPerSecond: 1_250,
   etaSeconds: 8,
   batchSize: 1000,
+  batchSizeMode: 'fixed',
+  targetBatchMs: null,
+  lastBatchMs: 150,
+  batchTimeouts: 0,
+  lastTimeout: undefined,
   delayMs: 0,
   lastKey: '10000',
   batches: 10,
   throttleReason: undefined,
+  health: [],
   runs: 1,
 };
 
 describe('backfill progress bar', () => {
-  it('shows rows walked of the estimate, rows changed, rate, ETA and state', () => {
+  it('shows rows walked of the estimate, rows changed, rate, batch size, ETA and state', () => {
     assert.equal(
       backfillProgressLine(halfway, 10),
-      '[#####-----]   50.0%  10000/20000 rows (9500 changed)  1250 rows/s  ETA 8s  running',
+      '[#####-----]   50.0%  10000/20000 rows (9500 changed)  1250 rows/s  batch 1000  ETA 8s  running',
+    );
+  });
+
+  it('a self-tuned batch size shows its last duration against the target, and its timeouts', () => {
+    const tuned = { ...halfway, batchSizeMode: 'auto', targetBatchMs: 200, batchSize: 4000 } as const;
+    assert.match(backfillProgressLine(tuned, 4), / {2}batch 4000 \(auto, last 150 ms of 200 ms\) {2}/);
+    assert.match(
+      backfillProgressLine({ ...tuned, batchTimeouts: 2 }, 4),
+      / {2}batch 4000 \(auto, last 150 ms of 200 ms, 2 timed out\) {2}/,
     );
   });
 
@@ -36,13 +51,13 @@ describe('backfill progress bar', () => {
         rowsScanned: 0,
         rowsDone: 0,
         etaSeconds: null,
-        throttleReason: '60 active connections > 50',
+        throttleReason: 'active sessions 60 > 50',
       },
       4,
     );
     assert.equal(
       line,
-      '[----]    0.0%  0/20000 rows (0 changed)  1250 rows/s  ETA -  throttled (60 active connections > 50)',
+      '[----]    0.0%  0/20000 rows (0 changed)  1250 rows/s  batch 1000  ETA -  throttled (active sessions 60 > 50)',
     );
   });
 

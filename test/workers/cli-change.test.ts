@@ -178,7 +178,7 @@ describe('dbops deploy / backfill / status (dev server, worker, local instance)'
     const lines = status.stdout.trim().split('\n');
     assert.match(
       lines.at(-2)!,
-      /^\[#{30}\] {2}100\.0% {2}5000\/5000 rows \(5000 changed\) {2}\d+ rows\/s {2}ETA 0s {2}completed$/,
+      /^\[#{30}\] {2}100\.0% {2}5000\/5000 rows \(5000 changed\) {2}\d+ rows\/s {2}batch 1000 {2}ETA 0s {2}completed$/,
     );
     assert.equal(lines.at(-1), `${BACKFILL_ID}: COMPLETED`);
     const { rows } = await client.query<{ wrong: number }>(

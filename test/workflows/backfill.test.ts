@@ -14,6 +14,7 @@ import { createActivities, type Activities } from '../../activities';
 import { HEARTBEAT_THROTTLE } from '../../activities/heartbeat';
 import { backfill } from '../../workflows';
 import type { BackfillProgress } from '../../workflows/backfill';
+import { backfillProgressLine } from '../../workers/backfill-progress';
 import { counter } from '../fixtures/backfills/counter';
 import { startLocalInstance, type LocalInstance } from '../helpers/local-instance';
 import { metricsUrl } from '../helpers/metrics-runtime';
@@ -98,8 +99,8 @@ describe('backfill workflow (dev server, local instance)', () => {
       const handle = await env.client.workflow.start(backfill, {
         taskQueue,
         workflowId: 'backfill-kill',
-        // 120 ms between batches: a 5-second chunk does at most 41 of the 100, so chunk 2 has a batch 3.
-        args: [input({ batchSize, delayMs: 120 })],
+        // 60 ms between batches: a 5-second chunk does at most 83 of the 100, so chunk 2 has a batch 3.
+        args: [input({ batchSize, delayMs: 60 })],
       });
       const first = startWorkerProcess(taskQueue, { TEST_STOP_AT_BATCH: '2:3' });
       await printed(first, 'stopped after batch 3 of chunk 2');
@@ -201,7 +202,7 @@ describe('backfill workflow (dev server, local instance)', () => {
     assert.equal(Number(counted[0]!.split(' ').pop()), ROWS);
   });
 
-  it('waits while more sessions are active than allowed, saying why, then goes on', async () => {
+  it('waits while more sessions are active than allowed, naming the indicator and its reading, then goes on', async () => {
     await resetTable(client);
     // Two sessions stay active (waiting on a lock this test holds) until the test lets them go.
     await client.query('SELECT pg_advisory_lock(42)');
@@ -218,17 +219,80 @@ describe('backfill workflow (dev server, local instance)', () => {
       const handle = await env.client.workflow.start(backfill, {
         taskQueue: 'backfill-throttle',
         workflowId: 'backfill-throttle',
-        args: [input({ maxActiveConnections: 1, throttleWait: '1 second' })],
+        args: [input({ maxActiveConnections: 1, waitForAutovacuum: true, throttleWait: '1 second' })],
       });
       const throttled = await until(handle, 'throttled', (p) => p.state === 'throttled');
-      assert.equal(throttled.throttleReason, '2 active connections > 1');
+      assert.equal(throttled.throttleReason, 'active sessions 2 > 1');
       assert.equal(throttled.rowsDone, 0);
+      // Every indicator read, by name, with its threshold (the WAL rate needs a second look first).
+      assert.deepEqual(
+        throttled.health.map((r) => [r.indicator, r.threshold, r.over]),
+        [
+          ['replica lag', 10, false],
+          ['active sessions', 1, true],
+          ['autovacuum on the table', 0, false],
+          ['WAL archive backlog', 1024, false],
+        ],
+      );
+      // What `dbops status` prints for it.
+      assert.match(backfillProgressLine(throttled), / {2}throttled \(active sessions 2 > 1\)$/);
       await client.query('SELECT pg_advisory_unlock(42)');
       await Promise.all(waiting);
       return handle.result();
     });
     assert.equal(final.state, 'completed');
     assert.deepEqual(await compare(client), { different: 0, notOnce: 0 });
+  });
+
+  it('self-tuned (no batch size given): a batch over its statement timeout is rolled back and retried at half the size, which shows in progress; then the size grows back toward the target and every row is done once', async () => {
+    await resetTable(client);
+    // While counter_slow says so, every batch statement takes 1.5 s: over the 1 s statement
+    // timeout of batches that aim at 50 ms.
+    await client.query(`CREATE TABLE counter_slow AS SELECT true AS slow;
+      CREATE FUNCTION slow_statement() RETURNS trigger LANGUAGE plpgsql AS
+        $$BEGIN IF (SELECT slow FROM counter_slow) THEN PERFORM pg_sleep(1.5); END IF; RETURN NULL; END$$;
+      CREATE TRIGGER slow_statement BEFORE UPDATE ON counter_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION slow_statement()`);
+    const worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue: 'backfill-tuned',
+      workflowBundle: await workflowBundle(),
+      activities: createActivities({ ...instance.deps, backfills: { counter } }),
+      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
+    });
+    try {
+      const final = await worker.runUntil(async () => {
+        const handle = await env.client.workflow.start(backfill, {
+          taskQueue: 'backfill-tuned',
+          workflowId: 'backfill-tuned',
+          args: [
+            { instanceId: instance.instanceId, name: 'counter', params: { factor: 3 }, targetBatchMs: 50 },
+          ],
+        });
+        const shrunk = await until(handle, 'a batch timed out', (p) => p.batchTimeouts >= 1);
+        await client.query('UPDATE counter_slow SET slow = false');
+        assert.deepEqual(
+          [shrunk.batchSizeMode, shrunk.targetBatchMs, shrunk.rowsDone, shrunk.lastTimeout],
+          ['auto', 50, 0, `statement timeout (1000 ms) at ${shrunk.batchSize * 2} rows`],
+        );
+        // 1000 to start, halved at every timeout.
+        assert.equal(shrunk.batchSize, Math.max(1000 / 2 ** shrunk.batchTimeouts, 100));
+        const line = backfillProgressLine(shrunk);
+        assert.match(
+          line,
+          new RegExp(`batch ${shrunk.batchSize} \\(auto, 50 ms, ${shrunk.batchTimeouts} timed out\\)`),
+        );
+        return { shrunk, final: await handle.result() };
+      });
+      assert.equal(final.final.state, 'completed');
+      assert.ok(
+        final.final.batchSize > final.shrunk.batchSize,
+        `grew back from ${final.shrunk.batchSize} to ${final.final.batchSize}`,
+      );
+      assert.deepEqual(await compare(client), { different: 0, notOnce: 0 });
+    } finally {
+      await client.query('DROP TABLE counter_slow; DROP FUNCTION slow_statement() CASCADE');
+    }
   });
 
   it('cancel stops after the current chunk; what was done stays done', async () => {

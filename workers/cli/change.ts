@@ -21,7 +21,6 @@ import {
 import {
   approveUpdate,
   deployProgressQuery,
-  rehearsalSummary,
   type DeployMigrationResult,
 } from '../../workflows/deploy-migration';
 import { InvalidInputError } from '../../workflows/lib/errors';
@@ -45,15 +44,17 @@ import {
 } from './common';
 
 export const change: CommandGroup = {
-  usage: `  deploy --instance ID [--target MIGRATION] [--approve-as NAME] [--rehearse | --no-rehearse] [--json]
-                                     lint, snapshot, (rehearse on a copy,) (approve,) migrate,
-                                     verify; a production instance is rehearsed and waits for
-                                     approval (given at once by --approve-as)
-  backfill [start] NAME --instance ID [--params JSON] [--batch-size N] [--delay-ms N] [--detach] [--json]
-                                     run a backfill defined in the repository, with a progress bar
+  usage: `  deploy --instance ID [--target MIGRATION] [--approve-as NAME] [--json]
+                                     lint, snapshot, (approve,) migrate, verify; a production
+                                     instance waits for approval (given at once by --approve-as)
+  backfill [start] NAME --instance ID [--params JSON] [--batch-size N] [--target-batch-ms N] [--delay-ms N] [--detach] [--json]
+                                     run a backfill defined in the repository, with a progress bar;
+                                     the batch size tunes itself to a target duration (default
+                                     200 ms) unless --batch-size alone fixes it
   backfill pause|resume|cancel WORKFLOW_ID
-  backfill set WORKFLOW_ID [--batch-size N] [--delay-ms N] [--json]
-                                     change a running backfill's batch size / delay
+  backfill set WORKFLOW_ID [--batch-size N | --target-batch-ms N] [--delay-ms N] [--json]
+                                     change a running backfill's batch size (fixed) or target
+                                     batch duration (self-tuned), or its delay
   status WORKFLOW_ID [--json]        follow a workflow (a backfill as a progress bar) until it
                                      ends; --json: its status and progress once`,
   commands: { deploy, backfill: backfillCommand, status },
@@ -64,16 +65,10 @@ async function deploy(args: string[]): Promise<void> {
     instance: { type: 'string' },
     target: { type: 'string' },
     'approve-as': { type: 'string' },
-    rehearse: { type: 'boolean' },
-    'no-rehearse': { type: 'boolean' },
     json: { type: 'boolean' },
   });
   const instanceId = instanceOption(options.instance);
   if (instanceId === undefined) throw new UsageError('dbops deploy: --instance ID is required');
-  if (options.rehearse && options['no-rehearse']) {
-    throw new UsageError('dbops deploy: --rehearse and --no-rehearse exclude each other');
-  }
-  const rehearse = options.rehearse ? true : options['no-rehearse'] ? false : undefined;
   const approveAs = options['approve-as'];
   if (approveAs !== undefined && approveAs.trim() === '') {
     throw new UsageError('dbops deploy: --approve-as needs the name of who approves');
@@ -85,23 +80,16 @@ async function deploy(args: string[]): Promise<void> {
     const handle = await client.workflow.start(deployMigration, {
       taskQueue: config.temporal.taskQueue,
       workflowId,
-      args: [{ instanceId, target: options.target, rehearse }],
+      args: [{ instanceId, target: options.target }],
     });
     if (!quiet) console.error(`started ${workflowId}`);
     let stage = '';
-    let rehearsalShown = false;
     return explainFailure(
       whileRunning(handle.result(), async () => {
         const progress = await handle.query(deployProgressQuery).catch(() => undefined);
         if (progress === undefined || progress.stage === stage) return;
         stage = progress.stage;
         if (!quiet) console.error(`[${clock()}] ${stage}`);
-        const asking = stage === 'awaiting-approval' && approveAs === undefined;
-        // The approver reads what the migrations did on the copy before the question (even with --json).
-        if (progress.rehearsal !== undefined && !rehearsalShown && (!quiet || asking)) {
-          console.error(rehearsalSummary(progress.rehearsal));
-          rehearsalShown = true;
-        }
         if (stage !== 'awaiting-approval') return;
         if (approveAs === undefined) {
           // Said even with --json: nothing moves until someone approves.
@@ -143,6 +131,7 @@ async function backfillStart(args: string[]): Promise<void> {
     instance: { type: 'string' },
     params: { type: 'string' },
     'batch-size': { type: 'string' },
+    'target-batch-ms': { type: 'string' },
     'delay-ms': { type: 'string' },
     detach: { type: 'boolean' },
     json: { type: 'boolean' },
@@ -156,6 +145,7 @@ async function backfillStart(args: string[]): Promise<void> {
     throw new UsageError(`dbops backfill start: --params is not JSON: ${(error as Error).message}`);
   }
   const batchSize = integerOption('backfill start', 'batch-size', options['batch-size']);
+  const targetBatchMs = integerOption('backfill start', 'target-batch-ms', options['target-batch-ms']);
   const delayMs = integerOption('backfill start', 'delay-ms', options['delay-ms']);
   const config = loadConfig();
   // One run of a backfill per instance at a time: the id says which.
@@ -165,7 +155,7 @@ async function backfillStart(args: string[]): Promise<void> {
       .start(backfill, {
         taskQueue: config.temporal.taskQueue,
         workflowId,
-        args: [{ instanceId, name, params, batchSize, delayMs }],
+        args: [{ instanceId, name, params, batchSize, targetBatchMs, delayMs }],
       })
       .catch(alreadyRunning(workflowId));
     if (options.detach) return undefined;
@@ -222,15 +212,24 @@ async function backfillSet(args: string[]): Promise<void> {
   const [workflowId, rest] = positional('backfill set', 'WORKFLOW_ID', args);
   const options = parse('backfill set', rest, {
     'batch-size': { type: 'string' },
+    'target-batch-ms': { type: 'string' },
     'delay-ms': { type: 'string' },
     json: { type: 'boolean' },
   });
   const change = {
     batchSize: integerOption('backfill set', 'batch-size', options['batch-size']),
+    targetBatchMs: integerOption('backfill set', 'target-batch-ms', options['target-batch-ms']),
     delayMs: integerOption('backfill set', 'delay-ms', options['delay-ms']),
   };
-  if (change.batchSize === undefined && change.delayMs === undefined) {
-    throw new UsageError('dbops backfill set: give --batch-size N and/or --delay-ms N');
+  if (change.batchSize !== undefined && change.targetBatchMs !== undefined) {
+    throw new UsageError(
+      'dbops backfill set: --batch-size fixes the size, --target-batch-ms tunes it; give one',
+    );
+  }
+  if (change.batchSize === undefined && change.targetBatchMs === undefined && change.delayMs === undefined) {
+    throw new UsageError(
+      'dbops backfill set: give --batch-size N or --target-batch-ms N, and/or --delay-ms N',
+    );
   }
   const settings = await withTemporal(loadConfig(), async (client) => {
     const handle = await runningBackfill(client, workflowId, 'set');
@@ -245,8 +244,8 @@ async function backfillSet(args: string[]): Promise<void> {
     }
   });
   print(options.json, settings, [
-    ['BATCH SIZE', 'DELAY MS'],
-    [String(settings.batchSize), String(settings.delayMs)],
+    ['BATCH SIZE', 'TARGET BATCH MS', 'DELAY MS'],
+    [String(settings.batchSize), String(settings.targetBatchMs ?? '-'), String(settings.delayMs)],
   ]);
 }
 

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 import { MockActivityEnvironment } from '@temporalio/testing';
 import type { Client } from 'pg';
@@ -9,7 +11,10 @@ import {
   type ChunkInput,
   type ChunkResult,
 } from '../../../activities/postgres/backfill';
+import { nextBatchSize, shrunkBatchSize } from '../../../activities/postgres/batch-size';
 import { withClient } from '../../../activities/postgres/connect';
+import { readHealth } from '../../../activities/postgres/throttle';
+import { prometheus } from '../../../activities/postgres/throttle/prometheus';
 import { counter } from '../../fixtures/backfills/counter';
 import { startThrowawayCluster, type ThrowawayCluster } from '../../helpers/postgres';
 
@@ -103,7 +108,8 @@ describe('backfill chunk activity (real Postgres, mock activity context)', () =>
     const done = await chunk(attempt(1), { chunkMs: 60_000 });
     assert.deepEqual([done.done, done.batches, done.rowsChanged], [true, 11, 1000]);
     const again = await chunk(attempt(2), { chunkMs: 60_000 });
-    assert.deepEqual({ ...again, busyMs: 0 }, { ...done, busyMs: 0 });
+    const totals = (r: ChunkResult) => [r.lastKey, r.done, r.batches, r.rowsScanned, r.rowsChanged];
+    assert.deepEqual(totals(again), totals(done));
     const { rows } = await sql.query<{ batches: number }>(
       `SELECT batches FROM ${CHECKPOINT_TABLE} WHERE workflow_id = 'backfill-counter-x'`,
     );
@@ -120,5 +126,124 @@ describe('backfill chunk activity (real Postgres, mock activity context)', () =>
       { lastKey: '100' },
     );
     assert.deepEqual([next.batches, next.rowsChanged, next.lastKey], [1, 100, '200']);
+  });
+  it('self-tuned: the batch size grows from 10 rows toward the one that takes the target time, and every row is done once', async () => {
+    // Every row costs about 1 ms: a 100 ms batch is about 90 rows.
+    await sql.query(`CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS
+        $$BEGIN PERFORM pg_sleep(0.001); RETURN NEW; END$$;
+      CREATE TRIGGER slow_row BEFORE UPDATE ON counter_rows FOR EACH ROW EXECUTE FUNCTION slow_row()`);
+    try {
+      const result = await chunk(attempt(1), {
+        batchSize: 10,
+        tuning: { targetMs: 100, minSize: 10, maxSize: 1000 },
+        chunkMs: 60_000,
+      });
+      assert.equal(result.done, true);
+      assert.equal(result.rowsChanged, 1000);
+      assert.ok(
+        result.batchSize >= 30 && result.batchSize <= 150,
+        `tuned to ${result.batchSize} rows (about 90 take 100 ms)`,
+      );
+      assert.ok(result.batches < 50, `${result.batches} batches (100 at the first size)`);
+    } finally {
+      await sql.query('DROP FUNCTION slow_row() CASCADE');
+    }
+    const { rows } = await sql.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM counter_rows WHERE applied <> 1`,
+    );
+    assert.equal(rows[0]!.n, 0);
+  });
+
+  it('self-tuned: a batch stopped by its lock timeout is rolled back and the chunk ends with the size halved, saying why', async () => {
+    const locker = await cluster.connect();
+    await locker.query('BEGIN');
+    await locker.query('SELECT 1 FROM counter_rows WHERE id = 50 FOR UPDATE');
+    try {
+      const result = await chunk(attempt(1), {
+        batchSize: 400,
+        tuning: { targetMs: 100, minSize: 50, maxSize: 1000 },
+        chunkMs: 60_000,
+      });
+      assert.deepEqual(
+        [
+          result.done,
+          result.batches,
+          result.rowsChanged,
+          result.timeouts,
+          result.batchSize,
+          result.lastTimeout,
+        ],
+        [false, 0, 0, 1, 200, 'lock timeout (500 ms) at 400 rows'],
+      );
+    } finally {
+      await locker.query('ROLLBACK');
+      await locker.end();
+    }
+    const { rows } = await sql.query<{ n: number }>(`SELECT count(*)::int AS n FROM counter_rows WHERE done`);
+    assert.equal(rows[0]!.n, 0, 'the timed-out batch left its rows pending');
+  });
+
+  it('the size moves by at most half or one and a half times a batch, stays within 10% of the target, and keeps to its bounds', () => {
+    const tuning = { targetMs: 200, minSize: 100, maxSize: 10_000 };
+    assert.deepEqual(
+      [
+        nextBatchSize(1000, 20, tuning),
+        nextBatchSize(1000, 150, tuning),
+        nextBatchSize(1000, 190, tuning),
+        nextBatchSize(1000, 400, tuning),
+        nextBatchSize(1000, 5000, tuning),
+        nextBatchSize(8000, 10, tuning),
+        nextBatchSize(120, 1000, tuning),
+        shrunkBatchSize(1000, tuning),
+        shrunkBatchSize(150, tuning),
+      ],
+      [1500, 1333, 1000, 500, 500, 10_000, 100, 500, 100],
+    );
+  });
+
+  // A stand-in for Prometheus (an HTTP server answering its instant-query API): no Prometheus server runs here.
+  it('health: every indicator reads on real Postgres; a Prometheus query (stand-in server) over its threshold, or failing, is why to wait', async () => {
+    let value = '0.2';
+    const server = createServer((request, response) => {
+      const query = new URL(request.url ?? '', 'http://x').searchParams.get('query');
+      response.setHeader('content-type', 'application/json');
+      response.end(
+        JSON.stringify({
+          status: 'success',
+          data: { resultType: 'vector', result: [{ metric: { q: query }, value: [0, value] }] },
+        }),
+      );
+    });
+    server.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const signal = { url, query: 'histogram_quantile(0.99, rate(app_seconds_bucket[1m]))', threshold: 0.5 };
+    try {
+      const read = (limits: Parameters<typeof readHealth>[0]['limits']) =>
+        readHealth({ client: sql, table: 'public.counter_rows', limits, memory: new Map() });
+      const all = await read({ waitForAutovacuum: true, prometheus: signal });
+      assert.deepEqual(
+        all.readings.map((r) => [r.indicator, r.over]),
+        [
+          ['replica lag', false],
+          ['active sessions', false],
+          ['autovacuum on the table', false],
+          [`prometheus ${signal.query}`, false],
+        ],
+      );
+      assert.equal(all.over, undefined);
+      value = '0.8';
+      assert.equal((await read({ prometheus: signal })).over, `prometheus ${signal.query} 0.8 > 0.5`);
+      const down = await read({ prometheus: { ...signal, url: 'http://127.0.0.1:1' } });
+      assert.match(down.over ?? '', /^prometheus .*: fetch failed$/);
+      // Asked at most every few seconds: a second read in the same chunk reuses the answer.
+      const memory = new Map<string, unknown>();
+      const context = { client: sql, table: 'public.counter_rows', limits: { prometheus: signal }, memory };
+      const first = await prometheus.read(context);
+      value = '0.1';
+      assert.deepEqual(await prometheus.read(context), first);
+    } finally {
+      server.close();
+    }
   });
 });
