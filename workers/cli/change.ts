@@ -21,6 +21,7 @@ import {
 import {
   approveUpdate,
   deployProgressQuery,
+  rehearsalSummary,
   type DeployMigrationResult,
 } from '../../workflows/deploy-migration';
 import { InvalidInputError } from '../../workflows/lib/errors';
@@ -44,9 +45,10 @@ import {
 } from './common';
 
 export const change: CommandGroup = {
-  usage: `  deploy --instance ID [--target MIGRATION] [--approve-as NAME] [--json]
-                                     lint, snapshot, (approve,) migrate, verify; a production
-                                     instance waits for approval (given at once by --approve-as)
+  usage: `  deploy --instance ID [--target MIGRATION] [--approve-as NAME] [--rehearse | --no-rehearse] [--json]
+                                     lint, snapshot, (rehearse on a copy,) (approve,) migrate,
+                                     verify; a production instance is rehearsed and waits for
+                                     approval (given at once by --approve-as)
   backfill [start] NAME --instance ID [--params JSON] [--batch-size N] [--target-batch-ms N] [--delay-ms N] [--detach] [--json]
                                      run a backfill defined in the repository, with a progress bar;
                                      the batch size tunes itself to a target duration (default
@@ -65,10 +67,16 @@ async function deploy(args: string[]): Promise<void> {
     instance: { type: 'string' },
     target: { type: 'string' },
     'approve-as': { type: 'string' },
+    rehearse: { type: 'boolean' },
+    'no-rehearse': { type: 'boolean' },
     json: { type: 'boolean' },
   });
   const instanceId = instanceOption(options.instance);
   if (instanceId === undefined) throw new UsageError('dbops deploy: --instance ID is required');
+  if (options.rehearse && options['no-rehearse']) {
+    throw new UsageError('dbops deploy: --rehearse and --no-rehearse exclude each other');
+  }
+  const rehearse = options.rehearse ? true : options['no-rehearse'] ? false : undefined;
   const approveAs = options['approve-as'];
   if (approveAs !== undefined && approveAs.trim() === '') {
     throw new UsageError('dbops deploy: --approve-as needs the name of who approves');
@@ -80,16 +88,23 @@ async function deploy(args: string[]): Promise<void> {
     const handle = await client.workflow.start(deployMigration, {
       taskQueue: config.temporal.taskQueue,
       workflowId,
-      args: [{ instanceId, target: options.target }],
+      args: [{ instanceId, target: options.target, rehearse }],
     });
     if (!quiet) console.error(`started ${workflowId}`);
     let stage = '';
+    let rehearsalShown = false;
     return explainFailure(
       whileRunning(handle.result(), async () => {
         const progress = await handle.query(deployProgressQuery).catch(() => undefined);
         if (progress === undefined || progress.stage === stage) return;
         stage = progress.stage;
         if (!quiet) console.error(`[${clock()}] ${stage}`);
+        const asking = stage === 'awaiting-approval' && approveAs === undefined;
+        // The approver reads what the migrations did on the copy before the question (even with --json).
+        if (progress.rehearsal !== undefined && !rehearsalShown && (!quiet || asking)) {
+          console.error(rehearsalSummary(progress.rehearsal));
+          rehearsalShown = true;
+        }
         if (stage !== 'awaiting-approval') return;
         if (approveAs === undefined) {
           // Said even with --json: nothing moves until someone approves.
