@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { RDSClient, CreateDBSnapshotCommand } from '@aws-sdk/client-rds';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import type { WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
@@ -13,6 +14,7 @@ import { retention, snapshotRestore } from '../../workflows';
 import { OWNER_TAGS } from '../../workflows/lib/owner-tags';
 import type { RetentionReport } from '../../workflows/retention';
 import { localActivityDeps } from '../helpers/activity-deps';
+import { startFaultProxy } from '../helpers/fault-proxy';
 import { startMoto, type MotoServer } from '../helpers/moto';
 import { createRdsNetwork, rdsTestSettings } from '../helpers/moto-rds';
 import { backdatedCopy } from '../helpers/snapshot-copies';
@@ -43,6 +45,11 @@ const AGED: { id: string; ageDays: number; tags: Record<string, string> }[] = [
   { id: 'ret-old-foreign', ageDays: 50, tags: {} },
 ];
 const POLICY = { keepNewest: 1, keepDays: 10 };
+const EXPORTS = {
+  bucket: 'ret-exports',
+  iamRoleArn: 'arn:aws:iam::123456789012:role/rds-export-role',
+  kmsKeyId: 'arn:aws:kms:us-east-1:123456789012:key/0a1b2c3d',
+};
 
 describe('retention (dev server, worker, local provider on real clusters; aws provider on moto)', function () {
   this.timeout(300_000);
@@ -190,17 +197,20 @@ describe('retention (dev server, worker, local provider on real clusters; aws pr
     assert.deepEqual(await snapshotIds(), before);
   });
 
-  it('on aws (moto) deletes only dbops-tagged manual snapshots of the instance', async () => {
+  it('on aws (moto) deletes only dbops-tagged manual snapshots of the instance, not one an export reads', async () => {
     const settings = rdsTestSettings();
+    // Through the proxy an export stays in progress for the whole test, as a long one does on RDS.
+    const proxy = await startFaultProxy(moto.endpoint);
+    proxy.delayStates(10 * 60_000);
     const clients = createAwsClients({
       region: moto.region,
-      endpoint: moto.endpoint,
+      endpoint: proxy.endpoint,
       credentials: moto.credentials,
     });
     const plane = new AwsRdsControlPlane({
       ...clients,
       settings,
-      exports: undefined,
+      exports: EXPORTS,
       connectAs: { database: 'mcp_db', user: 'dbops' },
     });
     await createRdsNetwork(moto, settings);
@@ -211,7 +221,11 @@ describe('retention (dev server, worker, local provider on real clusters; aws pr
       endpoint: moto.endpoint,
       credentials: moto.credentials,
     });
+    let last = 0;
     const snapshot = async (instanceId: string, snapshotId: string, tags: Record<string, string>) => {
+      // Each one taken in a later millisecond than the one before, so "newest" is defined.
+      while (Date.now() <= last) await sleep(1);
+      last = Date.now();
       await rds.send(
         new CreateDBSnapshotCommand({
           DBInstanceIdentifier: instanceId,
@@ -219,16 +233,21 @@ describe('retention (dev server, worker, local provider on real clusters; aws pr
           Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })),
         }),
       );
-      await sleep(5); // distinct creation times, so "newest" is defined
     };
     await snapshot('ret-aws-a', 'ret-aws-a-backup-1', dbopsTags('backup'));
     await snapshot('ret-aws-a', 'ret-aws-a-premig-1', dbopsTags('pre-migration'));
+    await snapshot('ret-aws-a', 'ret-aws-a-old-export', dbopsTags('backup'));
     await snapshot('ret-aws-a', 'ret-aws-a-by-hand', {});
     await snapshot('ret-aws-a', 'ret-aws-a-kept', dbopsTags('backup', { [OWNER_TAGS.keep]: 'true' }));
     await snapshot('ret-aws-a', 'ret-aws-a-backup-2', dbopsTags('backup'));
     await snapshot('ret-aws-b', 'ret-aws-b-backup-1', dbopsTags('backup'));
     await snapshot('ret-aws-b', 'ret-aws-b-backup-2', dbopsTags('backup'));
 
+    await clients.s3.send(new CreateBucketCommand({ Bucket: EXPORTS.bucket }));
+    await plane.startExport('ret-aws-a-export', 'ret-aws-a-old-export', {
+      bucket: EXPORTS.bucket,
+      prefix: 'exports',
+    });
     const bBefore = (await plane.listSnapshots('ret-aws-b')).map((s) => s.snapshotId).sort();
     const taskQueue = 'retention-aws';
     const deps = localActivityDeps(
@@ -249,6 +268,8 @@ describe('retention (dev server, worker, local provider on real clusters; aws pr
       }),
     );
     assert.deepEqual(ids(report.deleted), ['ret-aws-a-backup-1', 'ret-aws-a-premig-1']);
+    const exported = report.kept.find((s) => s.snapshotId === 'ret-aws-a-old-export');
+    assert.equal(exported?.reason, 'in use: export ret-aws-a-export is reading it');
     const left = async (instanceId: string) =>
       (await plane.listSnapshots(instanceId)).map((s) => s.snapshotId);
     const a = await left('ret-aws-a');
@@ -256,5 +277,6 @@ describe('retention (dev server, worker, local provider on real clusters; aws pr
       assert.ok(a.includes(kept));
     assert.ok(!a.includes('ret-aws-a-backup-1') && !a.includes('ret-aws-a-premig-1'));
     assert.deepEqual((await left('ret-aws-b')).sort(), bBefore, 'the other instance keeps every snapshot');
+    await proxy.stop();
   });
 });
