@@ -80,7 +80,7 @@ describe('dbops schedules / maintenance / health (dev server, worker, real Postg
     await Promise.all([env?.teardown(), cluster?.stop(), rm(stateDir, { recursive: true, force: true })]);
   });
 
-  it('`schedules apply` creates, then updates; `schedules list --json` shows the four', async () => {
+  it('`schedules apply` creates, then updates; `schedules list --json` shows the five', async () => {
     const first = await dbops('schedules', 'apply');
     assert.equal(first.code, 0, first.stderr);
     assert.match(first.stdout, /dbops-health-check-mcp-demo-prod +created/);
@@ -91,7 +91,7 @@ describe('dbops schedules / maintenance / health (dev server, worker, real Postg
     const listed = JSON.parse(list.stdout) as ScheduleListing[];
     assert.deepEqual(
       listed.map((s) => s.workflowType),
-      ['drTest', 'healthCheck', 'maintenance', 'sweepOrphans'],
+      ['drTest', 'healthCheck', 'maintenance', 'retention', 'sweepOrphans'],
     );
   });
 
