@@ -20,6 +20,12 @@ import { createMaintenanceActivities } from './postgres/maintenance';
 import { instanceConnection } from './postgres/instance';
 import { primaryOrInstance, replicaOrInstance } from './postgres/on-instance';
 import { createPingActivities } from './postgres/ping';
+import {
+  createVectorIndexActivities,
+  DEFAULT_VECTOR_INDEX_SETTINGS,
+  type VectorIndexSettings,
+} from './postgres/vector-index';
+import { createRecallActivities } from './postgres/vector-recall';
 import { createRehearsalActivities } from './postgres/rehearsal';
 import { createRpoMeasureActivities } from './postgres/rpo-measure';
 import { createRecoveryActivities } from './recovery/activities';
@@ -50,6 +56,8 @@ export interface ActivityDeps {
   backfills?: Record<string, AnyBackfill>;
   /** The declared changes a workflow may run by name; the repository's by default. */
   changes?: Record<string, Change>;
+  /** How much memory a vector index build may take; a quarter of four times shared_buffers by default. */
+  vectorIndexes?: VectorIndexSettings;
 }
 
 export function createActivities(deps: ActivityDeps) {
@@ -60,6 +68,8 @@ export function createActivities(deps: ActivityDeps) {
     ...createRpoMeasureActivities(deps.connector),
     ...createMaintenanceActivities(onInstance, deps.maintenanceWindow ?? 'sun:04:00-sun:05:00'),
     ...createHealthActivities(onInstance, replicaOrInstance(deps.connector, withInstance)),
+    ...createVectorIndexActivities(onInstance, deps.vectorIndexes ?? DEFAULT_VECTOR_INDEX_SETTINGS),
+    ...createRecallActivities(onInstance, replicaOrInstance(deps.connector, withInstance)),
     ...createControlPlaneActivities(deps.controlPlane),
     ...createRecoveryActivities(deps),
     ...createFleetActivities(deps),

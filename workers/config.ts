@@ -18,6 +18,7 @@ import {
   type RecoverySettings,
 } from '../activities/config-types';
 import { DEFAULT_REPLICA_MAX_LAG_SECONDS } from '../activities/postgres/connect';
+import { DEFAULT_VECTOR_INDEX_SETTINGS, type VectorIndexSettings } from '../activities/postgres/vector-index';
 import type { RolloutHook } from '../activities/postgres/deploy';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../workflows/lib/identifiers';
 import { MAINTENANCE_WINDOW_RULE, parseMaintenanceWindow } from '../workflows/lib/maintenance-window';
@@ -75,6 +76,8 @@ export interface Config extends ProviderConfig {
   codecServer: CodecServerConfig;
   /** Rollout hooks a deploy may name, by name (DBOPS_ROLLOUT_HOOKS). */
   rolloutHooks: Record<string, RolloutHook>;
+  /** How much memory a vector index build may take (DBOPS_INDEX_BUILD_MEMORY_SHARE, DBOPS_INSTANCE_MEMORY_MB). */
+  vectorIndexes: VectorIndexSettings;
 }
 
 export interface OperationsConfig {
@@ -94,6 +97,15 @@ export interface OperationsConfig {
   drTestPointInTime: 'latest-snapshot' | 'random';
   /** The monthly DR test of a fleet (DBOPS_FLEET_DR_TEST); absent: no such schedule. */
   fleetDrTest?: FleetDrTestSettings;
+  /** The recall measurement of the vector indexes (DBOPS_VECTOR_RECALL_INTERVAL_MINUTES); absent: no such schedule. */
+  vectorRecall?: VectorRecallScheduleSettings;
+}
+
+/** The scheduled vectorRecall run on the configured instance. */
+export interface VectorRecallScheduleSettings {
+  intervalMinutes: number;
+  /** Also measure queries filtered on this column (DBOPS_VECTOR_RECALL_FILTER_COLUMN). */
+  filterColumn: string | undefined;
 }
 
 /** The monthly fleet DR test: every managed instance (`tag` undefined) or those tagged `key=value`. */
@@ -162,6 +174,7 @@ export function loadConfig(env: Env = process.env): Config {
         'latest-snapshot',
       ),
       ...fleetDrTest(env),
+      ...vectorRecallSchedule(env),
     },
     codecServer: {
       host: text(env, 'DBOPS_CODEC_SERVER_HOST', '127.0.0.1'),
@@ -170,6 +183,7 @@ export function loadConfig(env: Env = process.env): Config {
       token: codecServerToken(env, 'DBOPS_CODEC_SERVER_TOKEN'),
     },
     rolloutHooks: rolloutHooks(env, 'DBOPS_ROLLOUT_HOOKS'),
+    vectorIndexes: vectorIndexSettings(env),
   };
 }
 
@@ -565,6 +579,46 @@ function fleetDrTest(env: Env): { fleetDrTest?: FleetDrTestSettings } {
     throw new ConfigError(name, `is ${JSON.stringify(value)}; expected all or ${FLEET_TAG_RULE}`);
   }
   return { fleetDrTest: { tag: value === 'all' ? undefined : value, concurrency } };
+}
+
+/** A build's memory bound: a share of the instance's memory, given or taken as four times shared_buffers. */
+function vectorIndexSettings(env: Env): VectorIndexSettings {
+  const name = 'DBOPS_INDEX_BUILD_MEMORY_SHARE';
+  const value = raw(env, name);
+  const share = value === undefined ? DEFAULT_VECTOR_INDEX_SETTINGS.memoryShare : Number(value);
+  if (!/^\d*\.?\d+$/.test(value ?? '0.25') || !(share > 0 && share <= 0.9)) {
+    throw new ConfigError(
+      name,
+      `is ${JSON.stringify(value)}; expected a share of the instance's memory above 0 and at most 0.9`,
+    );
+  }
+  const memoryMb = raw(env, 'DBOPS_INSTANCE_MEMORY_MB');
+  return {
+    memoryShare: share,
+    ...(memoryMb === undefined
+      ? {}
+      : {
+          instanceMemoryBytes:
+            integer(env, 'DBOPS_INSTANCE_MEMORY_MB', 0, 256, 64 * 1024 * 1024) * 1024 * 1024,
+        }),
+  };
+}
+
+function vectorRecallSchedule(env: Env): { vectorRecall?: VectorRecallScheduleSettings } {
+  if (raw(env, 'DBOPS_VECTOR_RECALL_INTERVAL_MINUTES') === undefined) return {};
+  const filterColumn = raw(env, 'DBOPS_VECTOR_RECALL_FILTER_COLUMN');
+  if (filterColumn !== undefined && !/^[A-Za-z_][A-Za-z0-9_$]{0,62}$/.test(filterColumn)) {
+    throw new ConfigError(
+      'DBOPS_VECTOR_RECALL_FILTER_COLUMN',
+      `is ${JSON.stringify(filterColumn)}; expected a column name`,
+    );
+  }
+  return {
+    vectorRecall: {
+      intervalMinutes: integer(env, 'DBOPS_VECTOR_RECALL_INTERVAL_MINUTES', 60, 5, 10080),
+      filterColumn,
+    },
+  };
 }
 
 function raw(env: Env, name: string): string | undefined {

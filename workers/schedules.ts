@@ -31,6 +31,8 @@ export interface ScheduleSettings {
   drTestPointInTime?: 'latest-snapshot' | 'random';
   /** The monthly DR test of every managed instance (or those tagged `key=value`); absent: none. */
   fleetDrTest?: { tag: string | undefined; concurrency: number };
+  /** The recall of the instance's vector indexes, every `intervalMinutes`; absent: none. */
+  vectorRecall?: { intervalMinutes: number; filterColumn: string | undefined };
 }
 
 export interface AppliedSchedule {
@@ -124,6 +126,27 @@ export function scheduleDefinitions(settings: ScheduleSettings): ScheduleOptions
     },
     ...(settings.retention === undefined ? [] : [retentionSchedule(taskQueue, settings.retention)]),
     ...(settings.fleetDrTest === undefined ? [] : [fleetDrTestSchedule(taskQueue, settings.fleetDrTest)]),
+    ...(settings.vectorRecall === undefined
+      ? []
+      : [
+          {
+            scheduleId: `${SCHEDULE_PREFIX}vector-recall-${instanceId}`,
+            spec: { intervals: [{ every: `${settings.vectorRecall.intervalMinutes} minutes` }] },
+            action: {
+              ...action('vectorRecall', 'vector-recall', `Recall of the vector indexes of ${instanceId}`),
+              args: [
+                settings.vectorRecall.filterColumn === undefined
+                  ? { instanceId }
+                  : { instanceId, filterColumn: settings.vectorRecall.filterColumn },
+              ],
+            },
+            // A measurement still running is not started twice; a missed one is worth nothing later.
+            policies: {
+              overlap: ScheduleOverlapPolicy.SKIP,
+              catchupWindow: `${settings.vectorRecall.intervalMinutes} minutes`,
+            },
+          },
+        ]),
   ];
 }
 

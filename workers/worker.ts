@@ -69,5 +69,6 @@ export function activityDepsFromConfig(
     storage: recoveryStorageFromConfig(config),
     maintenanceWindow: config.operations.maintenanceWindow,
     rolloutHooks: config.rolloutHooks,
+    vectorIndexes: config.vectorIndexes,
   };
 }

@@ -13,3 +13,5 @@ export { drTest } from './dr-test';
 export { sweepOrphans } from './sweep-orphans';
 export { retention } from './retention';
 export { fleet } from './fleet';
+export { vectorIndex } from './vector-index';
+export { vectorRecall } from './vector-recall';

@@ -1,6 +1,7 @@
 /**
  * What the runbook's alerts watch, measured in one pass on the database: connections, replication,
- * pg_stat_statements, cache hit ratio, and an EXPLAIN (ANALYZE, BUFFERS) of the kNN query. The
+ * pg_stat_statements, cache hit ratio, every vector index's size against shared_buffers and its
+ * validity, and an EXPLAIN (ANALYZE, BUFFERS) of the kNN query. The
  * thresholds are applied by the workflow (`workflows/lib/health-findings.ts`).
  *
  * The counters describe the server they are read on, so they are read on the primary. The kNN
@@ -56,6 +57,19 @@ export interface HealthSnapshot {
   knn: KnnResult;
   /** Where the kNN query ran (the replica or the primary) and why there. */
   knnReadFrom: ReadRoute;
+  /** Every HNSW / IVFFlat index: its size against shared_buffers, and whether it is valid. */
+  vectorIndexes: VectorIndexHealth[];
+}
+
+export interface VectorIndexHealth {
+  /** `schema.index`. */
+  index: string;
+  table: string;
+  method: string;
+  /** INVALID: a concurrent build that failed or was cancelled left it; queries do not use it. */
+  valid: boolean;
+  sizeBytes: number;
+  sharedBuffersBytes: number;
 }
 
 export type KnnResult =
@@ -64,7 +78,7 @@ export type KnnResult =
   | ({ status: 'explained' } & KnnExplain);
 
 /** The vector operator class of an index decides which operator lets the planner use it. */
-const OPERATOR_BY_OPCLASS: Record<string, string> = {
+export const OPERATOR_BY_OPCLASS: Record<string, string> = {
   vector_l2_ops: '<->',
   vector_ip_ops: '<#>',
   vector_cosine_ops: '<=>',
@@ -90,6 +104,7 @@ export function createHealthActivities(onInstance: OnInstance, onReadOnly: OnRea
               isReplica: await step(isReplica),
               replicas: await step(replicationLag),
               cache: await step(cacheCounters),
+              vectorIndexes: await step(vectorIndexHealth),
               ...statements,
             };
           },
@@ -204,6 +219,23 @@ function redactPasswords(statement: StatementStats): StatementStats {
   return /password/i.test(statement.query)
     ? { ...statement, query: '(statement mentioning a password, not shown)' }
     : statement;
+}
+
+async function vectorIndexHealth(client: Client): Promise<VectorIndexHealth[]> {
+  const { rows } = await client.query<VectorIndexHealth>(
+    `SELECT format('%I.%I', n.nspname, c.relname) AS index, t.relname AS table, am.amname AS method,
+            i.indisvalid AS valid, pg_relation_size(c.oid)::float8 AS "sizeBytes",
+            (SELECT setting::float8 * pg_size_bytes(coalesce(unit, 'B')) FROM pg_settings
+              WHERE name = 'shared_buffers') AS "sharedBuffersBytes"
+       FROM pg_index i
+       JOIN pg_class c ON c.oid = i.indexrelid
+       JOIN pg_class t ON t.oid = i.indrelid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+       JOIN pg_am am ON am.oid = c.relam
+      WHERE am.amname IN ('hnsw', 'ivfflat')
+      ORDER BY n.nspname, c.relname`,
+  );
+  return rows;
 }
 
 /** EXPLAIN (ANALYZE, BUFFERS) of the application's kNN query, with a stored embedding as the probe. */

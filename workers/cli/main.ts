@@ -16,6 +16,7 @@ import { change } from './change';
 import { codec } from './codec';
 import { declared } from './declared';
 import { UsageError, type Command, type CommandGroup } from './common';
+import { vectorIndexes } from './index-cmd';
 import { inventory } from './inventory';
 import { operations } from './operations';
 import { recovery } from './recovery';
@@ -23,7 +24,17 @@ import { retention } from './retention';
 import { sweep } from './sweep';
 
 /** In the order of the usage text. */
-const GROUPS: CommandGroup[] = [inventory, operations, recovery, sweep, retention, change, declared, codec];
+const GROUPS: CommandGroup[] = [
+  inventory,
+  operations,
+  recovery,
+  sweep,
+  retention,
+  change,
+  declared,
+  vectorIndexes,
+  codec,
+];
 
 const USAGE = `usage: dbops <command> [options]
 

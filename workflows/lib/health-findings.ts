@@ -44,6 +44,7 @@ export function evaluateHealth(snapshot: HealthSnapshot, limits: HealthThreshold
     ...statementFindings(snapshot, limits),
     ...cacheFindings(snapshot, limits),
     ...knnFindings(snapshot),
+    ...vectorIndexFindings(snapshot),
   ];
 }
 
@@ -136,6 +137,35 @@ function knnFindings({ knn }: HealthSnapshot): Finding[] {
             },
           ];
   }
+}
+
+/**
+ * An INVALID vector index (a failed or cancelled concurrent build) is never used and still costs
+ * writes; an index larger than shared_buffers cannot stay cached, so its searches read from disk.
+ * Results of runs before the measurement existed have no `vectorIndexes`.
+ */
+function vectorIndexFindings({ vectorIndexes }: HealthSnapshot): Finding[] {
+  const mb = (bytes: number) => `${Math.round(bytes / (1024 * 1024))} MB`;
+  return (vectorIndexes ?? []).flatMap((index): Finding[] => [
+    ...(index.valid
+      ? []
+      : [
+          {
+            severity: 'warning' as const,
+            check: 'vector-index-invalid',
+            message: `${index.method} index ${index.index} on ${index.table} is INVALID (a failed or cancelled build): drop it or rebuild it with dbops index`,
+          },
+        ]),
+    ...(index.sizeBytes > index.sharedBuffersBytes
+      ? [
+          {
+            severity: 'warning' as const,
+            check: 'vector-index-size',
+            message: `${index.method} index ${index.index} is ${mb(index.sizeBytes)}, more than shared_buffers (${mb(index.sharedBuffersBytes)}): its searches read from disk`,
+          },
+        ]
+      : []),
+  ]);
 }
 
 function percent(ratio: number): string {

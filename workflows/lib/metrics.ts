@@ -9,6 +9,7 @@
 import type { MetricMeter } from '@temporalio/common';
 
 import type { RecoverabilityDescription } from '../../activities/control-plane/control-plane';
+import type { IndexRecall } from '../../activities/postgres/vector-recall';
 
 export const METRIC_NAMES = {
   /** Counter (exported with a `_total` suffix); label `table`. */
@@ -19,6 +20,8 @@ export const METRIC_NAMES = {
   drTestLastSuccess: 'dbops_dr_test_last_success_timestamp_seconds',
   /** Gauge, label `instance_id`. */
   backupLastSuccess: 'dbops_backup_last_success_timestamp_seconds',
+  /** Gauge of the last recall measurement, labels `instance_id`, `index`, `query` (plain | filtered | filtered_iterative). */
+  vectorRecall: 'dbops_vector_recall',
   /** Gauges of the health check's recoverability measurement, label `instance_id`. */
   newestSnapshot: 'dbops_newest_snapshot_timestamp_seconds',
   recoveryPoint: 'dbops_recovery_point_timestamp_seconds',
@@ -92,4 +95,26 @@ export function recordRecoverability(meter: MetricMeter, measured: Recoverabilit
       'Unix time of the newest point a restore reaches (0: none)',
     )
     .set(restorableTo.length === 0 ? 0 : Math.max(...restorableTo) / 1000, tags);
+}
+
+/** Recall of each measured vector index: plain kNN queries, and filtered ones without and with iterative scans. */
+export function recordVectorRecall(
+  meter: MetricMeter,
+  instanceId: string,
+  indexes: readonly IndexRecall[],
+): void {
+  const gauge = meter.createGauge(
+    METRIC_NAMES.vectorRecall,
+    'float',
+    '',
+    'Recall@k of a vector index against exact search (last measurement)',
+  );
+  for (const index of indexes) {
+    const tags = { instance_id: instanceId, index: `${index.schema}.${index.index}` };
+    gauge.set(index.recall, { ...tags, query: 'plain' });
+    if (index.filtered !== undefined) {
+      gauge.set(index.filtered.recall, { ...tags, query: 'filtered' });
+      gauge.set(index.filtered.recallIterative, { ...tags, query: 'filtered_iterative' });
+    }
+  }
 }
