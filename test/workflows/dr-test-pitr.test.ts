@@ -28,6 +28,19 @@ describe('drTest to a point in time (dev server, local provider on real clusters
   /** When the source had its tables and data (the window starts earlier: at its creation). */
   let seededBy: string;
 
+  /**
+   * The worker's heartbeat, every second; it lists the provider's instances as the worker does,
+   * so it meets the DR copies too (and must leave them alone).
+   */
+  function startWriter(): void {
+    writer = startRpoHeartbeat({
+      controlPlane: stack.plane,
+      connector: createDatabaseConnector({ primary: stack.source.endpoint }),
+      intervalSeconds: 1,
+      logger: { info: (line) => lines.push(`info ${line}`), warn: (line) => lines.push(`warn ${line}`) },
+    });
+  }
+
   /** The writer's sessions open on the source now. */
   const writerSessions = () =>
     withClient(stack.source.endpoint, async (c) => {
@@ -73,14 +86,7 @@ describe('drTest to a point in time (dev server, local provider on real clusters
       workflowId: 'dr-pitr-suite-backup',
       args: [{ instanceId: SOURCE, timeouts: fast }],
     });
-    // The worker's heartbeat, every second; it lists the provider's instances as the worker does,
-    // so it meets the DR copies too (and must leave them alone).
-    writer = startRpoHeartbeat({
-      controlPlane: stack.plane,
-      connector: createDatabaseConnector({ primary: stack.source.endpoint }),
-      intervalSeconds: 1,
-      logger: { info: (line) => lines.push(`info ${line}`), warn: (line) => lines.push(`warn ${line}`) },
-    });
+    startWriter();
   });
   after(async () => {
     await writer?.stop();
@@ -122,7 +128,7 @@ describe('drTest to a point in time (dev server, local provider on real clusters
   });
 
   it('the writer survives its session being terminated: it logs the loss and writes again', async () => {
-    const before = (await withClient(stack.source.endpoint, newestHeartbeat))!;
+    const before = await heartbeatAfter('1970-01-01T00:00:00.000Z');
     const terminated = await withClient(stack.source.endpoint, async (c) => {
       const { rows } = await c.query<{ pid: number }>(
         `WITH writer AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE application_name = $1)
@@ -238,6 +244,7 @@ describe('drTest to a point in time (dev server, local provider on real clusters
   });
 
   it('flags the RPO once the heartbeat has stopped: the data ends further before the target than the limit', async () => {
+    await heartbeatAfter('1970-01-01T00:00:00.000Z');
     await writer!.stop();
     writer = undefined;
     assert.equal(await writerSessions(), 0, 'stop() closed every session of the writer');
@@ -245,7 +252,7 @@ describe('drTest to a point in time (dev server, local provider on real clusters
     const target = await serverTimeAfter(last, 4);
     const failure = await failureOf(
       run({ instanceId: SOURCE, pointInTime: target, rpoLimitSeconds: 3, timeouts: fast }),
-    );
+    ).finally(startWriter);
     assert.equal(failure.type, 'DrTestFailed');
     const report = failure.details?.[0] as DrTestReport;
     assert.equal(report.pointInTime!.newestHeartbeat, last);
