@@ -1,10 +1,14 @@
 /**
  * Snapshots of a chosen age for the retention suites: a copy of a real local snapshot's files and
  * record under a new id, as a manual snapshot taken `ageDays` ago with the given tags. Ages are
- * written into the record because no test can wait weeks for a snapshot to grow old.
+ * written into the record because no test can wait weeks for a snapshot to grow old. The files are
+ * hard links (`cp -al`): the same bytes without writing them again, and deleting one copy's
+ * directory leaves the others whole.
  */
-import { cp, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
 
 import type { SnapshotRecord } from '../../activities/control-plane/local-state';
 
@@ -16,7 +20,7 @@ export async function backdatedCopy(
   snapshot: { id: string; ageDays: number; tags: Record<string, string> },
 ): Promise<void> {
   const dir = (id: string) => path.join(stateDir, 'snapshots', id);
-  await cp(dir(template), dir(snapshot.id), { recursive: true, preserveTimestamps: true });
+  await promisify(execFile)('cp', ['-al', dir(template), dir(snapshot.id)]);
   await rm(path.join(dir(snapshot.id), 'job.json'), { force: true });
   const file = path.join(dir(snapshot.id), 'snapshot.json');
   const record = JSON.parse(await readFile(file, 'utf8')) as SnapshotRecord;
@@ -29,5 +33,7 @@ export async function backdatedCopy(
     requestedAt: at,
     tags: snapshot.tags,
   };
+  // A new file, not the template's record: the copied name is a link to it.
+  await rm(file);
   await writeFile(file, JSON.stringify(copy));
 }

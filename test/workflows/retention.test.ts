@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { RDSClient, CreateDBSnapshotCommand } from '@aws-sdk/client-rds';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import type { WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
-import { MockActivityEnvironment } from '@temporalio/testing';
+import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 
 import { createActivities } from '../../activities';
@@ -17,9 +17,9 @@ import { localActivityDeps } from '../helpers/activity-deps';
 import { startFaultProxy } from '../helpers/fault-proxy';
 import { startMoto, type MotoServer } from '../helpers/moto';
 import { createRdsNetwork, rdsTestSettings } from '../helpers/moto-rds';
+import { startLocalInstance, type LocalInstance } from '../helpers/local-instance';
 import { backdatedCopy } from '../helpers/snapshot-copies';
-import { startRecoveryStack, type RecoveryStack } from '../helpers/recovery';
-import { workflowBundle } from '../helpers/temporal';
+import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
 
 const SOURCE = 'ret-src';
 
@@ -45,28 +45,32 @@ const AGED: { id: string; ageDays: number; tags: Record<string, string> }[] = [
   { id: 'ret-old-foreign', ageDays: 50, tags: {} },
 ];
 const POLICY = { keepNewest: 1, keepDays: 10 };
+const TASK_QUEUE = 'retention';
 const EXPORTS = {
   bucket: 'ret-exports',
   iamRoleArn: 'arn:aws:iam::123456789012:role/rds-export-role',
   kmsKeyId: 'arn:aws:kms:us-east-1:123456789012:key/0a1b2c3d',
 };
 
-describe('retention (dev server, worker, local provider on real clusters; aws provider on moto)', function () {
+describe('retention (dev server, worker, local provider on a real cluster; aws provider on moto)', function () {
   this.timeout(300_000);
-  let stack: RecoveryStack;
+  let env: TestWorkflowEnvironment;
+  let instance: LocalInstance;
+  let worker: Worker;
+  let running: Promise<void>;
   let moto: MotoServer;
   let restoring: WorkflowHandleWithFirstExecutionRunId;
   let template: string;
 
   const snapshotIds = async (instanceId = SOURCE) =>
-    (await stack.plane.listSnapshots(instanceId)).map((s) => s.snapshotId).sort();
+    (await instance.plane.listSnapshots(instanceId)).map((s) => s.snapshotId).sort();
 
   const backdated = (id: string, ageDays: number, tags: Record<string, string>) =>
-    backdatedCopy(stack.stateDir, template, { id, ageDays, tags });
+    backdatedCopy(instance.stateDir, template, { id, ageDays, tags });
 
   function runRetention(input: Record<string, unknown>): Promise<RetentionReport> {
-    return stack.env.client.workflow.execute(retention, {
-      taskQueue: stack.taskQueue,
+    return env.client.workflow.execute(retention, {
+      taskQueue: TASK_QUEUE,
       workflowId: `retention-test-${Date.now()}`,
       args: [input],
     });
@@ -75,28 +79,31 @@ describe('retention (dev server, worker, local provider on real clusters; aws pr
   const ids = (list: { snapshotId: string }[]) => list.map((s) => s.snapshotId).sort();
 
   before(async () => {
-    [stack, moto] = await Promise.all([
-      startRecoveryStack({
-        name: 'retention',
-        sourceInstanceId: SOURCE,
-        conversations: 4,
-        chunksPerConversation: 1,
-      }),
+    [env, instance, moto] = await Promise.all([
+      createDevServerEnv(),
+      startLocalInstance(SOURCE),
       startMoto(),
     ]);
+    worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue: TASK_QUEUE,
+      workflowBundle: await workflowBundle(),
+      activities: createActivities(instance.deps),
+    });
+    running = worker.run();
     // The instance's automated backup, taken when it was created, gives the files of every copy.
-    const [automated] = await stack.plane.listSnapshots(SOURCE);
+    const [automated] = await instance.plane.listSnapshots(SOURCE);
     template = automated!.snapshotId;
     await backdated('ret-newest', 0, dbopsTags('backup'));
     // A restore in flight: a real run that stays open (no worker polls its queue).
-    restoring = await stack.env.client.workflow.start(snapshotRestore, {
+    restoring = await env.client.workflow.start(snapshotRestore, {
       taskQueue: 'retention-nobody-polls',
       workflowId: 'retention-test-running-restore',
       args: [{ snapshotId: 'ret-old-restoring' }],
     });
     // Visibility lags the start a little: wait until a list sees the run.
     const query = `WorkflowId = '${restoring.workflowId}' AND ExecutionStatus = 'Running'`;
-    for (let i = 0; (await stack.env.client.workflow.count(query)).count === 0; i++) {
+    for (let i = 0; (await env.client.workflow.count(query)).count === 0; i++) {
       if (i > 300) throw new Error('the running restore never showed in visibility');
       await sleep(100);
     }
@@ -110,8 +117,11 @@ describe('retention (dev server, worker, local provider on real clusters; aws pr
   });
   after(async () => {
     await restoring?.terminate().catch(() => undefined);
+    worker?.shutdown();
+    await running?.catch(() => undefined);
     await moto?.stop();
-    await stack?.teardown();
+    await env?.teardown();
+    await instance?.stop();
   });
 
   it('a dry run lists what would go and why each other snapshot stays, and deletes nothing', async () => {
@@ -135,8 +145,8 @@ describe('retention (dev server, worker, local provider on real clusters; aws pr
   });
 
   it('a retried delete finds the snapshot already gone and carries on', async () => {
-    const activities = createRetentionActivities(stack.plane);
-    const mock = new MockActivityEnvironment({}, { client: stack.env.client });
+    const activities = createRetentionActivities(instance.plane);
+    const mock = new MockActivityEnvironment({}, { client: env.client });
     const beats: unknown[] = [];
     mock.on('heartbeat', (details: unknown) => beats.push(details));
     await backdated('ret-old-retry', 60, dbopsTags('backup'));
@@ -252,16 +262,16 @@ describe('retention (dev server, worker, local provider on real clusters; aws pr
     const taskQueue = 'retention-aws';
     const deps = localActivityDeps(
       { host: '127.0.0.1', port: 1, database: 'mcp_db', user: 'dbops' },
-      stack.stateDir,
+      instance.stateDir,
     );
     const worker = await Worker.create({
-      connection: stack.env.nativeConnection,
+      connection: env.nativeConnection,
       taskQueue,
       workflowBundle: await workflowBundle(),
       activities: createActivities({ ...deps, controlPlane: plane }),
     });
     const report = await worker.runUntil(
-      stack.env.client.workflow.execute(retention, {
+      env.client.workflow.execute(retention, {
         taskQueue,
         workflowId: 'retention-test-aws',
         args: [{ instanceId: 'ret-aws-a', keepNewest: 1, keepDays: 0 }],
