@@ -430,7 +430,10 @@ function describeMigration(m: MigrationRehearsal, sampleEveryMs: number): string
   for (const c of m.rowChanges) {
     parts.push(`${c.table}: ${c.inserted} inserted, ${c.updated} updated, ${c.deleted} deleted`);
   }
-  for (const i of m.indexBuilds) parts.push(`built ${i.index} on ${i.table} in ${seconds(i.ms)}`);
+  for (const i of m.indexBuilds) {
+    const took = i.ms > 0 ? seconds(i.ms) : `< ${seconds(sampleEveryMs)}`;
+    parts.push(`built ${i.index} on ${i.table} in ${took}`);
+  }
   parts.push(`WAL ${mb(m.walBytes)}`);
   if (m.error !== undefined) parts.push(`error: ${m.error}`);
   return parts.join('; ');

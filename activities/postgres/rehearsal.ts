@@ -312,12 +312,18 @@ interface Seen {
   last: number;
 }
 
+interface SeenLock extends Seen {
+  relation: string;
+  table: boolean;
+  mode: string;
+}
+
 /**
  * Samples the backend's granted relation locks and its index builds every SAMPLE_EVERY_MS until
  * `stop()`. Locks on relations created by the migration itself block nobody and are left out.
  */
 function startSampler(observer: Client, pid: number, existing: Map<number, Relation>) {
-  const held = new Map<string, Seen & { relation: string; mode: string }>();
+  const held = new Map<string, SeenLock>();
   const builds = new Map<string, Seen>();
   let stopped = false;
   const see = <T extends Seen>(map: Map<string, T>, key: string, now: number, init: Omit<T, keyof Seen>) => {
@@ -339,7 +345,9 @@ function startSampler(observer: Client, pid: number, existing: Map<number, Relat
       const now = performance.now();
       for (const { oid, mode } of rows[0]!.locks) {
         const relation = existing.get(oid);
-        if (relation !== undefined) see(held, `${oid}:${mode}`, now, { relation: relation.name, mode });
+        if (relation !== undefined) {
+          see(held, `${oid}:${mode}`, now, { relation: relation.name, table: relation.kind !== 'i', mode });
+        }
       }
       for (const key of rows[0]!.builds) see(builds, key, now, {});
       await sleep(SAMPLE_EVERY_MS);
@@ -350,22 +358,27 @@ function startSampler(observer: Client, pid: number, existing: Map<number, Relat
       stopped = true;
       await loop;
     },
-    /** Per relation its strongest mode seen, strongest first. */
+    /** Per relation its strongest mode seen: strongest first, a table before its indexes. */
     locks(): LockHeld[] {
-      const strongest = new Map<string, LockHeld>();
+      const strongest = new Map<string, SeenLock>();
       for (const seen of held.values()) {
         const current = strongest.get(seen.relation);
         if (current === undefined || strength(seen.mode) > strength(current.mode)) {
-          strongest.set(seen.relation, {
-            relation: seen.relation,
-            mode: seen.mode,
-            heldMs: Math.round(seen.last - seen.first),
-          });
+          strongest.set(seen.relation, seen);
         }
       }
-      return [...strongest.values()].sort(
-        (a, b) => strength(b.mode) - strength(a.mode) || b.heldMs - a.heldMs,
-      );
+      return [...strongest.values()]
+        .sort(
+          (a, b) =>
+            strength(b.mode) - strength(a.mode) ||
+            Number(b.table) - Number(a.table) ||
+            b.last - b.first - (a.last - a.first),
+        )
+        .map((seen) => ({
+          relation: seen.relation,
+          mode: seen.mode,
+          heldMs: Math.round(seen.last - seen.first),
+        }));
     },
     /**
      * How long the backend was seen building `index`: by its oid, or by its table's (a plain CREATE
