@@ -343,6 +343,17 @@ describe('no secret in workflow history or worker logs (dev server, password-onl
         }),
       ),
     );
+    // The health check of every managed instance (the source: restored copies are not managed), as a child.
+    results.push(
+      await run(
+        's-fleet',
+        client.execute(workflows.fleet, {
+          taskQueue,
+          workflowId: 's-fleet',
+          args: [{ operation: 'healthCheck' }],
+        }),
+      ),
+    );
 
     // Every execution on the server, children included, and every registered type among them.
     const types = new Set<string>();
