@@ -21,7 +21,7 @@ import type { Client } from '@temporalio/client';
 import { decodeArrayFromPayloads } from '@temporalio/common/lib/internal-non-workflow';
 import type { temporal } from '@temporalio/proto';
 
-import { NotFoundError } from '../../workflows/lib/errors';
+import { InvalidStateError, NotFoundError } from '../../workflows/lib/errors';
 import { OWNER_TAGS } from '../../workflows/lib/owner-tags';
 import type { RetentionPolicy } from '../../workflows/lib/retention-policy';
 import type { ControlPlane, SnapshotDescription } from '../control-plane/control-plane';
@@ -84,7 +84,8 @@ export function createRetentionActivities(controlPlane: ControlPlane) {
     /**
      * Deletes one snapshot the plan expired, after checking again what may have changed since:
      * the keep tag, that it is not now the newest available, and every use by a restore in flight.
-     * Safe to repeat: a snapshot already gone (a retry after a lost reply) is `already-gone`.
+     * Safe to repeat: a snapshot already gone (a retry after a lost reply) is `already-gone`; one
+     * the provider refuses to delete (an automated backup that goes with its instance) is `kept`.
      */
     async expireSnapshot(verdict: SnapshotVerdict): Promise<ExpireOutcome> {
       const { snapshotId, instanceId } = verdict;
@@ -106,6 +107,10 @@ export function createRetentionActivities(controlPlane: ControlPlane) {
       } catch (error) {
         if (error instanceof NotFoundError) {
           return { outcome: 'already-gone', reason: `${verdict.reason} (already gone)` };
+        }
+        // E.g. an automated snapshot the policy included: RDS deletes those only with their instance.
+        if (error instanceof InvalidStateError) {
+          return { outcome: 'kept', reason: `the provider refuses to delete it: ${error.message}` };
         }
         throw error;
       }

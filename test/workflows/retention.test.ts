@@ -191,6 +191,33 @@ describe('retention (dev server, worker, local provider on a real cluster; aws p
     assert.deepEqual(ids(report.kept), left);
   });
 
+  it('judges automated and foreign snapshots when the policy includes them; one the provider refuses to delete stays, saying why', async () => {
+    const report = await runRetention({
+      instanceId: SOURCE,
+      keepNewest: 1,
+      keepDays: 0,
+      includeAutomated: true,
+      includeForeign: true,
+    });
+    assert.deepEqual(ids(report.deleted), [
+      'ret-old-backup',
+      'ret-old-foreign',
+      'ret-old-premig',
+      'ret-young-premig',
+    ]);
+    assert.deepEqual(report.failed, []);
+    const automated = report.kept.find((s) => s.type === 'automated');
+    assert.match(
+      automated!.reason,
+      /^the provider refuses to delete it: snapshot rds:ret-src-\S+ is an automated backup/,
+    );
+    assert.deepEqual(
+      ids(report.kept),
+      ['ret-newest', 'ret-old-keep', 'ret-old-restoring', automated!.snapshotId].sort(),
+    );
+    assert.deepEqual(await snapshotIds(), ids(report.kept));
+  });
+
   it('refuses a bad policy and an unknown instance, deleting nothing', async () => {
     const before = await snapshotIds();
     const refused: { input: Record<string, unknown>; message: RegExp }[] = [
