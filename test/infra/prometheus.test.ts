@@ -20,6 +20,11 @@ describe('Prometheus alert rules (promtool)', () => {
     assert.match(output, /SUCCESS: 12 rules found/);
   });
 
+  it('are valid rules: 2 for the recall of the vector indexes', async () => {
+    const output = await promtool('check', 'rules', 'vector-alerts.yml');
+    assert.match(output, /SUCCESS: 2 rules found/);
+  });
+
   it('fire on bad series and stay silent on good ones (promtool unit tests)', async () => {
     const output = await promtool(
       'test',
@@ -28,6 +33,7 @@ describe('Prometheus alert rules (promtool)', () => {
       'dr-alerts.test.yml',
       'recoverability-alerts.test.yml',
       'daily-backup-alerts.test.yml',
+      'vector-alerts.test.yml',
     );
     assert.match(output, /SUCCESS/);
     assert.doesNotMatch(output, /FAILED/);

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
 
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { CancelledFailure } from '@temporalio/common';
@@ -7,8 +9,9 @@ import { Worker } from '@temporalio/worker';
 import type { Client as PgClient } from 'pg';
 
 import { createActivities } from '../../activities';
+import { projectRoot } from '../../activities/config-types';
 import { HEARTBEAT_THROTTLE } from '../../activities/heartbeat';
-import { vectorIndex, vectorRecall } from '../../workflows';
+import { healthCheck, vectorIndex, vectorRecall } from '../../workflows';
 import type { VectorIndexInput, VectorIndexProgress } from '../../workflows/vector-index';
 import type { VectorRecallInput } from '../../workflows/vector-recall';
 import { localActivityDeps } from '../helpers/activity-deps';
@@ -289,6 +292,72 @@ describe('vectorIndex and vectorRecall workflows (dev server, real Postgres with
     assert.match(plan.rows.map((r) => r['QUERY PLAN']).join('\n'), /Index Scan using docs_rebuild_idx/);
   });
 
+  it('health check: each vector index with its size against shared_buffers, and a finding for an INVALID one', async () => {
+    await table('docs_health', 2_000);
+    await sql.query(`CREATE INDEX docs_health_idx ON docs_health USING hnsw (embedding vector_l2_ops)`);
+    await sql.query(`SET statement_timeout = '1ms'`);
+    await assert.rejects(
+      sql.query(
+        `CREATE INDEX CONCURRENTLY docs_health_broken_idx ON docs_health USING hnsw (embedding vector_l2_ops)`,
+      ),
+      /statement timeout/,
+    );
+    await sql.query(`RESET statement_timeout`);
+    const health = await env.client.workflow.execute(healthCheck, {
+      taskQueue,
+      workflowId: `health-${++runs}`,
+      args: [{}],
+    });
+    const sharedBuffers = 128 * 1024 * 1024; // the throwaway cluster's default
+    const listed = health.vectorIndexes.filter((i) => i.table === 'docs_health');
+    assert.deepEqual(
+      listed.map((i) => [i.index, i.method, i.valid, i.sharedBuffersBytes]),
+      [
+        ['public.docs_health_broken_idx', 'hnsw', false, sharedBuffers],
+        ['public.docs_health_idx', 'hnsw', true, sharedBuffers],
+      ],
+    );
+    assert.ok(listed[1]!.sizeBytes > 8192, JSON.stringify(listed));
+    const findings = health.findings.filter((f) => f.check.startsWith('vector-index'));
+    assert.deepEqual(findings, [
+      {
+        severity: 'warning',
+        check: 'vector-index-invalid',
+        message:
+          'hnsw index public.docs_health_broken_idx on docs_health is INVALID (a failed or cancelled build): drop it or rebuild it with dbops index',
+      },
+    ]);
+  });
+
+  it('dbops index build shows the build and its result; a missing --method is a usage error', async () => {
+    await table('docs_cli', 2_000);
+    const dbops = (...args: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+        execFile(
+          path.join(projectRoot, 'bin', 'dbops'),
+          args,
+          { env: { ...process.env, TEMPORAL_ADDRESS: env.address, DBOPS_TASK_QUEUE: taskQueue } },
+          (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
+        );
+      });
+    const usage = await dbops('index', 'build', 'docs_cli.embedding');
+    assert.equal(usage.code, 2, usage.stderr);
+    assert.match(usage.stderr, /dbops index build: --method hnsw or --method ivfflat is required/);
+
+    const built = await dbops('index', 'build', 'docs_cli.embedding', '--method', 'hnsw', '--m', '8');
+    assert.equal(built.code, 0, built.stderr);
+    assert.match(
+      built.stderr,
+      /build of a hnsw index on docs_cli\.embedding: vector-index-configured-docs_cli\.embedding/,
+    );
+    assert.match(built.stdout, /^INDEX +METHOD +PARAMS +OUTCOME/);
+    assert.match(built.stdout, /public\.docs_cli_embedding_hnsw_idx +hnsw +m=8,efConstruction=64 +built/);
+    assert.deepEqual(
+      (await indexes('docs_cli')).map((i) => [i.name, i.valid]),
+      [['docs_cli_embedding_hnsw_idx', true]],
+    );
+  });
+
   it('measures recall per index, plain and filtered with and without iterative scans, and exports the gauges', async () => {
     await table('docs_recall', 3_000);
     await sql.query(`CREATE INDEX docs_recall_idx ON docs_recall USING hnsw (embedding vector_cosine_ops)`);
@@ -323,8 +392,16 @@ describe('vectorIndex and vectorRecall workflows (dev server, real Postgres with
     assert.equal(Number(gauge('filtered')?.split(' ').pop()), measured.filtered!.recall);
     assert.equal(Number(gauge('filtered_iterative')?.split(' ').pop()), measured.filtered!.recallIterative);
 
-    // ef_search 1 returns one neighbour of the ten: below the bar.
-    const low = await measure({ efSearch: 1, sampleSize: 10 });
+    // ef_search 1 returns one neighbour of the ten: below the bar, twice, so a rebuild is started
+    // (its own check runs at the server's ef_search and passes).
+    const low = await measure({ efSearch: 1, sampleSize: 10, rebuildBelow: true, confirmAfter: '1 second' });
     assert.deepEqual(low.below, ['public.docs_recall_idx']);
+    const rebuildId = 'vector-index-rebuild-configured-public.docs_recall_idx';
+    assert.deepEqual(low.rebuilds, [
+      { index: 'public.docs_recall_idx', workflowId: rebuildId, started: true },
+    ]);
+    const rebuilt = await env.client.workflow.getHandle<typeof vectorIndex>(rebuildId).result();
+    assert.equal(rebuilt.index, 'public.docs_recall_idx');
+    assert.deepEqual(rebuilt.params, { m: 16, efConstruction: 64 });
   });
 });
