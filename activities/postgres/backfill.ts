@@ -10,6 +10,11 @@
  * worker, lost reply, dropped connection) reads it back and resumes exactly after the last
  * committed batch. Heartbeat details could not do that: the SDK sends them at most every 80% of
  * the heartbeat timeout, so the recorded ones may be many batches behind.
+ *
+ * A chunk may tune its batch size to a target duration (batch-size.ts): a batch cut short by its
+ * statement or lock timeout is rolled back and the chunk ends with the size halved. Between
+ * batches it reads the database's health indicators (throttle/) and ends early, naming the one
+ * over its threshold, so the workflow waits.
  */
 import { ApplicationFailure, CancelledFailure, Context, metricMeter } from '@temporalio/activity';
 import type { Client } from 'pg';
