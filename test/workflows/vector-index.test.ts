@@ -143,6 +143,39 @@ describe('vectorIndex and vectorRecall workflows (dev server, real Postgres with
     assert.equal(again.build.outcome, 'found');
   });
 
+  it('a build whose reply is lost is retried, finds its own valid index and carries on', async () => {
+    await table('docs_lost_reply', 2_000);
+    // A worker of its own whose build activity loses its first reply after building.
+    const activities = createActivities(localActivityDeps(cluster.database));
+    let replies = 0;
+    const lossy = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue: 'vector-index-lost-reply',
+      workflowBundle: await workflowBundle(),
+      activities: {
+        ...activities,
+        buildVectorIndex: async (input: Parameters<typeof activities.buildVectorIndex>[0]) => {
+          const outcome = await activities.buildVectorIndex(input);
+          if (++replies === 1) throw new Error('the reply was lost');
+          return outcome;
+        },
+      },
+      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
+    });
+    const result = await lossy.runUntil(
+      env.client.workflow.execute(vectorIndex, {
+        taskQueue: 'vector-index-lost-reply',
+        workflowId: `vector-index-${++runs}`,
+        args: [{ action: 'build', table: 'docs_lost_reply', column: 'embedding', method: 'hnsw' }],
+      }),
+    );
+    assert.equal(replies, 2);
+    assert.equal(result.build.outcome, 'found');
+    assert.deepEqual(await indexes('docs_lost_reply'), [
+      { name: 'docs_lost_reply_embedding_hnsw_idx', valid: true, options: ['m=16', 'ef_construction=64'] },
+    ]);
+  });
+
   it('drops an INVALID index an earlier build left under its name, then builds it', async () => {
     await table('docs_leftover', 2_000);
     await sql.query(`SET statement_timeout = '1ms'`);
