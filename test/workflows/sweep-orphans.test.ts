@@ -236,6 +236,36 @@ describe('sweepOrphans workflow (dev server, local provider on real clusters)', 
     await stack.plane.deleteInstance('sweep-bad-run-id', { skipFinalSnapshot: true });
   });
 
+  it("removes a deploy's rehearsal copy whose owner closed, as the sweeper and as a DR test of its source", async () => {
+    // A real closed owner: a drTest refused at once for bad input.
+    const closed = await client().start(drTest, {
+      taskQueue: stack.taskQueue,
+      workflowId: `sweep-closed-${++runs}`,
+      args: [{ instanceId: 'Not_An_Id' }],
+    });
+    await failed(closed);
+    const rehearsalCopy = (id: string) =>
+      stack.plane.createInstance(id, {
+        tags: { ...ownerOf(closed), [OWNER_TAGS.purpose]: 'rehearsal', [OWNER_TAGS.source]: SOURCE },
+      });
+    await rehearsalCopy(`${SOURCE}-rehearsal-0000000a`);
+    const report = await sweep();
+    assert.deepEqual(lines(report.removed), [[`${SOURCE}-rehearsal-0000000a`, report.removed[0]?.reason]]);
+    assert.match(report.removed[0]!.reason, new RegExp(`^rehearsal copy whose ${run(closed)} failed$`));
+
+    // A DR test of the source removes it first thing, before its own restore.
+    await rehearsalCopy(`${SOURCE}-rehearsal-0000000b`);
+    const test = await startDrTest();
+    await waitForInstances(
+      stack.plane,
+      (list) => !list.some((i) => i.instanceId === `${SOURCE}-rehearsal-0000000b`),
+      'the rehearsal copy to be removed by the DR test',
+    );
+    await test.cancel();
+    await failed(test);
+    assert.deepEqual(await stack.instanceIds(), [SOURCE]);
+  });
+
   it('refuses bad input naming the field and rule, and deletes nothing', async () => {
     const crashed = await startDrTest();
     const copy = await appeared(`${SOURCE}-dr-test-`);
