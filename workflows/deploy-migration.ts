@@ -416,7 +416,7 @@ export function rehearsalSummary(report: RehearsalReport): string {
 
 function describeMigration(m: MigrationRehearsal, sampleEveryMs: number): string {
   if (m.status === 'not-run') return 'not run (an earlier one failed)';
-  if (m.status === 'unmeasured') return 'applied by an earlier attempt, not measured';
+  if (m.status === 'unmeasured') return 'found applied on the copy (by an earlier attempt), not measured';
   const parts = [`${m.status === 'failed' ? 'FAILED' : 'applied'} in ${seconds(m.durationMs)}`];
   const lock = m.locks[0];
   parts.push(

@@ -103,7 +103,7 @@ export interface IndexBuild {
 
 export interface MigrationRehearsal {
   name: string;
-  /** `unmeasured`: applied on the copy by an attempt that died before it reported. */
+  /** `unmeasured`: found applied on the copy, by an attempt that died before it reported. */
   status: 'applied' | 'failed' | 'not-run' | 'unmeasured';
   durationMs: number;
   /** Per relation that existed before, the strongest lock, strongest first. */
