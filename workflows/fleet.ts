@@ -178,7 +178,11 @@ export async function fleet(input: FleetInput): Promise<FleetReport> {
   const queue = [...report.instances];
   const lane = async () => {
     for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
-      if (cancelled !== undefined) return;
+      // Cancelled (even if the children running then ended anyway): start no more.
+      if (CancellationScope.current().consideredCancelled) {
+        cancelled ??= new CancelledFailure('the fleet run was cancelled');
+        return;
+      }
       try {
         await runChild(valid, next, report);
       } catch (error) {
