@@ -413,6 +413,54 @@ const CASES: Case[] = [
     ['backfill', 'start', 'user-id-bigint', '--instance', SOURCE, '--params', '[1]'],
     /params of backfill user-id-bigint: expected an object, got \[1\]/,
   ),
+  // Vector indexes: SQL in a table or column name, a column that is no vector, parameters out of range.
+  wf(
+    'SQL in the table name',
+    'vectorIndex',
+    {
+      instanceId: SOURCE,
+      action: 'build',
+      table: 'conversation_chunks; DROP TABLE conversations',
+      column: 'embedding',
+      method: 'hnsw',
+    },
+    /^table "conversation_chunks; DROP TABLE conversations" is not valid: `table` or `schema\.table`/,
+  ),
+  wf(
+    'a quote in the column name',
+    'vectorIndex',
+    {
+      instanceId: SOURCE,
+      action: 'build',
+      table: 'conversation_chunks',
+      column: 'embedding") --',
+      method: 'hnsw',
+    },
+    /^column "embedding\\"\) --" is not valid: a plain identifier/,
+  ),
+  wf(
+    'a column that is no vector',
+    'vectorIndex',
+    {
+      instanceId: SOURCE,
+      action: 'build',
+      table: 'conversation_chunks',
+      column: 'content',
+      method: 'ivfflat',
+    },
+    /^column public\.conversation_chunks\.content is of type text, not vector/,
+  ),
+  cli(
+    '--m 0',
+    ['index', 'build', 'conversation_chunks.embedding', '--method', 'hnsw', '--m', '0', '--instance', SOURCE],
+    /\ndbops index: m is 0; expected an integer from 2 to 100\n$/,
+  ),
+  wf(
+    'SQL in the filter column',
+    'vectorRecall',
+    { instanceId: SOURCE, filterColumn: 'conversation_id; DROP TABLE conversations' },
+    /^filterColumn "conversation_id; DROP TABLE conversations" is not valid: a plain identifier/,
+  ),
 ];
 
 interface Run {

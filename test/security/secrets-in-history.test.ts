@@ -355,6 +355,39 @@ describe('no secret in workflow history or worker logs (dev server, password-onl
       ),
     );
 
+    // The seeded chunks' HNSW index rebuilt, then the recall of every vector index.
+    results.push(
+      await run(
+        's-vector-index',
+        client.execute(workflows.vectorIndex, {
+          taskQueue,
+          workflowId: 's-vector-index',
+          args: [
+            {
+              instanceId: SOURCE,
+              action: 'rebuild',
+              table: 'conversation_chunks',
+              column: 'embedding',
+              method: 'hnsw',
+              index: 'conversations_embedding_idx',
+              m: 12,
+              minRecall: 0,
+            },
+          ],
+        }),
+      ),
+    );
+    results.push(
+      await run(
+        's-vector-recall',
+        client.execute(workflows.vectorRecall, {
+          taskQueue,
+          workflowId: 's-vector-recall',
+          args: [{ instanceId: SOURCE, filterColumn: 'conversation_id', sampleSize: 5 }],
+        }),
+      ),
+    );
+
     // Every execution on the server, children included, and every registered type among them.
     const types = new Set<string>();
     let scanned = 0;
