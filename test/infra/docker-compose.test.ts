@@ -1,17 +1,29 @@
 /**
  * docker-compose.yml and the Dockerfile, read as files: no Docker engine runs on the machines that
- * run this suite, so the stack is checked for its structure, not started.
+ * run this suite, so the stack is checked for its structure, not started. Two parts are checked
+ * against the real thing instead: the Temporal versions are those the set-up builds and
+ * `npm run start:cluster` runs, and the schema job's script runs against a throwaway PostgreSQL
+ * with the same SQL schema tool and schemas.
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 
 import type { Duration } from '@temporalio/common';
 import { msToNumber } from '@temporalio/common/lib/time';
+import { Client } from 'pg';
 import { parse } from 'yaml';
 
 import { projectRoot } from '../../activities/config-types';
 import { loadConfig } from '../../workers/config';
+import { requireTool, tools } from '../../workers/tools';
+import { searchAttributeKeys } from '../../workflows/lib/search-attributes';
+import { startThrowawayCluster } from '../helpers/postgres';
+
+const execFileAsync = promisify(execFile);
 
 interface Service {
   image?: string;
@@ -22,6 +34,11 @@ interface Service {
   depends_on?: Record<string, { condition: string }>;
   ports?: string[];
   stop_grace_period?: string;
+  entrypoint?: string[];
+  command?: string[];
+  restart?: string;
+  container_name?: string;
+  hostname?: string;
 }
 
 interface Compose {
@@ -37,6 +54,24 @@ function dockerDurationMs(value: string): number {
   return parts.reduce((total, [, amount, unit]) => total + Number(amount) * units[unit!]!, 0);
 }
 
+/** A version pinned in infra/local/versions.env, without its leading `v`. */
+async function pinnedVersion(name: string): Promise<string> {
+  const env = await readFile(path.join(projectRoot, 'infra', 'local', 'versions.env'), 'utf8');
+  const match = new RegExp(`^${name}=v?(\\S+)$`, 'm').exec(env);
+  assert.ok(match, `${name} is not in versions.env`);
+  return match[1]!;
+}
+
+/** The shell script of a one-shot job (`sh -ec <script>`), with compose's `$$` turned into `$`. */
+function jobScript(service: Service): string {
+  assert.deepEqual(service.entrypoint, ['/bin/sh', '-ec']);
+  assert.equal(service.command?.length, 1);
+  return service.command[0]!.replace(/\$\$/g, '$');
+}
+
+/** One-shot jobs: they run to completion and are never restarted. */
+const JOBS = ['temporal-schema', 'temporal-namespace'];
+
 /** Names under which a value must never be written into the compose file itself. */
 const SECRET_NAME = /PASSWORD|PASSWD|PWD|SECRET|TOKEN|KEY/i;
 
@@ -48,19 +83,21 @@ describe('docker-compose.yml and Dockerfile (static check: no Docker engine runs
     dockerfile = await readFile(path.join(projectRoot, 'Dockerfile'), 'utf8');
   });
 
-  it('has Temporal with its own Postgres, the Web UI, PostgreSQL 15 with pgvector, and the worker built from the Dockerfile', () => {
+  it('has the Temporal server with its own PostgreSQL 15, its schema and namespace jobs, the Web UI, PostgreSQL 15 with pgvector, and the worker built from the Dockerfile', () => {
     const { services } = compose;
     assert.deepEqual(Object.keys(services).sort(), [
       'db',
       'temporal',
       'temporal-db',
+      'temporal-namespace',
+      'temporal-schema',
       'temporal-ui',
       'worker',
     ]);
-    assert.match(services.temporal!.image!, /^temporalio\/auto-setup:\d+\.\d+\.\d+$/);
+    assert.equal(services.temporal!.environment!.DB, 'postgres12');
     assert.equal(services.temporal!.environment!.POSTGRES_SEEDS, 'temporal-db');
+    assert.equal(services['temporal-schema']!.environment!.SQL_HOST, 'temporal-db');
     assert.match(services['temporal-db']!.image!, /^postgres:15/);
-    assert.match(services['temporal-ui']!.image!, /^temporalio\/ui:\d+\.\d+\.\d+$/);
     assert.equal(services['temporal-ui']!.environment!.TEMPORAL_ADDRESS, 'temporal:7233');
     assert.match(services.db!.image!, /^pgvector\/pgvector:0\.8\.\d+-pg15$/);
     assert.deepEqual(services.worker!.build, { context: '.', dockerfile: 'Dockerfile' });
@@ -68,14 +105,100 @@ describe('docker-compose.yml and Dockerfile (static check: no Docker engine runs
     assert.equal(services.worker!.environment!.PGHOST, 'db');
   });
 
-  it('every service has a healthcheck, and dependants wait for their dependencies to be healthy', () => {
+  it('runs the Temporal server and Web UI versions that the set-up builds for npm run start:cluster, with admin tools of the same server version', async () => {
+    const server = await pinnedVersion('TEMPORAL_SERVER_VERSION');
+    const ui = await pinnedVersion('TEMPORAL_UI_SERVER_VERSION');
+    assert.equal(compose.services.temporal!.image, `temporalio/server:${server}`);
+    assert.equal(compose.services['temporal-ui']!.image, `temporalio/ui:${ui}`);
+    for (const job of JOBS) {
+      assert.ok(
+        compose.services[job]!.image!.startsWith(`temporalio/admin-tools:${server}-`),
+        `${job} runs ${compose.services[job]!.image}, not the admin tools of server ${server}`,
+      );
+    }
+  });
+
+  it("the schema job's script sets up both databases with the server's SQL schema tool, and a second run changes nothing", async function () {
+    this.timeout(120_000);
+    const script = jobScript(compose.services['temporal-schema']!);
+    // The same tool and schemas as the image's, where the set-up put them.
+    const bin = await mkdtemp(path.join(os.tmpdir(), 'dbops-compose-'));
+    await symlink(requireTool('temporalSqlTool'), path.join(bin, 'temporal-sql-tool'));
+    const local = script.replaceAll('/etc/temporal/schema/postgresql/v12', tools.temporalSchema);
+    const postgres = await startThrowawayCluster();
+    try {
+      const run = () =>
+        execFileAsync('/bin/sh', ['-ec', local], {
+          env: {
+            ...process.env,
+            PATH: `${bin}:${process.env.PATH ?? ''}`,
+            SQL_PLUGIN: String(compose.services['temporal-schema']!.environment!.SQL_PLUGIN),
+            SQL_HOST: '127.0.0.1',
+            SQL_PORT: String(postgres.database.port),
+            SQL_USER: 'postgres',
+            SQL_PASSWORD: '',
+          },
+        });
+      const versions = async () => {
+        const found: Record<string, string> = {};
+        for (const database of ['temporal', 'temporal_visibility']) {
+          const client = new Client({ ...postgres.database, database });
+          await client.connect();
+          try {
+            const { rows } = await client.query<{ v: string }>(
+              'SELECT curr_version AS v FROM schema_version',
+            );
+            found[database] = rows[0]!.v;
+          } finally {
+            await client.end();
+          }
+        }
+        return found;
+      };
+      await run();
+      const first = await versions();
+      assert.ok(Number(first.temporal) > 1 && Number(first.temporal_visibility) > 1, JSON.stringify(first));
+      await run();
+      assert.deepEqual(await versions(), first);
+    } finally {
+      await postgres.stop();
+      await rm(bin, { recursive: true, force: true });
+    }
+  });
+
+  it('the namespace job registers every search attribute the workflows set, as Keyword, each only when missing', () => {
+    const script = jobScript(compose.services['temporal-namespace']!);
+    const loop = /for name in ([^;]+); do/.exec(script);
+    assert.ok(loop, 'no loop over the search attribute names');
+    assert.deepEqual(loop[1]!.trim().split(/\s+/).sort(), searchAttributeKeys.map((key) => key.name).sort());
+    assert.match(script, /search-attribute list [^|]*\| grep -qw "\$name" \|\|/);
+    assert.match(script, /search-attribute create [^\n]*--name "\$name" --type Keyword/);
+    assert.match(script, /namespace describe [^\n]*\|\|\s*temporal operator namespace create /);
+  });
+
+  it('the worker scales with --scale worker=N: no container name, host name or published port of its own', () => {
+    const worker = compose.services.worker!;
+    assert.equal(worker.container_name, undefined);
+    assert.equal(worker.hostname, undefined);
+    assert.deepEqual(worker.ports ?? [], []);
+    assert.equal(worker.environment!.DBOPS_TASK_QUEUE, 'dbops');
+  });
+
+  it('every long-running service has a healthcheck, jobs run once, and dependants wait for healthy services and completed jobs', () => {
     for (const [name, service] of Object.entries(compose.services)) {
-      assert.ok(service.healthcheck?.test.length, `${name} has no healthcheck`);
+      if (JOBS.includes(name)) assert.equal(service.restart, 'no', `${name} is a job: it must not restart`);
+      else assert.ok(service.healthcheck?.test.length, `${name} has no healthcheck`);
       for (const [dependency, { condition }] of Object.entries(service.depends_on ?? {})) {
-        assert.equal(condition, 'service_healthy', `${name} starts before ${dependency} is healthy`);
+        const wanted = JOBS.includes(dependency) ? 'service_completed_successfully' : 'service_healthy';
+        assert.equal(condition, wanted, `${name} does not wait for ${dependency}`);
       }
     }
-    assert.deepEqual(Object.keys(compose.services.worker!.depends_on ?? {}).sort(), ['db', 'temporal']);
+    assert.deepEqual(Object.keys(compose.services.temporal!.depends_on ?? {}), ['temporal-schema']);
+    assert.deepEqual(Object.keys(compose.services['temporal-namespace']!.depends_on ?? {}), ['temporal']);
+    assert.deepEqual(Object.keys(compose.services.worker!.depends_on ?? {}).sort(), [
+      'db',
+      'temporal-namespace',
+    ]);
   });
 
   it("the worker's stop grace period outlasts its shutdown grace by at least 30 s, so running SQL is cancelled cleanly, never cut off", () => {
