@@ -118,6 +118,11 @@ describe('dbops deploy / backfill / status (dev server, worker, local instance)'
     const result = JSON.parse(run.stdout) as DeployMigrationResult;
     assert.equal(result.status, 'migrated');
     assert.equal(result.approvedBy, 'alice');
+    // Production: rehearsed on a copy first, which is gone again.
+    assert.deepEqual(
+      [result.rehearsal?.ok, result.rehearsal?.copyDeleted, result.rehearsal?.migrations.length],
+      [true, true, result.applied.length],
+    );
     assert.equal(result.applied.at(-1), '0004_conversation_chunks_ivfflat_index');
     assert.match(result.snapshotId ?? '', /^pre-migration-\d{8}-\d{6}$/);
     const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pgmigrations`);
