@@ -232,6 +232,12 @@ const CASES: Case[] = [
     /^lockTimeoutAttempts: 0 is not a positive integer/,
   ),
   wf(
+    'rehearse "yes"',
+    'deployMigration',
+    { instanceId: SOURCE, rehearse: 'yes' },
+    /^rehearse: "yes"; expected true or false/,
+  ),
+  wf(
     'thresholds.slowStatementMs -1',
     'healthCheck',
     { thresholds: { slowStatementMs: -1 } },
