@@ -97,7 +97,14 @@ describe('vectorIndex and vectorRecall workflows (dev server, real Postgres with
   }
 
   it('builds an HNSW index concurrently: valid, with its parameters, its progress seen while it runs', async () => {
-    await table('docs_build', 8_000);
+    await table('docs_build', 3_000);
+    // A transaction that wrote to the table holds the concurrent build in its first phase (it waits
+    // for the writers before it builds) until the test commits it: the build is seen running.
+    const writer = await cluster.connect();
+    await writer.query('BEGIN');
+    await writer.query(
+      'INSERT INTO docs_build (category, embedding) SELECT category, embedding FROM docs_build LIMIT 1',
+    );
     const handle = await start({
       action: 'build',
       table: 'docs_build',
@@ -106,17 +113,19 @@ describe('vectorIndex and vectorRecall workflows (dev server, real Postgres with
       m: 8,
       efConstruction: 64,
     });
-    const seen: VectorIndexProgress[] = [];
-    const result = handle.result();
-    let done = false;
-    void result.finally(() => (done = true)).catch(() => undefined);
-    while (!done) {
-      const progress = await handle.query<VectorIndexProgress>('progress').catch(() => undefined);
-      if (progress?.build != null) seen.push(progress);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-    const built = await result;
+    let waiting: VectorIndexProgress | undefined;
+    await until('the progress query to show the build waiting for the writer', async () => {
+      const progress = await handle.query<VectorIndexProgress>('progress');
+      if (progress.build?.phase !== 'waiting for writers before build') return false;
+      waiting = progress;
+      return true;
+    });
+    await writer.query('COMMIT');
+    const built = await handle.result();
 
+    assert.equal(waiting!.stage, 'building');
+    assert.equal(waiting!.index, 'public.docs_build_embedding_hnsw_idx');
+    assert.equal(waiting!.maintenanceWorkMemBytes, built.memory.maintenanceWorkMemBytes);
     assert.equal(built.index, 'public.docs_build_embedding_hnsw_idx');
     assert.equal(built.build.outcome, 'built');
     assert.deepEqual(built.params, { m: 8, efConstruction: 64 });
@@ -125,9 +134,7 @@ describe('vectorIndex and vectorRecall workflows (dev server, real Postgres with
     assert.deepEqual(await indexes('docs_build'), [
       { name: 'docs_build_embedding_hnsw_idx', valid: true, options: ['m=8', 'ef_construction=64'] },
     ]);
-    assert.ok(seen.length > 0, 'no progress was seen while the index was built');
-    assert.match(seen.at(-1)!.build!.phase, /building index|waiting/);
-    assert.equal(seen.at(-1)!.index, 'public.docs_build_embedding_hnsw_idx');
+    assert.equal((await handle.query<VectorIndexProgress>('progress')).stage, 'done');
 
     // The same build again finds its index by name, as a retry after a lost reply does: nothing is built twice.
     const again = await (
