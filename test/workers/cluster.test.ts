@@ -89,6 +89,13 @@ describe('the real Temporal server on PostgreSQL: two worker processes, SIGKILL,
     return worker;
   }
 
+  /** Two workers on the queue, whatever an earlier test killed. */
+  async function twoWorkers(): Promise<void> {
+    const starting: Promise<void>[] = [];
+    while (alive.length < 2) starting.push(startWorker().printed('worker ready'));
+    await Promise.all(starting);
+  }
+
   async function kill(worker: WorkerProcess): Promise<void> {
     await worker.kill();
     alive = alive.filter((w) => w !== worker);
@@ -99,8 +106,10 @@ describe('the real Temporal server on PostgreSQL: two worker processes, SIGKILL,
     await chmod(stateDir, 0o755); // the postgres user must reach the clusters inside
     plane = new LocalControlPlane({ stateDir });
     [cluster, endpoint] = await Promise.all([startTestCluster(), plane.ensureRunning(SOURCE)]);
-    const ready = [startWorker(), startWorker()].map((worker) => worker.printed('worker ready'));
-    await Promise.all([seedDemoData(endpoint, { conversations: 200, chunksPerConversation: 2 }), ...ready]);
+    await Promise.all([
+      seedDemoData(endpoint, { conversations: 200, chunksPerConversation: 2 }),
+      twoWorkers(),
+    ]);
     sql = new Client({ ...endpoint });
     sql.on('error', () => undefined);
     await sql.connect();
@@ -145,6 +154,7 @@ describe('the real Temporal server on PostgreSQL: two worker processes, SIGKILL,
   });
 
   it('a worker SIGKILLed while it holds a DR test (waiting for the restored copy): the other worker takes the run over from its history, checks the copy and deletes it', async () => {
+    await twoWorkers();
     const handle = await cluster.client.workflow.start(drTest, {
       taskQueue: TASK_QUEUE,
       workflowId: 'cluster-dr-test',
@@ -188,8 +198,7 @@ describe('the real Temporal server on PostgreSQL: two worker processes, SIGKILL,
 
   it('a worker SIGKILLed in the middle of a backfill chunk (batches committed the run has not heard of): the other worker resumes the chunk from its checkpoint; every row is done once', async () => {
     await resetTable();
-    // Two workers again: the one left by the test above and a new one.
-    await startWorker().printed('worker ready');
+    await twoWorkers();
     const handle = await startBackfill('cluster-backfill-kill');
     // A chunk started under 3 s ago (it runs 5 s) has committed batches the run has not heard of
     // yet (more rows are done than its progress says): its worker is killed.
