@@ -16,6 +16,10 @@ import { startTemporalCluster, type TemporalCluster } from '../../workers/cluste
 export interface TestCluster {
   server: TemporalCluster;
   client: Client;
+  /** The cluster's directory (database, configuration, logs). */
+  dir: string;
+  /** Stops the Web UI, server and database, and starts them again on the same directory and port. */
+  startAgain(): Promise<void>;
   teardown(): Promise<void>;
 }
 
@@ -23,11 +27,19 @@ export async function startTestCluster(): Promise<TestCluster> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'dbops-cluster-'));
   await chmod(dir, 0o755); // the postgres user must reach its cluster inside
   try {
-    const server = await startTemporalCluster({ dir, port: await freePort(), namespace: 'default' });
+    const options = { dir, port: await freePort(), namespace: 'default' };
+    let server = await startTemporalCluster(options);
     const connection = await Connection.connect({ address: server.address });
     return {
-      server,
+      get server() {
+        return server;
+      },
       client: new Client({ connection }),
+      dir,
+      async startAgain() {
+        await server.stop();
+        server = await startTemporalCluster(options);
+      },
       async teardown() {
         await connection.close();
         await server.stop();

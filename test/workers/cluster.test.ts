@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -23,6 +23,7 @@ import { seedDemoData } from '../../workers/seed';
 import { backfill, backup, drTest, ping } from '../../workflows';
 import type { BackfillProgress } from '../../workflows/backfill';
 import { progressQuery } from '../../workflows/lib/recovery';
+import { searchAttributeKeys } from '../../workflows/lib/search-attributes';
 import {
   startTestCluster,
   startWorkerProcess,
@@ -255,6 +256,33 @@ describe('the real Temporal server on PostgreSQL: two worker processes, SIGKILL,
       progress: BackfillProgress;
     };
     assert.deepEqual([status.status, status.progress.rowsDone], ['COMPLETED', ROWS]);
+  });
+
+  it('stopped and started again on the same directory: the schema tool finds nothing to do, the namespace, search attributes and earlier runs are kept', async () => {
+    await cluster.startAgain();
+    const log = await readFile(path.join(cluster.dir, 'schema.log'), 'utf8');
+    for (const database of ['temporal', 'temporal_visibility']) {
+      assert.match(log, new RegExp(`--db ${database} update-schema [^\\n]*\\n[^$]*found zero updates`));
+    }
+    const { customAttributes } = await cluster.client.connection.operatorService.listSearchAttributes({
+      namespace: 'default',
+    });
+    for (const key of searchAttributeKeys) {
+      assert.equal(
+        customAttributes?.[key.name],
+        temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+        key.name,
+      );
+    }
+    const earlier = await cluster.client.workflow.getHandle('cluster-backup').describe();
+    assert.equal(earlier.status.name, 'COMPLETED');
+    // A run starts and completes on the restarted cluster.
+    const result = await within(
+      cluster.client.workflow.execute(ping, { taskQueue: TASK_QUEUE, workflowId: 'cluster-ping-again' }),
+      60_000,
+      'a ping after the restart',
+    );
+    assert.match(result.serverVersion, /^15\./);
   });
 
   function startBackfill(workflowId: string): Promise<WorkflowHandle<typeof backfill>> {
