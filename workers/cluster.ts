@@ -50,17 +50,10 @@ export interface ClusterOptions {
 export interface TemporalCluster {
   /** host:port of the frontend. */
   address: string;
-  /** The Web UI's address, when it runs. */
-  uiUrl: string | undefined;
-  /** The PostgreSQL cluster holding the history and visibility (user postgres, loopback only). */
-  database: { host: string; port: number };
-  /**
-   * Stops the Temporal server process (`SIGKILL`: at once, as a crash; `SIGTERM`: a graceful stop)
-   * and starts it again on the same database and ports.
-   */
-  restartServer(signal: 'SIGKILL' | 'SIGTERM'): Promise<void>;
+  /** Kills the Temporal server process (SIGKILL, as a crash) and starts it again on the same database and ports. */
+  restartServer: () => Promise<void>;
   /** Stops the Web UI, the server, then the database; the directory stays for the next start. */
-  stop(): Promise<void>;
+  stop: () => Promise<void>;
 }
 
 /** Ports the cluster uses besides the frontend's and the UI's, chosen once and kept while free. */
@@ -124,24 +117,18 @@ export async function startTemporalCluster(options: ClusterOptions): Promise<Tem
     const address = `127.0.0.1:${options.port}`;
     await registerNamespace(address, options.namespace);
 
-    let uiUrl: string | undefined;
     if (ui !== undefined && options.uiPort !== undefined) {
       await writeUiConfig(options.dir, address, options.uiPort, options.namespace);
       const child = await startProcess(ui, uiArgs(options.dir), options.dir, 'temporal-ui');
       stops.push(() => terminate(child.pid));
       await writeFile(uiPidFile, String(child.pid));
       await waitForPort(options.uiPort, 'temporal web UI', { stillAlive: exitOf(child) });
-      uiUrl = `http://localhost:${options.uiPort}`;
     }
     return {
       address,
-      uiUrl,
-      database: { host: '127.0.0.1', port: ports.postgres },
-      async restartServer(signal) {
-        if (signal === 'SIGKILL') {
-          process.kill(-serverPid, 'SIGKILL');
-          await waitForExit(serverPid);
-        } else await terminate(serverPid);
+      async restartServer() {
+        process.kill(-serverPid, 'SIGKILL');
+        await waitForExit(serverPid);
         serverPid = await startServer();
       },
       async stop() {

@@ -246,7 +246,7 @@ describe('the real Temporal server on PostgreSQL: two worker processes, SIGKILL,
       return progress !== undefined && progress.rowsDone > 0 ? progress : undefined;
     });
     assert.ok(before.rowsDone < ROWS, 'the restart lands in the middle of the run');
-    await cluster.server.restartServer('SIGKILL');
+    await cluster.server.restartServer();
 
     const final = await within(handle.result(), 120_000, 'the backfill after the server restart');
     assert.deepEqual([final.state, final.rowsDone], ['completed', ROWS]);
