@@ -323,7 +323,10 @@ async function inSnapshot<T>(client: Client, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Up to `size` stored vectors (and their filter values), from a block sample of about 10 × size rows. */
+/**
+ * Up to `size` stored vectors (and their filter values), from a block sample of about 10 × size
+ * rows; a sample that falls short (a small table, stale statistics) is made up from the table's start.
+ */
 async function sample(
   client: Client,
   index: VectorIndexRow,
@@ -333,14 +336,14 @@ async function sample(
   const percent = index.rows > 0 ? Math.min(100, (100 * size * 10) / index.rows) : 100;
   const column = client.escapeIdentifier(index.column);
   const filter = filterColumn === undefined ? 'NULL' : `${client.escapeIdentifier(filterColumn)}::text`;
-  const { rows } = await client.query<Probe>(
+  const from = (sampled: boolean) =>
     `SELECT ${column}::text AS vector, ${filter} AS filter
-       FROM ${qualified(client, index.schema, index.table)} TABLESAMPLE SYSTEM ($1)
+       FROM ${qualified(client, index.schema, index.table)} ${sampled ? 'TABLESAMPLE SYSTEM ($2)' : ''}
       WHERE ${column} IS NOT NULL
-      LIMIT $2`,
-    [percent, size],
-  );
-  return rows;
+      LIMIT $1`;
+  const { rows } = await client.query<Probe>(from(true), [size, percent]);
+  if (rows.length === size || percent === 100) return rows;
+  return (await client.query<Probe>(from(false), [size])).rows;
 }
 
 async function searchSetting(client: Client, index: VectorIndexRow, options: RecallOptions): Promise<string> {

@@ -87,6 +87,22 @@ describe('vectorIndex and vectorRecall workflows (dev server, real Postgres with
     return rows;
   }
 
+  /**
+   * Leaves the INVALID index a failed concurrent build leaves: `create` (CREATE INDEX CONCURRENTLY)
+   * has made its catalog entry and waits for a writer's open transaction, and times out there.
+   */
+  async function leaveInvalid(tableName: string, create: string): Promise<void> {
+    const writer = await cluster.connect();
+    await writer.query('BEGIN');
+    await writer.query(
+      `INSERT INTO ${tableName} (category, embedding) SELECT category, embedding FROM ${tableName} LIMIT 1`,
+    );
+    await sql.query(`SET statement_timeout = '1s'`);
+    await assert.rejects(sql.query(create), /statement timeout/);
+    await sql.query(`RESET statement_timeout`);
+    await writer.query('ROLLBACK');
+  }
+
   /** Waits until `check` holds, looking every 50 ms, for at most `ms`. */
   async function until(what: string, check: () => Promise<boolean>, ms = 60_000): Promise<void> {
     const deadline = Date.now() + ms;
@@ -185,14 +201,10 @@ describe('vectorIndex and vectorRecall workflows (dev server, real Postgres with
 
   it('drops an INVALID index an earlier build left under its name, then builds it', async () => {
     await table('docs_leftover', 2_000);
-    await sql.query(`SET statement_timeout = '1ms'`);
-    await assert.rejects(
-      sql.query(
-        `CREATE INDEX CONCURRENTLY docs_leftover_embedding_ivfflat_idx ON docs_leftover USING ivfflat (embedding vector_cosine_ops) WITH (lists = 10)`,
-      ),
-      /statement timeout/,
+    await leaveInvalid(
+      'docs_leftover',
+      `CREATE INDEX CONCURRENTLY docs_leftover_embedding_ivfflat_idx ON docs_leftover USING ivfflat (embedding vector_cosine_ops) WITH (lists = 10)`,
     );
-    await sql.query(`RESET statement_timeout`);
     assert.deepEqual(
       (await indexes('docs_leftover')).map((i) => i.valid),
       [false],
@@ -335,14 +347,10 @@ describe('vectorIndex and vectorRecall workflows (dev server, real Postgres with
   it('health check: each vector index with its size against shared_buffers, and a finding for an INVALID one', async () => {
     await table('docs_health', 2_000);
     await sql.query(`CREATE INDEX docs_health_idx ON docs_health USING hnsw (embedding vector_l2_ops)`);
-    await sql.query(`SET statement_timeout = '1ms'`);
-    await assert.rejects(
-      sql.query(
-        `CREATE INDEX CONCURRENTLY docs_health_broken_idx ON docs_health USING hnsw (embedding vector_l2_ops)`,
-      ),
-      /statement timeout/,
+    await leaveInvalid(
+      'docs_health',
+      `CREATE INDEX CONCURRENTLY docs_health_broken_idx ON docs_health USING hnsw (embedding vector_l2_ops)`,
     );
-    await sql.query(`RESET statement_timeout`);
     const health = await env.client.workflow.execute(healthCheck, {
       taskQueue,
       workflowId: `health-${++runs}`,
@@ -435,7 +443,7 @@ describe('vectorIndex and vectorRecall workflows (dev server, real Postgres with
     // ef_search 1 returns one neighbour of the ten: below the bar, twice, so a rebuild is started
     // (its own check runs at the server's ef_search and passes).
     const low = await measure({ efSearch: 1, sampleSize: 10, rebuildBelow: true, confirmAfter: '1 second' });
-    assert.deepEqual(low.below, ['public.docs_recall_idx']);
+    assert.deepEqual(low.below, ['public.docs_recall_idx'], JSON.stringify(low.indexes));
     const rebuildId = 'vector-index-rebuild-configured-public.docs_recall_idx';
     assert.deepEqual(low.rebuilds, [
       { index: 'public.docs_recall_idx', workflowId: rebuildId, started: true },
