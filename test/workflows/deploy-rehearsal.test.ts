@@ -28,7 +28,7 @@ import { migrationsDir, startLocalInstance, type LocalInstance } from '../helper
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
 
 const SCHEMA = '0004_conversation_chunks_ivfflat_index';
-const ROWS = 20_000;
+const ROWS = 5_000;
 /** Updates 100 rows, rewrites the table, and holds its ACCESS EXCLUSIVE lock two seconds more. */
 const LOCKING = `-- Up Migration
 -- squawk-ignore prefer-bigint-over-int
@@ -207,7 +207,7 @@ describe('deployMigration rehearsal (dev server, local instance tagged productio
       details,
       /0100_priority: applied in \d+\.\d s; strongest lock AccessExclusiveLock on conversations held/,
     );
-    assert.match(details, /rewrote conversations \(20000 rows/);
+    assert.match(details, new RegExp(`rewrote conversations \\(${ROWS} rows`));
     assert.equal(ended, 'CancelledFailure');
     assert.deepEqual(await production(names, 'priority'), { applied: [], hasColumn: false });
     assert.equal(await exists(rehearsal.copyInstanceId), false);
