@@ -355,6 +355,18 @@ describe('no secret in workflow history or worker logs (dev server, password-onl
       ),
     );
 
+    // Retention over the source's snapshots (all younger than the policy's days: each one kept).
+    results.push(
+      await run(
+        's-retention',
+        client.execute(workflows.retention, {
+          taskQueue,
+          workflowId: 's-retention',
+          args: [{ instanceId: SOURCE }],
+        }),
+      ),
+    );
+
     // The seeded chunks' HNSW index rebuilt, then the recall of every vector index.
     results.push(
       await run(
