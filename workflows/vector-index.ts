@@ -28,7 +28,7 @@ import type {
   VectorIndexPlan,
 } from '../activities/postgres/vector-index';
 import type { IndexRecall } from '../activities/postgres/vector-recall';
-import { InvalidInputError } from './lib/errors';
+import { InvalidInputError, InvalidStateError } from './lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
 import { DATABASE_RETRY } from './lib/retry';
 import { parseTableName, TABLE_NAME_RULE } from './lib/table-names';
@@ -251,7 +251,7 @@ async function replace(
       throw ApplicationFailure.nonRetryable(
         `the new index ${plan.buildName} reaches recall@${RECALL_K} ${recall.recall} (${recall.searchSetting}), ` +
           `below ${minRecall}: it was dropped and ${plan.name} is unchanged`,
-        InvalidInputError.name,
+        InvalidStateError.name,
       );
     }
     progress.stage = 'swapping';

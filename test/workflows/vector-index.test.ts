@@ -344,6 +344,36 @@ describe('vectorIndex and vectorRecall workflows (dev server, real Postgres with
     assert.match(plan.rows.map((r) => r['QUERY PLAN']).join('\n'), /Index Scan using docs_rebuild_idx/);
   });
 
+  it('a rebuild whose new index misses the recall bar drops it and keeps the old index', async () => {
+    await table('docs_bar', 2_000);
+    await sql.query(
+      `CREATE INDEX docs_bar_idx ON docs_bar USING hnsw (embedding vector_l2_ops) WITH (m = 16, ef_construction = 64)`,
+    );
+    // m = 2 and ef_construction = 4: a sparse graph that cannot find every exact neighbour.
+    const handle = await start({
+      action: 'rebuild',
+      table: 'docs_bar',
+      column: 'embedding',
+      method: 'hnsw',
+      m: 2,
+      efConstruction: 4,
+      minRecall: 1,
+    });
+    await assert.rejects(handle.result(), (error: unknown) => {
+      assert.ok(error instanceof WorkflowFailedError, String(error));
+      const cause = error.cause as Error & { type?: string };
+      assert.equal(cause.type, 'InvalidStateError', cause.message);
+      assert.match(
+        cause.message,
+        /^the new index docs_bar_idx_dbops_new reaches recall@10 0\.\d+ \(hnsw\.ef_search=40\), below 1: it was dropped and docs_bar_idx is unchanged$/,
+      );
+      return true;
+    });
+    assert.deepEqual(await indexes('docs_bar'), [
+      { name: 'docs_bar_idx', valid: true, options: ['m=16', 'ef_construction=64'] },
+    ]);
+  });
+
   it('health check: each vector index with its size against shared_buffers, and a finding for an INVALID one', async () => {
     await table('docs_health', 2_000);
     await sql.query(`CREATE INDEX docs_health_idx ON docs_health USING hnsw (embedding vector_l2_ops)`);
