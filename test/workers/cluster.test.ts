@@ -124,11 +124,15 @@ describe('the real Temporal server on PostgreSQL: two worker processes, SIGKILL,
   after(async () => {
     await Promise.all(workers.map((worker) => worker.kill()));
     await sql?.end().catch(() => undefined);
-    await cluster?.teardown();
-    for (const instance of await plane.listInstances().catch(() => [])) {
-      await plane.deleteInstance(instance.instanceId, { skipFinalSnapshot: true }).catch(() => undefined);
+    try {
+      await cluster?.teardown();
+    } finally {
+      // Also after a failed test: a DR copy it left behind is stopped and deleted.
+      for (const instance of await plane.listInstances().catch(() => [])) {
+        await plane.deleteInstance(instance.instanceId, { skipFinalSnapshot: true }).catch(() => undefined);
+      }
+      await rm(stateDir, { recursive: true, force: true });
     }
-    await rm(stateDir, { recursive: true, force: true });
   });
 
   it('a Schedule with a short interval fires on the server and a worker runs what it starts', async () => {
