@@ -44,7 +44,14 @@ import {
 } from './lib/identifiers';
 import { REHEARSAL_PURPOSE } from './lib/owner-tags';
 import { isPositiveDuration, pollUntil } from './lib/polling';
-import { DEFAULT_TIMEOUTS, ownerTags, runOwner, type RecoveryTimeouts } from './lib/recovery';
+import {
+  DEFAULT_TIMEOUTS,
+  ownerTags,
+  preMigrationSnapshotId,
+  runOwner,
+  utcStamp,
+  type RecoveryTimeouts,
+} from './lib/recovery';
 import { createCalls, deleteOwnedInstance, failureMessage, waitForAvailable } from './lib/recovery-steps';
 
 export interface DeployMigrationInput {
@@ -194,6 +201,8 @@ const SNAPSHOT_AFTER_APPROVAL = 'deploy-migration-snapshot-after-approval';
 
 /** Runs started before deploys rehearsed replay as they ran: no rehearsal. */
 const REHEARSAL = 'deploy-migration-rehearsal';
+/** The pre-migration snapshot is named after its instance (preMigrationSnapshotId). */
+const SNAPSHOT_NAMED_BY_INSTANCE = 'pre-migration-snapshot-named-by-instance';
 
 export async function deployMigration(input: DeployMigrationInput): Promise<DeployMigrationResult> {
   const settings = validate(input);
@@ -506,14 +515,19 @@ async function undoAfterFailure(
   }
 }
 
-/** `pre-migration-YYYYMMDD-HHMMSS` (UTC, workflow time); a second later if that id is taken. */
+/**
+ * `<instance>-pre-migration-YYYYMMDD-HHMMSS` (UTC, workflow time; runs started before the
+ * instance's name led it: `pre-migration-…`); a second later if that id is taken.
+ */
 async function takeSnapshot(
   instanceId: string,
   timeout: string,
   onId: (id: string) => void,
 ): Promise<SnapshotDescription> {
   for (let attempt = 1; ; attempt++) {
-    const snapshotId = `pre-migration-${stamp(new Date())}`;
+    const snapshotId = patched(SNAPSHOT_NAMED_BY_INSTANCE)
+      ? preMigrationSnapshotId(instanceId, new Date())
+      : `pre-migration-${utcStamp(new Date())}`;
     try {
       // Owner tags: a retry after a lost reply finds this run's snapshot instead of taking another.
       // A busy instance (RDS in its backup window) is waited out, as in a backup.
@@ -536,11 +550,6 @@ async function takeSnapshot(
       await sleep('1 second');
     }
   }
-}
-
-function stamp(date: Date): string {
-  const iso = date.toISOString(); // 2025-11-13T12:00:00.000Z
-  return `${iso.slice(0, 10).replaceAll('-', '')}-${iso.slice(11, 19).replaceAll(':', '')}`;
 }
 
 /**
@@ -620,6 +629,8 @@ function validate(input: DeployMigrationInput): Partial<MigrateSettings> {
     bad('input: expected an object like {"instanceId": "mcp-demo-prod"}');
   if (!isRdsIdentifier(input.instanceId))
     bad(`instanceId: ${JSON.stringify(input.instanceId)} is not ${RDS_IDENTIFIER_RULE}`);
+  // Refused now rather than at the snapshot, after an approval.
+  preMigrationSnapshotId(input.instanceId, new Date());
   if (input.target !== undefined && (typeof input.target !== 'string' || !/^[\w-]+$/.test(input.target))) {
     bad(
       `target: ${JSON.stringify(input.target)} is not a migration name like 0004_conversation_chunks_ivfflat_index`,

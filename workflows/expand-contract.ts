@@ -33,7 +33,13 @@ import { backfill, type BackfillProgress } from './backfill';
 import { AlreadyExistsError, InvalidInputError, NON_RETRYABLE_ERROR_TYPES } from './lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from './lib/identifiers';
 import { isPositiveDuration, pollUntil, requireDuration, toMs } from './lib/polling';
-import { DEFAULT_TIMEOUTS, ownerTags, rejectUnknownFields, utcStamp } from './lib/recovery';
+import {
+  DEFAULT_TIMEOUTS,
+  ownerTags,
+  preMigrationSnapshotId,
+  rejectUnknownFields,
+  utcStamp,
+} from './lib/recovery';
 import { controlPlane, createCalls } from './lib/recovery-steps';
 
 export interface ExpandContractInput {
@@ -118,6 +124,8 @@ export const expandContractPhaseQuery = defineQuery<ExpandContractStage>('phase'
 
 /** Runs cancelled during a contract that committed anyway completed before; they replay as they ran. */
 const CANCELLED_IN_CONTRACT = 'expand-contract-cancelled-in-contract';
+/** The pre-contract snapshot is named after its instance (preMigrationSnapshotId). */
+const SNAPSHOT_NAMED_BY_INSTANCE = 'pre-migration-snapshot-named-by-instance';
 
 const { planDeclaredChange } = proxyActivities<Activities>({
   startToCloseTimeout: '2 minutes',
@@ -329,12 +337,15 @@ export async function expandContract(input: ExpandContractInput): Promise<Expand
 }
 
 /**
- * `pre-migration-YYYYMMDD-HHMMSS` (UTC, workflow time; a second later if that id is taken), tagged
- * as this run's: a retry after a lost reply finds it instead of taking another.
+ * `<instance>-pre-migration-YYYYMMDD-HHMMSS` (UTC, workflow time; runs started before the
+ * instance's name led it: `pre-migration-…`; a second later if that id is taken), tagged as this
+ * run's: a retry after a lost reply finds it instead of taking another.
  */
 async function snapshotBeforeContract(instanceId: string, timeout: string): Promise<string> {
   for (let attempt = 1; ; attempt++) {
-    const snapshotId = `pre-migration-${utcStamp(new Date())}`;
+    const snapshotId = patched(SNAPSHOT_NAMED_BY_INSTANCE)
+      ? preMigrationSnapshotId(instanceId, new Date())
+      : `pre-migration-${utcStamp(new Date())}`;
     try {
       await createCalls({ ...DEFAULT_TIMEOUTS, pollInterval: '5 seconds' }).createSnapshot(
         instanceId,
@@ -404,6 +415,8 @@ function validate(input: ExpandContractInput): void {
   ]);
   if (!isRdsIdentifier(input.instanceId))
     bad(`instanceId: ${JSON.stringify(input.instanceId)} is not ${RDS_IDENTIFIER_RULE}`);
+  // Refused now rather than at the snapshot before the contract, days later.
+  preMigrationSnapshotId(input.instanceId, new Date());
   if (
     input.change !== undefined &&
     (typeof input.change !== 'string' || !/^[a-z][a-z0-9-]{0,39}$/.test(input.change))

@@ -133,6 +133,19 @@ const CASES: Case[] = [
     { instanceId: SOURCE, target: DROP },
     /^target: .* is not a migration name like \d{4}_\w+/,
   ),
+  // 40 characters: a valid instance id, too long to carry its pre-migration snapshot's suffix.
+  wf(
+    'instanceId too long for its snapshot',
+    'deployMigration',
+    { instanceId: `a${'b'.repeat(39)}` },
+    /^instanceId "a?b+" is too long: "a?b+-pre-migration-\d{8}-\d{6}" must be an RDS identifier/,
+  ),
+  wf(
+    'instanceId too long for its snapshot',
+    'expandContract',
+    { instanceId: `a${'b'.repeat(39)}` },
+    /^instanceId "a?b+" is too long: "a?b+-pre-migration-\d{8}-\d{6}" must be an RDS identifier/,
+  ),
   wf(
     'rolloutHook SQL injection',
     'deployMigration',

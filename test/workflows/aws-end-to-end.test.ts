@@ -124,7 +124,7 @@ describe('every workflow on the aws provider (moto with RDS state delays; the da
     const result = await execute(deployMigration, 'e2e-deploy', { instanceId: SOURCE, lockTimeoutMs: 1000 });
     assert.equal(result.status, 'migrated');
     assert.ok(result.applied.includes('0001_conversations'), result.applied.join(', '));
-    assert.match(result.snapshotId ?? '', /^pre-migration-\d{8}-\d{6}$/);
+    assert.match(result.snapshotId ?? '', new RegExp(`^${SOURCE}-pre-migration-\\d{8}-\\d{6}$`));
     assert.deepEqual(proxy.statesShown('snapshot', result.snapshotId!), ['creating', 'available']);
     const snapshot = await plane.describeSnapshot(result.snapshotId!);
     assert.equal(snapshot.tags[OWNER_TAGS.purpose], 'pre-migration');

@@ -159,7 +159,8 @@ describe('deployMigration workflow (dev server, local instance)', () => {
       SCHEMA,
     ]);
     assert.deepEqual(result.heldBack, []);
-    assert.match(result.snapshotId ?? '', /^pre-migration-\d{8}-\d{6}$/);
+    // Named after the instance: under the worker's IAM operations prefix, as the instance is.
+    assert.match(result.snapshotId ?? '', new RegExp(`^${instance.instanceId}-pre-migration-\\d{8}-\\d{6}$`));
     assert.equal((await instance.plane.describeSnapshot(result.snapshotId!)).status, 'available');
     assert.deepEqual(result.verify?.invalidIndexes, []);
     assert.deepEqual(result.verify?.analyzedTables, ['conversation_chunks', 'conversations']);
@@ -303,7 +304,7 @@ describe('deployMigration workflow (dev server, local instance)', () => {
     });
     assert.deepEqual(details.applied, ['0103_title_no_default']);
     assert.deepEqual(details.reverted, []);
-    assert.match(details.snapshotId ?? '', /^pre-migration-\d{8}-\d{6}$/);
+    assert.match(details.snapshotId ?? '', /-pre-migration-\d{8}-\d{6}$/);
     assert.equal(
       details.restoreCommand,
       `dbops restore --instance deploy-test --snapshot ${details.snapshotId} --target deploy-test-restored`,

@@ -229,6 +229,16 @@ export function utcStamp(date: Date): string {
   return `${utcDate(date)}-${pad(date.getUTCHours())}${pad(date.getUTCMinutes())}${pad(date.getUTCSeconds())}`;
 }
 
+/**
+ * A pre-migration snapshot's id, `<instance>-pre-migration-YYYYMMDD-HHMMSS` (UTC): under the
+ * instance's own name, so it falls under the worker's IAM operations prefix (which lets the worker
+ * take it and retention expire it), and two instances' deploys in one second never collide.
+ * Refuses an instance id too long to carry the suffix.
+ */
+export function preMigrationSnapshotId(instanceId: string, at: Date): string {
+  return derivedIdentifier('instanceId', instanceId, `-pre-migration-${utcStamp(at)}`);
+}
+
 /** Rejects an identifier that a suffix would make too long, naming the field the user gave. */
 export function derivedIdentifier(field: string, base: string, suffix: string): string {
   const id = `${base}${suffix}`;
