@@ -6,14 +6,12 @@
  * snapshots, the same instances, the same rows, no advisory lock held.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import path from 'node:path';
 
 import { WorkflowFailedError } from '@temporalio/client';
 import { Client } from 'pg';
 
-import { projectRoot } from '../../activities/config-types';
 import * as workflows from '../../workflows';
+import { runDbops, type CliRun } from '../helpers/cli';
 import { startRecoveryStack, type RecoveryStack } from '../helpers/recovery';
 
 const SOURCE = 'hostile-src';
@@ -482,37 +480,22 @@ const CASES: Case[] = [
   ),
 ];
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 describe('hostile input is refused at the edge and changes nothing (dev server, local instance)', function () {
   this.timeout(600_000);
   let stack: RecoveryStack;
   let sql: Client;
   let runs = 0;
 
-  function dbops(args: string[]): Promise<Run> {
-    return new Promise((resolve) => {
-      execFile(
-        path.join(projectRoot, 'bin', 'dbops'),
-        args,
-        {
-          env: {
-            ...process.env,
-            TEMPORAL_ADDRESS: stack.env.address,
-            DBOPS_TASK_QUEUE: stack.taskQueue,
-            DBOPS_STATE_DIR: stack.stateDir,
-            DBOPS_PROVIDER: 'local',
-            PGHOST: stack.source.endpoint.host,
-            PGPORT: String(stack.source.endpoint.port),
-          },
-        },
-        (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
-      );
-    });
+  function dbops(args: string[]): Promise<CliRun> {
+    return runDbops(
+      {
+        address: stack.env.address,
+        taskQueue: stack.taskQueue,
+        stateDir: stack.stateDir,
+        extra: { PGHOST: stack.source.endpoint.host, PGPORT: String(stack.source.endpoint.port) },
+      },
+      args,
+    );
   }
 
   async function snapshotIds(instances: string[]): Promise<string[]> {

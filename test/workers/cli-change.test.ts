@@ -1,24 +1,16 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import path from 'node:path';
 
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import type { Client } from 'pg';
 
 import { createActivities } from '../../activities';
-import { projectRoot } from '../../activities/config-types';
 import type { BackfillProgress } from '../../workflows/backfill';
 import type { DeployMigrationResult } from '../../workflows/deploy-migration';
 import { counter } from '../fixtures/backfills/counter';
+import { runDbops, type CliRun } from '../helpers/cli';
 import { startLocalInstance, type LocalInstance } from '../helpers/local-instance';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 const ROWS = 5_000;
 const INSTANCE = 'cli-change-prod';
@@ -34,27 +26,12 @@ describe('dbops deploy / backfill / status (dev server, worker, local instance)'
   const taskQueue = 'cli-change';
 
   /** `bin/dbops ...args` as a user runs it, against the suite's Temporal server and queue. */
-  function dbops(...args: string[]): Promise<Run> {
+  function dbops(...args: string[]): Promise<CliRun> {
     return dbopsOn(taskQueue, ...args);
   }
 
-  function dbopsOn(queue: string, ...args: string[]): Promise<Run> {
-    return new Promise((resolve) => {
-      execFile(
-        path.join(projectRoot, 'bin', 'dbops'),
-        args,
-        {
-          env: {
-            ...process.env,
-            TEMPORAL_ADDRESS: env.address,
-            DBOPS_TASK_QUEUE: queue,
-            DBOPS_STATE_DIR: instance.stateDir,
-            DBOPS_PROVIDER: 'local',
-          },
-        },
-        (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
-      );
-    });
+  function dbopsOn(queue: string, ...args: string[]): Promise<CliRun> {
+    return runDbops({ address: env.address, taskQueue: queue, stateDir: instance.stateDir }, args);
   }
 
   async function statusJson(): Promise<{ status: string; progress: BackfillProgress }> {

@@ -8,7 +8,6 @@
  * failed test. `dbops restore --to latest` there takes the same path.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,12 +16,12 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 
 import { createActivities } from '../../activities';
-import { projectRoot } from '../../activities/config-types';
 import { AwsRdsControlPlane, createAwsClients } from '../../activities/control-plane/aws-rds';
 import { createDatabaseConnector } from '../../activities/postgres/connect';
 import { directoryReportStore } from '../../activities/recovery/reports';
 import type { DrTestReport } from '../../workflows/lib/recovery';
 import { utcDate } from '../../workflows/lib/recovery';
+import { runDbops } from '../helpers/cli';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy';
 import { startMoto, type MotoServer } from '../helpers/moto';
 import { rdsTestSettings } from '../helpers/moto-rds';
@@ -95,22 +94,14 @@ describe('dbops dr-test --region (a worker of the backup region, the aws provide
       code: 'InvalidParameterCombination',
       message: 'from the proxy: moto cannot restore from SourceDBInstanceAutomatedBackupsArn',
     });
-    const run = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      execFile(
-        path.join(projectRoot, 'bin', 'dbops'),
-        ['dr-test', '--instance', SOURCE, '--region', REGION, '--json'],
-        {
-          env: {
-            ...process.env,
-            TEMPORAL_ADDRESS: env.address,
-            DBOPS_TASK_QUEUE: taskQueue,
-            DBOPS_STATE_DIR: stateDir,
-            DBOPS_PROVIDER: 'local',
-          },
-        },
-        (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
-      );
-    });
+    const run = await runDbops({ address: env.address, taskQueue, stateDir }, [
+      'dr-test',
+      '--instance',
+      SOURCE,
+      '--region',
+      REGION,
+      '--json',
+    ]);
     assert.equal(run.code, 1, `${run.stdout}\n${run.stderr}`);
     const workflowId = `dr-test-${SOURCE}-${REGION}-${utcDate(new Date())}`;
     const report = JSON.parse(run.stdout) as DrTestReport;
@@ -144,22 +135,15 @@ describe('dbops dr-test --region (a worker of the backup region, the aws provide
       code: 'InvalidParameterCombination',
       message: 'from the proxy: moto cannot restore from SourceDBInstanceAutomatedBackupsArn',
     });
-    const run = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      execFile(
-        path.join(projectRoot, 'bin', 'dbops'),
-        ['restore', '--instance', SOURCE, '--to', 'latest', '--target', 'mcp-demo-prod-west'],
-        {
-          env: {
-            ...process.env,
-            TEMPORAL_ADDRESS: env.address,
-            DBOPS_TASK_QUEUE: `${taskQueue}-${REGION}`,
-            DBOPS_STATE_DIR: stateDir,
-            DBOPS_PROVIDER: 'local',
-          },
-        },
-        (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
-      );
-    });
+    const run = await runDbops({ address: env.address, taskQueue: `${taskQueue}-${REGION}`, stateDir }, [
+      'restore',
+      '--instance',
+      SOURCE,
+      '--to',
+      'latest',
+      '--target',
+      'mcp-demo-prod-west',
+    ]);
     assert.notEqual(run.code, 0, run.stdout);
     assert.match(
       run.stderr,
@@ -173,14 +157,13 @@ describe('dbops dr-test --region (a worker of the backup region, the aws provide
   });
 
   it('refuses a region that is not one before starting anything', async () => {
-    const run = await new Promise<{ code: number; stderr: string }>((resolve) => {
-      execFile(
-        path.join(projectRoot, 'bin', 'dbops'),
-        ['dr-test', '--instance', SOURCE, '--region', 'west'],
-        { env: { ...process.env, TEMPORAL_ADDRESS: env.address, DBOPS_STATE_DIR: stateDir } },
-        (error, _stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stderr }),
-      );
-    });
+    const run = await runDbops({ address: env.address, stateDir }, [
+      'dr-test',
+      '--instance',
+      SOURCE,
+      '--region',
+      'west',
+    ]);
     assert.notEqual(run.code, 0);
     assert.match(run.stderr, /--region "west" is not an AWS region such as us-west-2/);
   });

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,17 +10,11 @@ import { Client as PgClient } from 'pg';
 import { createActivities } from '../../activities';
 import { localActivityDeps } from '../helpers/activity-deps';
 import type { ScheduleListing } from '../../workers/schedules';
-import { projectRoot } from '../../activities/config-types';
 import type { HealthCheckResult } from '../../workflows/health-check';
 import type { MaintenanceResult } from '../../workflows/maintenance';
+import { runDbops, type CliRun } from '../helpers/cli';
 import { startThrowawayCluster, type ThrowawayCluster } from '../helpers/postgres';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 const TASK_QUEUE = 'cli-operations';
 
@@ -46,15 +39,8 @@ describe('dbops schedules / maintenance / health (dev server, worker, real Postg
   const maintenanceWindow = windowInTwoHours();
 
   /** `bin/dbops ...args` as a user runs it, against the suite's Temporal server and task queue. */
-  function dbops(...args: string[]): Promise<Run> {
-    return new Promise((resolve) => {
-      execFile(
-        path.join(projectRoot, 'bin', 'dbops'),
-        args,
-        { env: { ...process.env, TEMPORAL_ADDRESS: env.address, DBOPS_TASK_QUEUE: TASK_QUEUE } },
-        (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
-      );
-    });
+  function dbops(...args: string[]): Promise<CliRun> {
+    return runDbops({ address: env.address, taskQueue: TASK_QUEUE }, args);
   }
 
   before(async () => {

@@ -1,23 +1,15 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { access } from 'node:fs/promises';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
-import { projectRoot } from '../../activities/config-types';
 import { drTest } from '../../workflows';
 import type { BackupResult } from '../../workflows/backup';
 import type { DrTestReport } from '../../workflows/lib/recovery';
 import { DbopsInstance, DbopsOperation } from '../../workflows/lib/search-attributes';
 import type { RestoreResult } from '../../workflows/pitr-restore';
+import { runDbops, type CliRun } from '../helpers/cli';
 import { startRecoveryStack, type RecoveryStack } from '../helpers/recovery';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 const SOURCE = 'cli-src';
 
@@ -26,23 +18,11 @@ describe('dbops backup / restore / dr-test (dev server, worker, local provider o
   let stack: RecoveryStack;
 
   /** `bin/dbops ...args` as a user runs it, against the suite's Temporal server, queue and state. */
-  function dbops(...args: string[]): Promise<Run> {
-    return new Promise((resolve) => {
-      execFile(
-        path.join(projectRoot, 'bin', 'dbops'),
-        args,
-        {
-          env: {
-            ...process.env,
-            TEMPORAL_ADDRESS: stack.env.address,
-            DBOPS_TASK_QUEUE: stack.taskQueue,
-            DBOPS_STATE_DIR: stack.stateDir,
-            DBOPS_PROVIDER: 'local',
-          },
-        },
-        (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
-      );
-    });
+  function dbops(...args: string[]): Promise<CliRun> {
+    return runDbops(
+      { address: stack.env.address, taskQueue: stack.taskQueue, stateDir: stack.stateDir },
+      args,
+    );
   }
 
   before(async () => {

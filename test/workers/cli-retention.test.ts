@@ -1,22 +1,14 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import path from 'node:path';
 
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 
 import { createActivities } from '../../activities';
-import { projectRoot } from '../../activities/config-types';
 import { OWNER_TAGS } from '../../workflows/lib/owner-tags';
+import { runDbops, type CliRun } from '../helpers/cli';
 import { startLocalInstance, type LocalInstance } from '../helpers/local-instance';
 import { backdatedCopy } from '../helpers/snapshot-copies';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 const SOURCE = 'cli-ret-src';
 const TASK_QUEUE = 'cli-retention';
@@ -42,23 +34,8 @@ describe('dbops retention (dev server, worker, local provider on a real cluster)
   let template: string;
 
   /** `bin/dbops ...args` as a user runs it, against the suite's Temporal server, queue and state. */
-  function dbops(...args: string[]): Promise<Run> {
-    return new Promise((resolve) => {
-      execFile(
-        path.join(projectRoot, 'bin', 'dbops'),
-        args,
-        {
-          env: {
-            ...process.env,
-            TEMPORAL_ADDRESS: env.address,
-            DBOPS_TASK_QUEUE: TASK_QUEUE,
-            DBOPS_STATE_DIR: instance.stateDir,
-            DBOPS_PROVIDER: 'local',
-          },
-        },
-        (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
-      );
-    });
+  function dbops(...args: string[]): Promise<CliRun> {
+    return runDbops({ address: env.address, taskQueue: TASK_QUEUE, stateDir: instance.stateDir }, args);
   }
 
   const snapshotIds = async () =>

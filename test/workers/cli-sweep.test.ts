@@ -1,20 +1,12 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import path from 'node:path';
 
 import type { WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 
-import { projectRoot } from '../../activities/config-types';
 import { drTest } from '../../workflows';
 import { OWNER_TAGS } from '../../workflows/lib/owner-tags';
 import type { SweepReport } from '../../workflows/sweep-orphans';
+import { runDbops, type CliRun } from '../helpers/cli';
 import { startRecoveryStack, type RecoveryStack } from '../helpers/recovery';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 const SOURCE = 'cli-sweep-src';
 
@@ -25,23 +17,11 @@ describe('dbops sweep (dev server, worker, local provider on real clusters)', fu
   let running: WorkflowHandleWithFirstExecutionRunId;
 
   /** `bin/dbops ...args` as a user runs it, against the suite's Temporal server, queue and state. */
-  function dbops(...args: string[]): Promise<Run> {
-    return new Promise((resolve) => {
-      execFile(
-        path.join(projectRoot, 'bin', 'dbops'),
-        args,
-        {
-          env: {
-            ...process.env,
-            TEMPORAL_ADDRESS: stack.env.address,
-            DBOPS_TASK_QUEUE: stack.taskQueue,
-            DBOPS_STATE_DIR: stack.stateDir,
-            DBOPS_PROVIDER: 'local',
-          },
-        },
-        (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
-      );
-    });
+  function dbops(...args: string[]): Promise<CliRun> {
+    return runDbops(
+      { address: stack.env.address, taskQueue: stack.taskQueue, stateDir: stack.stateDir },
+      args,
+    );
   }
 
   /** A real owning run that stays open: no worker polls its queue. */

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,28 +6,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { InstanceDescription, SnapshotDescription } from '../../activities/control-plane/control-plane';
 import { LocalControlPlane } from '../../activities/control-plane/local';
-import { projectRoot } from '../../activities/config-types';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+import { runDbops, type CliRun } from '../helpers/cli';
 
 describe('dbops CLI (against a real local instance)', () => {
   let stateDir: string;
   let plane: LocalControlPlane;
 
   /** `bin/dbops ...args` as a user runs it, with the suite's state directory. */
-  function dbops(...args: string[]): Promise<Run> {
-    return new Promise((resolve) => {
-      execFile(
-        path.join(projectRoot, 'bin', 'dbops'),
-        args,
-        { env: { ...process.env, DBOPS_PROVIDER: 'local', DBOPS_STATE_DIR: stateDir } },
-        (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
-      );
-    });
+  function dbops(...args: string[]): Promise<CliRun> {
+    return runDbops({ stateDir: stateDir }, args);
   }
 
   before(async () => {

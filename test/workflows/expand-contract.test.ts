@@ -10,8 +10,6 @@
  *   was terminated mid-change.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import path from 'node:path';
 
 import { CancelledFailure, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -20,7 +18,6 @@ import type { Client } from 'pg';
 
 import { createActivities } from '../../activities';
 import { CHECKPOINT_TABLE, ensureCheckpointTable } from '../../activities/postgres/backfill';
-import { projectRoot } from '../../activities/config-types';
 import {
   DEFAULT_MIGRATE_SETTINGS,
   readMigrations,
@@ -33,6 +30,7 @@ import type {
   ExpandContractProgress,
   ExpandContractStage,
 } from '../../workflows/expand-contract';
+import { runDbops, type CliRun } from '../helpers/cli';
 import { startLocalInstance, type LocalInstance } from '../helpers/local-instance';
 import { tableChecksums, type TableChecksums } from '../helpers/table-checksums';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
@@ -164,23 +162,8 @@ describe('expandContract workflow: the declared change user-id-bigint (dev serve
     return rows;
   }
 
-  function dbops(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    return new Promise((resolve) => {
-      execFile(
-        path.join(projectRoot, 'bin', 'dbops'),
-        args,
-        {
-          env: {
-            ...process.env,
-            TEMPORAL_ADDRESS: env.address,
-            DBOPS_TASK_QUEUE: taskQueue,
-            DBOPS_STATE_DIR: instance.stateDir,
-            DBOPS_PROVIDER: 'local',
-          },
-        },
-        (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
-      );
-    });
+  function dbops(...args: string[]): Promise<CliRun> {
+    return runDbops({ address: env.address, taskQueue: taskQueue, stateDir: instance.stateDir }, args);
   }
 
   before(async () => {

@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -12,10 +10,10 @@ import {
   type WorkflowHandle,
 } from '@temporalio/client';
 
-import { projectRoot } from '../../activities/config-types';
 import { seedDemoData } from '../../workers/seed';
 import { fleet, healthCheck } from '../../workflows';
 import { fleetProgressQuery, type FleetInput, type FleetReport } from '../../workflows/fleet';
+import { runDbops, type CliRun } from '../helpers/cli';
 import { startRecoveryStack, waitForInstances, type RecoveryStack } from '../helpers/recovery';
 
 const UNTAGGED = 'fleet-plain';
@@ -246,23 +244,11 @@ describe('fleet workflow (dev server, six local instances on real clusters)', fu
   });
 
   /** `bin/dbops ...args` as a user runs it, against the suite's Temporal server, queue and state. */
-  function dbops(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    return new Promise((resolve) => {
-      execFile(
-        path.join(projectRoot, 'bin', 'dbops'),
-        args,
-        {
-          env: {
-            ...process.env,
-            TEMPORAL_ADDRESS: stack.env.address,
-            DBOPS_TASK_QUEUE: stack.taskQueue,
-            DBOPS_STATE_DIR: stack.stateDir,
-            DBOPS_PROVIDER: 'local',
-          },
-        },
-        (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
-      );
-    });
+  function dbops(...args: string[]): Promise<CliRun> {
+    return runDbops(
+      { address: stack.env.address, taskQueue: stack.taskQueue, stateDir: stack.stateDir },
+      args,
+    );
   }
 
   it('dbops maintenance --all --tag env=fleet-test --concurrency 2 shows each instance as it runs and ends, then the summary', async () => {

@@ -1,6 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import path from 'node:path';
 
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { CancelledFailure } from '@temporalio/common';
@@ -9,12 +7,12 @@ import { Worker } from '@temporalio/worker';
 import type { Client as PgClient } from 'pg';
 
 import { createActivities } from '../../activities';
-import { projectRoot } from '../../activities/config-types';
 import { HEARTBEAT_THROTTLE } from '../../activities/heartbeat';
 import { healthCheck, vectorIndex, vectorRecall } from '../../workflows';
 import type { VectorIndexInput, VectorIndexProgress } from '../../workflows/vector-index';
 import type { VectorRecallInput } from '../../workflows/vector-recall';
 import { localActivityDeps } from '../helpers/activity-deps';
+import { runDbops } from '../helpers/cli';
 import { metricsUrl } from '../helpers/metrics-runtime';
 import { startThrowawayCluster, type ThrowawayCluster } from '../helpers/postgres';
 import { createDevServerEnv, workflowBundle } from '../helpers/temporal';
@@ -409,15 +407,7 @@ describe('vectorIndex and vectorRecall workflows (dev server, real Postgres with
 
   it('dbops index build shows the build and its result; a missing --method is a usage error', async () => {
     await table('docs_cli', 2_000);
-    const dbops = (...args: string[]) =>
-      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-        execFile(
-          path.join(projectRoot, 'bin', 'dbops'),
-          args,
-          { env: { ...process.env, TEMPORAL_ADDRESS: env.address, DBOPS_TASK_QUEUE: taskQueue } },
-          (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
-        );
-      });
+    const dbops = (...args: string[]) => runDbops({ address: env.address, taskQueue }, args);
     const usage = await dbops('index', 'build', 'docs_cli.embedding');
     assert.equal(usage.code, 2, usage.stderr);
     assert.match(usage.stderr, /dbops index build: --method hnsw or --method ivfflat is required/);
