@@ -2,12 +2,12 @@
  * What `npm start` does so the user sees real recovery work at once: demo rows in the local
  * instance, then a backup and one DR test through the worker, with the report's location printed.
  */
-import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 
 import type { DatabaseConfig } from '../activities/config-types';
 import type { LocalControlPlane } from '../activities/control-plane/local';
 import { backup } from '../workflows';
 import { utcStamp, type DrTestReport } from '../workflows/lib/recovery';
+import { reportOfFailure } from './cli/common';
 import type { Config } from './config';
 import { drTestRun } from './dr-test-run';
 import { seedDemoData } from './seed';
@@ -61,9 +61,9 @@ export async function runDemoDrTest(config: Config, workerStopped: Promise<unkno
       console.log(`[start] DR test ${run.workflowId} ...`);
       report = await handle.result();
     } catch (error) {
-      const cause = error instanceof WorkflowFailedError ? error.cause : undefined;
-      if (!(cause instanceof ApplicationFailure) || cause.type !== 'DrTestFailed') throw error;
-      report = cause.details?.[0] as DrTestReport;
+      const carried = reportOfFailure<DrTestReport>(error, 'DrTestFailed');
+      if (carried === undefined) throw error;
+      report = carried;
     }
     console.log(`[start] ${drTestOutcome(report)}`);
     const markdown = report.reportLocations.find((location) => location.endsWith('.md'));

@@ -4,7 +4,7 @@
  * under `fleet-<operation>-<tag or all>-<UTC stamp>`, one progress line per instance whenever its
  * state changes (on stderr), and the summary as a table (or `--json`).
  */
-import { ApplicationFailure, WorkflowFailedError, type Client } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 
 import { fleet } from '../workflows';
 import {
@@ -23,6 +23,7 @@ import {
   integerOption,
   pollTimeouts,
   print,
+  reportOfFailure,
   UsageError,
   whileRunning,
   withTemporal,
@@ -103,10 +104,9 @@ export async function runFleet(client: Client, request: FleetRequest, quiet: boo
   try {
     return await whileRunning(handle.result(), look).finally(look);
   } catch (error) {
-    const cause = error instanceof WorkflowFailedError ? error.cause : undefined;
-    if (cause instanceof ApplicationFailure && cause.type === 'FleetFailed')
-      return cause.details?.[0] as FleetReport;
-    return explainFailure(Promise.reject(error as Error));
+    return (
+      reportOfFailure<FleetReport>(error, 'FleetFailed') ?? explainFailure(Promise.reject(error as Error))
+    );
   }
 }
 

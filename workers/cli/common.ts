@@ -78,6 +78,15 @@ export function alreadyRunning(workflowId: string): (error: Error) => never {
   };
 }
 
+/**
+ * The report a run carries when it failed as `type` (DrTestFailed, SweepIncomplete, …: the run
+ * ended but not everything went well), or undefined for any other failure.
+ */
+export function reportOfFailure<T>(error: unknown, type: string): T | undefined {
+  const cause = error instanceof WorkflowFailedError ? error.cause : undefined;
+  return cause instanceof ApplicationFailure && cause.type === type ? (cause.details?.[0] as T) : undefined;
+}
+
 export async function explainFailure<T>(run: Promise<T>): Promise<T> {
   try {
     return await run;

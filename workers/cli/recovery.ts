@@ -2,7 +2,6 @@
  * `dbops backup`, `dbops restore` and `dbops dr-test`: the recovery workflows, waited for with
  * their progress on stderr and their result as a table (or `--json`).
  */
-import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 
 import { backup, drTest, pitrRestore, snapshotRestore } from '../../workflows';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../../workflows/lib/identifiers';
@@ -12,15 +11,16 @@ import { loadConfig } from '../config';
 import { drTestRun, type DrTestRun } from '../dr-test-run';
 import { FLEET_FLAGS, fleetCommand, fleetOptions } from '../fleet-run';
 import {
+  type CommandGroup,
   explainFailure,
   instanceOption,
   parse,
   pollTimeouts,
   print,
+  reportOfFailure,
   runWithProgress,
   UsageError,
   withTemporal,
-  type CommandGroup,
 } from './common';
 
 export const recovery: CommandGroup = {
@@ -204,11 +204,9 @@ async function drTestCommand(args: string[]): Promise<number> {
     });
   } catch (error) {
     // A failed DR test carries its report: print it like a passed one, then exit 1.
-    const cause = error instanceof WorkflowFailedError ? error.cause : undefined;
-    if (!(cause instanceof ApplicationFailure) || cause.type !== 'DrTestFailed') {
-      return explainFailure(Promise.reject(error as Error));
-    }
-    report = cause.details?.[0] as DrTestReport;
+    const carried = reportOfFailure<DrTestReport>(error, 'DrTestFailed');
+    if (carried === undefined) return explainFailure(Promise.reject(error as Error));
+    report = carried;
   }
   printDrReport(options.json ?? false, report);
   return report.ok ? 0 : 1;

@@ -4,7 +4,6 @@
  * it, and prints one line per snapshot with what happened to it and why, then a summary line.
  * `--dry-run` deletes nothing and lists the same verdicts. Exit 1 when a deletion failed.
  */
-import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 
 import { retention as retentionWorkflow } from '../../workflows';
 import { utcStamp } from '../../workflows/lib/recovery';
@@ -12,15 +11,16 @@ import { MAX_KEEP_DAYS } from '../../workflows/lib/retention-policy';
 import { summarizeRetention, type RetentionReport } from '../../workflows/retention';
 import { loadConfig } from '../config';
 import {
+  type CommandGroup,
   explainFailure,
   instanceOption,
   integerOption,
   parse,
   print,
+  reportOfFailure,
   runWithProgress,
   UsageError,
   withTemporal,
-  type CommandGroup,
 } from './common';
 
 export const retention: CommandGroup = {
@@ -82,11 +82,9 @@ async function retentionCommand(args: string[]): Promise<number> {
     );
   } catch (error) {
     // A run that could not delete every expired snapshot carries its report: print it, then exit 1.
-    const cause = error instanceof WorkflowFailedError ? error.cause : undefined;
-    if (!(cause instanceof ApplicationFailure) || cause.type !== 'RetentionIncomplete') {
-      return explainFailure(Promise.reject(error as Error));
-    }
-    report = cause.details?.[0] as RetentionReport;
+    const carried = reportOfFailure<RetentionReport>(error, 'RetentionIncomplete');
+    if (carried === undefined) return explainFailure(Promise.reject(error as Error));
+    report = carried;
   }
   const row = (action: string) => (s: RetentionReport['kept'][number]) => [
     s.snapshotId,

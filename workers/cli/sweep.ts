@@ -3,20 +3,20 @@
  * instead of waiting for its hourly schedule, and prints one line per instance it removed or kept
  * with the reason, then a summary line. Exit 1 when an orphan could not be deleted.
  */
-import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 
 import { sweepOrphans } from '../../workflows';
 import { utcStamp } from '../../workflows/lib/recovery';
 import { summarizeSweep, type SweepReport } from '../../workflows/sweep-orphans';
 import { loadConfig } from '../config';
 import {
+  type CommandGroup,
   explainFailure,
   parse,
   pollTimeouts,
   print,
+  reportOfFailure,
   runWithProgress,
   withTemporal,
-  type CommandGroup,
 } from './common';
 
 export const sweep: CommandGroup = {
@@ -49,11 +49,9 @@ async function sweepCommand(args: string[]): Promise<number> {
     );
   } catch (error) {
     // A sweep that could not delete every orphan carries its report: print it, then exit 1.
-    const cause = error instanceof WorkflowFailedError ? error.cause : undefined;
-    if (!(cause instanceof ApplicationFailure) || cause.type !== 'SweepIncomplete') {
-      return explainFailure(Promise.reject(error as Error));
-    }
-    report = cause.details?.[0] as SweepReport;
+    const carried = reportOfFailure<SweepReport>(error, 'SweepIncomplete');
+    if (carried === undefined) return explainFailure(Promise.reject(error as Error));
+    report = carried;
   }
   const rows = [
     ...report.removed.map((i) => [i.instanceId, dryRun ? 'would remove' : 'removed', i.reason]),
