@@ -68,6 +68,22 @@ export const ACTION_CONDITION_KEYS: Record<string, readonly string[]> = {
     'kms:ResourceAliases',
     'kms:ViaService',
   ],
+  // The cryptographic operations share their keys.
+  'kms:Decrypt': [
+    'aws:ResourceTag/${TagKey}',
+    'kms:CallerAccount',
+    'kms:EncryptionAlgorithm',
+    'kms:EncryptionContext:${EncryptionContextKey}',
+    'kms:EncryptionContextKeys',
+    'kms:KeyOrigin',
+    'kms:KeySpec',
+    'kms:KeyUsage',
+    'kms:MultiRegion',
+    'kms:MultiRegionKeyType',
+    'kms:RequestAlias',
+    'kms:ResourceAliases',
+    'kms:ViaService',
+  ],
   'kms:GenerateDataKey': [
     'aws:ResourceTag/${TagKey}',
     'kms:CallerAccount',
@@ -115,7 +131,7 @@ export function unsupportedConditionKeys(action: string, keys: string[]): string
  * documentation): tags given at creation are authorized as rds:AddTagsToResource; an instance
  * created with ManageMasterUserPassword has its secret created as the caller; an export task is
  * handed the export role and a grant on the KMS key; an object written to the SSE-KMS export
- * bucket needs a data key from the bucket's KMS key.
+ * bucket needs a data key from the bucket's KMS key, and one read from it needs that key to decrypt.
  */
 const ALSO_AUTHORIZED: Record<string, string[]> = {
   'rds:CreateDBInstance': [
@@ -132,6 +148,7 @@ const ALSO_AUTHORIZED: Record<string, string[]> = {
   'rds:ModifyDBInstance': ['iam:PassRole'],
   'rds:StartExportTask': ['iam:PassRole', 'kms:CreateGrant', 'kms:DescribeKey'],
   's3:PutObject': ['kms:GenerateDataKey'],
+  's3:GetObject': ['kms:Decrypt'],
 };
 
 export interface DerivedAction {

@@ -78,6 +78,7 @@ describe('IAM: the worker policy allows exactly the AWS actions the aws provider
     `;
     const actions = (derived: DerivedAction[]) => [...new Set(derived.map((d) => d.action))].sort();
     assert.deepEqual(actions(deriveActions(source, 'sample.ts')), [
+      'kms:Decrypt', // an object of the SSE-KMS bucket read
       'rds-db:connect',
       'rds:AddTagsToResource',
       'rds:CreateDBSnapshot',

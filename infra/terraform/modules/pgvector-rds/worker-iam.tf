@@ -176,18 +176,19 @@ data "aws_iam_policy_document" "worker" {
     resources = [aws_s3_bucket.exports.arn]
   }
 
-  # DR test reports (JSON and Markdown) under reports/ in the export bucket, nowhere else.
+  # DR test reports (JSON and Markdown) under reports/ in the export bucket, nowhere else; the
+  # earlier reports are read back for the report's trend and forecast.
   statement {
     sid       = "WriteDrReports"
-    actions   = ["s3:PutObject"]
+    actions   = ["s3:PutObject", "s3:GetObject"]
     resources = ["${aws_s3_bucket.exports.arn}/reports/*"]
   }
 
-  # The bucket encrypts with the KMS key by default: writing an object needs a data key, and only
-  # through S3.
+  # The bucket encrypts with the KMS key by default: writing an object needs a data key and reading
+  # one needs the key to decrypt, both only through S3.
   statement {
     sid       = "EncryptDrReports"
-    actions   = ["kms:GenerateDataKey"]
+    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
     resources = [aws_kms_key.rds.arn]
     condition {
       test     = "StringEquals"
