@@ -28,6 +28,23 @@ const S3_ACTIONS: Record<string, string[]> = {
   GetObjectAttributes: ['s3:GetObject', 's3:GetObjectAttributes'],
 };
 
+/** The condition keys of a KMS cryptographic operation (Decrypt, GenerateDataKey). */
+const KMS_CRYPTO_KEYS = [
+  'aws:ResourceTag/${TagKey}',
+  'kms:CallerAccount',
+  'kms:EncryptionAlgorithm',
+  'kms:EncryptionContext:${EncryptionContextKey}',
+  'kms:EncryptionContextKeys',
+  'kms:KeyOrigin',
+  'kms:KeySpec',
+  'kms:KeyUsage',
+  'kms:MultiRegion',
+  'kms:MultiRegionKeyType',
+  'kms:RequestAlias',
+  'kms:ResourceAliases',
+  'kms:ViaService',
+];
+
 /**
  * The condition keys an IAM statement may test for each action that the worker policy conditions:
  * the action's own keys and those of the resource types it acts on, as the Service Authorization
@@ -69,36 +86,8 @@ export const ACTION_CONDITION_KEYS: Record<string, readonly string[]> = {
     'kms:ViaService',
   ],
   // The cryptographic operations share their keys.
-  'kms:Decrypt': [
-    'aws:ResourceTag/${TagKey}',
-    'kms:CallerAccount',
-    'kms:EncryptionAlgorithm',
-    'kms:EncryptionContext:${EncryptionContextKey}',
-    'kms:EncryptionContextKeys',
-    'kms:KeyOrigin',
-    'kms:KeySpec',
-    'kms:KeyUsage',
-    'kms:MultiRegion',
-    'kms:MultiRegionKeyType',
-    'kms:RequestAlias',
-    'kms:ResourceAliases',
-    'kms:ViaService',
-  ],
-  'kms:GenerateDataKey': [
-    'aws:ResourceTag/${TagKey}',
-    'kms:CallerAccount',
-    'kms:EncryptionAlgorithm',
-    'kms:EncryptionContext:${EncryptionContextKey}',
-    'kms:EncryptionContextKeys',
-    'kms:KeyOrigin',
-    'kms:KeySpec',
-    'kms:KeyUsage',
-    'kms:MultiRegion',
-    'kms:MultiRegionKeyType',
-    'kms:RequestAlias',
-    'kms:ResourceAliases',
-    'kms:ViaService',
-  ],
+  'kms:Decrypt': KMS_CRYPTO_KEYS,
+  'kms:GenerateDataKey': KMS_CRYPTO_KEYS,
   // The resource-type keys of `db` and `snapshot`.
   'rds:DeleteDBInstance': ['aws:ResourceTag/${TagKey}', 'rds:db-tag/${TagKey}'],
   'rds:DeleteDBSnapshot': ['aws:ResourceTag/${TagKey}', 'rds:snapshot-tag/${TagKey}'],
