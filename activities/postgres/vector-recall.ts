@@ -374,55 +374,36 @@ const params = (probe: Probe, filterColumn: string | undefined) =>
   filterColumn === undefined ? [probe.vector] : [probe.vector, probe.filter];
 
 /** The exact answers: index scans off, so a sequential scan and a sort. */
-async function exactAnswers(
-  client: Client,
-  index: VectorIndexRow,
-  probes: Probe[],
-  k: number,
-  filterColumn: string | undefined,
-): Promise<string[][]> {
-  await client.query(
-    `SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_indexonlyscan = off`,
-  );
-  try {
-    const answers: string[][] = [];
-    for (const probe of probes) {
-      const { rows } = await client.query<{ id: string }>(
-        knnQuery(client, index, k, filterColumn),
-        params(probe, filterColumn),
-      );
-      answers.push(rows.map((r) => r.id));
-    }
-    return answers;
-  } finally {
-    await client.query(
-      `SET LOCAL enable_indexscan = on; SET LOCAL enable_bitmapscan = on; SET LOCAL enable_indexonlyscan = on`,
-    );
-  }
-}
+const exactAnswers = answersWithout(['enable_indexscan', 'enable_bitmapscan', 'enable_indexonlyscan']);
 
 /** The index's answers: sequential scans and sorts discouraged, so the planner takes the vector index. */
-async function indexAnswers(
-  client: Client,
-  index: VectorIndexRow,
-  probes: Probe[],
-  k: number,
-  filterColumn: string | undefined,
-): Promise<string[][]> {
-  await client.query(`SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off`);
-  try {
-    const answers: string[][] = [];
-    for (const probe of probes) {
-      const { rows } = await client.query<{ id: string }>(
-        knnQuery(client, index, k, filterColumn),
-        params(probe, filterColumn),
-      );
-      answers.push(rows.map((r) => r.id));
+const indexAnswers = answersWithout(['enable_seqscan', 'enable_sort']);
+
+/** The kNN answers for each probe with these planner settings off for the time of the queries. */
+function answersWithout(settings: string[]) {
+  const set = (value: 'on' | 'off') => settings.map((name) => `SET LOCAL ${name} = ${value}`).join('; ');
+  return async (
+    client: Client,
+    index: VectorIndexRow,
+    probes: Probe[],
+    k: number,
+    filterColumn: string | undefined,
+  ): Promise<string[][]> => {
+    await client.query(set('off'));
+    try {
+      const answers: string[][] = [];
+      for (const probe of probes) {
+        const { rows } = await client.query<{ id: string }>(
+          knnQuery(client, index, k, filterColumn),
+          params(probe, filterColumn),
+        );
+        answers.push(rows.map((r) => r.id));
+      }
+      return answers;
+    } finally {
+      await client.query(set('on'));
     }
-    return answers;
-  } finally {
-    await client.query(`SET LOCAL enable_seqscan = on; SET LOCAL enable_sort = on`);
-  }
+  };
 }
 
 /** The index the planner scans for the kNN query (null: none), as the index pass runs it. */
