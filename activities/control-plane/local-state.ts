@@ -164,9 +164,29 @@ export async function readJson<T>(file: string): Promise<T | undefined> {
  * `change` returns the record it was given, nothing is written (a later write is not undone).
  */
 export async function updateRecord<T>(file: string, change: (record: T) => T): Promise<T> {
+  const updated = await updateRecordIfPresent(file, change);
+  if (updated === undefined) throw new Error(`${file} disappeared`);
+  return updated;
+}
+
+/**
+ * As updateRecord, for readers that settle a record another process may be removing at the same
+ * time (an instance deleted while it is listed): undefined when the record is gone, before the
+ * read or before the write lands.
+ */
+export async function updateRecordIfPresent<T>(
+  file: string,
+  change: (record: T) => T,
+): Promise<T | undefined> {
   const current = await readJson<T>(file);
-  if (current === undefined) throw new Error(`${file} disappeared`);
+  if (current === undefined) return undefined;
   const next = change(current);
-  if (next !== current) await writeJsonAtomic(file, next);
+  if (next === current) return next;
+  try {
+    await writeJsonAtomic(file, next);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
   return next;
 }

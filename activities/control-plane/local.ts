@@ -58,6 +58,7 @@ import {
   readJson,
   StateLayout,
   updateRecord,
+  updateRecordIfPresent,
   writeJsonAtomic,
   type ExportRecord,
   type InstanceRecord,
@@ -688,7 +689,7 @@ export class LocalControlPlane implements ControlPlane {
     // Decided on the record as it is now that the job has ended: it may have made the instance
     // available (or failed it itself) after the read above, and a dead job writes no more.
     let died = false;
-    const settled = await updateRecord<InstanceRecord>(file, (r) => {
+    const settled = await updateRecordIfPresent<InstanceRecord>(file, (r) => {
       if (r.status !== record.status) return r;
       died = true;
       const what = r.status === 'creating' ? 'ready' : 'deleted';
@@ -698,7 +699,7 @@ export class LocalControlPlane implements ControlPlane {
         failureCause: `the background job (pid ${job.pid}) ended before the instance was ${what}`,
       };
     });
-    if (!died) return settled;
+    if (!died || settled === undefined) return settled;
     if (job.pid > 0) killJobGroup(job);
     await stopCluster(this.layout.dataDir(id), 'immediate').catch(() => undefined);
     // initdb, pg_ctl or a server that had not written its pid file yet.
@@ -715,7 +716,7 @@ export class LocalControlPlane implements ControlPlane {
     // Decided on the record as it is now that the job has ended: it may have verified the backup
     // and marked it available after the read above, and a dead job writes no more.
     let died = false;
-    const settled = await updateRecord<SnapshotRecord>(file, (r) => {
+    const settled = await updateRecordIfPresent<SnapshotRecord>(file, (r) => {
       if (r.status !== 'creating') return r;
       died = true;
       return {
@@ -724,7 +725,7 @@ export class LocalControlPlane implements ControlPlane {
         failureCause: `the background job (pid ${job.pid}) ended before the backup was verified`,
       };
     });
-    if (!died) return settled;
+    if (!died || settled === undefined) return settled;
     if (job.pid > 0) killJobGroup(job);
     await killProcessesUsing(this.layout.dir('snapshots', id));
     // A backup whose job died is never trusted, however complete it looks.
@@ -745,7 +746,7 @@ export class LocalControlPlane implements ControlPlane {
     // Decided on the record as it is now that the job has ended: it may have completed the
     // export after the read above, and a dead job writes no more.
     let died = false;
-    const settled = await updateRecord<ExportRecord>(file, (r) => {
+    const settled = await updateRecordIfPresent<ExportRecord>(file, (r) => {
       if (r.status !== 'starting' && r.status !== 'in-progress') return r;
       died = true;
       return {
@@ -754,7 +755,7 @@ export class LocalControlPlane implements ControlPlane {
         failureCause: `the background job (pid ${job.pid}) ended before the export was complete`,
       };
     });
-    if (!died) return settled;
+    if (!died || settled === undefined) return settled;
     if (job.pid > 0) killJobGroup(job);
     const work = this.layout.exportWorkDir(id);
     await killProcessesUsing(this.layout.exportOutputDir(record));
