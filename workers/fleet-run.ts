@@ -73,6 +73,8 @@ export interface FleetRequest {
   tag: string | undefined;
   concurrency: number | undefined;
   timeouts?: { pollInterval: string };
+  /** drTest: what each instance's copy is restored to; absent: its latest snapshot. */
+  pointInTime?: string;
 }
 
 /**
@@ -80,7 +82,7 @@ export interface FleetRequest {
  * fleet that failed because an instance did returns its summary too (`ok` false).
  */
 export async function runFleet(client: Client, request: FleetRequest, quiet: boolean): Promise<FleetReport> {
-  const { operation, tag, concurrency, timeouts } = request;
+  const { operation, tag, concurrency, timeouts, pointInTime } = request;
   const workflowId = `fleet-${kebab(operation)}-${tag ?? 'all'}-${utcStamp(new Date())}`;
   const handle = await client.workflow.start(fleet, {
     taskQueue: request.taskQueue,
@@ -88,7 +90,7 @@ export async function runFleet(client: Client, request: FleetRequest, quiet: boo
     // The same command twice within a second: the second waits for the first's summary.
     workflowIdConflictPolicy: 'USE_EXISTING',
     staticSummary: `${operation} of ${tag === undefined ? 'every managed instance' : `the instances tagged ${tag}`}`,
-    args: [{ operation, tag, concurrency, timeouts }],
+    args: [{ operation, tag, concurrency, timeouts, ...(pointInTime === undefined ? {} : { pointInTime }) }],
   });
   if (!quiet) console.error(`started ${workflowId}`);
   const shown = new Map<string, string>();
@@ -113,7 +115,7 @@ export async function runFleet(client: Client, request: FleetRequest, quiet: boo
 /** A fleet command: runs `operation` over the fleet, prints the summary; exit 1 when an instance failed. */
 export async function fleetCommand(
   operation: FleetOperation,
-  options: { tag: string | undefined; concurrency: number | undefined },
+  options: { tag: string | undefined; concurrency: number | undefined; pointInTime?: string },
   json: boolean,
 ): Promise<number> {
   const config = loadConfig();

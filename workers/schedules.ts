@@ -125,7 +125,9 @@ export function scheduleDefinitions(settings: ScheduleSettings): ScheduleOptions
       },
     },
     ...(settings.retention === undefined ? [] : [retentionSchedule(taskQueue, settings.retention)]),
-    ...(settings.fleetDrTest === undefined ? [] : [fleetDrTestSchedule(taskQueue, settings.fleetDrTest)]),
+    ...(settings.fleetDrTest === undefined
+      ? []
+      : [fleetDrTestSchedule(taskQueue, settings.fleetDrTest, settings.drTestPointInTime)]),
     ...(settings.vectorRecall === undefined
       ? []
       : [
@@ -177,6 +179,7 @@ function retentionSchedule(taskQueue: string, settings: RetentionSettings): Sche
 function fleetDrTestSchedule(
   taskQueue: string,
   { tag, concurrency }: { tag: string | undefined; concurrency: number },
+  pointInTime: ScheduleSettings['drTestPointInTime'],
 ): ScheduleOptions {
   return {
     scheduleId: `${SCHEDULE_PREFIX}fleet-dr-test`,
@@ -186,7 +189,14 @@ function fleetDrTestSchedule(
       workflowType: 'fleet',
       taskQueue,
       staticSummary: `Monthly DR test of ${tag === undefined ? 'every managed instance' : `the instances tagged ${tag}`} (schedule)`,
-      args: [{ operation: 'drTest', ...(tag === undefined ? {} : { tag }), concurrency }],
+      args: [
+        {
+          operation: 'drTest',
+          ...(tag === undefined ? {} : { tag }),
+          concurrency,
+          ...(pointInTime === 'random' ? { pointInTime } : {}),
+        },
+      ],
       workflowId: `${SCHEDULE_PREFIX}fleet-dr-test`,
       typedSearchAttributes: [{ key: DbopsOperation, value: 'fleet' }],
     },

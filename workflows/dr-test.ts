@@ -399,7 +399,7 @@ function requireResume(raw: unknown): DrTestResume {
 }
 
 /** `latest-snapshot` (the default), `random`, or an ISO-8601 time normalized to UTC. */
-function requirePointInTime(value: unknown): string {
+export function requirePointInTime(value: unknown): string {
   if (value === undefined || value === 'latest-snapshot' || value === 'random')
     return value ?? 'latest-snapshot';
   if (typeof value !== 'string' || !/^\d{4}-/.test(value)) {

@@ -7,7 +7,8 @@
  * report), run as it is when started alone.
  *
  * Steps, in order:
- * 1. Validate the input (operation, tag, concurrency 1-20, default 3; timeouts for drTest only).
+ * 1. Validate the input (operation, tag, concurrency 1-20, default 3; timeouts and the point in
+ *    time to restore to for drTest only).
  * 2. List the instances through the control plane; keep those the tag selects, sorted by id; the
  *    other managed instances are reported as skipped.
  * 3. Run one child per instance, at most `concurrency` at once (that many lanes, each taking the
@@ -47,7 +48,7 @@ import type { InstanceDescription } from '../activities/control-plane/control-pl
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 
 import type { ChildOutcome } from '../activities/recovery/fleet';
-import { drTest } from './dr-test';
+import { drTest, requirePointInTime } from './dr-test';
 import { healthCheck, type HealthCheckResult } from './health-check';
 import { maintenance, type MaintenanceResult } from './maintenance';
 import { OWNER_TAGS } from './lib/owner-tags';
@@ -76,6 +77,8 @@ export interface FleetInput {
   concurrency?: number;
   /** drTest only: the children's timeouts (as drTest takes them). */
   timeouts?: Partial<RecoveryTimeouts>;
+  /** drTest only: what each child restores to (as drTest takes it); absent: its latest snapshot. */
+  pointInTime?: string;
 }
 
 export type FleetOutcome = 'passed' | 'warning' | 'failed' | 'cancelled' | 'not-started';
@@ -258,7 +261,16 @@ async function runChild(
   try {
     const result =
       valid.operation === 'drTest'
-        ? await executeChild(drTest, { ...options, args: [{ instanceId, timeouts: valid.timeouts }] })
+        ? await executeChild(drTest, {
+            ...options,
+            args: [
+              {
+                instanceId,
+                timeouts: valid.timeouts,
+                ...(valid.pointInTime === undefined ? {} : { pointInTime: valid.pointInTime }),
+              },
+            ],
+          })
         : valid.operation === 'maintenance'
           ? await executeChild(maintenance, { ...options, args: [{ instanceId }] })
           : await executeChild(healthCheck, { ...options, args: [{ instanceId }] });
@@ -382,7 +394,7 @@ export const FLEET_TAG_RULE =
 
 function validate(raw: unknown) {
   const input = requireObject(raw);
-  rejectUnknownFields(input, ['operation', 'tag', 'concurrency', 'timeouts']);
+  rejectUnknownFields(input, ['operation', 'tag', 'concurrency', 'timeouts', 'pointInTime']);
   const operation = input.operation as FleetOperation;
   if (!FLEET_OPERATIONS.includes(operation)) {
     throw invalidInput(
@@ -405,13 +417,16 @@ function validate(raw: unknown) {
       `concurrency ${JSON.stringify(input.concurrency)} is not valid: a whole number from 1 to ${MAX_FLEET_CONCURRENCY}`,
     );
   }
-  if (input.timeouts !== undefined && operation !== 'drTest') {
-    throw invalidInput(`timeouts apply to the drTest operation only, not to ${operation}`);
+  for (const field of ['timeouts', 'pointInTime'] as const) {
+    if (input[field] !== undefined && operation !== 'drTest') {
+      throw invalidInput(`${field} is for the drTest operation only, not for ${operation}`);
+    }
   }
   return {
     operation,
     tag,
     concurrency: concurrency as number,
     timeouts: operation === 'drTest' ? parseTimeouts(input.timeouts) : undefined,
+    pointInTime: input.pointInTime === undefined ? undefined : requirePointInTime(input.pointInTime),
   };
 }

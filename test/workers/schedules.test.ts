@@ -79,10 +79,18 @@ describe('schedules (dev server)', () => {
     assert.deepEqual([next.getUTCDate(), next.getUTCHours(), next.getUTCMinutes()], [1, 6, 0]);
   });
 
-  it('asks the monthly drTest for a random point in time when configured (DBOPS_DR_TEST_POINT_IN_TIME)', () => {
-    const [dr] = scheduleDefinitions({ ...settings, drTestPointInTime: 'random' });
+  it("asks the monthly drTest, and the fleet's, for a random point in time when configured (DBOPS_DR_TEST_POINT_IN_TIME)", () => {
+    const definitions = scheduleDefinitions({
+      ...settings,
+      drTestPointInTime: 'random',
+      fleetDrTest: { tag: undefined, concurrency: 3 },
+    });
+    const [dr] = definitions;
     assert.equal(dr!.scheduleId, 'dbops-dr-test-mcp-demo-prod');
     assert.deepEqual(dr!.action.args, [{ instanceId: 'mcp-demo-prod', pointInTime: 'random' }]);
+    const fleet = definitions.find((s) => s.scheduleId === 'dbops-fleet-dr-test');
+    assert.equal(fleet?.action.workflowType, 'fleet');
+    assert.deepEqual(fleet.action.args, [{ operation: 'drTest', concurrency: 3, pointInTime: 'random' }]);
   });
 
   it('adds the monthly fleet DR test when configured (DBOPS_FLEET_DR_TEST), at 07:00 UTC on the 1st', () => {

@@ -9,9 +9,11 @@ import {
   WorkflowFailedError,
   type WorkflowHandle,
 } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
 
 import { seedDemoData } from '../../workers/seed';
 import { fleet, healthCheck } from '../../workflows';
+import type { DrTestInput } from '../../workflows/dr-test';
 import { fleetProgressQuery, type FleetInput, type FleetReport } from '../../workflows/fleet';
 import { runDbops, type CliRun } from '../helpers/cli';
 import { startRecoveryStack, waitForInstances, type RecoveryStack } from '../helpers/recovery';
@@ -210,12 +212,13 @@ describe('fleet workflow (dev server, six local instances on real clusters)', fu
     assert.equal(latest.runId, earlier.firstExecutionRunId, 'the child ran again');
   });
 
-  it('cancelled, it cancels its running children, whose copies are deleted, and starts no more', async () => {
+  it('cancelled, it cancels its running children, whose copies (to a random point in time) are deleted, and starts no more', async () => {
     const handle = await start({
       operation: 'drTest',
       tag: TAG,
       concurrency: 1,
       timeouts: { pollInterval: '1 minute' },
+      pointInTime: 'random',
     });
     await waitForInstances(
       stack.plane,
@@ -228,8 +231,20 @@ describe('fleet workflow (dev server, six local instances on real clusters)', fu
       (e: unknown) => e,
     );
     assert.ok(error instanceof WorkflowFailedError && error.cause instanceof CancelledFailure, String(error));
-    const child = await stack.env.client.workflow.getHandle(`${handle.workflowId}--fleet-a`).describe();
-    assert.equal(child.status.name, 'CANCELLED');
+    const childHandle = stack.env.client.workflow.getHandle(`${handle.workflowId}--fleet-a`);
+    assert.equal((await childHandle.describe()).status.name, 'CANCELLED');
+    // The child was asked for the fleet's point in time and restored to it.
+    const { events } = await childHandle.fetchHistory();
+    const childInput = defaultPayloadConverter.fromPayload<DrTestInput>(
+      events![0]!.workflowExecutionStartedEventAttributes!.input!.payloads![0]!,
+    );
+    assert.equal(childInput.pointInTime, 'random');
+    assert.ok(
+      events!.some(
+        (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'restoreToPointInTime',
+      ),
+      'the child did not restore to a point in time',
+    );
     assert.deepEqual(await stack.instanceIds(), all, 'a DR copy was left behind');
     const progress = await handle.query(fleetProgressQuery);
     assert.deepEqual(
@@ -284,6 +299,14 @@ describe('fleet workflow (dev server, six local instances on real clusters)', fu
         /^concurrency 0 is not valid: a whole number from 1 to 20/,
       ],
       [{ operation: 'backup' }, /^operation "backup" is not valid: one of drTest, maintenance, healthCheck/],
+      [
+        { operation: 'drTest', pointInTime: 'yesterday' },
+        /^pointInTime "yesterday" is not valid: latest-snapshot, random, or an ISO-8601 time/,
+      ],
+      [
+        { operation: 'healthCheck', pointInTime: 'random' },
+        /^pointInTime is for the drTest operation only, not for healthCheck/,
+      ],
     ] as const) {
       const handle = await start(input as unknown as FleetInput);
       const error = await handle.result().then(

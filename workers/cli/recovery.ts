@@ -37,7 +37,7 @@ export const recovery: CommandGroup = {
                                      --point-in-time: restore to that time (or a random one) of
                                      the restorable window instead, and measure how close to it
                                      the copy's data reaches (the RPO heartbeat)
-  dr-test --all [--tag K=V] [--concurrency N] [--json]
+  dr-test --all [--tag K=V] [--concurrency N] [--point-in-time random|<ISO-8601>] [--json]
                                      the DR test of every managed instance (or of those tagged
                                      K=V), N at a time (default 3), with one summary; exit 1
                                      when one of them fails`,
@@ -169,14 +169,15 @@ async function drTestCommand(args: string[]): Promise<number> {
   });
   const fleetRun = fleetOptions('dr-test', options);
   if (fleetRun !== undefined) {
-    if (
-      options.instance !== undefined ||
-      options.region !== undefined ||
-      options['point-in-time'] !== undefined
-    ) {
-      throw new UsageError('dbops dr-test: --all goes without --instance, --region and --point-in-time');
+    if (options.instance !== undefined || options.region !== undefined) {
+      throw new UsageError('dbops dr-test: --all goes without --instance and --region');
     }
-    return fleetCommand('drTest', fleetRun, options.json ?? false);
+    // Checked by the workflow, as for one instance: a bad value starts nothing.
+    return fleetCommand(
+      'drTest',
+      { ...fleetRun, pointInTime: options['point-in-time'] },
+      options.json ?? false,
+    );
   }
   const instanceId = instanceOption(options.instance);
   if (instanceId === undefined) throw new UsageError('dbops dr-test: --instance ID is required (or --all)');
