@@ -5,7 +5,13 @@
  * ratio is taken per round and reported as its median with its spread (lowest and highest), side
  * by side with the other ratios. drainWal() empties the WAL backlog before a timed step, so no side
  * pays for the checkpoint or archiving left behind by the one before.
+ *
+ * Every figure printed through printRatios, and every other figure a bench hands to record(), is
+ * also appended to the results file named by BENCH_RESULTS (when set, as `npm run bench` does):
+ * the summary table at the end of `npm run bench` is read from it (bench/lib/run-all.ts).
  */
+import { appendFileSync } from 'node:fs';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { Client } from 'pg';
@@ -45,15 +51,25 @@ export interface Ratio {
   median: number;
   min: number;
   max: number;
-  /** What the ratio should be, e.g. ">= 0.7". */
+  /** How many rounds it was taken in. */
+  rounds: number;
+  /** What the ratio should be, e.g. ">= 0.7" (see meetsGoal). */
   goal?: string;
 }
 
 /** `numerator[i] / denominator[i]` per round: its median and spread. */
 export function ratio(label: string, numerator: number[], denominator: number[], goal?: string): Ratio {
+  if (goal !== undefined) goalCheck(goal);
   const values = numerator.map((value, i) => value / denominator[i]!);
   const sorted = [...values].sort((a, b) => a - b);
-  return { label, median: median(values), min: sorted[0]!, max: sorted.at(-1)!, goal };
+  return {
+    label,
+    median: median(values),
+    min: sorted[0]!,
+    max: sorted.at(-1)!,
+    rounds: values.length,
+    goal,
+  };
 }
 
 export function median(values: number[]): number {
@@ -62,8 +78,9 @@ export function median(values: number[]): number {
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
-/** The ratios as a table: median, lowest, highest, goal. */
+/** The ratios as a table: median, lowest, highest, goal; each also recorded for the summary. */
 export function printRatios(ratios: Ratio[], rounds = ROUNDS): void {
+  for (const r of ratios) save({ ...r, unit: '' });
   const width = Math.max(...ratios.map((r) => r.label.length), 5);
   const cell = (value: number) => value.toFixed(2).padStart(7);
   console.log(`${'ratio'.padEnd(width)}  median     min     max  (${rounds} rounds)  goal`);
@@ -72,6 +89,72 @@ export function printRatios(ratios: Ratio[], rounds = ROUNDS): void {
       `${r.label.padEnd(width)}  ${cell(r.median)} ${cell(r.min)} ${cell(r.max)}  ${''.padEnd(11)}  ${r.goal ?? ''}`,
     );
   }
+}
+
+/** A figure as the summary of `npm run bench` shows it: one line of the results file. */
+export interface Figure extends Ratio {
+  /** The bench that measured it, e.g. "backfill". */
+  bench: string;
+  /** What the values are in, e.g. "s"; empty for a ratio. */
+  unit: string;
+}
+
+/**
+ * Records a figure a bench prints outside printRatios, measured once per round (seconds, failed
+ * transactions, a batch size, a recall), with its goal if it has one, for the summary table.
+ */
+export function record(
+  label: string,
+  values: number[],
+  options: { unit?: string; goal?: string } = {},
+): void {
+  if (values.length === 0) throw new Error(`record ${label}: no values`);
+  if (options.goal !== undefined) goalCheck(options.goal);
+  const sorted = [...values].sort((a, b) => a - b);
+  save({
+    label,
+    unit: options.unit ?? '',
+    median: median(values),
+    min: sorted[0]!,
+    max: sorted.at(-1)!,
+    rounds: values.length,
+    goal: options.goal,
+  });
+}
+
+function save(figure: Omit<Figure, 'bench'>): void {
+  const file = process.env.BENCH_RESULTS;
+  if (file === undefined || file === '') return;
+  const bench = process.env.BENCH_NAME ?? path.basename(process.argv[1] ?? 'bench', '.ts');
+  appendFileSync(file, `${JSON.stringify({ bench, ...figure })}\n`);
+}
+
+const NUMBER = String.raw`(-?\d+(?:\.\d+)?)`;
+const GOAL = new RegExp(String.raw`^(?:(>=|<=|=)\s*${NUMBER}|${NUMBER} to ${NUMBER})(?:\s+\(.*\))?$`);
+
+/**
+ * The test a goal stands for: ">= x", "<= x", "= x" or "a to b" (both ends included), optionally
+ * followed by a note in parentheses, e.g. "0.9 to 1.1 (linear)". Any other goal is an error, so
+ * every goal in the summary can be judged.
+ */
+function goalCheck(goal: string): (value: number) => boolean {
+  const match = GOAL.exec(goal.trim());
+  if (match === null) {
+    throw new Error(`goal ${JSON.stringify(goal)}: expected ">= x", "<= x", "= x" or "a to b"`);
+  }
+  const [, op, bound, low, high] = match;
+  if (op === '>=') return (value) => value >= Number(bound);
+  if (op === '<=') return (value) => value <= Number(bound);
+  if (op === '=') return (value) => value === Number(bound);
+  return (value) => value >= Number(low) && value <= Number(high);
+}
+
+/** Whether a figure met its goal: in every round (its lowest and highest), by its median only, or not. */
+export function goalResult(figure: Ratio): 'met' | 'median only' | 'not met' | '' {
+  if (figure.goal === undefined) return '';
+  const check = goalCheck(figure.goal);
+  if (check(figure.min) && check(figure.max)) return 'met';
+  return check(figure.median) ? 'median only' : 'not met';
 }
 
 /**
