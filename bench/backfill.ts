@@ -39,7 +39,7 @@ import { backfill, deployMigration } from '../workflows';
 import type { BackfillProgress } from '../workflows/backfill';
 import { startLocalInstance } from '../test/helpers/local-instance';
 import type { LoadResult, LoadSettings } from './lib/load-thread';
-import { alternate, drainWal, median, printRatios, ratio, ROUNDS, timed } from './lib/rounds';
+import { alternate, drainWal, median, printRatios, ratio, record, ROUNDS, timed } from './lib/rounds';
 import { createDevServerEnv, workflowBundle } from '../test/helpers/temporal';
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 1_000_000);
@@ -128,7 +128,8 @@ async function undoBenchMigrations(client: Client): Promise<void> {
   );
 }
 
-const line = (label: string, seconds: number[]) =>
+const line = (label: string, seconds: number[]) => {
+  record(label, seconds, { unit: 's' });
   console.log(
     `${label.padEnd(44)} median ${median(seconds).toFixed(1).padStart(7)} s ${Math.round(
       ROWS / median(seconds),
@@ -136,6 +137,7 @@ const line = (label: string, seconds: number[]) =>
       .toString()
       .padStart(9)} rows/s`,
   );
+};
 
 async function main(): Promise<void> {
   Runtime.install({ logger: new DefaultLogger('WARN') });
@@ -241,6 +243,8 @@ async function main(): Promise<void> {
     console.log(
       `self-tuned batch size at the end: alone ${sizes(fillSizes)}; under the load ${sizes(tunedSizes.slice(1))}`,
     );
+    record('self-tuned batch size at the end, alone', fillSizes, { unit: 'rows' });
+    record('self-tuned batch size at the end, under the load', tunedSizes.slice(1), { unit: 'rows' });
     console.log('');
     printRatios([
       ratio(
@@ -260,6 +264,12 @@ async function main(): Promise<void> {
       const results = counted(loads[side]);
       const failed = results.reduce((sum, r) => sum + r.failed, 0);
       const firstError = results.find((r) => r.firstError !== undefined)?.firstError;
+      record(`load p99, ${side}`, p99[side], { unit: 'ms' });
+      record(
+        `load failed transactions, ${side}`,
+        results.map((r) => r.failed),
+        { goal: '= 0' },
+      );
       console.log(
         `load ${side.padEnd(8)} p99 median ${median(p99[side]).toFixed(1).padStart(7)} ms, ${results.reduce((sum, r) => sum + r.transactions, 0)} transactions, ${failed} failed (goal 0)${firstError === undefined ? '' : ` (${firstError})`}`,
       );
