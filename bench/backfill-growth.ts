@@ -16,7 +16,7 @@ import { ADMIN_USER } from '../activities/control-plane/local-jobs';
 import { backfill, deployMigration } from '../workflows';
 import { startLocalInstance } from '../test/helpers/local-instance';
 import { createDevServerEnv, workflowBundle } from '../test/helpers/temporal';
-import { alternate, drainWal, median, printRatios, ratio, timed } from './lib/rounds';
+import { alternate, drainWal, median, printRatios, ratio, record, timed } from './lib/rounds';
 
 const SIZES = (process.env.BENCH_GROWTH_ROWS ?? '250000,1000000,4000000').split(',').map(Number);
 
@@ -97,6 +97,7 @@ async function main(): Promise<void> {
     );
     for (const rows of SIZES) {
       const seconds = samples[label(rows)]!;
+      record(`backfill time, ${label(rows)}`, seconds, { unit: 's' });
       console.log(
         `${String(rows).padStart(9)}  ${median(seconds).toFixed(1).padStart(9)}  ${Math.min(...seconds)
           .toFixed(1)
