@@ -25,7 +25,7 @@ import { DEMO_DATA } from '../workers/demo';
 import { seedDemoData } from '../workers/seed';
 import { backup, drTest } from '../workflows';
 import { createDevServerEnv, workflowBundle } from '../test/helpers/temporal';
-import { alternate, drainWal, median, printRatios, ratio, ROUNDS } from './lib/rounds';
+import { alternate, drainWal, median, printRatios, ratio, record, ROUNDS } from './lib/rounds';
 
 const POLL_MS = 1000;
 const SOURCE = 'bench-dr-src';
@@ -86,6 +86,16 @@ async function main(): Promise<void> {
         );
         console.log(
           `DR test wall time, median of ${ROUNDS}: through Temporal ${median(samples.temporal)} ms, direct ${median(samples.direct)} ms`,
+        );
+        record(
+          'DR test through Temporal',
+          samples.temporal.map((ms) => ms / 1000),
+          { unit: 's' },
+        );
+        record(
+          'DR test, the same steps called directly',
+          samples.direct.map((ms) => ms / 1000),
+          { unit: 's' },
         );
         printRatios([
           ratio('DR test through Temporal / direct', samples.temporal, samples.direct, '<= 1.15'),

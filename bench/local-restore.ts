@@ -31,7 +31,7 @@ import {
   writeClusterSettings,
 } from '../activities/postgres/cluster';
 import { freePort } from '../activities/ports';
-import { alternate, drainWal, median, printRatios, ratio, ROUNDS, type Ratio } from './lib/rounds';
+import { alternate, drainWal, median, printRatios, ratio, record, ROUNDS, type Ratio } from './lib/rounds';
 
 const execFileAsync = promisify(execFile);
 const ROWS = Number(process.env.BENCH_ROWS ?? 300_000);
@@ -214,6 +214,13 @@ async function main(): Promise<void> {
         console.log(
           `local ${kind === 'pitr' ? 'point-in-time' : 'snapshot'} restore, median of ${ROUNDS}: provider ${(median(samples.provider) / 1000).toFixed(2)} s, by hand ${(median(samples.byHand) / 1000).toFixed(2)} s`,
         );
+        for (const side of ['provider', 'byHand'] as const) {
+          record(
+            `${kind === 'pitr' ? 'point-in-time' : 'snapshot'} restore, ${side === 'byHand' ? 'by hand' : side}`,
+            samples[side].map((ms) => ms / 1000),
+            { unit: 's' },
+          );
+        }
         ratios.push(
           ratio(
             `${kind === 'pitr' ? 'point-in-time' : 'snapshot'} restore: provider / by hand`,
