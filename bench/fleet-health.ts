@@ -11,7 +11,7 @@
 import { fleet } from '../workflows';
 import { seedDemoData } from '../workers/seed';
 import { startRecoveryStack } from '../test/helpers/recovery';
-import { alternate, median, printRatios, ratio, ROUNDS, timed } from './lib/rounds';
+import { alternate, median, printRatios, ratio, record, ROUNDS, timed } from './lib/rounds';
 
 const INSTANCES = 10;
 const PREFIX = 'bench-fleet-';
@@ -58,6 +58,9 @@ async function main(): Promise<void> {
       `\nmedian seconds for ${INSTANCES} health checks: concurrency 1 ${median(samples['concurrency 1']).toFixed(2)}, ` +
         `concurrency 5 ${median(samples['concurrency 5']).toFixed(2)}\n`,
     );
+    for (const concurrency of ['concurrency 1', 'concurrency 5'] as const) {
+      record(`fleet health of ${INSTANCES} instances, ${concurrency}`, samples[concurrency], { unit: 's' });
+    }
     printRatios(
       [
         ratio(

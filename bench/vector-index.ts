@@ -25,7 +25,7 @@ import type { VectorIndexInput } from '../workflows/vector-index';
 import { localActivityDeps } from '../test/helpers/activity-deps';
 import { startThrowawayCluster } from '../test/helpers/postgres';
 import { createDevServerEnv, workflowBundle } from '../test/helpers/temporal';
-import { alternate, drainWal, median, printRatios, ratio, ROUNDS, timed } from './lib/rounds';
+import { alternate, drainWal, median, printRatios, ratio, record, ROUNDS, timed } from './lib/rounds';
 
 const ROWS = Number(process.env.BENCH_VECTOR_ROWS ?? 10_000);
 const DIMENSIONS = Number(process.env.BENCH_VECTOR_DIMENSIONS ?? 64);
@@ -112,21 +112,30 @@ async function main(): Promise<void> {
       console.log(
         `HNSW build, median of ${ROUNDS}: through the workflow ${median(samples.workflow).toFixed(2)} s, direct ${median(samples.direct).toFixed(2)} s`,
       );
+      record('HNSW build through the workflow', samples.workflow, { unit: 's' });
+      record('HNSW build, direct', samples.direct, { unit: 's' });
       printRatios([
         ratio('HNSW build through the workflow / direct', samples.workflow, samples.direct, '<= 1.05'),
       ]);
 
       type Recall = Awaited<ReturnType<typeof vectorRecall>>;
-      const recallOf = async (efSearch?: number) => {
+      const recallOf = async (build: string, efSearch?: number) => {
         const input = efSearch === undefined ? { sampleSize: 50 } : { sampleSize: 50, efSearch };
         const report = await execute<Recall>(vectorRecall, [input]);
         const measured = report.indexes.find((i) => i.index === INDEX)!;
+        record(`recall@10 over 50 queries, ${build}, ${measured.searchSetting}`, [measured.recall]);
         return `${measured.recall} (${measured.searchSetting})`;
       };
       await execute(vectorIndex, [BUILD]);
-      const before = [await recallOf(), await recallOf(10)];
+      const before = [
+        await recallOf('m=16 ef_construction=64'),
+        await recallOf('m=16 ef_construction=64', 10),
+      ];
       await execute(vectorIndex, [{ ...BUILD, action: 'rebuild', m: 24, efConstruction: 128, index: INDEX }]);
-      const after = [await recallOf(), await recallOf(10)];
+      const after = [
+        await recallOf('rebuilt m=24 ef_construction=128'),
+        await recallOf('rebuilt m=24 ef_construction=128', 10),
+      ];
       console.log(`recall@10 over 50 queries, m=16 ef_construction=64: ${before.join(', ')}`);
       console.log(`recall@10 over 50 queries, rebuilt with m=24 ef_construction=128: ${after.join(', ')}`);
     });

@@ -52,7 +52,8 @@ function runBench(bench: string, results: string): Promise<string> {
 
 function format(value: number): string {
   if (Number.isInteger(value)) return String(value);
-  return Math.abs(value) >= 100 ? value.toFixed(0) : value.toFixed(2);
+  if (Math.abs(value) >= 100) return value.toFixed(0);
+  return Math.abs(value) < 1 ? value.toFixed(3) : value.toFixed(2);
 }
 
 /** Rows as columns padded to their widest cell; numbers right-aligned. */
