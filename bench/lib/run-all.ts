@@ -73,21 +73,23 @@ function printSummary(runs: Run[], figures: Figure[]): void {
   console.log('');
   console.log(`Summary of ${runs.length} benches (median, lowest and highest round)`);
   console.log('');
-  printTable(
-    ['bench', 'figure', 'unit', 'median', 'min', 'max', 'rounds', 'goal', 'result'],
-    figures.map((f) => [
-      f.bench,
-      f.label,
-      f.unit,
-      format(f.median),
-      format(f.min),
-      format(f.max),
-      String(f.rounds),
-      f.goal ?? '',
-      goalResult(f),
-    ]),
-    new Set([3, 4, 5, 6]),
-  );
+  if (figures.length === 0) console.log('(no figures recorded)');
+  else
+    printTable(
+      ['bench', 'figure', 'unit', 'median', 'min', 'max', 'rounds', 'goal', 'result'],
+      figures.map((f) => [
+        f.bench,
+        f.label,
+        f.unit,
+        format(f.median),
+        format(f.min),
+        format(f.max),
+        String(f.rounds),
+        f.goal ?? '',
+        goalResult(f),
+      ]),
+      new Set([3, 4, 5, 6]),
+    );
   console.log('');
   printTable(
     ['bench', 'minutes', 'figures', 'outcome'],
