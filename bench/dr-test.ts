@@ -5,7 +5,7 @@
  * the report. Both poll every second: the Temporal server fires timers with a resolution of about
  * one second, so a shorter interval would compare a 1 s wait with a shorter one. A warm-up of each,
  * then BENCH_ROUNDS (>= 5) rounds in alternating order, the source's WAL drained before each
- * (bench/lib/rounds.ts); printed: the median and spread of the ratio (goal <= 1.15).
+ * (bench/lib/rounds.ts); printed: the median and spread of the ratio (goal <= 1.05).
  */
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -98,7 +98,7 @@ async function main(): Promise<void> {
           { unit: 's' },
         );
         printRatios([
-          ratio('DR test through Temporal / direct', samples.temporal, samples.direct, '<= 1.15'),
+          ratio('DR test through Temporal / direct', samples.temporal, samples.direct, '<= 1.05'),
         ]);
       } finally {
         await admin.end();

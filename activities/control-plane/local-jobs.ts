@@ -1,8 +1,9 @@
 /**
  * The local provider's background jobs: the slow part of create, restore, snapshot, export and
- * delete, run in a detached process (`node local-jobs.ts <stateDir> <job> <id>`) so they go on
- * when the caller's process ends, as RDS operations do. A job records its progress in the state
- * directory; if it dies, the provider's next describe settles what it left (see local.ts).
+ * delete, run in a detached process (this file bundled: `node local-jobs-<hash>.js <stateDir> <job>
+ * <id>`, see local-job-script.ts) so they go on when the caller's process ends, as RDS operations
+ * do. A job records its progress in the state directory; if it dies, the provider's next describe
+ * settles what it left (see local.ts).
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';

@@ -54,6 +54,7 @@ import {
   removeInstance,
   type JobName,
 } from './local-jobs';
+import { isJobScript, jobScript } from './local-job-script';
 import {
   readJson,
   StateLayout,
@@ -75,8 +76,6 @@ export interface LocalControlPlaneOptions {
 
 /** A job without a pid file this long after the request never started (its caller died). */
 const JOB_START_GRACE_MS = 60_000;
-
-const JOB_SCRIPT = path.join(__dirname, 'local-jobs.ts');
 
 /** S3 bucket naming rules, so a name that works here works on RDS exports too. */
 const BUCKET_NAME = /^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
@@ -127,12 +126,11 @@ function isAlive(pid: number): boolean {
   }
 }
 
-/** Whether the job still runs: its pid is alive and is still our job script (pids get reused). */
+/** Whether the job still runs: its pid is alive and is still a job script (pids get reused). */
 async function isJobRunning(job: JobRecord): Promise<boolean> {
   if (!isAlive(job.pid)) return false;
   const cmdline = await readFile(`/proc/${job.pid}/cmdline`, 'utf8').catch(() => '');
-  // By file name: another checkout of the project may have started it.
-  return cmdline.includes(path.basename(JOB_SCRIPT));
+  return cmdline.split('\0').some(isJobScript);
 }
 
 /** Ends what is left of a dead job: the children it started live on in its process group. */
@@ -631,23 +629,23 @@ export class LocalControlPlane implements ControlPlane {
     }
   }
 
-  /** Starts the detached job and records its pid for every resource it works on. */
+  /**
+   * Starts the detached job (plain node running the bundled job script, see local-job-script.ts)
+   * and records its pid for every resource it works on.
+   */
   private async startJob(job: JobName, id: string, resources: [ResourceKind, string][]): Promise<void> {
     const [kind, logId] = resources[0]!;
+    const script = await jobScript(path.join(this.layout.stateDir, 'job-scripts'));
     const log = await open(this.layout.jobLog(kind, logId), 'a');
     try {
-      const child = spawn(
-        process.execPath,
-        ['--require', require.resolve('tsx/cjs'), JOB_SCRIPT, this.layout.stateDir, job, id],
-        {
-          detached: true,
-          stdio: ['ignore', log.fd, log.fd],
-          env: {
-            ...process.env,
-            [BACKUP_MAX_RATE_ENV]: this.options.backupMaxRate ?? process.env[BACKUP_MAX_RATE_ENV],
-          },
+      const child = spawn(process.execPath, [script, this.layout.stateDir, job, id], {
+        detached: true,
+        stdio: ['ignore', log.fd, log.fd],
+        env: {
+          ...process.env,
+          [BACKUP_MAX_RATE_ENV]: this.options.backupMaxRate ?? process.env[BACKUP_MAX_RATE_ENV],
         },
-      );
+      });
       child.unref();
       if (child.pid === undefined) throw new Error(`could not start the ${job} job`);
       const record: JobRecord = { pid: child.pid, startedAt: new Date().toISOString() };
