@@ -4,9 +4,10 @@
 #   runtime  installs the production dependencies only and runs the checked sources as `node`.
 #
 # The worker runs its TypeScript through tsx, as `npm run worker` does, rather than JavaScript
-# compiled by tsc: the local provider starts its background jobs as `.ts` files through tsx and
-# the Temporal worker bundles the workflow sources itself, so the image runs exactly the files that
-# the tests ran. tsx is therefore a runtime dependency (as is squawk-cli, which lints migrations).
+# compiled by tsc: the local provider bundles its background jobs' script from the sources with
+# esbuild when it first starts one, and the Temporal worker bundles the workflow sources itself, so
+# the image runs exactly the files that the tests ran. tsx and esbuild are therefore runtime
+# dependencies (as is squawk-cli, which lints migrations).
 
 ARG NODE_IMAGE=node:20-bookworm-slim
 
