@@ -12,9 +12,10 @@
  *  - the runbook's loop: UPDATE ... WHERE id IN (SELECT id ... WHERE _new_user_id IS NULL LIMIT n),
  *    at BENCH_BATCH.
  * Then a read/write load (short transactions on a few connections, in a thread of its own) runs
- * alone, during a self-tuned backfill with no delay set, and during a deploy that adds a
- * column and builds an index concurrently (undone between rounds). Each part: a warm-up, then
- * BENCH_ROUNDS (>= 5) rounds in alternating order (bench/lib/rounds.ts). Printed: the median and
+ * alone, during a self-tuned backfill with no delay set (its batches aim at the shorter contended
+ * target while the load's sessions are busy), and during a deploy that adds a column and builds
+ * an index concurrently (undone between rounds). Each part: a warm-up, then BENCH_ROUNDS (>= 5)
+ * rounds in alternating order (bench/lib/rounds.ts). Printed: the median and
  * spread of backfill / single UPDATE throughput (goal >= 0.9), of backfill vs runbook loop (goal
  * >= 4x), of the load's p99 transaction latency during the backfill (goal <= 1.5x) and a deploy
  * (goal <= 2x) against the load alone, the batch sizes the tuning chose, and the failed
@@ -156,11 +157,13 @@ async function main(): Promise<void> {
   const backfillInput = { instanceId: instance.instanceId, name: 'user-id-bigint' };
   const run = <T, R>(workflow: (input: T) => Promise<R>, input: T): Promise<R> =>
     env.client.workflow.execute(workflow, { taskQueue: 'bench', workflowId: `bench-${++id}`, args: [input] });
-  /** The batch size each self-tuned backfill ended with. */
+  /** The batch size each self-tuned backfill ended with, and the target its batches then aimed at. */
   const tunedSizes: number[] = [];
+  const aimedMs: number[] = [];
   const tunedBackfill = async () => {
     const final: BackfillProgress = await run(backfill, backfillInput);
     tunedSizes.push(final.batchSize);
+    aimedMs.push(final.aimedBatchMs ?? final.targetBatchMs ?? NaN);
   };
   try {
     await run(deployMigration, {
@@ -209,6 +212,7 @@ async function main(): Promise<void> {
     );
 
     const fillSizes = tunedSizes.splice(0).slice(1); // the warm-up is not counted
+    const fillAimed = aimedMs.splice(0).slice(1);
     // The load alone, during a self-tuned backfill (no delay), during a deploy; between rounds the deploy is undone.
     const loads: Record<'alone' | 'backfill' | 'deploy', LoadResult[]> = {
       alone: [],
@@ -242,6 +246,9 @@ async function main(): Promise<void> {
       `median ${median(values)}, ${Math.min(...values)} to ${Math.max(...values)}`;
     console.log(
       `self-tuned batch size at the end: alone ${sizes(fillSizes)}; under the load ${sizes(tunedSizes.slice(1))}`,
+    );
+    console.log(
+      `target the batches aimed at, ms: alone ${sizes(fillAimed)}; under the load ${sizes(aimedMs.slice(1))}`,
     );
     record('self-tuned batch size at the end, alone', fillSizes, { unit: 'rows' });
     record('self-tuned batch size at the end, under the load', tunedSizes.slice(1), { unit: 'rows' });

@@ -9,12 +9,19 @@ export function shortDuration(seconds: number): string {
   return `${s}s`;
 }
 
-/** `batch 4000 (auto, last 180 ms of 200)`, or `batch 1000` when the size is fixed. */
+/**
+ * `batch 4000 (auto, last 180 ms of 200)`, `batch 900 (auto, last 19 ms of 20 ms: 3 sessions busy)`
+ * while the application is busy, or `batch 1000` when the size is fixed.
+ */
 function batchPart(progress: BackfillProgress): string {
   if (progress.batchSizeMode !== 'auto') return `batch ${progress.batchSize}`;
   const last = progress.lastBatchMs === null ? '' : `last ${progress.lastBatchMs} ms of `;
+  const aimed = progress.aimedBatchMs ?? progress.targetBatchMs;
+  const sessions = progress.busySessions ?? 0;
+  const busy =
+    aimed !== progress.targetBatchMs ? `: ${sessions} session${sessions === 1 ? '' : 's'} busy` : '';
   const timeouts = progress.batchTimeouts > 0 ? `, ${progress.batchTimeouts} timed out` : '';
-  return `batch ${progress.batchSize} (auto, ${last}${progress.targetBatchMs} ms${timeouts})`;
+  return `batch ${progress.batchSize} (auto, ${last}${aimed} ms${busy}${timeouts})`;
 }
 
 /**

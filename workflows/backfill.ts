@@ -44,6 +44,11 @@ export interface BackfillInput {
   batchSize?: number;
   /** The batch duration the self-tuned size aims at, in ms (10 to 60000). Default 200. */
   targetBatchMs?: number;
+  /**
+   * The shorter duration self-tuned batches aim at while other sessions of the database are busy
+   * (the application), in ms (10 to 60000); not above `targetBatchMs`. Default 20.
+   */
+  contendedTargetBatchMs?: number;
   /** Bounds of the self-tuned size. Defaults 100 and 100000. */
   minBatchSize?: number;
   maxBatchSize?: number;
@@ -104,6 +109,13 @@ export interface BackfillProgress {
   /** `auto`: the size adapts to `targetBatchMs`; `fixed`: the size set. */
   batchSizeMode: 'auto' | 'fixed';
   targetBatchMs: number | null;
+  /**
+   * The duration batches aimed at when last looked: `targetBatchMs`, or the contended target while
+   * other sessions were busy (absent from runs started before there was one).
+   */
+  aimedBatchMs?: number | null;
+  /** Other sessions of the database busy when last looked (self-tuned runs). */
+  busySessions?: number | null;
   /** How long the last batch took, in ms. */
   lastBatchMs: number | null;
   /** Batches cut short by their statement or lock timeout, rolled back and retried smaller. */
@@ -158,6 +170,9 @@ const WORKFLOW_DELAY_FROM_MS = 1_000;
 const DELAY_TIMERS_PATCH = 'backfill-delay-timers';
 /** Runs started before batches tuned themselves keep the fixed size they started with. */
 const SELF_TUNING_PATCH = 'backfill-self-tuning';
+/** Runs started before batches aimed shorter while the application is busy keep one target. */
+const CONTENDED_TARGET_PATCH = 'backfill-contended-target';
+const DEFAULT_CONTENDED_TARGET_BATCH_MS = 20;
 const DEFAULT_BATCH_SIZE = 1000;
 const DEFAULT_TARGET_BATCH_MS = 200;
 
@@ -187,6 +202,10 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
         : undefined,
   };
   const sizeBounds = { minSize: input.minBatchSize ?? 100, maxSize: input.maxBatchSize ?? 100_000 };
+  const contendedTargetMs =
+    selfTuning && patched(CONTENDED_TARGET_PATCH)
+      ? (input.contendedTargetBatchMs ?? DEFAULT_CONTENDED_TARGET_BATCH_MS)
+      : undefined;
   /** Bumped by every accepted `configure`, so a pause between batches hears a new delay. */
   let settingsVersion = 0;
   // Absent thresholds take the activity's defaults (activities/postgres/throttle).
@@ -199,6 +218,8 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
     prometheus: input.prometheus,
   };
   let lastBatchMs: number | null = null;
+  let aimedBatchMs: number | null = null;
+  let busySessions: number | null = null;
   let lastTimeout: string | undefined;
   let health: Reading[] = [];
   const checkpoint: BackfillCheckpoint =
@@ -234,6 +255,8 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
       batchSize: settings.batchSize,
       batchSizeMode: settings.targetBatchMs === undefined ? 'fixed' : 'auto',
       targetBatchMs: settings.targetBatchMs ?? null,
+      aimedBatchMs: settings.targetBatchMs === undefined ? null : aimedBatchMs,
+      busySessions,
       lastBatchMs,
       batchTimeouts: checkpoint.batchTimeouts ?? 0,
       lastTimeout,
@@ -302,6 +325,8 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
     }
     if (chunk.lastBatchMs !== undefined) lastBatchMs = chunk.lastBatchMs;
     if (chunk.health !== undefined) health = chunk.health;
+    if (chunk.aimedMs !== undefined) aimedBatchMs = chunk.aimedMs;
+    if (chunk.busySessions !== undefined) busySessions = chunk.busySessions;
   };
 
   /** A chunk; cancelled, what it committed before its running batch was rolled back is recorded. */
@@ -321,7 +346,15 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
         params: input.params,
         lastKey: checkpoint.lastKey,
         batchSize: settings.batchSize,
-        ...(targetBatchMs === undefined ? {} : { tuning: { targetMs: targetBatchMs, ...sizeBounds } }),
+        ...(targetBatchMs === undefined
+          ? {}
+          : {
+              tuning: {
+                targetMs: targetBatchMs,
+                ...(contendedTargetMs === undefined ? {} : { contendedTargetMs }),
+                ...sizeBounds,
+              },
+            }),
         delayMs,
         chunkMs,
         throttle,
@@ -467,6 +500,9 @@ function validate(input: BackfillInput): void {
     if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= 0))
       bad(`${key}: ${JSON.stringify(value)} is not a number from 0 up`);
   }
+  const contended = input.contendedTargetBatchMs;
+  if (contended !== undefined && !(Number.isInteger(contended) && contended >= 10 && contended <= 60_000))
+    bad(`contendedTargetBatchMs: ${JSON.stringify(contended)} is not an integer from 10 to 60000`);
   for (const key of ['minBatchSize', 'maxBatchSize'] as const) {
     const value = input[key];
     if (value !== undefined && !(Number.isInteger(value) && value >= 1 && value <= 100_000))

@@ -11,8 +11,9 @@
  * committed batch. Heartbeat details could not do that: the SDK sends them at most every 80% of
  * the heartbeat timeout, so the recorded ones may be many batches behind.
  *
- * A chunk may tune its batch size to a target duration (batch-size.ts): a batch cut short by its
- * statement or lock timeout is rolled back and the chunk ends with the size halved. Between
+ * A chunk may tune its batch size to a target duration (batch-size.ts), a shorter one while other
+ * sessions are busy: a batch cut short by its statement or lock timeout is rolled back and the
+ * chunk ends with the size halved. Between
  * batches it reads the database's health indicators (throttle/) and ends early, naming the one
  * over its threshold, so the workflow waits.
  */
@@ -23,9 +24,10 @@ import { DbopsError, InvalidInputError } from '../../workflows/lib/errors';
 import { recordBackfillRows } from '../../workflows/lib/metrics';
 import { backendCanceller, heartbeatWhile } from '../heartbeat';
 import type { AnyBackfill } from './backfills/definition';
-import { nextBatchSize, shrunkBatchSize, tunedTimeouts, type BatchTuning } from './batch-size';
+import { nextBatchSize, shrunkBatchSize, targetNow, tunedTimeouts, type BatchTuning } from './batch-size';
 import type { WithInstance } from './instance';
 import { readHealth } from './throttle';
+import { readBusySessions } from './throttle/busy-sessions';
 import type { Reading, ThrottleLimits } from './throttle/indicator';
 
 export type { BatchTuning } from './batch-size';
@@ -87,6 +89,9 @@ export interface ChunkResult extends ChunkTotals {
   lastTimeout: string | undefined;
   /** The health indicators as last read. */
   health: Reading[];
+  /** Other sessions busy at the last reading (self-tuned chunks only), and the target batches then aimed at. */
+  busySessions?: number;
+  aimedMs?: number;
 }
 
 /**
@@ -377,6 +382,10 @@ export function createBackfillActivities(deps: BackfillDeps) {
                   totals.health = health.readings;
                   totals.throttled = health.over;
                   if (totals.throttled !== undefined) return;
+                  if (tuning?.contendedTargetMs !== undefined) {
+                    totals.busySessions = await readBusySessions(client);
+                    totals.aimedMs = targetNow(tuning, totals.busySessions);
+                  }
                 }
                 const size = totals.batchSize;
                 const batchStarted = performance.now();
@@ -408,8 +417,10 @@ export function createBackfillActivities(deps: BackfillDeps) {
                 totals.lastKey = batch.lastKey;
                 totals.done = batch.scanned < size;
                 totals.lastBatchMs = Math.round(batchMs);
-                if (tuning !== undefined && !totals.done)
-                  totals.batchSize = nextBatchSize(size, batchMs, tuning);
+                if (tuning !== undefined && !totals.done) {
+                  const targetMs = totals.aimedMs ?? tuning.targetMs;
+                  totals.batchSize = nextBatchSize(size, batchMs, { ...tuning, targetMs });
+                }
                 recordBackfillRows(metricMeter, backfill.table, batch.changed);
                 if (input.delayMs > 0 && !totals.done && !signal.aborted) await context.sleep(input.delayMs);
                 totals.busyMs += performance.now() - batchStarted;

@@ -3,12 +3,18 @@
  * time (a batch long enough to amortise its round trip and commit, short enough that its row
  * locks and WAL burst go unnoticed), by at most half or one and a half times per batch so one odd
  * batch does not swing it; a batch that hits its statement or lock timeout halves it. Bounded by
- * the backfill's minimum and maximum.
+ * the backfill's minimum and maximum. While the application is busy the target may be a shorter
+ * one (targetNow).
  */
 
 export interface BatchTuning {
   /** The batch duration to aim at, in ms. */
   targetMs: number;
+  /**
+   * The duration to aim at instead while other sessions are busy (throttle/busy-sessions.ts), when
+   * shorter than `targetMs`; unset: always `targetMs`.
+   */
+  contendedTargetMs?: number;
   minSize: number;
   maxSize: number;
 }
@@ -26,6 +32,12 @@ export function nextBatchSize(size: number, elapsedMs: number, tuning: BatchTuni
   const ratio = tuning.targetMs / Math.max(elapsedMs, 1);
   if (Math.abs(ratio - 1) <= DEADBAND) return clamp(size, tuning);
   return clamp(size * Math.min(Math.max(ratio, MAX_SHRINK), MAX_GROWTH), tuning);
+}
+
+/** The duration batches aim at now: the contended target while other sessions are busy. */
+export function targetNow(tuning: BatchTuning, busySessions: number): number {
+  if (busySessions === 0 || tuning.contendedTargetMs === undefined) return tuning.targetMs;
+  return Math.min(tuning.targetMs, tuning.contendedTargetMs);
 }
 
 /** The size after a batch of `size` rows timed out. */

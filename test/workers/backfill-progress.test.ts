@@ -43,6 +43,18 @@ describe('backfill progress bar', () => {
     );
   });
 
+  it('while other sessions are busy, a self-tuned batch shows the shorter target it aims at and why', () => {
+    const tuned = { ...halfway, batchSizeMode: 'auto', targetBatchMs: 200, batchSize: 900 } as const;
+    assert.match(
+      backfillProgressLine({ ...tuned, lastBatchMs: 19, aimedBatchMs: 20, busySessions: 3 }, 4),
+      / {2}batch 900 \(auto, last 19 ms of 20 ms: 3 sessions busy\) {2}/,
+    );
+    assert.match(
+      backfillProgressLine({ ...tuned, lastBatchMs: 190, aimedBatchMs: 200, busySessions: 0 }, 4),
+      / {2}batch 900 \(auto, last 190 ms of 200 ms\) {2}/,
+    );
+  });
+
   it('a throttled backfill says why; no ETA before the first batch', () => {
     const line = backfillProgressLine(
       {

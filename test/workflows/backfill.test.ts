@@ -266,7 +266,14 @@ describe('backfill workflow (dev server, local instance)', () => {
           taskQueue: 'backfill-tuned',
           workflowId: 'backfill-tuned',
           args: [
-            { instanceId: instance.instanceId, name: 'counter', params: { factor: 3 }, targetBatchMs: 50 },
+            // One target whatever this suite's own session does meanwhile.
+            {
+              instanceId: instance.instanceId,
+              name: 'counter',
+              params: { factor: 3 },
+              targetBatchMs: 50,
+              contendedTargetBatchMs: 50,
+            },
           ],
         });
         const shrunk = await until(handle, 'a batch timed out', (p) => p.batchTimeouts >= 1);

@@ -14,6 +14,7 @@ import {
 import { nextBatchSize, shrunkBatchSize } from '../../../activities/postgres/batch-size';
 import { withClient } from '../../../activities/postgres/connect';
 import { readHealth } from '../../../activities/postgres/throttle';
+import { readBusySessions } from '../../../activities/postgres/throttle/busy-sessions';
 import { prometheus } from '../../../activities/postgres/throttle/prometheus';
 import { counter } from '../../fixtures/backfills/counter';
 import { startThrowawayCluster, type ThrowawayCluster } from '../../helpers/postgres';
@@ -146,6 +147,49 @@ describe('backfill chunk activity (real Postgres, mock activity context)', () =>
       );
       assert.ok(result.batches < 50, `${result.batches} batches (100 at the first size)`);
     } finally {
+      await sql.query('DROP FUNCTION slow_row() CASCADE');
+    }
+    const { rows } = await sql.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM counter_rows WHERE applied <> 1`,
+    );
+    assert.equal(rows[0]!.n, 0);
+  });
+
+  it('self-tuned: batches aim at the full target on a quiet database and at the contended target while another session is busy, and tune toward it', async () => {
+    // Every row costs about 1 ms: 100 ms is about 90 rows, 20 ms about 18.
+    await sql.query(`CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS
+        $$BEGIN PERFORM pg_sleep(0.001); RETURN NEW; END$$;
+      CREATE TRIGGER slow_row BEFORE UPDATE ON counter_rows FOR EACH ROW EXECUTE FUNCTION slow_row()`);
+    const tuning = { targetMs: 100, contendedTargetMs: 20, minSize: 5, maxSize: 1000 };
+    const busy = await cluster.connect();
+    try {
+      // Quiet: this suite's own session last ran a statement more than a second ago (the worker's,
+      // named dbops, never count).
+      for (let i = 0; (await withClient(cluster.database, readBusySessions)) > 0; i++) {
+        if (i === 300) assert.fail('another session stayed busy for 6 s');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const quiet = await chunk(attempt(1), { batchSize: 50, tuning, chunkMs: 0 });
+      assert.deepEqual([quiet.busySessions, quiet.aimedMs], [0, 100]);
+
+      // Busy: a session of the application in an open transaction.
+      await busy.query('BEGIN');
+      await busy.query('SELECT 1');
+      const contended = await chunk(
+        new MockActivityEnvironment({
+          workflowExecution: { workflowId: 'backfill-counter-x', runId: 'run-1' },
+          activityId: '8',
+        }),
+        { lastKey: quiet.lastKey, batchSize: quiet.batchSize, tuning, chunkMs: 60_000 },
+      );
+      assert.equal(contended.done, true);
+      assert.deepEqual([contended.busySessions, contended.aimedMs], [1, 20]);
+      assert.ok(
+        contended.batchSize >= 5 && contended.batchSize <= 40,
+        `tuned to ${contended.batchSize} rows (about 18 take 20 ms)`,
+      );
+    } finally {
+      await busy.end();
       await sql.query('DROP FUNCTION slow_row() CASCADE');
     }
     const { rows } = await sql.query<{ n: number }>(
