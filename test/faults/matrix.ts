@@ -5,7 +5,11 @@
  * checks what a user would: how it ended, exactly one snapshot / instance / export per intended
  * resource (found through the local provider, by owner tags), nothing left that should not be,
  * no advisory lock held, the migrations table equal to the deploy report, a backfill that re-ran
- * at most one batch and ends equal to a single UPDATE.
+ * at most one batch and ends equal to a single UPDATE, retention's expired snapshots gone and its
+ * kept ones there, a vector index VALID or gone, a rehearsal's copy gone and production untouched.
+ * `fleet` and `vectorRecall` have no row: fleet's side effects are its child workflows, which have
+ * rows of their own (its retried child is tested in test/workflows/fleet.test.ts); vectorRecall
+ * only reads, and the rebuild it may start is a vectorIndex run.
  */
 import { randomUUID } from 'node:crypto';
 import { chmod, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
@@ -27,7 +31,10 @@ import type { Endpoint } from '../../activities/control-plane/control-plane';
 import { LocalControlPlane } from '../../activities/control-plane/local';
 import { withClient } from '../../activities/postgres/connect';
 import { appliedMigrations, ensureMigrationTables } from '../../activities/postgres/migrations';
+import type { DeployMigrationResult } from '../../workflows/deploy-migration';
 import { OWNER_TAGS } from '../../workflows/lib/owner-tags';
+import type { RetentionReport } from '../../workflows/retention';
+import type { VectorIndexResult } from '../../workflows/vector-index';
 import { seedDemoData } from '../../workers/seed';
 import { migrationsDir } from '../helpers/local-instance';
 import {
@@ -77,6 +84,12 @@ interface ActivitySpec {
   retryAfterKillSeconds: number;
   /** The cell needs the failing deploy (its down migration runs). */
   failingDeploy?: boolean;
+  /** The cell's deploy rehearses on a copy first (the activity is the rehearsal's). */
+  rehearse?: boolean;
+  /** The cell's vectorIndex run rebuilds the index (the activity is the rebuild's). */
+  rebuild?: boolean;
+  /** The cell's run creates instances: after a terminate the orphan sweeper must remove them. */
+  createsInstances?: boolean;
 }
 
 type Ended =
@@ -108,6 +121,8 @@ interface CellRun {
   created: Resources;
   /** What the cell's instance looked like before (for deploy: the applied migrations). */
   before: unknown;
+  /** The lane's task queue (a check may start a follow-up run there). */
+  taskQueue: string;
 }
 
 interface WorkflowSpec {
@@ -120,9 +135,9 @@ interface WorkflowSpec {
   baseSnapshot?: boolean;
   activities: ActivitySpec[];
   /** Puts the instance in the state the run starts from; returns what `check` compares with. */
-  setup?(lab: Lab, activity: ActivitySpec, name: string): Promise<unknown>;
+  setup?(lab: Lab, activity: ActivitySpec, name: string, fault: Fault): Promise<unknown>;
   /** `name`: unique per cell, starts with the instance id (snapshot or copy to create). */
-  input(name: string): unknown;
+  input(name: string, activity: ActivitySpec): unknown;
   /** Signals sent with the start (expandContract's codeDeployed). */
   signalWithStart?: { signal: string; args: unknown[] };
   /** How the run ends without a fault, or after one the run must survive. */
@@ -342,6 +357,295 @@ async function expandContractCheck(run: CellRun): Promise<string[]> {
   });
 }
 
+/**
+ * retention's cells: with this policy every backup snapshot of the instance expires except the
+ * newest and those tagged `dbops:keep`; a snapshot dbops did not take is not retention's to judge.
+ */
+const RETENTION_POLICY = { keepNewest: 1, keepDays: 0 };
+
+interface RetentionPlan {
+  expired: string[];
+  kept: string[];
+}
+
+/** Waits until the snapshot is available; one that failed throws with the provider's cause. */
+async function snapshotAvailable(lab: Pick<Lab, 'plane' | 'stateDir'>, snapshotId: string): Promise<void> {
+  if ((await waitSnapshotSettled(lab.plane, snapshotId)) === 'available') return;
+  const record = path.join(lab.stateDir, 'snapshots', snapshotId, 'snapshot.json');
+  const { failureCause } = JSON.parse(await readFile(record, 'utf8')) as { failureCause?: string };
+  throw new Error(`snapshot ${snapshotId} did not become available: ${failureCause ?? 'no cause given'}`);
+}
+
+/**
+ * Backups for this cell beside a kept one (`dbops:keep`) and a foreign one the first cell makes:
+ * one new (the newest, kept), older ones up to two to expire (three for a lost reply, so the run
+ * must go on to another deletion after the one it retried). What an earlier cell left (its newest,
+ * what a cancel spared) counts among the older ones. Returns what the policy expires and keeps,
+ * read from the provider's listing as a user would.
+ */
+async function retentionSetup(
+  lab: Lab,
+  instanceId: string,
+  name: string,
+  fault: Fault,
+): Promise<RetentionPlan> {
+  const backup = (id: string, extra: Record<string, string> = {}) => ({
+    [OWNER_TAGS.purpose]: 'backup',
+    [OWNER_TAGS.workflowId]: `${id}-backup`,
+    [OWNER_TAGS.runId]: randomUUID(),
+    ...extra,
+  });
+  const present = await lab.plane.listSnapshots(instanceId);
+  const unkept = present.filter(
+    (s) => s.tags[OWNER_TAGS.purpose] === 'backup' && s.tags[OWNER_TAGS.keep] === undefined,
+  ).length;
+  const fresh = Math.max(1, (fault === 'lost-reply' ? 3 : 2) - unkept);
+  const wanted: [string, Record<string, string>][] = [
+    [`${instanceId}-kept`, backup(`${instanceId}-kept`, KEEP)],
+    [`${instanceId}-foreign`, {}],
+    ...Array.from({ length: fresh }, (_, i): [string, Record<string, string>] => [
+      `${name}-${i}`,
+      backup(`${name}-${i}`),
+    ]),
+  ];
+  await Promise.all(
+    wanted
+      .filter(([id]) => !present.some((s) => s.snapshotId === id))
+      .map(async ([id, tags]) => {
+        await lab.plane.createSnapshot(instanceId, id, tags);
+        await snapshotAvailable(lab, id);
+      }),
+  );
+  const snapshots = await lab.plane.listSnapshots(instanceId); // newest first
+  const backups = snapshots.filter(
+    (s) => s.type === 'manual' && s.status === 'available' && s.tags[OWNER_TAGS.purpose] === 'backup',
+  );
+  const expired = backups
+    .slice(RETENTION_POLICY.keepNewest)
+    .filter((s) => s.tags[OWNER_TAGS.keep] === undefined)
+    .map((s) => s.snapshotId);
+  const kept = snapshots.map((s) => s.snapshotId).filter((id) => !expired.includes(id));
+  return { expired, kept };
+}
+
+/**
+ * What a user checks after retention: every kept snapshot still there; completed, every expired
+ * one gone and the report listing exactly those as deleted (after a lost reply, one of them as
+ * found already gone), nothing failed.
+ */
+async function retentionCheck(run: CellRun): Promise<string[]> {
+  const plan = run.before as RetentionPlan;
+  const left = new Set((await run.lab.plane.listSnapshots(run.instanceId)).map((s) => s.snapshotId));
+  const problems = plan.kept
+    .filter((id) => !left.has(id))
+    .map((id) => `${id} was to be kept, but it is gone`);
+  if (run.ended.status !== 'completed') return problems;
+  const report = run.ended.result as RetentionReport;
+  const stillThere = plan.expired.filter((id) => left.has(id));
+  if (stillThere.length > 0) problems.push(`completed, but expired ${stillThere.join(', ')} are still there`);
+  const deleted = report.deleted.map((s) => s.snapshotId).sort();
+  if (deleted.join(',') !== [...plan.expired].sort().join(','))
+    problems.push(`the report deleted [${deleted.join(', ')}], expected [${plan.expired.join(', ')}]`);
+  if (report.failed.length > 0)
+    problems.push(`the report failed [${report.failed.map((s) => s.snapshotId).join(', ')}]`);
+  if (run.fault === 'lost-reply' && !report.deleted.some((s) => s.reason.endsWith('(already gone)')))
+    problems.push('after the lost reply, no deletion was found already gone');
+  return problems;
+}
+
+/**
+ * vectorIndex's cells: an HNSW index on a table of its own, built (m 16), or rebuilt with m 8 to
+ * tell the new index from the old; the recall bar is off (a recall check is not what they test).
+ */
+const VECTOR_TABLE = 'fault_vectors';
+const VECTOR_INDEX = `${VECTOR_TABLE}_embedding_hnsw_idx`;
+const VECTOR_ROWS = 2000;
+const REBUILT_M = 8;
+
+function vectorInput(activity: ActivitySpec) {
+  const base = { table: VECTOR_TABLE, column: 'embedding', method: 'hnsw' } as const;
+  return activity.rebuild === true
+    ? { ...base, action: 'rebuild', m: REBUILT_M, minRecall: 0 }
+    : { ...base, action: 'build' };
+}
+
+interface VectorIndexRow {
+  name: string;
+  valid: boolean;
+  options: string[];
+}
+
+/** A session holding an old snapshot: a concurrent build cannot become VALID while it is open. */
+interface VectorCell {
+  oldSnapshot: PgClient | undefined;
+}
+
+/**
+ * The table with its rows and no index but its key (a rebuild's: with the index to rebuild, m 16);
+ * for a cancel or terminate of a build, an old snapshot held.
+ */
+async function vectorSetup(
+  lab: Lab,
+  instanceId: string,
+  activity: ActivitySpec,
+  fault: Fault,
+): Promise<VectorCell> {
+  await onInstance(lab, instanceId, async (client) => {
+    await client.query(
+      `CREATE TABLE IF NOT EXISTS ${VECTOR_TABLE} (id bigint PRIMARY KEY, embedding vector(32) NOT NULL)`,
+    );
+    await client.query(
+      `INSERT INTO ${VECTOR_TABLE}
+       SELECT g, (SELECT array_agg(random()) FROM generate_series(1, 32) WHERE g > 0)::vector
+         FROM generate_series(1, $1) g ON CONFLICT DO NOTHING`,
+      [VECTOR_ROWS],
+    );
+    for (const { name } of await vectorIndexes(client)) {
+      await client.query(`DROP INDEX CONCURRENTLY IF EXISTS ${client.escapeIdentifier(name)}`);
+    }
+    if (activity.rebuild === true) {
+      await client.query(
+        `CREATE INDEX ${VECTOR_INDEX} ON ${VECTOR_TABLE} USING hnsw (embedding vector_cosine_ops) WITH (m = 16)`,
+      );
+    }
+    await client.query(`ANALYZE ${VECTOR_TABLE}`);
+  });
+  // A cancel or terminate meets the build while it runs: it waits for this older snapshot (as it
+  // would for a long report query) before it can mark its index VALID.
+  if (activity.rebuild === true || (fault !== 'cancel' && fault !== 'terminate')) {
+    return { oldSnapshot: undefined };
+  }
+  const oldSnapshot = new PgClient({ ...lab.endpoints[instanceId]!, application_name: 'fault-matrix' });
+  await oldSnapshot.connect();
+  await oldSnapshot.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+  await oldSnapshot.query('SELECT 1');
+  return { oldSnapshot };
+}
+
+async function vectorIndexes(client: PgClient): Promise<VectorIndexRow[]> {
+  const { rows } = await client.query<VectorIndexRow>(
+    `SELECT c.relname AS name, i.indisvalid AS valid, coalesce(c.reloptions, '{}') AS options
+       FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+      WHERE i.indrelid = $1::regclass AND NOT i.indisprimary ORDER BY c.relname`,
+    [VECTOR_TABLE],
+  );
+  return rows;
+}
+
+async function buildsRunning(client: PgClient): Promise<number> {
+  return count(
+    client,
+    `SELECT count(*)::int AS n FROM pg_stat_progress_create_index WHERE relid = '${VECTOR_TABLE}'::regclass`,
+  );
+}
+
+const shownIndexes = (list: VectorIndexRow[]) =>
+  list.map((i) => `${i.name}${i.valid ? '' : ' INVALID'} (${i.options.join(' ')})`).join(', ') || 'none';
+
+/** One VALID index under the name and nothing else; with `m`, built with that m. */
+function oneValid(list: VectorIndexRow[], m?: number): boolean {
+  return (
+    list.length === 1 &&
+    list[0]!.name === VECTOR_INDEX &&
+    list[0]!.valid &&
+    (m === undefined || list[0]!.options.includes(`m=${m}`))
+  );
+}
+
+/**
+ * What a user checks after a build or rebuild: no backend still building; completed, one VALID
+ * index under the name (a rebuild's: the new one) and nothing else; cancelled, a build leaves none
+ * (the INVALID one the stopped build left is dropped), a rebuild one VALID index under the name
+ * (the old or, once swapped, the new) and nothing else. A terminated run cannot clean up: a build
+ * may leave an INVALID index under the name, a rebuild its new or old index beside the VALID one
+ * under the name. The workflow's guarantee is that the next run clears them: a follow-up run must
+ * complete with one VALID index and nothing else (a build: having dropped the INVALID one).
+ */
+async function vectorCheck(run: CellRun): Promise<string[]> {
+  const { oldSnapshot } = run.before as VectorCell;
+  const rebuild = run.activity.rebuild === true;
+  const problems: string[] = [];
+  const [indexes, builds] = await onInstance(run.lab, run.instanceId, (client) =>
+    Promise.all([vectorIndexes(client), buildsRunning(client)]),
+  );
+  await oldSnapshot?.end();
+  if (builds > 0) problems.push(`${builds} backends still build an index on ${VECTOR_TABLE}`);
+  const { status } = run.ended;
+  if (status === 'completed') {
+    if (!oneValid(indexes, rebuild ? REBUILT_M : undefined))
+      problems.push(`completed, but the table's indexes are [${shownIndexes(indexes)}]`);
+    const reported = (run.ended.result as VectorIndexResult).index;
+    if (reported !== `public.${VECTOR_INDEX}`) problems.push(`completed, but the result names ${reported}`);
+  }
+  if (status === 'cancelled' && (rebuild ? !oneValid(indexes) : indexes.length > 0))
+    problems.push(`cancelled, but the table's indexes are [${shownIndexes(indexes)}]`);
+  if (status === 'terminated') {
+    const underName = indexes.find((i) => i.name === VECTOR_INDEX);
+    const others = indexes.filter((i) => i.name !== VECTOR_INDEX);
+    const allowed = rebuild
+      ? underName?.valid === true && others.every((i) => i.name.startsWith(`${VECTOR_INDEX}_dbops_`))
+      : others.length === 0 && underName?.valid !== true;
+    if (!allowed) problems.push(`terminated, and the table's indexes are [${shownIndexes(indexes)}]`);
+    const next = await run.lab.client.workflow.execute<(input: unknown) => Promise<VectorIndexResult>>(
+      'vectorIndex',
+      {
+        taskQueue: run.taskQueue,
+        workflowId: `${run.workflowId}-next`,
+        args: [{ instanceId: run.instanceId, ...vectorInput(run.activity) }],
+        workflowExecutionTimeout: '3 minutes',
+      },
+    );
+    const after = await onInstance(run.lab, run.instanceId, vectorIndexes);
+    if (!oneValid(after, rebuild ? REBUILT_M : undefined))
+      problems.push(`the run after the terminated one left [${shownIndexes(after)}]`);
+    const leftInvalid = indexes.some((i) => !i.valid);
+    if (!rebuild && next.build.droppedInvalid !== leftInvalid)
+      problems.push(`the build after the terminated one dropped an INVALID index: ${!leftInvalid}`);
+  }
+  return problems;
+}
+
+/** The rehearsal's activities: their deploy rehearses on a copy, which a terminate leaves to the sweeper. */
+const REHEARSED = { rehearse: true, createsInstances: true };
+
+/** The matrix's migrations (test/faults/migrations), in order. */
+const FAULT_MIGRATIONS = ['0090_fault_a', '0091_fault_b'];
+
+/**
+ * What a user checks after a rehearsed deploy: the migrations table equal to the report;
+ * completed, the rehearsal ran every migration on its copy and deleted it; otherwise production
+ * as before (the copy gone is checked with every instance the run made).
+ */
+async function rehearsalCheck(run: CellRun): Promise<string[]> {
+  const before = run.before as string[];
+  const after = await appliedOn(run.lab, run.instanceId);
+  const problems = deployReportProblems(run.ended, before, after);
+  if (run.ended.status === 'completed') {
+    const rehearsal = (run.ended.result as DeployMigrationResult).rehearsal;
+    if (rehearsal === undefined) return [...problems, 'completed without a rehearsal'];
+    // A retried rehearsal lists what an earlier attempt applied unreported as `unmeasured`.
+    const rehearsed = rehearsal.migrations.filter((m) => m.status === 'applied' || m.status === 'unmeasured');
+    const names = rehearsal.migrations.map((m) => `${m.name} ${m.status}`).join(', ');
+    if (
+      !rehearsal.ok ||
+      !rehearsal.copyDeleted ||
+      rehearsed.map((m) => m.name).join(',') !== FAULT_MIGRATIONS.join(',') ||
+      rehearsal.migrations.length !== FAULT_MIGRATIONS.length
+    )
+      problems.push(
+        `the rehearsal reports ok ${rehearsal.ok}, copy deleted ${rehearsal.copyDeleted}, [${names}]`,
+      );
+    return problems;
+  }
+  // Not completed: production as before (only the copy was ever migrated).
+  const tables = await onInstance(run.lab, run.instanceId, (client) =>
+    count(client, `SELECT count(*)::int AS n FROM pg_class WHERE relname IN ('fault_a', 'fault_b')`),
+  );
+  if (after.join(',') !== before.join(',') || tables > 0)
+    problems.push(`ended ${run.ended.status}, but production changed (${tables} of fault_a, fault_b exist)`);
+  return problems;
+}
+
 // ---- the workflows and their side-effecting activities ----
 
 const backupSpec = (exported: boolean): WorkflowSpec => {
@@ -432,19 +736,33 @@ export const WORKFLOWS: WorkflowSpec[] = [
     name: 'deployMigration',
     type: 'deployMigration',
     instanceId: 'fx-deploy',
+    // A rehearsed deploy's cells fault its rehearsal: the copy's restore and the run on the copy.
+    // In this order the sample puts a lost reply, a terminate and the worker kill on the
+    // rehearsal, and the server restart, database restart and cancel where they were before.
     activities: [
+      { name: 'rehearseMigrations', usesDatabase: true, retryAfterKillSeconds: 20, ...REHEARSED },
+      controlPlaneActivity('restoreFromSnapshot', {
+        label: 'restoreFromSnapshot (rehearsal copy)',
+        retryAfterKillSeconds: 30,
+        ...REHEARSED,
+      }),
+      migrationStep('down', 2, { failingDeploy: true }),
       controlPlaneActivity('createSnapshot'),
       migrationStep('up'),
-      migrationStep('down', 2, { failingDeploy: true }),
     ],
     setup: async (lab, activity) => {
       await resetDeploy(lab, 'fx-deploy', activity.failingDeploy === true);
       return appliedOn(lab, 'fx-deploy');
     },
-    input: () => ({ instanceId: 'fx-deploy', target: '0091_fault_b' }),
+    input: (_name, activity) => ({
+      instanceId: 'fx-deploy',
+      target: '0091_fault_b',
+      ...(activity.rehearse === true ? { rehearse: true } : {}),
+    }),
     survives: (activity) => (activity.failingDeploy ? 'failed' : 'completed'),
     intended: { snapshots: 1, instances: 0, exports: 0 },
     check: async (run) => {
+      if (run.activity.rehearse === true) return rehearsalCheck(run);
       const after = await appliedOn(run.lab, run.instanceId);
       const problems = deployReportProblems(run.ended, run.before as string[], after);
       if (run.activity.failingDeploy && run.ended.status === 'failed') {
@@ -507,6 +825,49 @@ export const WORKFLOWS: WorkflowSpec[] = [
     input: () => ({ instanceId: 'fx-health' }),
     survives: () => 'completed',
     intended: NONE,
+  },
+  {
+    name: 'retention',
+    type: 'retention',
+    instanceId: 'fx-retention',
+    activities: [controlPlaneActivity('expireSnapshot', { retryAfterKillSeconds: 60 })],
+    setup: (lab, _activity, name, fault) => retentionSetup(lab, 'fx-retention', name, fault),
+    input: () => ({ instanceId: 'fx-retention', ...RETENTION_POLICY }),
+    survives: () => 'completed',
+    intended: NONE,
+    check: retentionCheck,
+  },
+  {
+    name: 'vectorIndex',
+    type: 'vectorIndex',
+    instanceId: 'fx-vector',
+    activities: [{ name: 'buildVectorIndex', usesDatabase: true, retryAfterKillSeconds: 60 }],
+    setup: (lab, activity, _name, fault) => vectorSetup(lab, 'fx-vector', activity, fault),
+    input: (_name, activity) => ({ instanceId: 'fx-vector', ...vectorInput(activity) }),
+    survives: () => 'completed',
+    intended: NONE,
+    check: vectorCheck,
+  },
+  // A rebuild: the new index built beside the old one (as a build is), the names swapped, the old dropped.
+  {
+    name: 'vectorIndex rebuild',
+    type: 'vectorIndex',
+    instanceId: 'fx-rebuild',
+    activities: [
+      { name: 'swapVectorIndex', usesDatabase: true, retryAfterKillSeconds: 60, rebuild: true },
+      {
+        name: 'dropVectorIndex',
+        label: 'dropVectorIndex (the old one)',
+        usesDatabase: true,
+        retryAfterKillSeconds: 60,
+        rebuild: true,
+      },
+    ],
+    setup: (lab, activity, _name, fault) => vectorSetup(lab, 'fx-rebuild', activity, fault),
+    input: (_name, activity) => ({ instanceId: 'fx-rebuild', ...vectorInput(activity) }),
+    survives: () => 'completed',
+    intended: NONE,
+    check: vectorCheck,
   },
   // The sweeper: an orphan (a DR copy whose owning run Temporal does not know) is made before
   // the run; once the sweep has completed it is gone.
@@ -587,14 +948,7 @@ export async function openLab(cells: Cell[]): Promise<Lab> {
     if (spec.baseSnapshot) await plane.createSnapshot(spec.instanceId, `${spec.instanceId}-base`, KEEP);
   }
   for (const spec of specs.filter((s) => s.baseSnapshot)) {
-    const base = `${spec.instanceId}-base`;
-    if ((await waitSnapshotSettled(plane, base)) !== 'available') {
-      const record = path.join(stateDir, 'snapshots', base, 'snapshot.json');
-      const { failureCause } = JSON.parse(await readFile(record, 'utf8')) as { failureCause?: string };
-      throw new Error(
-        `the lab's snapshot ${base} did not become available: ${failureCause ?? 'no cause given'}`,
-      );
-    }
+    await snapshotAvailable({ plane, stateDir }, `${spec.instanceId}-base`);
   }
   return {
     dir,
@@ -894,7 +1248,7 @@ async function runCellChecked(lab: Lab, cell: Cell): Promise<CellResult> {
   let note = '';
   const worker = await laneWorker(lab, workflow);
   const taskQueue = worker.options.taskQueue;
-  const before = await workflow.setup?.(lab, activity, name);
+  const before = await workflow.setup?.(lab, activity, name, fault);
   const resourcesBefore = await inventory(lab, workflow.instanceId);
   await worker.arm({
     workflowId,
@@ -903,7 +1257,7 @@ async function runCellChecked(lab: Lab, cell: Cell): Promise<CellResult> {
     placement: placementFor(fault, activity.usesDatabase),
     action: fault === 'lost-reply' ? 'throw' : 'pause',
   });
-  const options = { taskQueue, workflowId, args: [workflow.input(name)] };
+  const options = { taskQueue, workflowId, args: [workflow.input(name, activity)] };
   const handle = workflow.signalWithStart
     ? await lab.client.workflow.signalWithStart(workflow.type, {
         ...options,
@@ -950,7 +1304,7 @@ async function runCellChecked(lab: Lab, cell: Cell): Promise<CellResult> {
   }
   const endedProblem = endProblem(cell, ended);
   if (endedProblem !== undefined) problems.push(endedProblem);
-  if (fault === 'terminate' && workflow.createsInstances === true) {
+  if (fault === 'terminate' && (workflow.createsInstances === true || activity.createsInstances === true)) {
     const missing = await sweep(lab, taskQueue, workflowId);
     if (missing !== undefined) problems.push(missing);
   }
@@ -959,7 +1313,17 @@ async function runCellChecked(lab: Lab, cell: Cell): Promise<CellResult> {
   const locks = await advisoryLocks(lab, workflow.instanceId);
   if (locks > 0) problems.push(`${locks} advisory locks held on ${workflow.instanceId}`);
   if (workflow.check) {
-    const run = { lab, instanceId: workflow.instanceId, workflowId, fault, activity, ended, created, before };
+    const run = {
+      lab,
+      instanceId: workflow.instanceId,
+      workflowId,
+      fault,
+      activity,
+      ended,
+      created,
+      before,
+      taskQueue,
+    };
     problems.push(...(await workflow.check(run)));
   }
   await removeCreated(lab, created);
