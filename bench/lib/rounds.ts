@@ -53,7 +53,7 @@ export interface Ratio {
   max: number;
   /** How many rounds it was taken in. */
   rounds: number;
-  /** What the ratio should be, e.g. ">= 0.7" (see meetsGoal). */
+  /** What the ratio should be, e.g. ">= 0.7" (see goalResult). */
   goal?: string;
 }
 

@@ -50,7 +50,9 @@ function runBench(bench: string, results: string): Promise<string> {
   });
 }
 
-function format(value: number): string {
+/** A figure's value; JSON holds an infinite or undefined quotient (NaN) as null. */
+function format(value: number | null): string {
+  if (value === null || !Number.isFinite(value)) return '-';
   if (Number.isInteger(value)) return String(value);
   if (Math.abs(value) >= 100) return value.toFixed(0);
   return Math.abs(value) < 1 ? value.toFixed(3) : value.toFixed(2);
