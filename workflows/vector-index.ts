@@ -13,6 +13,7 @@ import {
   defineQuery,
   isCancellation,
   log,
+  patched,
   proxyActivities,
   setHandler,
   sleep,
@@ -109,6 +110,21 @@ const { buildVectorIndex } = proxyActivities<Activities>({
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: DATABASE_RETRY,
 });
+
+// The swap cannot hear a cancel (it does not heartbeat) and runs on once started: a cancelled
+// rebuild waits for its outcome, so the clean-up drops the index that is really left over.
+const { swapVectorIndex } = proxyActivities<Activities>({
+  startToCloseTimeout: '5 minutes',
+  heartbeatTimeout: '1 minute',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: DATABASE_RETRY,
+});
+
+/**
+ * Runs started before a cancelled rebuild waited for its swap replay as they ran (they did not
+ * wait, and a swap that went on after the cancel left the old index under its `_dbops_old` name).
+ */
+const SWAP_AWAITED_ON_CANCEL = 'vector-index-swap-awaited-on-cancel';
 
 // A look at the build's progress is worth little later: one attempt, and a failed look is skipped.
 const { vectorIndexBuildProgress } = proxyActivities<Activities>({
@@ -255,7 +271,7 @@ async function replace(
       );
     }
     progress.stage = 'swapping';
-    await quick.swapVectorIndex({ plan });
+    await (patched(SWAP_AWAITED_ON_CANCEL) ? swapVectorIndex : quick.swapVectorIndex)({ plan });
     swapped = true;
     progress.stage = 'dropping-old';
     await quick.dropVectorIndex({ plan, name: plan.oldName });

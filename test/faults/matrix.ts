@@ -90,6 +90,11 @@ interface ActivitySpec {
   rebuild?: boolean;
   /** The cell's run creates instances: after a terminate the orphan sweeper must remove them. */
   createsInstances?: boolean;
+  /**
+   * The activity does not heartbeat, so no cancel reaches its SQL once it runs: a cancel or
+   * terminate meets it after its side effect, as it meets a control-plane call.
+   */
+  deafToCancel?: boolean;
 }
 
 type Ended =
@@ -461,6 +466,9 @@ const VECTOR_TABLE = 'fault_vectors';
 const VECTOR_INDEX = `${VECTOR_TABLE}_embedding_hnsw_idx`;
 const VECTOR_ROWS = 2000;
 const REBUILT_M = 8;
+
+/** The rebuild's swap and drop do not heartbeat. */
+const DEAF = { deafToCancel: true };
 
 function vectorInput(activity: ActivitySpec) {
   const base = { table: VECTOR_TABLE, column: 'embedding', method: 'hnsw' } as const;
@@ -854,13 +862,14 @@ export const WORKFLOWS: WorkflowSpec[] = [
     type: 'vectorIndex',
     instanceId: 'fx-rebuild',
     activities: [
-      { name: 'swapVectorIndex', usesDatabase: true, retryAfterKillSeconds: 60, rebuild: true },
+      { name: 'swapVectorIndex', usesDatabase: true, retryAfterKillSeconds: 60, rebuild: true, ...DEAF },
       {
         name: 'dropVectorIndex',
         label: 'dropVectorIndex (the old one)',
         usesDatabase: true,
         retryAfterKillSeconds: 60,
         rebuild: true,
+        ...DEAF,
       },
     ],
     setup: (lab, activity, _name, fault) => vectorSetup(lab, 'fx-rebuild', activity, fault),
@@ -1254,7 +1263,10 @@ async function runCellChecked(lab: Lab, cell: Cell): Promise<CellResult> {
     workflowId,
     activity: activity.name,
     call: activity.call ?? 1,
-    placement: placementFor(fault, activity.usesDatabase),
+    placement:
+      activity.deafToCancel === true && (fault === 'cancel' || fault === 'terminate')
+        ? 'after'
+        : placementFor(fault, activity.usesDatabase),
     action: fault === 'lost-reply' ? 'throw' : 'pause',
   });
   const options = { taskQueue, workflowId, args: [workflow.input(name, activity)] };
