@@ -91,6 +91,27 @@ export function splitStatements(sql: string): string[] {
     .filter((part) => part.split('\n').some((line) => line.trim() !== '' && !line.trim().startsWith('--')));
 }
 
+/** CREATE [UNIQUE] INDEX CONCURRENTLY, REINDEX ... CONCURRENTLY. */
+export function isConcurrentIndexBuild(statement: string): boolean {
+  const code = statement.replace(/--[^\n]*/g, ' ');
+  return /\bINDEX\s+CONCURRENTLY\b/i.test(code) || /\bREINDEX\b[\s\S]*\bCONCURRENTLY\b/i.test(code);
+}
+
+/**
+ * The session's settings for a concurrent index build, the one kind of build that runs while the
+ * application writes: its sort in memory (maintenance_work_mem raised to one shared_buffers' worth,
+ * a quarter of the memory the server is sized for, at most 1 GB, never below the server's own
+ * setting) so it spills no temporary files, and no parallel workers, so it takes one core, not
+ * every core the application needs; it is slower, but it blocks no one while it runs. Reset after
+ * the statement.
+ */
+const CONCURRENT_BUILD_SETTINGS = `SELECT set_config('maintenance_work_mem', (greatest(
+    least((SELECT setting::bigint * pg_size_bytes(coalesce(unit, 'B')) FROM pg_settings WHERE name = 'shared_buffers'),
+          pg_size_bytes('1GB')),
+    pg_size_bytes(current_setting('maintenance_work_mem'))) / 1024)::text || 'kB', false),
+  set_config('max_parallel_maintenance_workers', '0', false)`;
+const CONCURRENT_BUILD_RESET = 'RESET maintenance_work_mem; RESET max_parallel_maintenance_workers';
+
 type MigrationLoader = Exclude<
   NonNullable<RunnerOption['migrationLoaderStrategies']>[number]['loader'],
   string
@@ -123,7 +144,15 @@ function sqlMigrationLoader(client: Client, owner: MigrationOwner | undefined): 
         const action = (sql: string, direction: 'up' | 'down') => (pgm: MigrationBuilder) => {
           if (migration.noTransaction) {
             pgm.noTransaction();
-            for (const statement of splitStatements(sql)) pgm.sql(statement);
+            for (const statement of splitStatements(sql)) {
+              if (!isConcurrentIndexBuild(statement)) {
+                pgm.sql(statement);
+                continue;
+              }
+              pgm.sql(CONCURRENT_BUILD_SETTINGS);
+              pgm.sql(statement);
+              pgm.sql(CONCURRENT_BUILD_RESET);
+            }
           } else {
             pgm.sql(sql);
           }

@@ -290,6 +290,48 @@ describe('migrations (node-pg-migrate + squawk on a real Postgres)', () => {
     assert.equal((await appliedMigrations(client)).includes('0100_add_note'), false);
   });
 
+  it('a concurrent index build runs with maintenance_work_mem at shared_buffers and no parallel workers; the session has its own settings back after it', async () => {
+    // The index expression reports, while the build evaluates it, the settings the build runs with.
+    const dir = await migrationsWith({
+      '0100_settings_index.sql': `-- dbops:no-transaction
+-- Up Migration
+CREATE FUNCTION build_settings(x bigint) RETURNS bigint IMMUTABLE LANGUAGE plpgsql AS $$ BEGIN RAISE NOTICE 'build: % %', current_setting('maintenance_work_mem'), current_setting('max_parallel_maintenance_workers'); RETURN x; END $$;
+CREATE INDEX CONCURRENTLY conversations_settings_idx ON conversations (build_settings(id));
+-- Down Migration
+DROP INDEX CONCURRENTLY conversations_settings_idx;
+DROP FUNCTION build_settings(bigint);
+`,
+    });
+    const client = await cluster.connect();
+    const notices: string[] = [];
+    client.on('notice', (notice) => notices.push(notice.message ?? ''));
+    const settings = async () =>
+      (
+        await client.query<{ memory: string; workers: string; buffers: string }>(
+          `SELECT current_setting('maintenance_work_mem') AS memory,
+                  current_setting('max_parallel_maintenance_workers') AS workers,
+                  current_setting('shared_buffers') AS buffers`,
+        )
+      ).rows[0]!;
+    try {
+      await client.query(`INSERT INTO conversations (user_id, title) VALUES (1, 'a'), (2, 'b')`);
+      const before = await settings();
+      assert.notEqual(before.memory, before.buffers, 'the server default is not already shared_buffers');
+      assert.deepEqual(await runMigrations(client, dir, 'up', ['0100_settings_index'], fast), [
+        '0100_settings_index',
+      ]);
+      const builds = notices.filter((message) => message.startsWith('build: '));
+      assert.ok(builds.length >= 2, `the build evaluated the expression (${notices.join('; ')})`);
+      assert.deepEqual([...new Set(builds)], [`build: ${before.buffers} 0`]);
+      assert.deepEqual(await settings(), before);
+    } finally {
+      if ((await appliedMigrations(client)).includes('0100_settings_index'))
+        await runMigrations(client, dir, 'down', ['0100_settings_index'], fast);
+      await client.query('DELETE FROM conversations');
+      await rm(path.dirname(dir), { recursive: true, force: true });
+    }
+  });
+
   it('verification reports an index left INVALID by a failed concurrent build', async () => {
     const client = await cluster.connect();
     await client.query(`INSERT INTO conversations (user_id, title) VALUES (1, 'a'), (1, 'a')`);
