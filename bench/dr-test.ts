@@ -1,11 +1,12 @@
 /**
  * The DR test through Temporal vs the same steps called directly on the provider, on the same
  * data, in one run. Through Temporal: the `drTest` workflow on a dev server and a worker. Direct:
- * newest snapshot, restore, poll until available, the DR checks, delete, poll until gone, write
- * the report. Both poll every second: the Temporal server fires timers with a resolution of about
- * one second, so a shorter interval would compare a 1 s wait with a shorter one. A warm-up of each,
- * then BENCH_ROUNDS (>= 5) rounds in alternating order, the source's WAL drained before each
- * (bench/lib/rounds.ts); printed: the median and spread of the ratio (goal <= 1.05).
+ * its steps one after the other (directDrTest): the same restore of a copy tagged as a DR copy,
+ * the same checks, the same report files. Both poll every second: a workflow looks at most once a
+ * second (workflows/lib/polling.ts), so a shorter interval would compare a 1 s wait with a shorter
+ * one. A warm-up of each, then BENCH_ROUNDS (>= 5) rounds in alternating order, the source's WAL
+ * drained before each (bench/lib/rounds.ts); printed: the median and spread of the ratio (goal
+ * <= 1.05).
  */
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -20,10 +21,16 @@ import { LocalControlPlane } from '../activities/control-plane/local';
 import { ADMIN_USER } from '../activities/control-plane/local-jobs';
 import { createDatabaseConnector } from '../activities/postgres/connect';
 import { runDrChecks } from '../activities/postgres/dr-checks';
-import { directoryReportStore, LOCAL_EXPORT_BUCKET } from '../activities/recovery/reports';
+import {
+  directoryReportStore,
+  LOCAL_EXPORT_BUCKET,
+  writeDrReportFiles,
+} from '../activities/recovery/reports';
 import { DEMO_DATA } from '../workers/demo';
 import { seedDemoData } from '../workers/seed';
 import { backup, drTest } from '../workflows';
+import { NotFoundError } from '../workflows/lib/errors';
+import { DR_PURPOSE, OWNER_TAGS } from '../workflows/lib/owner-tags';
 import { createDevServerEnv, workflowBundle } from '../test/helpers/temporal';
 import { alternate, drainWal, median, printRatios, ratio, record, ROUNDS } from './lib/rounds';
 
@@ -113,32 +120,84 @@ async function main(): Promise<void> {
   }
 }
 
+/**
+ * The drTest workflow's steps, one after the other on the provider: the orphan search (a listing),
+ * the look for a copy of the same name, the newest snapshot, the restore of a copy tagged as the
+ * workflow tags it (a DR copy: no automated backup), the wait, the checks with the snapshot's row
+ * counts and content hashes, the delete and its wait, the report files (JSON, Markdown, trend).
+ */
 async function directDrTest(
   plane: LocalControlPlane,
   connector: ReturnType<typeof createDatabaseConnector>,
   reports: ReturnType<typeof directoryReportStore>,
   target: string,
 ): Promise<void> {
+  const startedAt = new Date().toISOString();
+  await plane.listInstances();
+  await plane.describeInstance(target).then(
+    () => {
+      throw new Error(`${target} already exists`);
+    },
+    (error: Error) => {
+      if (!(error instanceof NotFoundError)) throw error;
+    },
+  );
   const snapshot = (await plane.listSnapshots(SOURCE)).find((s) => s.status === 'available')!;
-  await plane.restoreFromSnapshot(snapshot.snapshotId, target);
+  const requestedAt = Date.now();
+  await plane.restoreFromSnapshot(snapshot.snapshotId, target, {
+    [OWNER_TAGS.workflowId]: target,
+    [OWNER_TAGS.runId]: 'direct',
+    [OWNER_TAGS.purpose]: DR_PURPOSE,
+    [OWNER_TAGS.source]: SOURCE,
+  });
   let restored = await plane.describeInstance(target);
   while (restored.status !== 'available') {
     await sleep(POLL_MS);
     restored = await plane.describeInstance(target);
   }
+  const rtoSeconds = (Date.now() - requestedAt) / 1000;
   const result = await runDrChecks(connector, {
     endpoint: restored.endpoint!,
     expectedRowCounts: snapshot.tableRowCounts ?? null,
+    expectedContentHashes: snapshot.tableContentHashes ?? null,
     sampleQueries: 20,
     minRecall: 0.9,
     efSearch: 100,
   });
   if (result.checks.some((check) => check.status === 'failed')) throw new Error('a direct check failed');
   await plane.deleteInstance(target, { skipFinalSnapshot: true, deleteAutomatedBackups: true });
-  while ((await plane.listInstances()).some((i) => i.instanceId === target)) await sleep(POLL_MS);
-  await reports.write([
-    { name: `${target}.json`, body: JSON.stringify(result), contentType: 'application/json' },
-  ]);
+  while (
+    await plane.describeInstance(target).then(
+      () => true,
+      (error: Error) => {
+        if (error instanceof NotFoundError) return false;
+        throw error;
+      },
+    )
+  ) {
+    await sleep(POLL_MS);
+  }
+  await writeDrReportFiles(reports, {
+    instanceId: SOURCE,
+    workflowId: target,
+    ok: true,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    snapshot: {
+      snapshotId: snapshot.snapshotId,
+      type: snapshot.type,
+      createdAt: snapshot.createdAt,
+      sizeBytes: snapshot.sizeBytes,
+    },
+    rpoSeconds: (Date.parse(startedAt) - Date.parse(snapshot.createdAt!)) / 1000,
+    rtoSeconds,
+    temporaryInstanceId: target,
+    temporaryInstanceDeleted: true,
+    orphansRemoved: [],
+    checks: result.checks,
+    error: null,
+    reportLocations: [],
+  });
 }
 
 main().catch((error: Error) => {
