@@ -3,11 +3,11 @@
  * bundled into one plain JavaScript file. Started through tsx, a job first loaded the TypeScript
  * loader and resolved and loaded some 600 modules one by one (the AWS SDK among them): about
  * 0.3 s of every restore, snapshot and delete before any work, more on a busy machine. The bundle
- * loads in a few tens of milliseconds with node alone. It is built once per process (esbuild,
- * which tsx already brings) from the sources as they are, so it never runs older code than the
- * caller, and written under a name of its own content into the state directory.
+ * loads in a few tens of milliseconds with node alone. It is built once per process, at its first
+ * job (esbuild, which tsx also uses), from the sources as they are then, as tsx would have compiled
+ * them, and written under a name of its own content into the state directory.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -34,11 +34,10 @@ const ownDirectory: Plugin = {
   },
 };
 
-let bundle: Promise<string> | undefined;
-const written = new Map<string, Promise<string>>();
+let bundle: Promise<{ text: string; name: string }> | undefined;
 
-/** The bundle's text, built once per process (again after a failed build). */
-function bundled(): Promise<string> {
+/** The bundle and its file name, built once per process (again after a failed build). */
+function bundled(): Promise<{ text: string; name: string }> {
   bundle ??= build({
     entryPoints: [ENTRY],
     bundle: true,
@@ -50,29 +49,21 @@ function bundled(): Promise<string> {
     plugins: [ownDirectory],
     write: false,
     logLevel: 'silent',
-  }).then((result) => result.outputFiles[0]!.text);
+  }).then(({ outputFiles }) => {
+    const text = outputFiles[0]!.text;
+    return { text, name: `local-jobs-${createHash('sha256').update(text).digest('hex').slice(0, 16)}.js` };
+  });
   bundle.catch(() => (bundle = undefined));
   return bundle;
 }
 
 /**
- * The path of the job script in `dir` (created 0700 if missing): bundled the first time this
- * process asks, then written once under `local-jobs-<content hash>.js`, atomically.
+ * The path of the job script in `dir` (created 0700 if missing), bundled the first time this
+ * process asks; written under `local-jobs-<content hash>.js`, atomically, whenever it is not
+ * there (the first job, or the directory was removed meanwhile).
  */
-export function jobScript(dir: string): Promise<string> {
-  let file = written.get(dir);
-  if (file === undefined) {
-    file = writeScript(dir);
-    written.set(dir, file);
-    // A failed attempt (a full disk, say) is tried again by the next job.
-    file.catch(() => written.delete(dir));
-  }
-  return file;
-}
-
-async function writeScript(dir: string): Promise<string> {
-  const text = await bundled();
-  const name = `local-jobs-${createHash('sha256').update(text).digest('hex').slice(0, 16)}.js`;
+export async function jobScript(dir: string): Promise<string> {
+  const { text, name } = await bundled();
   const file = path.join(dir, name);
   const exists = await stat(file).then(
     () => true,
@@ -80,7 +71,7 @@ async function writeScript(dir: string): Promise<string> {
   );
   if (!exists) {
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const temp = `${file}.${process.pid}.tmp`;
+    const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     await writeFile(temp, text, { mode: 0o600 });
     await rename(temp, file);
   }

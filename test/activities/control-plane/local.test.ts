@@ -619,6 +619,23 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
       assert.equal(final.type, 'manual');
       assert.deepEqual(final.tableRowCounts, { 'mcp_db.public.chunks': 2001 });
     });
+
+    it('runs a job as one bundled script on plain node (no TypeScript start), written again when it was removed', async () => {
+      const scripts = path.join(stateDir, 'job-scripts');
+      await rm(scripts, { recursive: true, force: true });
+      await plane.createSnapshot('source-db', 'bundled-job');
+      const job = path.join(stateDir, 'snapshots', 'bundled-job', 'job.json');
+      const { pid } = JSON.parse(await readFile(job, 'utf8')) as { pid: number };
+      const args = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter((a) => a !== '');
+      assert.equal(args[0], process.execPath);
+      assert.match(args[1]!, /\/job-scripts\/local-jobs-[0-9a-f]{16}\.js$/);
+      assert.ok((await stat(args[1]!)).isFile(), `${args[1]} is missing`);
+      assert.deepEqual(args.slice(2), [stateDir, 'snapshot', 'bundled-job']);
+      // What the job does is what every other test here shows: end it rather than wait for it.
+      process.kill(pid, 'SIGKILL');
+      assert.equal((await settledSnapshot(plane, 'bundled-job')).status, 'failed');
+      await plane.deleteSnapshot('bundled-job');
+    });
   });
 
   describe('idempotent creates: a retry of the same run finds its own resource', () => {
