@@ -364,7 +364,7 @@ async function expandContractCheck(run: CellRun): Promise<string[]> {
 
 /**
  * retention's cells: with this policy every backup snapshot of the instance expires except the
- * newest and those tagged `dbops:keep`; a snapshot dbops did not take is not retention's to judge.
+ * newest and those tagged `dbops:keep`.
  */
 const RETENTION_POLICY = { keepNewest: 1, keepDays: 0 };
 
@@ -382,18 +382,13 @@ async function snapshotAvailable(lab: Pick<Lab, 'plane' | 'stateDir'>, snapshotI
 }
 
 /**
- * Backups for this cell beside a kept one (`dbops:keep`) and a foreign one the first cell makes:
- * one new (the newest, kept), older ones up to two to expire (three for a lost reply, so the run
- * must go on to another deletion after the one it retried). What an earlier cell left (its newest,
- * what a cancel spared) counts among the older ones. Returns what the policy expires and keeps,
- * read from the provider's listing as a user would.
+ * Backups for this cell beside one tagged `dbops:keep` that the first cell makes: one new (the
+ * newest, kept) and older ones up to one to expire. What an earlier cell left (its newest, what a
+ * cancel spared) counts among the older ones. Taken one at a time (the newest is the last), as
+ * backups are. Returns what the policy expires and keeps, read from the provider's listing as a
+ * user would.
  */
-async function retentionSetup(
-  lab: Lab,
-  instanceId: string,
-  name: string,
-  fault: Fault,
-): Promise<RetentionPlan> {
+async function retentionSetup(lab: Lab, instanceId: string, name: string): Promise<RetentionPlan> {
   const backup = (id: string, extra: Record<string, string> = {}) => ({
     [OWNER_TAGS.purpose]: 'backup',
     [OWNER_TAGS.workflowId]: `${id}-backup`,
@@ -404,23 +399,18 @@ async function retentionSetup(
   const unkept = present.filter(
     (s) => s.tags[OWNER_TAGS.purpose] === 'backup' && s.tags[OWNER_TAGS.keep] === undefined,
   ).length;
-  const fresh = Math.max(1, (fault === 'lost-reply' ? 3 : 2) - unkept);
+  const fresh = Math.max(1, 2 - unkept);
   const wanted: [string, Record<string, string>][] = [
     [`${instanceId}-kept`, backup(`${instanceId}-kept`, KEEP)],
-    [`${instanceId}-foreign`, {}],
     ...Array.from({ length: fresh }, (_, i): [string, Record<string, string>] => [
       `${name}-${i}`,
       backup(`${name}-${i}`),
     ]),
   ];
-  await Promise.all(
-    wanted
-      .filter(([id]) => !present.some((s) => s.snapshotId === id))
-      .map(async ([id, tags]) => {
-        await lab.plane.createSnapshot(instanceId, id, tags);
-        await snapshotAvailable(lab, id);
-      }),
-  );
+  for (const [id, tags] of wanted.filter(([id]) => !present.some((s) => s.snapshotId === id))) {
+    await lab.plane.createSnapshot(instanceId, id, tags);
+    await snapshotAvailable(lab, id);
+  }
   const snapshots = await lab.plane.listSnapshots(instanceId); // newest first
   const backups = snapshots.filter(
     (s) => s.type === 'manual' && s.status === 'available' && s.tags[OWNER_TAGS.purpose] === 'backup',
@@ -839,7 +829,7 @@ export const WORKFLOWS: WorkflowSpec[] = [
     type: 'retention',
     instanceId: 'fx-retention',
     activities: [controlPlaneActivity('expireSnapshot', { retryAfterKillSeconds: 60 })],
-    setup: (lab, _activity, name, fault) => retentionSetup(lab, 'fx-retention', name, fault),
+    setup: (lab, _activity, name) => retentionSetup(lab, 'fx-retention', name),
     input: () => ({ instanceId: 'fx-retention', ...RETENTION_POLICY }),
     survives: () => 'completed',
     intended: NONE,
