@@ -10,7 +10,7 @@ export function shortDuration(seconds: number): string {
 }
 
 /**
- * `batch 4000 (auto, last 180 ms of 200)`, `batch 900 (auto, last 19 ms of 20 ms: 3 sessions busy)`
+ * `batch 4000 (auto, last 180 ms of 200)`, `batch 3500 (auto, last 48 ms of 50 ms: 3 sessions busy)`
  * while the application is busy, or `batch 1000` when the size is fixed.
  */
 function batchPart(progress: BackfillProgress): string {

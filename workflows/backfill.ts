@@ -46,7 +46,7 @@ export interface BackfillInput {
   targetBatchMs?: number;
   /**
    * The shorter duration self-tuned batches aim at while other sessions of the database are busy
-   * (the application), in ms (10 to 60000); not above `targetBatchMs`. Default 20.
+   * (the application), in ms (10 to 60000); not above `targetBatchMs`. Default 50.
    */
   contendedTargetBatchMs?: number;
   /** Bounds of the self-tuned size. Defaults 100 and 100000. */
@@ -172,7 +172,7 @@ const DELAY_TIMERS_PATCH = 'backfill-delay-timers';
 const SELF_TUNING_PATCH = 'backfill-self-tuning';
 /** Runs started before batches aimed shorter while the application is busy keep one target. */
 const CONTENDED_TARGET_PATCH = 'backfill-contended-target';
-const DEFAULT_CONTENDED_TARGET_BATCH_MS = 20;
+const DEFAULT_CONTENDED_TARGET_BATCH_MS = 50;
 const DEFAULT_BATCH_SIZE = 1000;
 const DEFAULT_TARGET_BATCH_MS = 200;
 
