@@ -136,8 +136,11 @@ interface WorkflowSpec {
   type: string;
   /** Its own instance: what a cell finds there (snapshots, copies named after it) is the cell's. */
   instanceId: string;
-  /** The instance needs an available snapshot before the first cell (restores, DR test). */
-  baseSnapshot?: boolean;
+  /**
+   * The instance needs an available snapshot before the first cell (restores, DR test), tagged
+   * `dbops:keep` and with these tags.
+   */
+  baseSnapshot?: boolean | Record<string, string>;
   activities: ActivitySpec[];
   /** Puts the instance in the state the run starts from; returns what `check` compares with. */
   setup?(lab: Lab, activity: ActivitySpec, name: string, fault: Fault): Promise<unknown>;
@@ -382,34 +385,25 @@ async function snapshotAvailable(lab: Pick<Lab, 'plane' | 'stateDir'>, snapshotI
 }
 
 /**
- * Backups for this cell beside one tagged `dbops:keep` that the first cell makes: one new (the
- * newest, kept) and older ones up to one to expire. What an earlier cell left (its newest, what a
- * cancel spared) counts among the older ones. Taken one at a time (the newest is the last), as
- * backups are. Returns what the policy expires and keeps, read from the provider's listing as a
+ * Backups for this cell beside the lab's base snapshot (a backup tagged `dbops:keep`): one new
+ * (the newest, kept) and older ones up to one to expire. What an earlier cell left (its newest,
+ * what a cancel spared) counts among the older ones. Taken one at a time (the newest is the last),
+ * as backups are. Returns what the policy expires and keeps, read from the provider's listing as a
  * user would.
  */
 async function retentionSetup(lab: Lab, instanceId: string, name: string): Promise<RetentionPlan> {
-  const backup = (id: string, extra: Record<string, string> = {}) => ({
+  const backup = (id: string) => ({
     [OWNER_TAGS.purpose]: 'backup',
     [OWNER_TAGS.workflowId]: `${id}-backup`,
     [OWNER_TAGS.runId]: randomUUID(),
-    ...extra,
   });
   const present = await lab.plane.listSnapshots(instanceId);
   const unkept = present.filter(
     (s) => s.tags[OWNER_TAGS.purpose] === 'backup' && s.tags[OWNER_TAGS.keep] === undefined,
   ).length;
-  const fresh = Math.max(1, 2 - unkept);
-  const wanted: [string, Record<string, string>][] = [
-    [`${instanceId}-kept`, backup(`${instanceId}-kept`, KEEP)],
-    ...Array.from({ length: fresh }, (_, i): [string, Record<string, string>] => [
-      `${name}-${i}`,
-      backup(`${name}-${i}`),
-    ]),
-  ];
-  for (const [id, tags] of wanted.filter(([id]) => !present.some((s) => s.snapshotId === id))) {
-    await lab.plane.createSnapshot(instanceId, id, tags);
-    await snapshotAvailable(lab, id);
+  for (let i = 0; i < Math.max(1, 2 - unkept); i++) {
+    await lab.plane.createSnapshot(instanceId, `${name}-${i}`, backup(`${name}-${i}`));
+    await snapshotAvailable(lab, `${name}-${i}`);
   }
   const snapshots = await lab.plane.listSnapshots(instanceId); // newest first
   const backups = snapshots.filter(
@@ -480,7 +474,7 @@ interface VectorCell {
 
 /**
  * The table with its rows and no index but its key (a rebuild's: with the index to rebuild, m 16);
- * for a cancel or terminate of a build, an old snapshot held.
+ * for a cancel or terminate of a build (a rebuild's too), an old snapshot held.
  */
 async function vectorSetup(
   lab: Lab,
@@ -510,7 +504,7 @@ async function vectorSetup(
   });
   // A cancel or terminate meets the build while it runs: it waits for this older snapshot (as it
   // would for a long report query) before it can mark its index VALID.
-  if (activity.rebuild === true || (fault !== 'cancel' && fault !== 'terminate')) {
+  if (activity.name !== 'buildVectorIndex' || (fault !== 'cancel' && fault !== 'terminate')) {
     return { oldSnapshot: undefined };
   }
   const oldSnapshot = new PgClient({ ...lab.endpoints[instanceId]!, application_name: 'fault-matrix' });
@@ -597,8 +591,8 @@ async function vectorCheck(run: CellRun): Promise<string[]> {
     if (!oneValid(after, rebuild ? REBUILT_M : undefined))
       problems.push(`the run after the terminated one left [${shownIndexes(after)}]`);
     const leftInvalid = indexes.some((i) => !i.valid);
-    if (!rebuild && next.build.droppedInvalid !== leftInvalid)
-      problems.push(`the build after the terminated one dropped an INVALID index: ${!leftInvalid}`);
+    if (next.build.droppedInvalid !== leftInvalid)
+      problems.push(`the run after the terminated one dropped an INVALID index: ${!leftInvalid}`);
   }
   return problems;
 }
@@ -828,6 +822,8 @@ export const WORKFLOWS: WorkflowSpec[] = [
     name: 'retention',
     type: 'retention',
     instanceId: 'fx-retention',
+    // A backup tagged dbops:keep, which every cell must find still there.
+    baseSnapshot: { [OWNER_TAGS.purpose]: 'backup' },
     activities: [controlPlaneActivity('expireSnapshot', { retryAfterKillSeconds: 60 })],
     setup: (lab, _activity, name) => retentionSetup(lab, 'fx-retention', name),
     input: () => ({ instanceId: 'fx-retention', ...RETENTION_POLICY }),
@@ -835,23 +831,23 @@ export const WORKFLOWS: WorkflowSpec[] = [
     intended: NONE,
     check: retentionCheck,
   },
+  // A build, and a rebuild: its new index built beside the old one (as a build is), the names
+  // swapped, the old one dropped. In this order the sample puts the cancel on a build and the
+  // terminate on a rebuild's build (each leaves an INVALID index to clear), and the server and
+  // database restarts on the swap and the drop.
   {
     name: 'vectorIndex',
     type: 'vectorIndex',
     instanceId: 'fx-vector',
-    activities: [{ name: 'buildVectorIndex', usesDatabase: true, retryAfterKillSeconds: 60 }],
-    setup: (lab, activity, _name, fault) => vectorSetup(lab, 'fx-vector', activity, fault),
-    input: (_name, activity) => ({ instanceId: 'fx-vector', ...vectorInput(activity) }),
-    survives: () => 'completed',
-    intended: NONE,
-    check: vectorCheck,
-  },
-  // A rebuild: the new index built beside the old one (as a build is), the names swapped, the old dropped.
-  {
-    name: 'vectorIndex rebuild',
-    type: 'vectorIndex',
-    instanceId: 'fx-rebuild',
     activities: [
+      { name: 'buildVectorIndex', usesDatabase: true, retryAfterKillSeconds: 60 },
+      {
+        name: 'buildVectorIndex',
+        label: 'buildVectorIndex (rebuild)',
+        usesDatabase: true,
+        retryAfterKillSeconds: 60,
+        rebuild: true,
+      },
       { name: 'swapVectorIndex', usesDatabase: true, retryAfterKillSeconds: 60, rebuild: true, ...DEAF },
       {
         name: 'dropVectorIndex',
@@ -862,8 +858,8 @@ export const WORKFLOWS: WorkflowSpec[] = [
         ...DEAF,
       },
     ],
-    setup: (lab, activity, _name, fault) => vectorSetup(lab, 'fx-rebuild', activity, fault),
-    input: (_name, activity) => ({ instanceId: 'fx-rebuild', ...vectorInput(activity) }),
+    setup: (lab, activity, _name, fault) => vectorSetup(lab, 'fx-vector', activity, fault),
+    input: (_name, activity) => ({ instanceId: 'fx-vector', ...vectorInput(activity) }),
     survives: () => 'completed',
     intended: NONE,
     check: vectorCheck,
@@ -944,7 +940,10 @@ export async function openLab(cells: Cell[]): Promise<Lab> {
     const endpoint = await waitAvailable(plane, spec.instanceId);
     endpoints[spec.instanceId] = endpoint;
     await seedDemoData(endpoint, { conversations: 40, chunksPerConversation: 1 });
-    if (spec.baseSnapshot) await plane.createSnapshot(spec.instanceId, `${spec.instanceId}-base`, KEEP);
+    if (spec.baseSnapshot) {
+      const tags = spec.baseSnapshot === true ? {} : spec.baseSnapshot;
+      await plane.createSnapshot(spec.instanceId, `${spec.instanceId}-base`, { ...KEEP, ...tags });
+    }
   }
   for (const spec of specs.filter((s) => s.baseSnapshot)) {
     await snapshotAvailable({ plane, stateDir }, `${spec.instanceId}-base`);
