@@ -16,7 +16,7 @@
  * Printed: each size's WAL replayed, median restore time, spread and replay rate; for each next
  * size its growth factor, the time ratio over the WAL ratio per round (goal: within 10% of linear,
  * 0.9 to 1.1), and the seconds per GB between the two sizes, from which a restore of any WAL
- * size can be predicted. Takes about 15 minutes with the default sizes on 2 cores.
+ * size can be predicted. Takes 9 to 11 minutes with the default sizes on 2 cores.
  *   BENCH_PITR_WAL_MB=50,200 npx tsx bench/pitr-growth.ts
  */
 import { execFile } from 'node:child_process';
