@@ -13,9 +13,8 @@
  *
  * A chunk may tune its batch size to a target duration (batch-size.ts), a shorter one while other
  * sessions are busy: a batch cut short by its statement or lock timeout is rolled back and the
- * chunk ends with the size halved. Between
- * batches it reads the database's health indicators (throttle/) and ends early, naming the one
- * over its threshold, so the workflow waits.
+ * chunk ends with the size halved. Between batches it reads the database's health indicators
+ * (throttle/) and ends early, naming the one over its threshold, so the workflow waits.
  */
 import { ApplicationFailure, CancelledFailure, Context, metricMeter } from '@temporalio/activity';
 import type { Client } from 'pg';
