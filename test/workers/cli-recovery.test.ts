@@ -128,6 +128,10 @@ describe('dbops backup / restore / dr-test (dev server, worker, local provider o
       assert.equal(run.code, 0, run.stderr);
       const { snapshotId } = JSON.parse(run.stdout) as BackupResult;
       assert.equal((await stack.plane.describeSnapshot(snapshotId)).status, 'available');
+      // Named with its run's own stamp, not the server's start time: requests a second apart are
+      // runs of their own and can never meet on one snapshot name.
+      const stamp = snapshotId.slice(`${SOURCE}-manual-`.length);
+      await stack.env.client.workflow.getHandle(`backup-${SOURCE}-${stamp}`).describe();
     }
   });
 

@@ -53,7 +53,12 @@ async function backupCommand(args: string[]): Promise<void> {
   const instanceId = instanceOption(options.instance);
   if (instanceId === undefined) throw new UsageError('dbops backup: --instance ID is required');
   const config = loadConfig();
-  const workflowId = `backup-${instanceId}-${utcStamp(new Date())}`;
+  const stamp = utcStamp(new Date());
+  const workflowId = `backup-${instanceId}-${stamp}`;
+  // Named with the run's own stamp: two requests a second apart are two runs with a snapshot each,
+  // even when both runs start within the same second of the server's clock (the workflow's
+  // default name is stamped with its start time). A name too long is left to the workflow to refuse.
+  const snapshotId = `${instanceId}-manual-${stamp}`;
   const result = await withTemporal(config, (client) =>
     explainFailure(
       runWithProgress(
@@ -66,7 +71,14 @@ async function backupCommand(args: string[]): Promise<void> {
             // The same request within the same second joins the first; a later one takes its own snapshot.
             workflowIdConflictPolicy: 'USE_EXISTING',
             staticSummary: `Backup of ${instanceId}${options.export ? ' with export' : ''}`,
-            args: [{ instanceId, export: options.export ?? false, timeouts: pollTimeouts(config) }],
+            args: [
+              {
+                instanceId,
+                ...(isRdsIdentifier(snapshotId) ? { snapshotId } : {}),
+                export: options.export ?? false,
+                timeouts: pollTimeouts(config),
+              },
+            ],
           }),
         options.json ?? false,
       ),
