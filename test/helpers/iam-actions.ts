@@ -28,13 +28,10 @@ const S3_ACTIONS: Record<string, string[]> = {
   GetObjectAttributes: ['s3:GetObject', 's3:GetObjectAttributes'],
 };
 
-/** The condition keys of a KMS cryptographic operation (Decrypt, GenerateDataKey). */
-const KMS_CRYPTO_KEYS = [
+/** The condition keys every KMS action on a key supports: the key resource's and the call's. */
+const KMS_KEY_KEYS = [
   'aws:ResourceTag/${TagKey}',
   'kms:CallerAccount',
-  'kms:EncryptionAlgorithm',
-  'kms:EncryptionContext:${EncryptionContextKey}',
-  'kms:EncryptionContextKeys',
   'kms:KeyOrigin',
   'kms:KeySpec',
   'kms:KeyUsage',
@@ -43,6 +40,14 @@ const KMS_CRYPTO_KEYS = [
   'kms:RequestAlias',
   'kms:ResourceAliases',
   'kms:ViaService',
+];
+
+/** The condition keys of a KMS cryptographic operation (Decrypt, GenerateDataKey). */
+const KMS_CRYPTO_KEYS = [
+  ...KMS_KEY_KEYS,
+  'kms:EncryptionAlgorithm',
+  'kms:EncryptionContext:${EncryptionContextKey}',
+  'kms:EncryptionContextKeys',
 ];
 
 /**
@@ -57,34 +62,14 @@ const KMS_CRYPTO_KEYS = [
 export const ACTION_CONDITION_KEYS: Record<string, readonly string[]> = {
   // kms:GrantIsForAWSResource exists only on the grant actions (CreateGrant, ListGrants, RevokeGrant).
   'kms:CreateGrant': [
-    'aws:ResourceTag/${TagKey}',
-    'kms:CallerAccount',
+    ...KMS_KEY_KEYS,
     'kms:GrantConstraintType',
     'kms:GranteePrincipal',
     'kms:GrantIsForAWSResource',
     'kms:GrantOperations',
-    'kms:KeyOrigin',
-    'kms:KeySpec',
-    'kms:KeyUsage',
-    'kms:MultiRegion',
-    'kms:MultiRegionKeyType',
-    'kms:RequestAlias',
-    'kms:ResourceAliases',
     'kms:RetiringPrincipal',
-    'kms:ViaService',
   ],
-  'kms:DescribeKey': [
-    'aws:ResourceTag/${TagKey}',
-    'kms:CallerAccount',
-    'kms:KeyOrigin',
-    'kms:KeySpec',
-    'kms:KeyUsage',
-    'kms:MultiRegion',
-    'kms:MultiRegionKeyType',
-    'kms:RequestAlias',
-    'kms:ResourceAliases',
-    'kms:ViaService',
-  ],
+  'kms:DescribeKey': KMS_KEY_KEYS,
   // The cryptographic operations share their keys.
   'kms:Decrypt': KMS_CRYPTO_KEYS,
   'kms:GenerateDataKey': KMS_CRYPTO_KEYS,
