@@ -5,7 +5,9 @@
  * the WAL drained (bench/lib/rounds.ts: a warm-up, then >= 5 rounds in alternating order).
  * Printed: each size's median time, spread and rows/s, and for each next size its growth factor
  * against the one before, per round: the time's and the time per row's (goal: within 10% of
- * linear, a time per row factor of 0.9 to 1.1).
+ * linear, a time per row factor of 0.9 to 1.1); then each step's seconds per further million rows
+ * (the time without the run's fixed part), whether that cost stays the same from step to step
+ * (0.9 to 1.1), and the line that predicts a backfill of any size from the largest step.
  */
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { Client } from 'pg';
@@ -124,7 +126,50 @@ async function main(): Promise<void> {
       );
       return [time, perRow];
     });
-    printRatios(growth);
+    // What each further million rows costs: the time without the run's fixed part (starting the
+    // workflow, the first chunk's connection, the batch size's ramp). Linear growth means this
+    // cost is the same for every step, so any size can be predicted from two.
+    const steps = SIZES.slice(1).map((rows, i) => {
+      const before = SIZES[i]!;
+      const after = samples[label(rows)]!;
+      const earlier = samples[label(before)]!;
+      const millions = (rows - before) / 1e6;
+      return {
+        name: `${label(before)} -> ${label(rows)}`,
+        rows,
+        after,
+        perMillion: after.map((seconds, round) => (seconds - earlier[round]!) / millions),
+      };
+    });
+    for (const step of steps) {
+      console.log(
+        `${step.name}: ${median(step.perMillion).toFixed(2)} s per further million rows (${Math.min(...step.perMillion).toFixed(2)} to ${Math.max(...step.perMillion).toFixed(2)})`,
+      );
+      record(`seconds per further million rows, ${step.name}`, step.perMillion, { unit: 's' });
+    }
+    console.log('');
+    printRatios([
+      ...growth,
+      ...steps
+        .slice(1)
+        .map((step, i) =>
+          ratio(
+            `seconds per further million rows, ${step.name} / ${steps[i]!.name}`,
+            step.perMillion,
+            steps[i]!.perMillion,
+            '0.9 to 1.1 (linear)',
+          ),
+        ),
+    ]);
+    const last = steps.at(-1);
+    if (last !== undefined) {
+      const perMillion = median(last.perMillion);
+      const fixed = median(last.after) - perMillion * (last.rows / 1e6);
+      console.log('');
+      console.log(
+        `prediction from the largest step: backfill ≈ ${fixed.toFixed(1)} s + ${perMillion.toFixed(2)} s per million rows`,
+      );
+    }
   } finally {
     worker.shutdown();
     await running.catch(() => undefined);
