@@ -17,6 +17,16 @@ export interface ProviderConfig {
   aws: AwsConfig | undefined;
   /** Where the local provider keeps clusters, snapshots and exports. */
   stateDir: string;
+  /** How the local provider takes its snapshots; unset: its defaults. */
+  localBackup?: LocalBackupSettings;
+}
+
+/** The local provider's snapshot settings (DBOPS_LOCAL_BACKUP_MAX_RATE, DBOPS_LOCAL_BACKUP_CHECKPOINT). */
+export interface LocalBackupSettings {
+  /** pg_basebackup `--max-rate` of every snapshot, e.g. `50M`; unset: pre-migration snapshots only, at 100M. */
+  maxRate: string | undefined;
+  /** The checkpoint a snapshot starts with: `fast` (at once) or `spread` (paced, up to minutes). */
+  checkpoint: 'fast' | 'spread';
 }
 
 /** Where the application database lives. No password here: it comes from `.pgpass` or PGPASSWORD. */

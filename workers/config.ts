@@ -158,6 +158,10 @@ export function loadConfig(env: Env = process.env): Config {
     },
     aws: provider === 'aws' ? loadAwsConfig(env) : undefined,
     stateDir: path.resolve(raw(env, 'DBOPS_STATE_DIR') ?? defaultStateDir()),
+    localBackup: {
+      maxRate: backupMaxRate(env, 'DBOPS_LOCAL_BACKUP_MAX_RATE'),
+      checkpoint: oneOf(env, 'DBOPS_LOCAL_BACKUP_CHECKPOINT', ['fast', 'spread'] as const, 'fast'),
+    },
     operations: {
       maintenanceWindow: maintenanceWindow(env, 'DBOPS_MAINTENANCE_WINDOW', 'sun:04:00-sun:05:00'),
       healthCheckIntervalMinutes: integer(env, 'DBOPS_HEALTH_CHECK_INTERVAL_MINUTES', 5, 1, 1440),
@@ -633,6 +637,25 @@ function text(env: Env, name: string, fallback: string): string {
 function required(env: Env, name: string, expected: string): string {
   const value = raw(env, name);
   if (value === undefined) throw new ConfigError(name, `is not set; expected ${expected}`);
+  return value;
+}
+
+/**
+ * A pg_basebackup `--max-rate`: kB/s, or MB/s with `M` (`k` may mark kB/s), from 32 kB/s to
+ * 1024 MB/s as pg_basebackup accepts; unset: undefined. Checked here, so a typo stops the worker
+ * at start instead of failing the next deploy's snapshot.
+ */
+function backupMaxRate(env: Env, name: string): string | undefined {
+  const value = raw(env, name);
+  if (value === undefined) return undefined;
+  const match = /^(\d+)([kM]?)$/.exec(value);
+  const kilobytes = match === null ? NaN : Number(match[1]) * (match[2] === 'M' ? 1024 : 1);
+  if (!(kilobytes >= 32 && kilobytes <= 1024 * 1024)) {
+    throw new ConfigError(
+      name,
+      `is ${JSON.stringify(value)}; expected a rate from 32k to 1024M, e.g. 50M (MB/s) or 500k (kB/s)`,
+    );
+  }
   return value;
 }
 

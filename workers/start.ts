@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 
-import { LocalControlPlane } from '../activities/control-plane/local';
+import { LocalControlPlane, localBackupOptions } from '../activities/control-plane/local';
 import { ping } from '../workflows';
 import { utcStamp } from '../workflows/lib/recovery';
 import { loadConfig, stateDirProblem, type Config, type TemporalConfig } from './config';
@@ -45,7 +45,10 @@ async function main(): Promise<void> {
 
     // The embedded stack always runs the local provider, whatever DBOPS_PROVIDER says.
     console.log(`[start] local database ${config.instanceId} ...`);
-    const localDatabases = new LocalControlPlane({ stateDir: config.stateDir });
+    const localDatabases = new LocalControlPlane({
+      stateDir: config.stateDir,
+      ...localBackupOptions(config.localBackup),
+    });
     const database = await localDatabases.ensureRunning(config.instanceId);
     stops.push(() => stopLocalInstances(localDatabases));
     await prepareDemoData(database);

@@ -23,6 +23,7 @@ import {
 } from '../../workflows/lib/errors';
 import { isRdsIdentifier, RDS_IDENTIFIER_RULE } from '../../workflows/lib/identifiers';
 import { describeOwner, ownedBy } from '../../workflows/lib/owner-tags';
+import type { LocalBackupSettings } from '../config-types';
 import { freePort } from '../ports';
 import {
   chownToPostgres,
@@ -49,6 +50,7 @@ import { newestAvailableSnapshot } from './control-plane';
 import {
   APP_DATABASE,
   adminEndpoint,
+  BACKUP_CHECKPOINT_ENV,
   BACKUP_MAX_RATE_ENV,
   createSnapshotRecord,
   removeInstance,
@@ -72,6 +74,19 @@ export interface LocalControlPlaneOptions {
   stateDir: string;
   /** pg_basebackup `--max-rate` for snapshots (e.g. `10M`), to limit their I/O impact. */
   backupMaxRate?: string;
+  /** The checkpoint snapshots start with (default: the environment's, else `fast`). */
+  backupCheckpoint?: 'fast' | 'spread';
+}
+
+/** The options of a local control plane that take its snapshots as `settings` say. */
+export function localBackupOptions(
+  settings: LocalBackupSettings | undefined,
+): Pick<LocalControlPlaneOptions, 'backupMaxRate' | 'backupCheckpoint'> {
+  if (settings === undefined) return {};
+  return {
+    ...(settings.maxRate === undefined ? {} : { backupMaxRate: settings.maxRate }),
+    backupCheckpoint: settings.checkpoint,
+  };
 }
 
 /** A job without a pid file this long after the request never started (its caller died). */
@@ -644,6 +659,7 @@ export class LocalControlPlane implements ControlPlane {
         env: {
           ...process.env,
           [BACKUP_MAX_RATE_ENV]: this.options.backupMaxRate ?? process.env[BACKUP_MAX_RATE_ENV],
+          [BACKUP_CHECKPOINT_ENV]: this.options.backupCheckpoint ?? process.env[BACKUP_CHECKPOINT_ENV],
         },
       });
       child.unref();

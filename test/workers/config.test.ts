@@ -310,6 +310,32 @@ describe('config: snapshot retention', () => {
   });
 });
 
+describe('config: local snapshots (DBOPS_LOCAL_BACKUP_MAX_RATE, DBOPS_LOCAL_BACKUP_CHECKPOINT)', () => {
+  it('defaults to no rate of its own and a fast checkpoint, and reads both', () => {
+    assert.deepEqual(loadConfig({}).localBackup, { maxRate: undefined, checkpoint: 'fast' });
+    assert.deepEqual(
+      loadConfig({ DBOPS_LOCAL_BACKUP_MAX_RATE: '50M', DBOPS_LOCAL_BACKUP_CHECKPOINT: 'spread' }).localBackup,
+      { maxRate: '50M', checkpoint: 'spread' },
+    );
+    assert.equal(loadConfig({ DBOPS_LOCAL_BACKUP_MAX_RATE: '32k' }).localBackup?.maxRate, '32k');
+  });
+
+  it('refuses a rate pg_basebackup would refuse, and an unknown checkpoint, naming the variable', () => {
+    for (const rate of ['50MB', '10m', '31', '1025M', 'fast']) {
+      assert.throws(
+        () => loadConfig({ DBOPS_LOCAL_BACKUP_MAX_RATE: rate }),
+        new RegExp(
+          `^ConfigError: DBOPS_LOCAL_BACKUP_MAX_RATE: is "${rate}"; expected a rate from 32k to 1024M, e\\.g\\. 50M \\(MB/s\\) or 500k \\(kB/s\\)$`,
+        ),
+      );
+    }
+    assert.throws(
+      () => loadConfig({ DBOPS_LOCAL_BACKUP_CHECKPOINT: 'slow' }),
+      /^ConfigError: DBOPS_LOCAL_BACKUP_CHECKPOINT: is "slow"; expected one of fast, spread$/,
+    );
+  });
+});
+
 describe('config: maintenance window, health-check and sweep intervals, metrics port', () => {
   it('defaults to the RDS window of the runbook, a 5-minute health check, an hourly sweep and port 9464', () => {
     assert.deepEqual(loadConfig({}).operations, {
