@@ -65,8 +65,10 @@ export async function heartbeatWhile<T>(
     })();
   };
 
-  beat();
-  const timer = setInterval(beat, options.everyMs ?? HEARTBEAT_EVERY_MS);
+  // A local activity has no heartbeat (the workflow task it runs in stands for it): no beats.
+  const local = context.info.isLocal;
+  if (!local) beat();
+  const timer = local ? undefined : setInterval(beat, options.everyMs ?? HEARTBEAT_EVERY_MS);
   if (signal.aborted) cancel();
   else signal.addEventListener('abort', cancel, { once: true });
   try {

@@ -61,8 +61,10 @@ import {
   deleteInstance,
   deleteOwnedInstance,
   failureMessage,
+  lookups,
   waitForAvailable,
   waitUntilGone,
+  type WaitCarry,
 } from './lib/recovery-steps';
 
 export interface DrTestInput {
@@ -111,10 +113,19 @@ const LATE_CANCEL = 'dr-test-cancel-during-cleanup';
 /** Runs started before a DR test could restore to a point in time replay as they ran. */
 const POINT_IN_TIME_DRILL = 'dr-test-point-in-time';
 
+/**
+ * Runs started before a DR test looked (describe, find, list) through local activities, its waits
+ * on a steady cadence from the request, replay as they ran.
+ */
+const QUICK_LOOKS = 'dr-test-local-looks-on-a-steady-cadence';
+
 export async function drTest(input: DrTestInput): Promise<DrTestReport> {
   const valid = validate(input);
   const { instanceId, timeouts, resume } = valid;
   const setStep = trackRecovery('drTest', instanceId);
+  const quick = patched(QUICK_LOOKS);
+  const look = lookups(quick);
+  const looks = { look, steady: quick };
   const started = new Date();
   const { workflowId } = workflowInfo();
   const target = resume?.target ?? valid.target;
@@ -138,7 +149,7 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
   // A point in time is chosen, and checked against the window, before anything is changed.
   if (resume === undefined && valid.pointInTime !== 'latest-snapshot' && patched(POINT_IN_TIME_DRILL)) {
     setStep(`checking the restorable window of ${instanceId}`);
-    report.pointInTime = choosePoint(await controlPlane.describeInstance(instanceId), valid.pointInTime);
+    report.pointInTime = choosePoint(await look.describeInstance(instanceId), valid.pointInTime);
     // What a disaster at the start would have lost: the age of the latest restorable time then.
     report.rpoSeconds = Math.max(0, secondsBetween(report.pointInTime.window.latest, report.startedAt)!);
   }
@@ -163,9 +174,9 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
     else {
       if (resume === undefined) {
         setStep('removing orphans of earlier runs');
-        for (const orphan of await controlPlane.findOrphanDrInstances(instanceId)) {
+        for (const orphan of await look.findOrphanDrInstances(instanceId)) {
           log.warn(`removing ${orphan}: a DR test instance no running workflow owns`, { instanceId });
-          await deleteInstance(orphan, timeouts);
+          await deleteInstance(orphan, timeouts, looks);
           report.orphansRemoved.push(orphan);
         }
       }
@@ -173,7 +184,7 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
       // another DR test of this instance that is running now (the schedule's while one started by
       // hand runs; orphans are gone by now, so a DR copy of this source left here has a running
       // owner). Wait until it is gone, then test. Anything else of that name is not ours to touch.
-      const existing = resume === undefined ? await controlPlane.findInstance(target) : null;
+      const existing = resume === undefined ? await look.findInstance(target) : null;
       const otherTest =
         resume?.step === 'other-test'
           ? resume.other
@@ -194,8 +205,9 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
         await waitUntilGone(target, longest, timeouts, {
           resume: resume?.wait,
           continueAsNew: (wait) => carryOver({ step: 'other-test', other: otherTest, wait }),
+          ...looks,
         });
-      } else if (existing !== null) await waitUntilGone(target, timeouts.deletion, timeouts);
+      } else if (existing !== null) await waitUntilGone(target, timeouts.deletion, timeouts, looks);
 
       if (point !== undefined) {
         setStep(`restoring ${instanceId} to ${point.target} as ${target}`);
@@ -209,7 +221,7 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
         );
       } else {
         setStep('finding the newest available snapshot');
-        const newest = (await controlPlane.listSnapshots(instanceId)).find((s) => s.status === 'available');
+        const newest = (await look.listSnapshots(instanceId)).find((s) => s.status === 'available');
         if (newest === undefined) {
           throw ApplicationFailure.nonRetryable(
             `instance ${instanceId} has no available snapshot to test: take one with dbops backup --instance ${instanceId}`,
@@ -241,6 +253,9 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
       {
         resume: resume?.step === 'restore' ? resume.wait : undefined,
         continueAsNew: (wait) => carryOver({ step: 'restore', snapshot, requestedAt, wait }),
+        // The looks count from the request, as the restore time (RTO) does.
+        since: quick ? Date.parse(requestedAt) : undefined,
+        ...looks,
       },
     );
     report.rtoSeconds = secondsBetween(requestedAt, new Date().toISOString());
@@ -274,7 +289,7 @@ export async function drTest(input: DrTestInput): Promise<DrTestReport> {
 
   await CancellationScope.nonCancellable(async () => {
     setStep(`deleting ${target}`);
-    report.checks.push(await cleanup(target, owner, timeouts));
+    report.checks.push(await cleanup(target, owner, timeouts, looks));
     report.temporaryInstanceDeleted = report.checks.at(-1)!.status === 'passed';
     noteLateCancel();
     report.finishedAt = new Date().toISOString();
@@ -321,9 +336,10 @@ async function cleanup(
   target: string,
   owner: Record<string, string>,
   timeouts: RecoveryTimeouts,
+  looks: WaitCarry,
 ): Promise<DrCheck> {
   try {
-    const outcome = await deleteOwnedInstance(target, owner, timeouts);
+    const outcome = await deleteOwnedInstance(target, owner, timeouts, looks);
     const detail = {
       deleted: `temporary instance ${target} deleted`,
       absent: `temporary instance ${target} was never created`,

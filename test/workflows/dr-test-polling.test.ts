@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
 
-import { Context } from '@temporalio/activity';
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
@@ -13,9 +13,6 @@ import { createTimeSkippingEnv, workflowBundle } from '../helpers/temporal';
 
 const SOURCE = 'slow-src';
 const MINUTE = 60_000;
-
-/** The server's clock as an activity sees it: when this attempt was scheduled (skipped time). */
-const serverNow = () => Context.current().info.currentAttemptScheduledTimestampMs;
 
 const snapshot: SnapshotDescription = {
   snapshotId: 'slow-src-manual-20261101-030000',
@@ -34,9 +31,16 @@ const snapshot: SnapshotDescription = {
 /**
  * A stand-in provider (a mock: RDS restores that take hours cannot run here): the restored
  * instance stays `creating` until `readyAfterMs` of the server's (skipped) time have passed since
- * the restore request, then becomes `finalStatus`. It records when each look happened.
+ * the restore request, then becomes `finalStatus`. It records when each look happened. The clock
+ * is the server's, asked for: a look runs as a local activity, whose schedule time is the worker's.
+ * A describe answers after `lookMs` (an RDS describe takes a few hundred milliseconds).
  */
-function standInActivities(readyAfterMs: number, finalStatus: InstanceDescription['status']) {
+function standInActivities(
+  serverNow: () => Promise<number>,
+  readyAfterMs: number,
+  finalStatus: InstanceDescription['status'],
+  lookMs = 0,
+) {
   const calls: string[] = [];
   const looks: number[] = [];
   let requestedAt = 0;
@@ -45,9 +49,9 @@ function standInActivities(readyAfterMs: number, finalStatus: InstanceDescriptio
     findOrphanDrInstances: () => Promise.resolve([]),
     listSnapshots: () => Promise.resolve([snapshot]),
     findInstance: () => Promise.resolve(restored),
-    restoreFromSnapshot: (_snapshotId, targetInstanceId, tags = {}) => {
+    restoreFromSnapshot: async (_snapshotId, targetInstanceId, tags = {}) => {
       calls.push(`restore ${targetInstanceId}`);
-      requestedAt = serverNow();
+      requestedAt = await serverNow();
       restored = {
         instanceId: targetInstanceId,
         status: 'creating',
@@ -60,11 +64,13 @@ function standInActivities(readyAfterMs: number, finalStatus: InstanceDescriptio
         multiAz: false,
         tags,
       };
-      return Promise.resolve(restored);
+      return restored;
     },
-    describeInstance: () => {
-      looks.push(serverNow());
-      if (serverNow() - requestedAt >= readyAfterMs && restored !== null) {
+    describeInstance: async () => {
+      const now = await serverNow();
+      looks.push(now);
+      await sleep(lookMs);
+      if (now - requestedAt >= readyAfterMs && restored !== null) {
         restored = {
           ...restored,
           status: finalStatus,
@@ -72,7 +78,7 @@ function standInActivities(readyAfterMs: number, finalStatus: InstanceDescriptio
           endpoint: { host: '127.0.0.1', port: 1, database: 'mcp_db', user: 'postgres' },
         };
       }
-      return Promise.resolve(restored!);
+      return restored!;
     },
     runDrChecks: () =>
       Promise.resolve({
@@ -95,6 +101,7 @@ describe('drTest polling on the time-skipping server (stand-in provider activiti
   this.timeout(120_000);
   let env: TestWorkflowEnvironment;
   let runs = 0;
+  const clock = () => env.currentTimeMs();
 
   before(async () => {
     env = await createTimeSkippingEnv();
@@ -126,7 +133,7 @@ describe('drTest polling on the time-skipping server (stand-in provider activiti
   }
 
   it('waits out a two-hour restore in seconds, looking less often as it waits; the RTO says two hours, within a tenth', async () => {
-    const stand = standInActivities(120 * MINUTE, 'available');
+    const stand = standInActivities(clock, 120 * MINUTE, 'available');
     const { report, failure } = await run(stand, { pollInterval: '2 minutes' });
     assert.equal(failure, undefined);
     // Every 2 minutes for the first 20, then a tenth of the time waited: 30 looks, not 61.
@@ -138,8 +145,22 @@ describe('drTest polling on the time-skipping server (stand-in provider activiti
     ]);
   });
 
+  it('looks on a steady cadence however long a look takes: every minute counted from the restore request', async () => {
+    const stand = standInActivities(clock, 10.5 * MINUTE, 'available', 250);
+    const { report, failure } = await run(stand, { pollInterval: '1 minute' });
+    assert.equal(failure, undefined);
+    // The first look right after the request, then one a minute for the first 10 minutes (the
+    // backoff starts there): each on its minute, the 250 ms a look takes not adding up.
+    const late = stand.looks.slice(1, 11).map((at, i) => at - stand.looks[1]! - i * MINUTE);
+    assert.ok(
+      late.every((ms) => Math.abs(ms) < 200),
+      `ms after each minute: ${late.join(' ')}`,
+    );
+    assert.ok(report.rtoSeconds! >= 630 && report.rtoSeconds! <= 630 * 1.1, `RTO ${report.rtoSeconds}`);
+  });
+
   it('deletes the copy when the restore fails, and the report names the failure', async () => {
-    const stand = standInActivities(30 * MINUTE, 'failed');
+    const stand = standInActivities(clock, 30 * MINUTE, 'failed');
     const { report, failure } = await run(stand, { pollInterval: '1 minute' });
     assert.equal(failure?.type, 'DrTestFailed');
     assert.match(
@@ -154,7 +175,7 @@ describe('drTest polling on the time-skipping server (stand-in provider activiti
   });
 
   it('gives up after timeouts.restore with a clear message, its last look on the deadline, and still deletes the copy', async () => {
-    const stand = standInActivities(Number.MAX_SAFE_INTEGER, 'available');
+    const stand = standInActivities(clock, Number.MAX_SAFE_INTEGER, 'available');
     const { report, failure } = await run(stand, { pollInterval: '5 minutes', restore: '3 hours' });
     assert.equal(failure?.type, 'DrTestFailed');
     assert.match(

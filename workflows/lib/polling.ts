@@ -9,6 +9,12 @@
  * so a wait whose workflow can carry it over continues as new once the run's history is long
  * (Temporal suggests it, or HISTORY_EVENTS_PER_RUN): the next run of the chain goes on with the
  * same wait, its backoff and its deadline, from where this one stopped.
+ *
+ * A wait can keep a steady cadence (`steady`): each pause then counts from when the previous look
+ * was due rather than from its answer, so the time a look takes (its workflow task, the provider's
+ * answer) does not add up from look to look; and a wait may count from when what it waits for was
+ * asked (`since`, e.g. the restore request). Its tenth look then comes ten pauses after the
+ * request, not ten pauses plus the time of ten looks.
  */
 import { ApplicationFailure, patched, sleep, workflowInfo } from '@temporalio/workflow';
 
@@ -37,6 +43,13 @@ export interface PollOptions<T> {
   maxInterval?: string | number;
   /** Give up after this long (Temporal duration). */
   timeout: string | number;
+  /**
+   * When the wait began, in workflow time (epoch ms), if before now: e.g. when the restore it
+   * waits for was requested. Its deadline and its looks count from it. Default: now.
+   */
+  since?: number;
+  /** Each pause counts from when the previous look was due, not from its answer (see above). */
+  steady?: boolean;
   /** The wait as an earlier run of this workflow's chain left it: go on with it. */
   resume?: WaitPosition;
   /**
@@ -68,8 +81,11 @@ const BACKOFF = 'polling-backs-off-and-continues-as-new';
 
 export async function pollUntil<T>(options: PollOptions<T>): Promise<T> {
   const current = patched(BACKOFF);
-  const wait = options.resume ?? { since: Date.now(), deadline: Date.now() + toMs(options.timeout) };
+  const since = Math.min(options.since ?? Date.now(), Date.now());
+  const wait = options.resume ?? { since, deadline: since + toMs(options.timeout) };
   options.started?.(wait);
+  // When the next look is due, on a steady cadence: a resumed wait keeps its backoff from now on.
+  let due = options.resume === undefined ? wait.since : Date.now();
   for (;;) {
     const state = await options.describe();
     options.onState?.(state);
@@ -90,8 +106,30 @@ export async function pollUntil<T>(options: PollOptions<T>): Promise<T> {
       continue;
     }
     if (options.continueAsNew !== undefined && historyIsLong()) await options.continueAsNew(wait);
-    await sleep(nextPause(options, wait));
+    if (options.steady !== true) {
+      await sleep(nextPause(options, wait));
+      continue;
+    }
+    due = nextDue(options, wait, due);
+    await sleep(Math.min(due, wait.deadline) - Date.now());
   }
+}
+
+/**
+ * When the look after the one due at `due` is due: a pause later, the pause as nextPause reckons it
+ * from `due`. A look answered so late that this has passed is followed by the next after half a
+ * pause, so looks never come back to back.
+ */
+function nextDue(
+  options: Pick<PollOptions<unknown>, 'interval' | 'maxInterval'>,
+  wait: WaitPosition,
+  due: number,
+): number {
+  const pause = Math.min(
+    Math.max((due - wait.since) / 10, toMs(options.interval)),
+    toMs(options.maxInterval ?? MAX_POLL_INTERVAL),
+  );
+  return Math.max(due + pause, Date.now() + pause / 2);
 }
 
 /** A tenth of the time waited, within [interval, maxInterval], and never past the deadline. */

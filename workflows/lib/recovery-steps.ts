@@ -8,6 +8,7 @@ import {
   CancellationScope,
   patched,
   proxyActivities,
+  proxyLocalActivities,
   sleep,
 } from '@temporalio/workflow';
 
@@ -15,7 +16,7 @@ import type { Activities } from '../../activities';
 import type { InstanceDescription } from '../../activities/control-plane/control-plane';
 import { DeletionProtectedError, InvalidStateError, NON_RETRYABLE_ERROR_TYPES } from './errors';
 import { DATABASE_RETRY } from './retry';
-import { pollUntil, toMs, type WaitPosition } from './polling';
+import { pollUntil, toMs, type PollOptions } from './polling';
 import type { RecoveryTimeouts } from './recovery';
 
 const retry = {
@@ -27,6 +28,26 @@ const retry = {
 
 /** ControlPlane calls return at once (the slow part runs on the provider): short timeouts. */
 export const controlPlane = proxyActivities<Activities>({ startToCloseTimeout: '2 minutes', retry });
+
+/** The calls that only look (describe, find, list): they change nothing, so repeating one is safe. */
+export type Lookups = Pick<
+  Activities,
+  'describeInstance' | 'findInstance' | 'listSnapshots' | 'findOrphanDrInstances'
+>;
+
+/**
+ * The same looks as local activities: run by the worker inside the workflow task that asks for
+ * them, with no trip through the task queue and no second workflow task for the answer (about
+ * 15 ms less per look on a dev server); each answer is a marker in the history. A worker lost
+ * during one loses its workflow task, and the worker that takes the task over looks again. The
+ * waits between looks stay durable timers.
+ */
+const localLookups: Lookups = proxyLocalActivities<Activities>({ startToCloseTimeout: '2 minutes', retry });
+
+/** The looks a run makes: local activities, or the activities of runs started before (`local` false). */
+export function lookups(local: boolean): Lookups {
+  return local ? localLookups : controlPlane;
+}
 
 /**
  * Runs started before create and delete calls waited for their cancellation and waited out busy
@@ -76,23 +97,25 @@ export const checks = proxyActivities<Activities>({
 
 /**
  * How a long wait carries over a continue-as-new: where the earlier run left it, and how this run
- * hands it to the next (see pollUntil).
+ * hands it to the next; and how it looks: since when, on a steady cadence (see pollUntil), and
+ * with which calls (`look`: the control plane's activities by default).
  */
-export interface WaitCarry {
-  resume?: WaitPosition;
-  continueAsNew?: (wait: WaitPosition) => Promise<never>;
-  started?: (wait: WaitPosition) => void;
+export interface WaitCarry extends Pick<
+  PollOptions<unknown>,
+  'resume' | 'continueAsNew' | 'started' | 'since' | 'steady'
+> {
+  look?: Lookups;
 }
 
 export async function waitForAvailable(
   instanceId: string,
   timeouts: RecoveryTimeouts,
   onState: (state: InstanceDescription) => void,
-  carry: WaitCarry = {},
+  { look = controlPlane, ...carry }: WaitCarry = {},
 ): Promise<InstanceDescription & { endpoint: NonNullable<InstanceDescription['endpoint']> }> {
   const state = await pollUntil({
     what: `instance ${instanceId} to be available`,
-    describe: () => controlPlane.describeInstance(instanceId),
+    describe: () => look.describeInstance(instanceId),
     isDone: (s) => s.status === 'available' && s.endpoint !== undefined,
     failure: (s) =>
       ['failed', 'deleting', 'stopped'].includes(s.status) ? `it is ${s.providerStatus}` : undefined,
@@ -115,7 +138,7 @@ export async function deleteOwnedInstance(
   timeouts: RecoveryTimeouts,
   carry: WaitCarry = {},
 ): Promise<'deleted' | 'absent' | 'not-ours'> {
-  const found = await controlPlane.findInstance(instanceId);
+  const found = await (carry.look ?? controlPlane).findInstance(instanceId);
   if (found === null) return 'absent';
   if (!Object.entries(owner).every(([key, value]) => found.tags[key] === value)) return 'not-ours';
   await deleteInstance(instanceId, timeouts, carry);
@@ -190,11 +213,11 @@ export async function waitUntilGone(
   instanceId: string,
   timeout: string | number,
   timeouts: RecoveryTimeouts,
-  carry: WaitCarry = {},
+  { look = controlPlane, ...carry }: WaitCarry = {},
 ): Promise<void> {
   await pollUntil({
     what: `instance ${instanceId} to be deleted`,
-    describe: () => controlPlane.findInstance(instanceId),
+    describe: () => look.findInstance(instanceId),
     isDone: (s) => s === null,
     interval: timeouts.pollInterval,
     maxInterval: timeouts.maxPollInterval,

@@ -16,7 +16,7 @@ import type { ControlPlane, InstanceDescription } from '../../../activities/cont
 import { createOrphanActivities } from '../../../activities/recovery/orphans';
 import { backup, drTest, pitrRestore, snapshotRestore, sweepOrphans } from '../../../workflows';
 import { OWNER_TAGS } from '../../../workflows/lib/owner-tags';
-import { backupStandIns, HOUR, ORPHANS, runChain, serverNow, sweepStandIns } from '../../helpers/long-waits';
+import { backupStandIns, HOUR, ORPHANS, runChain, sweepStandIns } from '../../helpers/long-waits';
 import { createTimeSkippingEnv, workflowBundle } from '../../helpers/temporal';
 
 /** The runs of a workflow's chain, first to last, with their event counts. */
@@ -113,14 +113,18 @@ describe('long waits on the time-skipping server (stand-in control-plane activit
     tags: {},
   };
 
-  /** A stand-in restored instance, `creating` until `readyAfter` (server time) has passed. */
+  /**
+   * A stand-in restored instance, `creating` until `readyAfter` (server time) has passed. The
+   * server's clock is asked for: a DR test looks through local activities, whose schedule time is
+   * the worker's.
+   */
   function standInRestores(readyAfter: number) {
     let restoredAt = 0;
     let restored: InstanceDescription | null = null;
     const calls: string[] = [];
-    const create = (targetInstanceId: string, tags: Record<string, string>) => {
+    const create = async (targetInstanceId: string, tags: Record<string, string>) => {
       calls.push(`restore ${targetInstanceId}`);
-      restoredAt = serverNow();
+      restoredAt = await env.currentTimeMs();
       restored = {
         instanceId: targetInstanceId,
         status: 'creating',
@@ -133,10 +137,10 @@ describe('long waits on the time-skipping server (stand-in control-plane activit
         multiAz: false,
         tags,
       };
-      return Promise.resolve(restored);
+      return restored;
     };
-    const look = () => {
-      if (restored !== null && serverNow() >= restoredAt + readyAfter) {
+    const look = async () => {
+      if (restored !== null && (await env.currentTimeMs()) >= restoredAt + readyAfter) {
         restored = {
           ...restored,
           status: 'available',
@@ -163,8 +167,8 @@ describe('long waits on the time-skipping server (stand-in control-plane activit
         }),
       restoreFromSnapshot: (_snapshotId, targetInstanceId, tags = {}) => create(targetInstanceId, tags),
       restoreToPointInTime: (_source, targetInstanceId, _to, tags = {}) => create(targetInstanceId, tags),
-      describeInstance: (instanceId) => Promise.resolve(instanceId === 'huge-src' ? source : look()!),
-      findInstance: (instanceId) => Promise.resolve(instanceId === 'huge-src' ? source : look()),
+      describeInstance: async (instanceId) => (instanceId === 'huge-src' ? source : (await look())!),
+      findInstance: async (instanceId) => (instanceId === 'huge-src' ? source : look()),
       deleteInstance: (instanceId) => {
         calls.push(`delete ${instanceId}`);
         restored = null;
