@@ -19,7 +19,8 @@
  * spread of backfill / single UPDATE throughput (goal >= 0.9), of backfill vs runbook loop (goal
  * >= 4x), of the load's p99 transaction latency during the backfill (goal <= 1.5x) and a deploy
  * (goal <= 2x) against the load alone, the batch sizes the tuning chose, and the failed
- * transactions (goal 0).
+ * transactions (goal 0). The deploy's p99 is also split in two: the transactions started while
+ * its migrations ran (from its history) and the others, while its snapshot and checks ran.
  */
 import { once } from 'node:events';
 import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -28,6 +29,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker as Thread } from 'node:worker_threads';
 
+import type { WorkflowHandle } from '@temporalio/client';
+import type { temporal } from '@temporalio/proto';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { Client } from 'pg';
 
@@ -39,7 +42,7 @@ import { MIGRATIONS_TABLE } from '../activities/postgres/migrations';
 import { backfill, deployMigration } from '../workflows';
 import type { BackfillProgress } from '../workflows/backfill';
 import { startLocalInstance } from '../test/helpers/local-instance';
-import type { LoadResult, LoadSettings } from './lib/load-thread';
+import { p99 as percentile99, type LoadResult, type LoadSettings } from './lib/load-thread';
 import { alternate, drainWal, median, printRatios, ratio, record, ROUNDS, timed } from './lib/rounds';
 import { createDevServerEnv, workflowBundle } from '../test/helpers/temporal';
 
@@ -127,6 +130,29 @@ async function undoBenchMigrations(client: Client): Promise<void> {
   await client.query(
     `DELETE FROM ${MIGRATIONS_TABLE} WHERE name IN ('0100_bench_note', '0101_bench_title_index')`,
   );
+}
+
+/**
+ * When a deploy's migrations ran (its runMigrationStep activity, scheduled to completed), in epoch
+ * ms, from its history: the load's transactions that started then are the migrations' share of
+ * the deploy's p99, the others the snapshot's and the checks'.
+ */
+async function migrationWindow(handle: WorkflowHandle): Promise<[number, number]> {
+  const events = (await handle.fetchHistory()).events ?? [];
+  const ms = (event: temporal.api.history.v1.IHistoryEvent) =>
+    Number(event.eventTime?.seconds ?? 0) * 1000 + Math.floor((event.eventTime?.nanos ?? 0) / 1e6);
+  const scheduled = events.find(
+    (event) => event.activityTaskScheduledEventAttributes?.activityType?.name === 'runMigrationStep',
+  );
+  const completed = events.find(
+    (event) =>
+      scheduled !== undefined &&
+      Number(event.activityTaskCompletedEventAttributes?.scheduledEventId) === Number(scheduled.eventId),
+  );
+  if (scheduled === undefined || completed === undefined) {
+    throw new Error(`deploy ${handle.workflowId} ran no migration step`);
+  }
+  return [ms(scheduled), ms(completed)];
 }
 
 const line = (label: string, seconds: number[]) => {
@@ -220,6 +246,9 @@ async function main(): Promise<void> {
       deploy: [],
     };
     const underLoadSeconds: number[] = [];
+    const deployWindows: [number, number][] = [];
+    /** Per counted deploy: the p99 of the transactions started while its migrations ran, and of the others. */
+    const deployParts: { migrations: number[]; rest: number[] } = { migrations: [], rest: [] };
     const loaded = (side: keyof typeof loads, what: () => Promise<unknown>) => async () => {
       await resetRows(admin);
       if (side === 'deploy') await undoBenchMigrations(admin);
@@ -233,8 +262,25 @@ async function main(): Promise<void> {
       backfill: loaded('backfill', async () => {
         underLoadSeconds.push(await timed(tunedBackfill));
       }),
-      deploy: loaded('deploy', () => run(deployMigration, { instanceId: instance.instanceId })),
+      deploy: loaded('deploy', async () => {
+        const workflowId = `bench-${++id}`;
+        await env.client.workflow.execute(deployMigration, {
+          taskQueue: 'bench',
+          workflowId,
+          args: [{ instanceId: instance.instanceId }],
+        });
+        deployWindows.push(await migrationWindow(env.client.workflow.getHandle(workflowId)));
+      }),
     });
+    // The warm-up is not counted.
+    for (const [i, [from, to]] of deployWindows.slice(1).entries()) {
+      const timeline = loads.deploy[i + 1]!.timeline;
+      const during = (start: number) => start >= from && start <= to;
+      deployParts.migrations.push(
+        percentile99(timeline.filter(([start]) => during(start)).map(([, ms]) => ms)),
+      );
+      deployParts.rest.push(percentile99(timeline.filter(([start]) => !during(start)).map(([, ms]) => ms)));
+    }
 
     console.log('');
     line('single UPDATE of the whole table', fills.single);
@@ -265,6 +311,8 @@ async function main(): Promise<void> {
       ratio(`backfill (${BATCH}) vs runbook loop, times faster`, fills.loop, fills.backfillTuned, '>= 4'),
       ratio('p99 during the backfill (self-tuned, no delay) / alone', p99.backfill, p99.alone, '<= 1.5'),
       ratio('p99 during the deploy (column + index) / alone', p99.deploy, p99.alone, '<= 2'),
+      ratio('  of it: while its migrations ran / alone', deployParts.migrations, p99.alone),
+      ratio('  of it: the rest (snapshot, checks) / alone', deployParts.rest, p99.alone),
     ]);
     const counted = (results: LoadResult[]) => results.slice(1); // the warm-up is not counted
     for (const side of ['alone', 'backfill', 'deploy'] as const) {

@@ -20,6 +20,14 @@ export interface LoadResult {
   failed: number;
   p99Ms: number;
   firstError: string | undefined;
+  /** Each committed transaction: when it started (epoch ms) and how long it took (ms). */
+  timeline: [number, number][];
+}
+
+/** The 99th percentile of some latencies (NaN for none). */
+export function p99(latencies: number[]): number {
+  const sorted = [...latencies].sort((a, b) => a - b);
+  return sorted[Math.floor(0.99 * (sorted.length - 1))] ?? NaN;
 }
 
 async function main(port: NonNullable<typeof parentPort>, settings: LoadSettings): Promise<void> {
@@ -35,7 +43,7 @@ async function main(port: NonNullable<typeof parentPort>, settings: LoadSettings
   port.once('message', () => {
     running = false;
   });
-  const latencies: number[] = [];
+  const timeline: [number, number][] = [];
   let failed = 0;
   let firstError: string | undefined;
   port.postMessage('started');
@@ -43,6 +51,7 @@ async function main(port: NonNullable<typeof parentPort>, settings: LoadSettings
     clients.map(async (client) => {
       while (running) {
         const id = 1 + Math.floor(Math.random() * settings.rows);
+        const startedAt = Date.now();
         const started = performance.now();
         try {
           await client.query('BEGIN');
@@ -50,7 +59,7 @@ async function main(port: NonNullable<typeof parentPort>, settings: LoadSettings
           await client.query('UPDATE conversations SET updated_at = now() WHERE id = $1', [id]);
           await client.query(`INSERT INTO conversations (user_id, title) VALUES ($1, 'load')`, [id % 1000]);
           await client.query('COMMIT');
-          latencies.push(performance.now() - started);
+          timeline.push([startedAt, performance.now() - started]);
         } catch (error) {
           failed++;
           firstError ??= (error as Error).message;
@@ -61,9 +70,8 @@ async function main(port: NonNullable<typeof parentPort>, settings: LoadSettings
     }),
   );
   await Promise.all(clients.map((client) => client.end()));
-  const sorted = latencies.sort((a, b) => a - b);
-  const p99Ms = sorted[Math.floor(0.99 * (sorted.length - 1))] ?? NaN;
-  const result: LoadResult = { transactions: sorted.length, failed, p99Ms, firstError };
+  const p99Ms = p99(timeline.map(([, ms]) => ms));
+  const result: LoadResult = { transactions: timeline.length, failed, p99Ms, firstError, timeline };
   port.postMessage(result);
 }
 
