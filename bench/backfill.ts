@@ -263,13 +263,8 @@ async function main(): Promise<void> {
         underLoadSeconds.push(await timed(tunedBackfill));
       }),
       deploy: loaded('deploy', async () => {
-        const workflowId = `bench-${++id}`;
-        await env.client.workflow.execute(deployMigration, {
-          taskQueue: 'bench',
-          workflowId,
-          args: [{ instanceId: instance.instanceId }],
-        });
-        deployWindows.push(await migrationWindow(env.client.workflow.getHandle(workflowId)));
+        await run(deployMigration, { instanceId: instance.instanceId });
+        deployWindows.push(await migrationWindow(env.client.workflow.getHandle(`bench-${id}`)));
       }),
     });
     // The warm-up is not counted.
