@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 
-import { LocalControlPlane, localBackupOptions } from '../activities/control-plane/local';
+import { LocalControlPlane } from '../activities/control-plane/local';
 import { ping } from '../workflows';
 import { utcStamp } from '../workflows/lib/recovery';
 import { loadConfig, stateDirProblem, type Config, type TemporalConfig } from './config';
@@ -47,7 +47,8 @@ async function main(): Promise<void> {
     console.log(`[start] local database ${config.instanceId} ...`);
     const localDatabases = new LocalControlPlane({
       stateDir: config.stateDir,
-      ...localBackupOptions(config.localBackup),
+      backupMaxRate: config.localBackup?.maxRate,
+      backupCheckpoint: config.localBackup?.checkpoint,
     });
     const database = await localDatabases.ensureRunning(config.instanceId);
     stops.push(() => stopLocalInstances(localDatabases));

@@ -2,12 +2,16 @@
 import type { ProviderConfig } from '../config-types';
 import { AwsRdsControlPlane, createAwsClients } from './aws-rds';
 import type { ControlPlane } from './control-plane';
-import { LocalControlPlane, localBackupOptions } from './local';
+import { LocalControlPlane } from './local';
 
 export function createControlPlane(config: ProviderConfig): ControlPlane {
   switch (config.provider) {
     case 'local':
-      return new LocalControlPlane({ stateDir: config.stateDir, ...localBackupOptions(config.localBackup) });
+      return new LocalControlPlane({
+        stateDir: config.stateDir,
+        backupMaxRate: config.localBackup?.maxRate,
+        backupCheckpoint: config.localBackup?.checkpoint,
+      });
     case 'aws': {
       const aws = config.aws;
       if (aws === undefined) throw new Error('provider aws without its aws configuration');

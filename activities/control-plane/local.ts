@@ -75,18 +75,7 @@ export interface LocalControlPlaneOptions {
   /** pg_basebackup `--max-rate` for snapshots (e.g. `10M`), to limit their I/O impact. */
   backupMaxRate?: string;
   /** The checkpoint snapshots start with (default: the environment's, else `fast`). */
-  backupCheckpoint?: 'fast' | 'spread';
-}
-
-/** The options of a local control plane that take its snapshots as `settings` say. */
-export function localBackupOptions(
-  settings: LocalBackupSettings | undefined,
-): Pick<LocalControlPlaneOptions, 'backupMaxRate' | 'backupCheckpoint'> {
-  if (settings === undefined) return {};
-  return {
-    ...(settings.maxRate === undefined ? {} : { backupMaxRate: settings.maxRate }),
-    backupCheckpoint: settings.checkpoint,
-  };
+  backupCheckpoint?: LocalBackupSettings['checkpoint'];
 }
 
 /** A job without a pid file this long after the request never started (its caller died). */
