@@ -71,6 +71,12 @@ export interface BackfillInput {
   prometheus?: ThrottleLimits['prometheus'];
   /** Wait this long before looking again when throttled (Temporal duration). Default 10 seconds. */
   throttleWait?: string;
+  /**
+   * Batches that may run side by side (1 or 2), each on its own session: with 2, a self-tuned run
+   * without a delay runs the next two batches at once while no other session of the database is
+   * busy, and one at a time otherwise. Default 2.
+   */
+  streams?: number;
   /** Continue as new after this many chunks. Default 500. */
   chunksPerRun?: number;
   /** Carried over by continue-as-new; not for callers. */
@@ -118,6 +124,8 @@ export interface BackfillProgress {
   busySessions?: number | null;
   /** How long the last batch took, in ms. */
   lastBatchMs: number | null;
+  /** Batches the last step ran side by side (1 or 2; absent from runs before there could be 2). */
+  streams?: number;
   /** Batches cut short by their statement or lock timeout, rolled back and retried smaller. */
   batchTimeouts: number;
   lastTimeout: string | undefined;
@@ -175,6 +183,7 @@ const CONTENDED_TARGET_PATCH = 'backfill-contended-target';
 const DEFAULT_CONTENDED_TARGET_BATCH_MS = 50;
 const DEFAULT_BATCH_SIZE = 1000;
 const DEFAULT_TARGET_BATCH_MS = 200;
+const DEFAULT_STREAMS = 2;
 
 // The chunk heartbeats every second, also while a batch runs. The heartbeat timeout is above the
 // batch statement timeout: a retry after a lost worker starts only once the lost attempt's batch
@@ -220,6 +229,7 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
   let lastBatchMs: number | null = null;
   let aimedBatchMs: number | null = null;
   let busySessions: number | null = null;
+  let streams = 1;
   let lastTimeout: string | undefined;
   let health: Reading[] = [];
   const checkpoint: BackfillCheckpoint =
@@ -257,6 +267,7 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
       targetBatchMs: settings.targetBatchMs ?? null,
       aimedBatchMs: settings.targetBatchMs === undefined ? null : aimedBatchMs,
       busySessions,
+      streams,
       lastBatchMs,
       batchTimeouts: checkpoint.batchTimeouts ?? 0,
       lastTimeout,
@@ -327,6 +338,7 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
     if (chunk.health !== undefined) health = chunk.health;
     if (chunk.aimedMs !== undefined) aimedBatchMs = chunk.aimedMs;
     if (chunk.busySessions !== undefined) busySessions = chunk.busySessions;
+    if (chunk.streams !== undefined) streams = chunk.streams;
   };
 
   /** A chunk; cancelled, what it committed before its running batch was rolled back is recorded. */
@@ -359,6 +371,7 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
         chunkMs,
         throttle,
         batchTimeoutMs: BATCH_TIMEOUT_MS,
+        streams: input.streams ?? DEFAULT_STREAMS,
       });
       // The size the chunk tuned to, unless a `configure` set another meanwhile.
       if (targetBatchMs !== undefined && settingsVersion === seen) settings.batchSize = chunk.batchSize;
@@ -500,6 +513,8 @@ function validate(input: BackfillInput): void {
     if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= 0))
       bad(`${key}: ${JSON.stringify(value)} is not a number from 0 up`);
   }
+  if (input.streams !== undefined && input.streams !== 1 && input.streams !== 2)
+    bad(`streams: ${JSON.stringify(input.streams)} is not 1 or 2`);
   const contended = input.contendedTargetBatchMs;
   if (contended !== undefined && !(Number.isInteger(contended) && contended >= 10 && contended <= 60_000))
     bad(`contendedTargetBatchMs: ${JSON.stringify(contended)} is not an integer from 10 to 60000`);

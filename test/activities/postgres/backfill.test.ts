@@ -227,6 +227,106 @@ describe('backfill chunk activity (real Postgres, mock activity context)', () =>
     assert.equal(rows[0]!.n, 0, 'the timed-out batch left its rows pending');
   });
 
+  /** A session the busy-session count leaves out (named like the worker's), for locks and looks. */
+  async function unseenSession(): Promise<Client> {
+    const client = await cluster.connect();
+    await client.query(`SET application_name = 'dbops test'`);
+    return client;
+  }
+  /** Until no other session is busy (this suite's own last statement ended over a second ago). */
+  async function quiet(): Promise<void> {
+    for (let i = 0; (await withClient(cluster.database, readBusySessions)) > 0; i++) {
+      if (i === 300) assert.fail('another session stayed busy for 6 s');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+  /** Until `query` on `client` answers true (10 s at most). */
+  async function until(client: Client, query: string, what: string): Promise<void> {
+    for (let i = 0; i < 500; i++) {
+      const { rows } = await client.query<{ ok: boolean }>(query);
+      if (rows[0]!.ok) return;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.fail(`never saw ${what}`);
+  }
+  const waitingOn = (event: string) =>
+    `SELECT count(*) > 0 AS ok FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = '${event}'`;
+  // Batches of exactly 100 rows (the bounds pin the size); a lock wait is cut short after 15 s.
+  const sideBySide: Partial<ChunkInput> = {
+    batchSize: 100,
+    tuning: { targetMs: 8000, minSize: 100, maxSize: 100 },
+    batchTimeoutMs: 60_000,
+    streams: 2,
+  };
+
+  it('side by side on a quiet database: the batch after the next runs on a second session and commits only after the next one, with the checkpoint past both; every row once', async () => {
+    const look = await unseenSession();
+    const locker = await unseenSession();
+    await quiet();
+    // The next batch (rows 1-100) waits on a row lock; the one after it (101-200) runs meanwhile.
+    await locker.query('BEGIN');
+    await locker.query('SELECT 1 FROM counter_rows WHERE id = 50 FOR UPDATE');
+    const running = chunk(attempt(1), { ...sideBySide, chunkMs: 60_000 });
+    await until(look, waitingOn('transactionid'), 'the next batch waiting on the row lock');
+    await until(
+      look,
+      `SELECT count(*) > 0 AS ok FROM pg_stat_activity WHERE application_name = 'dbops' AND state = 'idle in transaction'`,
+      'the batch after it done and waiting to commit',
+    );
+    const before = await look.query<{ done: number; checkpoints: number }>(
+      `SELECT (SELECT count(*) FROM counter_rows WHERE done)::int AS done,
+              (SELECT count(*) FROM ${CHECKPOINT_TABLE})::int AS checkpoints`,
+    );
+    assert.deepEqual(
+      before.rows[0],
+      { done: 0, checkpoints: 0 },
+      'nothing committed ahead of the next batch',
+    );
+    await locker.query('COMMIT');
+    const result = await running;
+    assert.deepEqual(
+      [result.done, result.batches, result.rowsScanned, result.rowsChanged, result.lastKey, result.streams],
+      [true, 11, 1000, 1000, '1000', 2],
+    );
+    const { rows } = await look.query<{ once: number; saved: string; batches: number }>(
+      `SELECT (SELECT count(*) FROM counter_rows WHERE applied = 1)::int AS once,
+              last_key AS saved, batches FROM ${CHECKPOINT_TABLE}`,
+    );
+    assert.deepEqual(rows, [{ once: 1000, saved: '1000', batches: 11 }]);
+  });
+
+  it("side by side: a retry waits for a lost attempt's second session too, then resumes exactly after what it committed", async () => {
+    const look = await unseenSession();
+    const locker = await unseenSession();
+    await quiet();
+    // The lost attempt's second batch (101-200) waits on a row lock after its first (1-100) committed.
+    await locker.query('BEGIN');
+    await locker.query('SELECT 1 FROM counter_rows WHERE id = 150 FOR UPDATE');
+    const lost = chunk(attempt(1), { ...sideBySide, chunkMs: 0 });
+    await until(look, waitingOn('transactionid'), 'the second batch waiting on the row lock');
+    // Its worker is gone: the first session with it (the server ends it), the second still runs.
+    await look.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_locks
+        WHERE locktype = 'advisory' AND granted AND objid = hashtext('backfill-counter-x')::oid`,
+    );
+    const retry = chunk(attempt(2), { ...sideBySide, chunkMs: 60_000 });
+    await until(look, waitingOn('advisory'), 'the retry waiting for the lost second session');
+    await locker.query('COMMIT');
+    const resumed = await retry;
+    await lost.then(
+      () => undefined,
+      () => undefined,
+    );
+    assert.deepEqual(
+      [resumed.done, resumed.batches, resumed.rowsScanned, resumed.rowsChanged, resumed.lastKey],
+      [true, 11, 1000, 1000, '1000'],
+    );
+    const { rows } = await look.query<{ once: number }>(
+      `SELECT count(*)::int AS once FROM counter_rows WHERE applied = 1`,
+    );
+    assert.equal(rows[0]!.once, 1000);
+  });
+
   it('the size moves by at most half or one and a half times a batch, stays within 10% of the target, and keeps to its bounds', () => {
     const tuning = { targetMs: 200, minSize: 100, maxSize: 10_000 };
     assert.deepEqual(
