@@ -11,7 +11,8 @@ export function shortDuration(seconds: number): string {
 
 /**
  * `batch 4000 (auto, last 180 ms of 200)`, `batch 3500 (auto, last 48 ms of 50 ms: 3 sessions busy)`
- * while the application is busy, or `batch 1000` when the size is fixed.
+ * while the application is busy, `batch 40000 ×2 (auto, …)` while two run side by side, or
+ * `batch 1000` when the size is fixed.
  */
 function batchPart(progress: BackfillProgress): string {
   if (progress.batchSizeMode !== 'auto') return `batch ${progress.batchSize}`;
@@ -21,7 +22,8 @@ function batchPart(progress: BackfillProgress): string {
   const busy =
     aimed !== progress.targetBatchMs ? `: ${sessions} session${sessions === 1 ? '' : 's'} busy` : '';
   const timeouts = progress.batchTimeouts > 0 ? `, ${progress.batchTimeouts} timed out` : '';
-  return `batch ${progress.batchSize} (auto, ${last}${aimed} ms${busy}${timeouts})`;
+  const side = progress.streams === 2 ? ' ×2' : '';
+  return `batch ${progress.batchSize}${side} (auto, ${last}${aimed} ms${busy}${timeouts})`;
 }
 
 /**

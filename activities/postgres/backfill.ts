@@ -326,6 +326,42 @@ export async function runPair(
 }
 
 /**
+ * One step of a chunk: the next batch, or with `second` the next two side by side (runPair). What
+ * committed is added to `totals`; returns the failure of a batch that did not commit, if any.
+ */
+async function runStep(
+  first: Client,
+  second: Client | undefined,
+  backfill: AnyBackfill,
+  params: unknown,
+  owner: ChunkOwner,
+  totals: ChunkResult,
+  started: number,
+): Promise<Error | undefined> {
+  const size = totals.batchSize;
+  totals.streams = second === undefined ? 1 : 2;
+  let ran: PairResult;
+  try {
+    ran =
+      second === undefined
+        ? { first: await runBatch(first, backfill, params, size, owner, totals), second: undefined }
+        : await runPair(first, second, backfill, params, size, owner, totals, started);
+  } catch (error) {
+    return error as Error;
+  }
+  for (const batch of [ran.first, ran.second]) {
+    if (batch === undefined) continue;
+    totals.batches += 1;
+    totals.rowsScanned += batch.scanned;
+    totals.rowsChanged += batch.changed;
+    totals.lastKey = batch.lastKey;
+    totals.done = batch.scanned < size;
+    recordBackfillRows(metricMeter, backfill.table, batch.changed);
+  }
+  return ran.failure;
+}
+
+/**
  * Creates the checkpoint table on first use. Concurrent first backfills queue on a transaction
  * lock (released at commit) instead of racing on the catalog.
  */
@@ -546,46 +582,25 @@ export function createBackfillActivities(deps: BackfillDeps) {
                   const size = totals.batchSize;
                   const batchStarted = performance.now();
                   // Two batches at once only while the application leaves the database alone.
-                  const pair = second !== undefined && totals.busySessions === 0;
-                  let ran: Partial<PairResult>;
-                  try {
-                    ran = pair
-                      ? await runPair(
-                          client,
-                          second,
-                          backfill,
-                          input.params,
-                          size,
-                          owner,
-                          totals,
-                          batchStarted,
-                        )
-                      : {
-                          first: await runBatch(client, backfill, input.params, size, owner, totals),
-                          second: undefined,
-                        };
-                  } catch (error) {
-                    ran = { failure: error as Error };
-                  }
-                  for (const batch of [ran.first, ran.second]) {
-                    if (batch === undefined) continue;
-                    totals.batches += 1;
-                    totals.rowsScanned += batch.scanned;
-                    totals.rowsChanged += batch.changed;
-                    totals.lastKey = batch.lastKey;
-                    totals.done = batch.scanned < size;
-                    recordBackfillRows(metricMeter, backfill.table, batch.changed);
-                  }
-                  totals.streams = pair ? 2 : 1;
-                  if (ran.failure !== undefined) {
-                    const timeout = timedOut(ran.failure);
+                  const alongside = totals.busySessions === 0 ? second : undefined;
+                  const failure = await runStep(
+                    client,
+                    alongside,
+                    backfill,
+                    input.params,
+                    owner,
+                    totals,
+                    batchStarted,
+                  );
+                  if (failure !== undefined) {
+                    const timeout = timedOut(failure);
                     if (
                       tuning === undefined ||
                       limits === undefined ||
                       signal.aborted ||
                       timeout === undefined
                     ) {
-                      throw ran.failure;
+                      throw failure;
                     }
                     // Rolled back, checkpoint included: its rows stay pending. The next chunk retries
                     // them smaller, and the workflow shows the new size.

@@ -55,6 +55,18 @@ describe('backfill progress bar', () => {
     );
   });
 
+  it('two batches side by side show as ×2', () => {
+    const tuned = { ...halfway, batchSizeMode: 'auto', targetBatchMs: 200, batchSize: 30000 } as const;
+    assert.match(
+      backfillProgressLine({ ...tuned, lastBatchMs: 210, aimedBatchMs: 200, busySessions: 0, streams: 2 }, 4),
+      / {2}batch 30000 ×2 \(auto, last 210 ms of 200 ms\) {2}/,
+    );
+    assert.match(
+      backfillProgressLine({ ...tuned, lastBatchMs: 48, aimedBatchMs: 50, busySessions: 1, streams: 1 }, 4),
+      / {2}batch 30000 \(auto, last 48 ms of 50 ms: 1 session busy\) {2}/,
+    );
+  });
+
   it('a throttled backfill says why; no ETA before the first batch', () => {
     const line = backfillProgressLine(
       {

@@ -205,6 +205,17 @@ describe('dbops deploy / backfill / status (dev server, worker, local instance)'
     );
     assert.equal(notJson.code, 2);
     assert.match(notJson.stderr, /dbops backfill start: --params is not JSON/);
+    const threeStreams = await dbops(
+      'backfill',
+      'start',
+      'counter',
+      '--instance',
+      INSTANCE,
+      '--streams',
+      '3',
+    );
+    assert.equal(threeStreams.code, 2);
+    assert.match(threeStreams.stderr, /dbops backfill start: --streams 3: give 1 or 2/);
     const badFactor = await dbops(
       'backfill',
       'start',

@@ -49,10 +49,11 @@ export const change: CommandGroup = {
                                      lint, snapshot, (rehearse on a copy,) (approve,) migrate,
                                      verify; a production instance is rehearsed and waits for
                                      approval (given at once by --approve-as)
-  backfill [start] NAME --instance ID [--params JSON] [--batch-size N] [--target-batch-ms N] [--delay-ms N] [--detach] [--json]
+  backfill [start] NAME --instance ID [--params JSON] [--batch-size N] [--target-batch-ms N] [--delay-ms N] [--streams 1|2] [--detach] [--json]
                                      run a backfill defined in the repository, with a progress bar;
                                      the batch size tunes itself to a target duration (default
-                                     200 ms) unless --batch-size alone fixes it
+                                     200 ms) unless --batch-size alone fixes it; on a quiet database
+                                     two batches run side by side unless --streams 1
   backfill pause|resume|cancel WORKFLOW_ID
   backfill set WORKFLOW_ID [--batch-size N | --target-batch-ms N] [--delay-ms N] [--json]
                                      change a running backfill's batch size (fixed) or target
@@ -148,6 +149,7 @@ async function backfillStart(args: string[]): Promise<void> {
     'batch-size': { type: 'string' },
     'target-batch-ms': { type: 'string' },
     'delay-ms': { type: 'string' },
+    streams: { type: 'string' },
     detach: { type: 'boolean' },
     json: { type: 'boolean' },
   });
@@ -162,6 +164,10 @@ async function backfillStart(args: string[]): Promise<void> {
   const batchSize = integerOption('backfill start', 'batch-size', options['batch-size']);
   const targetBatchMs = integerOption('backfill start', 'target-batch-ms', options['target-batch-ms']);
   const delayMs = integerOption('backfill start', 'delay-ms', options['delay-ms']);
+  const streams = integerOption('backfill start', 'streams', options.streams);
+  if (streams !== undefined && streams !== 1 && streams !== 2) {
+    throw new UsageError(`dbops backfill start: --streams ${streams}: give 1 or 2`);
+  }
   const config = loadConfig();
   // One run of a backfill per instance at a time: the id says which.
   const workflowId = `backfill-${name}-${instanceId}`;
@@ -170,7 +176,7 @@ async function backfillStart(args: string[]): Promise<void> {
       .start(backfill, {
         taskQueue: config.temporal.taskQueue,
         workflowId,
-        args: [{ instanceId, name, params, batchSize, targetBatchMs, delayMs }],
+        args: [{ instanceId, name, params, batchSize, targetBatchMs, delayMs, streams }],
       })
       .catch(alreadyRunning(workflowId));
     if (options.detach) return undefined;

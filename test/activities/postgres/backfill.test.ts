@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
+import { CancelledFailure } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import type { Client } from 'pg';
 
@@ -325,6 +326,65 @@ describe('backfill chunk activity (real Postgres, mock activity context)', () =>
       `SELECT count(*)::int AS once FROM counter_rows WHERE applied = 1`,
     );
     assert.equal(rows[0]!.once, 1000);
+  });
+
+  it("side by side: the second session's connection dropped fails that attempt only; the retry resumes after the batch that committed", async () => {
+    const look = await unseenSession();
+    const locker = await unseenSession();
+    await quiet();
+    await locker.query('BEGIN');
+    await locker.query('SELECT 1 FROM counter_rows WHERE id = 150 FOR UPDATE');
+    const first = chunk(attempt(1), { ...sideBySide, chunkMs: 60_000 });
+    await until(look, waitingOn('transactionid'), 'the second batch waiting on the row lock');
+    await look.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'transactionid'`,
+    );
+    await assert.rejects(first, /terminat|closed/i);
+    await locker.query('ROLLBACK');
+    const retry = await chunk(attempt(2), { ...sideBySide, chunkMs: 60_000 });
+    assert.deepEqual(
+      [retry.done, retry.batches, retry.rowsScanned, retry.rowsChanged, retry.lastKey],
+      [true, 11, 1000, 1000, '1000'],
+    );
+    const { rows } = await look.query<{ once: number }>(
+      `SELECT count(*)::int AS once FROM counter_rows WHERE applied = 1`,
+    );
+    assert.equal(rows[0]!.once, 1000);
+  });
+
+  it("side by side, cancelled: the second session's waiting batch is cancelled at once and rolled back; what committed is reported", async () => {
+    const look = await unseenSession();
+    const locker = await unseenSession();
+    await quiet();
+    await locker.query('BEGIN');
+    await locker.query('SELECT 1 FROM counter_rows WHERE id = 150 FOR UPDATE');
+    try {
+      // The lock wait is cut short only after 150 s, well past the test's own timeout.
+      const env = attempt(1);
+      const running = chunk(env, {
+        ...sideBySide,
+        tuning: { targetMs: 60_000, minSize: 100, maxSize: 100 },
+        batchTimeoutMs: 600_000,
+        chunkMs: 60_000,
+      });
+      await until(look, waitingOn('transactionid'), 'the second batch waiting on the row lock');
+      env.cancel();
+      // Settles while the row is still locked: the waiting batch did not wait for the lock.
+      const error = await running.then(
+        () => assert.fail('the chunk was not cancelled'),
+        (failure: unknown) => failure,
+      );
+      assert.ok(error instanceof CancelledFailure, String(error));
+      const committed = error.details[0] as ChunkResult;
+      assert.deepEqual([committed.batches, committed.rowsChanged, committed.lastKey], [1, 100, '100']);
+      const { rows } = await look.query<{ done: number; waiting: number }>(
+        `SELECT (SELECT count(*) FROM counter_rows WHERE done)::int AS done,
+                (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'transactionid')::int AS waiting`,
+      );
+      assert.deepEqual(rows[0], { done: 100, waiting: 0 });
+    } finally {
+      await locker.query('ROLLBACK');
+    }
   });
 
   it('the size moves by at most half or one and a half times a batch, stays within 10% of the target, and keeps to its bounds', () => {
