@@ -217,7 +217,7 @@ export async function runBatch(
  * the key it starts after (the end it expects the first batch to reach) and leaves the checkpoint
  * to its caller, who commits it only once the first batch has committed up to exactly that key.
  */
-export function followingBatchStatement(
+function followingBatchStatement(
   backfill: AnyBackfill,
   paramCount: number,
   set: string,
@@ -243,7 +243,7 @@ SELECT after_key::text, last_key::text, scanned, (SELECT count(*) FROM changed):
 }
 
 /** Two batches side by side; `second` is undefined when it was rolled back, `failure` says why if it failed. */
-export interface PairResult {
+interface PairResult {
   first: BatchResult;
   second: BatchResult | undefined;
   failure?: Error;
@@ -256,7 +256,7 @@ export interface PairResult {
  * than where the second began (rows inserted or deleted meanwhile shift the walk), or if it failed
  * itself. Throws only the first batch's failure.
  */
-export async function runPair(
+async function runPair(
   first: Client,
   second: Client,
   backfill: AnyBackfill,
@@ -394,7 +394,7 @@ const SECOND_SESSION = '/second';
  * Marks `client` as the chunk's second session: a retry of the chunk waits for it to be gone, as
  * for the first (claimChunk), before reading the checkpoint.
  */
-export async function claimSecondSession(client: Client, owner: ChunkOwner): Promise<void> {
+async function claimSecondSession(client: Client, owner: ChunkOwner): Promise<void> {
   await client.query(
     `SELECT pg_advisory_lock(hashtext('${CHECKPOINT_TABLE}'), hashtext($1 || '${SECOND_SESSION}'))`,
     [owner.workflowId],
