@@ -10,8 +10,8 @@ export function shortDuration(seconds: number): string {
 }
 
 /**
- * `batch 4000 (auto, last 180 ms of 200)`, `batch 3500 (auto, last 48 ms of 50 ms: 3 sessions busy)`
- * while the application is busy, `batch 40000 ×2 (auto, …)` while two run side by side, or
+ * `batch 4000 (auto, last 180 ms of 200)`, `batch 3500 (auto, last 48 ms of 50 ms: 3 sessions busy,
+ * pausing 2× each batch)` while the application is busy, `batch 40000 ×2 (auto, …)` while two run side by side, or
  * `batch 1000` when the size is fixed.
  */
 function batchPart(progress: BackfillProgress): string {
@@ -19,8 +19,12 @@ function batchPart(progress: BackfillProgress): string {
   const last = progress.lastBatchMs === null ? '' : `last ${progress.lastBatchMs} ms of `;
   const aimed = progress.aimedBatchMs ?? progress.targetBatchMs;
   const sessions = progress.busySessions ?? 0;
+  const factor = progress.contendedPauseFactor ?? 0;
+  const pause = sessions > 0 && factor > 0 ? `, pausing ${factor}× each batch` : '';
   const busy =
-    aimed !== progress.targetBatchMs ? `: ${sessions} session${sessions === 1 ? '' : 's'} busy` : '';
+    aimed !== progress.targetBatchMs || pause !== ''
+      ? `: ${sessions} session${sessions === 1 ? '' : 's'} busy${pause}`
+      : '';
   const timeouts = progress.batchTimeouts > 0 ? `, ${progress.batchTimeouts} timed out` : '';
   const side = progress.streams === 2 ? ' ×2' : '';
   return `batch ${progress.batchSize}${side} (auto, ${last}${aimed} ms${busy}${timeouts})`;

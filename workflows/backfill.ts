@@ -49,6 +49,12 @@ export interface BackfillInput {
    * (the application), in ms (10 to 60000); not above `targetBatchMs`. Default 50.
    */
   contendedTargetBatchMs?: number;
+  /**
+   * While other sessions of the database are busy, self-tuned batches pause after each batch this
+   * many times as long as it took (0 to 10; 0: no pause). Default 2: batches run a third of the
+   * time, and the application keeps most of the machine.
+   */
+  contendedPauseFactor?: number;
   /** Bounds of the self-tuned size. Defaults 100 and 100000. */
   minBatchSize?: number;
   maxBatchSize?: number;
@@ -122,6 +128,8 @@ export interface BackfillProgress {
   aimedBatchMs?: number | null;
   /** Other sessions of the database busy when last looked (self-tuned runs). */
   busySessions?: number | null;
+  /** The pause after each batch while other sessions are busy, in batch times (self-tuned runs). */
+  contendedPauseFactor?: number | null;
   /** How long the last batch took, in ms. */
   lastBatchMs: number | null;
   /** Batches the last step ran side by side (1 or 2; absent from runs before there could be 2). */
@@ -181,6 +189,7 @@ const SELF_TUNING_PATCH = 'backfill-self-tuning';
 /** Runs started before batches aimed shorter while the application is busy keep one target. */
 const CONTENDED_TARGET_PATCH = 'backfill-contended-target';
 const DEFAULT_CONTENDED_TARGET_BATCH_MS = 50;
+const DEFAULT_CONTENDED_PAUSE_FACTOR = 2;
 const DEFAULT_BATCH_SIZE = 1000;
 const DEFAULT_TARGET_BATCH_MS = 200;
 const DEFAULT_STREAMS = 2;
@@ -215,6 +224,9 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
     selfTuning && patched(CONTENDED_TARGET_PATCH)
       ? (input.contendedTargetBatchMs ?? DEFAULT_CONTENDED_TARGET_BATCH_MS)
       : undefined;
+  const contendedPauseFactor = selfTuning
+    ? (input.contendedPauseFactor ?? DEFAULT_CONTENDED_PAUSE_FACTOR)
+    : undefined;
   /** Bumped by every accepted `configure`, so a pause between batches hears a new delay. */
   let settingsVersion = 0;
   // Absent thresholds take the activity's defaults (activities/postgres/throttle).
@@ -267,6 +279,7 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
       targetBatchMs: settings.targetBatchMs ?? null,
       aimedBatchMs: settings.targetBatchMs === undefined ? null : aimedBatchMs,
       busySessions,
+      contendedPauseFactor: settings.targetBatchMs === undefined ? null : (contendedPauseFactor ?? null),
       streams,
       lastBatchMs,
       batchTimeouts: checkpoint.batchTimeouts ?? 0,
@@ -364,6 +377,7 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
               tuning: {
                 targetMs: targetBatchMs,
                 ...(contendedTargetMs === undefined ? {} : { contendedTargetMs }),
+                ...(contendedPauseFactor === undefined ? {} : { contendedPauseFactor }),
                 ...sizeBounds,
               },
             }),
@@ -515,6 +529,9 @@ function validate(input: BackfillInput): void {
   }
   if (input.streams !== undefined && input.streams !== 1 && input.streams !== 2)
     bad(`streams: ${JSON.stringify(input.streams)} is not 1 or 2`);
+  const factor = input.contendedPauseFactor;
+  if (factor !== undefined && !(typeof factor === 'number' && factor >= 0 && factor <= 10))
+    bad(`contendedPauseFactor: ${JSON.stringify(factor)} is not a number from 0 to 10`);
   const contended = input.contendedTargetBatchMs;
   if (contended !== undefined && !(Number.isInteger(contended) && contended >= 10 && contended <= 60_000))
     bad(`contendedTargetBatchMs: ${JSON.stringify(contended)} is not an integer from 10 to 60000`);

@@ -11,10 +11,12 @@
  * committed batch. Heartbeat details could not do that: the SDK sends them at most every 80% of
  * the heartbeat timeout, so the recorded ones may be many batches behind.
  *
- * A chunk may tune its batch size to a target duration (batch-size.ts), a shorter one while other
- * sessions are busy: a batch cut short by its statement or lock timeout is rolled back and the
- * chunk ends with the size halved. Between batches it reads the database's health indicators
- * (throttle/) and ends early, naming the one over its threshold, so the workflow waits.
+ * A chunk may tune its batch size to a target duration (batch-size.ts): a batch cut short by its
+ * statement or lock timeout is rolled back and the chunk ends with the size halved. While other
+ * sessions are busy, it aims at a shorter target and pauses after each batch (by default twice as
+ * long as the batch took), so the application keeps most of the machine. Between batches it reads
+ * the database's health indicators (throttle/) and ends early, naming the one over its threshold,
+ * so the workflow waits.
  *
  * While no other session is busy, a self-tuned chunk may run two batches side by side on two
  * sessions (`streams`): the next batch, and the one after it. The second commits only after the
@@ -29,7 +31,14 @@ import { DbopsError, InvalidInputError } from '../../workflows/lib/errors';
 import { recordBackfillRows } from '../../workflows/lib/metrics';
 import { backendCanceller, heartbeatWhile } from '../heartbeat';
 import type { AnyBackfill } from './backfills/definition';
-import { nextBatchSize, shrunkBatchSize, targetNow, tunedTimeouts, type BatchTuning } from './batch-size';
+import {
+  contendedPauseMs,
+  nextBatchSize,
+  shrunkBatchSize,
+  targetNow,
+  tunedTimeouts,
+  type BatchTuning,
+} from './batch-size';
 import type { WithInstance } from './instance';
 import { readHealth } from './throttle';
 import { readBusySessions } from './throttle/busy-sessions';
@@ -571,10 +580,7 @@ export function createBackfillActivities(deps: BackfillDeps) {
                     totals.health = health.readings;
                     totals.throttled = health.over;
                     if (totals.throttled !== undefined) return;
-                    if (
-                      tuning !== undefined &&
-                      (tuning.contendedTargetMs !== undefined || second !== undefined)
-                    ) {
+                    if (tuning !== undefined) {
                       totals.busySessions = await readBusySessions(client);
                       totals.aimedMs = targetNow(tuning, totals.busySessions);
                     }
@@ -616,8 +622,12 @@ export function createBackfillActivities(deps: BackfillDeps) {
                     const targetMs = totals.aimedMs ?? tuning.targetMs;
                     totals.batchSize = nextBatchSize(size, batchMs, { ...tuning, targetMs });
                   }
-                  if (input.delayMs > 0 && !totals.done && !signal.aborted)
-                    await context.sleep(input.delayMs);
+                  // A pause set by hand, or the one that lets a busy application go first.
+                  const pauseMs = Math.max(
+                    input.delayMs,
+                    tuning === undefined ? 0 : contendedPauseMs(tuning, totals.busySessions ?? 0, batchMs),
+                  );
+                  if (pauseMs > 0 && !totals.done && !signal.aborted) await context.sleep(pauseMs);
                   totals.busyMs += performance.now() - batchStarted;
                   if (Date.now() - started >= input.chunkMs) return;
                 }

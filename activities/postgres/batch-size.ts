@@ -4,7 +4,7 @@
  * locks and WAL burst go unnoticed), by at most half or one and a half times per batch so one odd
  * batch does not swing it; a batch that hits its statement or lock timeout halves it. Bounded by
  * the backfill's minimum and maximum. While the application is busy the target may be a shorter
- * one (targetNow).
+ * one (targetNow), and a pause may follow each batch (contendedPauseMs).
  */
 
 export interface BatchTuning {
@@ -15,6 +15,12 @@ export interface BatchTuning {
    * shorter than `targetMs`; unset: always `targetMs`.
    */
   contendedTargetMs?: number;
+  /**
+   * While other sessions are busy, pause after each batch this many times as long as it took (2:
+   * batches run a third of the time), so the application keeps most of the machine; unset or 0:
+   * no pause.
+   */
+  contendedPauseFactor?: number;
   minSize: number;
   maxSize: number;
 }
@@ -38,6 +44,12 @@ export function nextBatchSize(size: number, elapsedMs: number, tuning: BatchTuni
 export function targetNow(tuning: BatchTuning, busySessions: number): number {
   if (busySessions === 0 || tuning.contendedTargetMs === undefined) return tuning.targetMs;
   return Math.min(tuning.targetMs, tuning.contendedTargetMs);
+}
+
+/** The pause after a batch that took `batchMs`: only while other sessions are busy. */
+export function contendedPauseMs(tuning: BatchTuning, busySessions: number, batchMs: number): number {
+  if (busySessions === 0) return 0;
+  return Math.round(batchMs * (tuning.contendedPauseFactor ?? 0));
 }
 
 /** The size after a batch of `size` rows timed out. */

@@ -50,6 +50,13 @@ describe('backfill progress bar', () => {
       / {2}batch 900 \(auto, last 19 ms of 20 ms: 3 sessions busy\) {2}/,
     );
     assert.match(
+      backfillProgressLine(
+        { ...tuned, lastBatchMs: 19, aimedBatchMs: 20, busySessions: 3, contendedPauseFactor: 2 },
+        4,
+      ),
+      / {2}batch 900 \(auto, last 19 ms of 20 ms: 3 sessions busy, pausing 2× each batch\) {2}/,
+    );
+    assert.match(
       backfillProgressLine({ ...tuned, lastBatchMs: 190, aimedBatchMs: 200, busySessions: 0 }, 4),
       / {2}batch 900 \(auto, last 190 ms of 200 ms\) {2}/,
     );

@@ -511,16 +511,18 @@ describe('backfill workflow (dev server, local instance)', () => {
       await failure('bad-name', { name: 'nope' }),
       await failure('bad-batch', { batchSize: -1 }),
       await failure('bad-streams', { streams: 3 }),
+      await failure('bad-pause', { contendedPauseFactor: 11 }),
       await failure('bad-instance', { instanceId: 'Not_An_Id' }),
     ]);
-    assert.deepEqual(messages.slice(0, 5), [
+    assert.deepEqual(messages.slice(0, 6), [
       'params.factor of backfill counter: 11 is not an integer from 2 to 10',
       'params of backfill counter: unknown sql; expected only factor',
       'name: no backfill named "nope"; known: counter',
       'batchSize: -1 is not an integer from 1 to 100000',
       'streams: 3 is not 1 or 2',
+      'contendedPauseFactor: 11 is not a number from 0 to 10',
     ]);
-    assert.match(messages[5]!, /^instanceId: "Not_An_Id" is not /);
+    assert.match(messages[6]!, /^instanceId: "Not_An_Id" is not /);
     assert.deepEqual(await compare(client), { different: ROWS, notOnce: ROWS });
   });
 

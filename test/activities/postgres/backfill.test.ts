@@ -199,6 +199,43 @@ describe('backfill chunk activity (real Postgres, mock activity context)', () =>
     assert.equal(rows[0]!.n, 0);
   });
 
+  it('self-tuned: while another session is busy, each batch is followed by a pause twice as long as it took', async () => {
+    // Every row costs about 1 ms; each batch statement logs when it started and when its UPDATE ended.
+    await sql.query(`CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS
+        $$BEGIN PERFORM pg_sleep(0.001); RETURN NEW; END$$;
+      CREATE TRIGGER slow_row BEFORE UPDATE ON counter_rows FOR EACH ROW EXECUTE FUNCTION slow_row();
+      CREATE TABLE batch_times (started timestamptz, ended timestamptz);
+      CREATE FUNCTION batch_time() RETURNS trigger LANGUAGE plpgsql AS
+        $$BEGIN INSERT INTO batch_times VALUES (statement_timestamp(), clock_timestamp()); RETURN NULL; END$$;
+      CREATE TRIGGER batch_time AFTER UPDATE ON counter_rows FOR EACH STATEMENT EXECUTE FUNCTION batch_time()`);
+    const busy = await cluster.connect();
+    try {
+      await busy.query('BEGIN');
+      await busy.query('SELECT 1');
+      const result = await chunk(attempt(1), {
+        batchSize: 20,
+        tuning: { targetMs: 100, contendedTargetMs: 20, contendedPauseFactor: 2, minSize: 5, maxSize: 1000 },
+        chunkMs: 60_000,
+      });
+      assert.equal(result.done, true);
+      assert.equal(result.busySessions, 1);
+      const { rows } = await sql.query<{ ran: number; paused: number }>(
+        `SELECT 1000 * extract(epoch FROM ended - started)::float8 AS ran,
+                1000 * extract(epoch FROM lead(started) OVER (ORDER BY started) - ended)::float8 AS paused
+           FROM batch_times ORDER BY started`,
+      );
+      const pairs = rows.slice(0, -1);
+      assert.ok(pairs.length >= 10, `${rows.length} batches`);
+      const short = pairs.filter(({ ran, paused }) => paused < 2 * ran - 2);
+      assert.deepEqual(short, [], 'a batch followed by a pause shorter than twice its time');
+    } finally {
+      await busy.end();
+      await sql.query(
+        'DROP FUNCTION slow_row() CASCADE; DROP FUNCTION batch_time() CASCADE; DROP TABLE batch_times',
+      );
+    }
+  });
+
   it('self-tuned: a batch stopped by its lock timeout is rolled back and the chunk ends with the size halved, saying why', async () => {
     const locker = await cluster.connect();
     await locker.query('BEGIN');
