@@ -22,8 +22,13 @@ import { alternate, drainWal, median, printRatios, ratio, record, timed } from '
 
 const SIZES = (process.env.BENCH_GROWTH_ROWS ?? '250000,1000000,4000000').split(',').map(Number);
 
+/**
+ * The bench's own session (resets, checkpoints), named like the worker's: a backfill counts other
+ * sessions that ran a statement within the last second as the application being busy, and the
+ * reset just before a timed run is not the application.
+ */
 async function connect(endpoint: Endpoint): Promise<Client> {
-  const client = new Client({ ...endpoint });
+  const client = new Client({ ...endpoint, application_name: 'dbops-bench' });
   client.on('error', () => undefined); // a dropped connection fails the next query, not the benchmark
   await client.connect();
   return client;

@@ -54,8 +54,13 @@ const BATCH = Number(process.env.BENCH_BATCH ?? 10_000);
 const LOAD_CONNECTIONS = 3;
 const LOAD_ALONE_MS = 10_000;
 
+/**
+ * The bench's own session (resets, checkpoints), named like the worker's: a backfill counts other
+ * sessions that ran a statement within the last second as the application being busy, and the
+ * reset just before a timed run is not the application.
+ */
 async function connect(endpoint: Endpoint): Promise<Client> {
-  const client = new Client({ ...endpoint });
+  const client = new Client({ ...endpoint, application_name: 'dbops-bench' });
   client.on('error', () => undefined); // a dropped connection fails the next query, not the benchmark
   await client.connect();
   return client;
