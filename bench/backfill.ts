@@ -14,13 +14,13 @@
  *  - the runbook's loop: UPDATE ... WHERE id IN (SELECT id ... WHERE _new_user_id IS NULL LIMIT n),
  *    at BENCH_BATCH.
  * Then a read/write load (short transactions on a few connections, in a thread of its own) runs
- * alone, during a self-tuned backfill with no delay set (its batches aim at the shorter contended
- * target while the load's sessions are busy), and during a deploy that adds a column and builds
+ * alone, during a self-tuned backfill with no delay set (while the load's sessions are busy its
+ * batches aim at the shorter contended target and each is followed by a pause twice its length), and during a deploy that adds a column and builds
  * an index concurrently (undone between rounds). Each part: a warm-up, then BENCH_ROUNDS (>= 5)
- * rounds in alternating order (bench/lib/rounds.ts). Printed: the median and
- * spread of backfill / single UPDATE throughput (goal >= 0.9 for the default), of backfill vs
- * runbook loop (goal >= 4x for the default), of the load's p99 transaction latency during the backfill (goal <= 1.5x) and a deploy
- * (goal <= 2x) against the load alone, the batch sizes the tuning chose, and the failed
+ * rounds in alternating order (bench/lib/rounds.ts). Printed: the median and spread of backfill /
+ * single UPDATE throughput (goal >= 0.9 for the default), of backfill vs runbook loop (goal >= 4x
+ * for the default), of the load's p99 transaction latency during the backfill (goal <= 1.5x) and a
+ * deploy (goal <= 2x) against the load alone, the batch sizes the tuning chose, and the failed
  * transactions (goal 0). The deploy's p99 is also split in two: the transactions started while
  * its migrations ran (from its history) and the others, while its snapshot and checks ran.
  */

@@ -10,9 +10,9 @@ export function shortDuration(seconds: number): string {
 }
 
 /**
- * `batch 4000 (auto, last 180 ms of 200)`, `batch 3500 (auto, last 48 ms of 50 ms: 3 sessions busy,
- * pausing 2× each batch)` while the application is busy, `batch 40000 ×2 (auto, …)` while two run side by side, or
- * `batch 1000` when the size is fixed.
+ * `batch 4000 (auto, last 180 ms of 200)`; `batch 3500 (auto, last 48 ms of 50 ms: 3 sessions busy,
+ * pausing 2× each batch)` while the application is busy; `batch 40000 ×2 (auto, …)` while two run
+ * side by side; `batch 1000` when the size is fixed.
  */
 function batchPart(progress: BackfillProgress): string {
   if (progress.batchSizeMode !== 'auto') return `batch ${progress.batchSize}`;
