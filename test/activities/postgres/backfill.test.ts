@@ -287,6 +287,18 @@ describe('backfill chunk activity (real Postgres, mock activity context)', () =>
     }
     assert.fail(`never saw ${what}`);
   }
+  /**
+   * A session that looks and one that holds row `id` locked in an open transaction, both unseen by
+   * the busy-session count, once the database is quiet.
+   */
+  async function rowLockedOnQuietDatabase(id: number): Promise<{ look: Client; locker: Client }> {
+    const look = await unseenSession();
+    const locker = await unseenSession();
+    await quiet();
+    await locker.query('BEGIN');
+    await locker.query('SELECT 1 FROM counter_rows WHERE id = $1 FOR UPDATE', [id]);
+    return { look, locker };
+  }
   const waitingOn = (event: string) =>
     `SELECT count(*) > 0 AS ok FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = '${event}'`;
   // Batches of exactly 100 rows (the bounds pin the size); a lock wait is cut short after 15 s.
@@ -298,12 +310,8 @@ describe('backfill chunk activity (real Postgres, mock activity context)', () =>
   };
 
   it('side by side on a quiet database: the batch after the next runs on a second session and commits only after the next one, with the checkpoint past both; every row once', async () => {
-    const look = await unseenSession();
-    const locker = await unseenSession();
-    await quiet();
     // The next batch (rows 1-100) waits on a row lock; the one after it (101-200) runs meanwhile.
-    await locker.query('BEGIN');
-    await locker.query('SELECT 1 FROM counter_rows WHERE id = 50 FOR UPDATE');
+    const { look, locker } = await rowLockedOnQuietDatabase(50);
     const running = chunk(attempt(1), { ...sideBySide, chunkMs: 60_000 });
     await until(look, waitingOn('transactionid'), 'the next batch waiting on the row lock');
     await until(
@@ -334,12 +342,8 @@ describe('backfill chunk activity (real Postgres, mock activity context)', () =>
   });
 
   it("side by side: a retry waits for a lost attempt's second session too, then resumes exactly after what it committed", async () => {
-    const look = await unseenSession();
-    const locker = await unseenSession();
-    await quiet();
     // The lost attempt's second batch (101-200) waits on a row lock after its first (1-100) committed.
-    await locker.query('BEGIN');
-    await locker.query('SELECT 1 FROM counter_rows WHERE id = 150 FOR UPDATE');
+    const { look, locker } = await rowLockedOnQuietDatabase(150);
     const lost = chunk(attempt(1), { ...sideBySide, chunkMs: 0 });
     await until(look, waitingOn('transactionid'), 'the second batch waiting on the row lock');
     // Its worker is gone: the first session with it (the server ends it), the second still runs.
@@ -366,11 +370,7 @@ describe('backfill chunk activity (real Postgres, mock activity context)', () =>
   });
 
   it("side by side: the second session's connection dropped fails that attempt only; the retry resumes after the batch that committed", async () => {
-    const look = await unseenSession();
-    const locker = await unseenSession();
-    await quiet();
-    await locker.query('BEGIN');
-    await locker.query('SELECT 1 FROM counter_rows WHERE id = 150 FOR UPDATE');
+    const { look, locker } = await rowLockedOnQuietDatabase(150);
     const first = chunk(attempt(1), { ...sideBySide, chunkMs: 60_000 });
     await until(look, waitingOn('transactionid'), 'the second batch waiting on the row lock');
     await look.query(
@@ -390,11 +390,7 @@ describe('backfill chunk activity (real Postgres, mock activity context)', () =>
   });
 
   it("side by side, cancelled: the second session's waiting batch is cancelled at once and rolled back; what committed is reported", async () => {
-    const look = await unseenSession();
-    const locker = await unseenSession();
-    await quiet();
-    await locker.query('BEGIN');
-    await locker.query('SELECT 1 FROM counter_rows WHERE id = 150 FOR UPDATE');
+    const { look, locker } = await rowLockedOnQuietDatabase(150);
     try {
       // The lock wait is cut short only after 150 s, well past the test's own timeout.
       const env = attempt(1);
