@@ -27,7 +27,13 @@ import {
   writeClusterSettings,
 } from '../postgres/cluster';
 import { withClient } from '../postgres/connect';
-import { beginFingerprints, fingerprintTable, userTables } from '../postgres/fingerprints';
+import {
+  beginFingerprints,
+  fingerprintTable,
+  userTables,
+  type FingerprintPace,
+} from '../postgres/fingerprints';
+import { readBusySessions } from '../postgres/throttle/busy-sessions';
 import { setUpWorkerRole } from '../postgres/worker-role';
 import { isTemporaryCopy, OWNER_TAGS } from '../../workflows/lib/owner-tags';
 import {
@@ -39,6 +45,7 @@ import {
   type InstanceRecord,
   type SnapshotRecord,
 } from './local-state';
+import { syncAsWritten } from './local-sync';
 
 const execFileAsync = promisify(execFile);
 
@@ -58,6 +65,12 @@ export const BACKUP_MAX_RATE_ENV = 'DBOPS_LOCAL_BACKUP_MAX_RATE';
  * seconds; small instances, e.g. in tests, hardly notice).
  */
 export const PRE_MIGRATION_MAX_RATE = '100M';
+
+/** A snapshot's fingerprints are read this many pages (8 kB) at a time: 4 MB, about 0.1 s of hashing. */
+const FINGERPRINT_PIECE_PAGES = 512;
+/** While the instance is busy, the pause after each piece, in multiples of the piece's time. */
+const FINGERPRINT_PAUSE_FACTOR = 2;
+
 /**
  * Environment variable choosing the base backup's start checkpoint: `fast` (default) or `spread`.
  * `spread` writes the dirty buffers at the pace of checkpoint_completion_target (about ten
@@ -212,7 +225,11 @@ async function relationFiles(client: Client, database: string): Promise<Record<s
  * sessions, read and removed. The source cannot give these: it has moved on since the backup's
  * consistent point, so counting it afterwards would record another moment than the snapshot holds.
  */
-async function fingerprintBackup(backupDir: string, workDir: string): Promise<BackupFingerprints> {
+async function fingerprintBackup(
+  backupDir: string,
+  workDir: string,
+  pace: FingerprintPace,
+): Promise<BackupFingerprints> {
   const dataDir = path.join(workDir, 'data');
   const result: BackupFingerprints = { tableRowCounts: {}, tableContentHashes: {}, relationFiles: {} };
   await rm(workDir, { recursive: true, force: true });
@@ -222,7 +239,14 @@ async function fingerprintBackup(backupDir: string, workDir: string): Promise<Ba
     const port = await freePort();
     await writeClusterSettings(dataDir, {
       port,
-      extraConf: { archive_mode: 'off', default_transaction_read_only: 'on' },
+      // A scratch copy, read once and removed: nothing of it needs to reach the disk (with fsync
+      // on, its start alone would flush every file just copied, stalling the instance's commits).
+      extraConf: {
+        archive_mode: 'off',
+        default_transaction_read_only: 'on',
+        fsync: 'off',
+        full_page_writes: 'off',
+      },
     });
     await startCluster(dataDir, path.join(workDir, 'server.log'));
     for (const database of await listDatabases(port)) {
@@ -231,7 +255,7 @@ async function fingerprintBackup(backupDir: string, workDir: string): Promise<Ba
         try {
           for (const table of await userTables(client)) {
             const key = `${database}.${table.schema}.${table.name}`;
-            const { rows, hash } = await fingerprintTable(client, table);
+            const { rows, hash } = await fingerprintTable(client, table, pace);
             result.tableRowCounts[key] = rows;
             result.tableContentHashes[key] = hash;
           }
@@ -246,6 +270,22 @@ async function fingerprintBackup(backupDir: string, workDir: string): Promise<Ba
     await rm(workDir, { recursive: true, force: true });
   }
   return result;
+}
+
+/**
+ * Fingerprints read from a snapshot's copy while its instance serves its application: in pieces,
+ * each followed, while the instance's database has busy sessions, by a pause twice as long as the
+ * piece took (as a backfill does), so the hashing takes a third of the machine the application
+ * runs on; on a quiet instance there is no pause. A busy count that cannot be read counts as busy.
+ */
+export function pacedWhileBusy(source: Client): FingerprintPace {
+  return {
+    blocks: FINGERPRINT_PIECE_PAGES,
+    async pauseAfter(pieceMs) {
+      const busy = await readBusySessions(source).catch(() => 1);
+      return busy > 0 ? FINGERPRINT_PAUSE_FACTOR * pieceMs : 0;
+    },
+  };
 }
 
 /**
@@ -299,22 +339,24 @@ export async function runSnapshot(layout: StateLayout, snapshotId: string): Prom
     if (checkpoint !== 'fast' && checkpoint !== 'spread') {
       throw new Error(`${BACKUP_CHECKPOINT_ENV} is ${JSON.stringify(checkpoint)}; expected fast or spread`);
     }
-    await runPgBinary(
+    const basebackup = runPgBinary(
       'pg_basebackup',
       [
         ...['--host', '127.0.0.1', '--port', String(instance.port), '--username', ADMIN_USER],
         ...['--pgdata', partial, '--format', 'plain', '--wal-method', 'stream', '--checkpoint', checkpoint],
         ...(maxRate ? ['--max-rate', maxRate] : []),
+        '--no-sync', // synced as it is written instead
       ],
       { timeoutMs: 0 },
     );
+    await syncAsWritten(partial, basebackup);
     const createdAt = new Date().toISOString();
     await updateRecord<SnapshotRecord>(file, (r) => ({ ...r, percentProgress: 60 }));
     await runPgBinary('pg_verifybackup', [partial], { timeoutMs: 0 });
     await updateRecord<SnapshotRecord>(file, (r) => ({ ...r, percentProgress: 70 }));
-    const { tableRowCounts, tableContentHashes, relationFiles } = await fingerprintBackup(
-      partial,
-      layout.snapshotCopyDir(snapshotId),
+    const { tableRowCounts, tableContentHashes, relationFiles } = await withClient(
+      adminEndpoint(instance.port, APP_DATABASE),
+      (source) => fingerprintBackup(partial, layout.snapshotCopyDir(snapshotId), pacedWhileBusy(source)),
     );
     const sizeBytes = await directorySize(partial);
     const endLsn = await backupEndLsn(partial);

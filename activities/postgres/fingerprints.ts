@@ -8,7 +8,11 @@
  * is the sum of every row's SHA-256 (as two 64-bit halves), so one streaming pass computes it,
  * without sorting the table or holding it in memory, and row order does not matter. The session
  * settings that change how values print are fixed, so the same rows hash the same on any server.
+ * The sums are added up here, so a table read in pieces (FingerprintPace) hashes as one read whole.
  */
+import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import type { Client } from 'pg';
 
 export interface TableFingerprint {
@@ -55,16 +59,59 @@ export async function userTables(client: Client): Promise<UserTable[]> {
   return rows;
 }
 
-/** Reads the whole table once: its row count and content hash. */
-export async function fingerprintTable(client: Client, table: UserTable): Promise<TableFingerprint> {
+/**
+ * Reading a table in pieces of `blocks` pages (a range of ctids each), with a pause after each one
+ * as long as `pauseAfter` says; the sums add up to the same fingerprint as one read of the whole.
+ */
+export interface FingerprintPace {
+  blocks: number;
+  /** How long to wait after a piece that took `pieceMs`, in ms (0: go on at once). */
+  pauseAfter(pieceMs: number): Promise<number>;
+}
+
+/**
+ * Reads the whole table once: its row count and content hash. Paced, a table is read a range of
+ * pages at a time (a partitioned parent, which has no pages of its own, in one piece).
+ */
+export async function fingerprintTable(
+  client: Client,
+  table: UserTable,
+  pace?: FingerprintPace,
+): Promise<TableFingerprint> {
   const qualified = `${client.escapeIdentifier(table.schema)}.${client.escapeIdentifier(table.name)}`;
-  const { rows } = await client.query<{ rows: string; hash: string }>(
-    `SELECT count(*) AS rows,
-            encode(sha256(convert_to(count(*) || ':' || coalesce(sum(a), 0) || ':' || coalesce(sum(b), 0), 'UTF8')), 'hex') AS hash
-       FROM (SELECT ('x' || encode(substring(h FROM 1 FOR 8), 'hex'))::bit(64)::bigint AS a,
-                    ('x' || encode(substring(h FROM 9 FOR 8), 'hex'))::bit(64)::bigint AS b
-               FROM (SELECT sha256(convert_to(ROW(fingerprinted.*)::text, 'UTF8')) AS h
-                       FROM ${qualified} AS fingerprinted) hashed) halves`,
+  const pages = pace === undefined ? 0 : await tablePages(client, qualified);
+  const pieces: string[] = [];
+  for (let first = 0; first < pages; first += pace!.blocks) {
+    pieces.push(`WHERE ctid >= '(${first},0)'::tid AND ctid < '(${first + pace!.blocks},0)'::tid`);
+  }
+  if (pieces.length === 0) pieces.push('');
+  const total = { rows: 0n, a: 0n, b: 0n };
+  for (const [i, piece] of pieces.entries()) {
+    const started = performance.now();
+    const { rows } = await client.query<{ rows: string; a: string; b: string }>(
+      `SELECT count(*) AS rows, coalesce(sum(a), 0) AS a, coalesce(sum(b), 0) AS b
+         FROM (SELECT ('x' || encode(substring(h FROM 1 FOR 8), 'hex'))::bit(64)::bigint AS a,
+                      ('x' || encode(substring(h FROM 9 FOR 8), 'hex'))::bit(64)::bigint AS b
+                 FROM (SELECT sha256(convert_to(ROW(fingerprinted.*)::text, 'UTF8')) AS h
+                         FROM ${qualified} AS fingerprinted ${piece}) hashed) halves`,
+    );
+    total.rows += BigInt(rows[0]!.rows);
+    total.a += BigInt(rows[0]!.a);
+    total.b += BigInt(rows[0]!.b);
+    if (pace !== undefined && i < pieces.length - 1) {
+      const pause = await pace.pauseAfter(performance.now() - started);
+      if (pause > 0) await sleep(pause);
+    }
+  }
+  const hash = createHash('sha256').update(`${total.rows}:${total.a}:${total.b}`).digest('hex');
+  return { rows: Number(total.rows), hash };
+}
+
+/** The table's pages now (0 for a partitioned parent). */
+async function tablePages(client: Client, qualified: string): Promise<number> {
+  const { rows } = await client.query<{ pages: string }>(
+    `SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint AS pages`,
+    [qualified],
   );
-  return { rows: Number(rows[0]!.rows), hash: rows[0]!.hash };
+  return Number(rows[0]!.pages);
 }
