@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 
 import type { Client } from 'pg';
 
+import type { DatabaseConfig } from '../config-types';
 import { freePort } from '../ports';
 import {
   chownToPostgres,
@@ -276,14 +277,22 @@ async function fingerprintBackup(
  * Fingerprints read from a snapshot's copy while its instance serves its application: in pieces,
  * each followed, while the instance's database has busy sessions, by a pause twice as long as the
  * piece took (as a backfill does), so the hashing takes a third of the machine the application
- * runs on; on a quiet instance there is no pause. A busy count that cannot be read counts as busy.
+ * runs on; on a quiet instance there is no pause. The busy sessions are read at most once a
+ * second, each time on a connection of its own; a count that cannot be read counts as busy.
  */
-export function pacedWhileBusy(source: Client): FingerprintPace {
+export function pacedWhileBusy(source: DatabaseConfig): FingerprintPace {
+  let known: { busy: boolean; at: number } | undefined;
   return {
     blocks: FINGERPRINT_PIECE_PAGES,
     async pauseAfter(pieceMs) {
-      const busy = await readBusySessions(source).catch(() => 1);
-      return busy > 0 ? FINGERPRINT_PAUSE_FACTOR * pieceMs : 0;
+      if (known === undefined || Date.now() - known.at >= 1000) {
+        const busy = await withClient(source, readBusySessions).then(
+          (sessions) => sessions > 0,
+          () => true,
+        );
+        known = { busy, at: Date.now() };
+      }
+      return known.busy ? FINGERPRINT_PAUSE_FACTOR * pieceMs : 0;
     },
   };
 }
@@ -354,9 +363,10 @@ export async function runSnapshot(layout: StateLayout, snapshotId: string): Prom
     await updateRecord<SnapshotRecord>(file, (r) => ({ ...r, percentProgress: 60 }));
     await runPgBinary('pg_verifybackup', [partial], { timeoutMs: 0 });
     await updateRecord<SnapshotRecord>(file, (r) => ({ ...r, percentProgress: 70 }));
-    const { tableRowCounts, tableContentHashes, relationFiles } = await withClient(
-      adminEndpoint(instance.port, APP_DATABASE),
-      (source) => fingerprintBackup(partial, layout.snapshotCopyDir(snapshotId), pacedWhileBusy(source)),
+    const { tableRowCounts, tableContentHashes, relationFiles } = await fingerprintBackup(
+      partial,
+      layout.snapshotCopyDir(snapshotId),
+      pacedWhileBusy(adminEndpoint(instance.port, APP_DATABASE)),
     );
     const sizeBytes = await directorySize(partial);
     const endLsn = await backupEndLsn(partial);

@@ -138,20 +138,21 @@ describe('table fingerprints read in pieces (real PostgreSQL 15)', function () {
   });
 
   it("a snapshot's pace: twice a piece's time while the application is busy, none when quiet", async () => {
-    await withClient(cluster.database, async (source) => {
-      const pace = pacedWhileBusy(source);
-      const application = new Client({ ...cluster.database, application_name: 'app' });
-      await application.connect();
-      try {
-        const statement = application.query('SELECT pg_sleep(1.5)');
-        await sleep(200);
-        assert.equal(await pace.pauseAfter(80), 160);
-        await statement;
-      } finally {
-        await application.end();
-      }
-      await sleep(1200); // its statement ended more than a second ago
-      assert.equal(await pace.pauseAfter(80), 0);
-    });
+    const pace = pacedWhileBusy(cluster.database);
+    const application = new Client({ ...cluster.database, application_name: 'app' });
+    await application.connect();
+    try {
+      const statement = application.query('SELECT pg_sleep(1.5)');
+      await sleep(200);
+      assert.equal(await pace.pauseAfter(80), 160);
+      await statement;
+    } finally {
+      await application.end();
+    }
+    await sleep(1200); // its statement ended more than a second ago, and so did the last reading
+    assert.equal(await pace.pauseAfter(80), 0);
+    // An instance that cannot be reached counts as busy.
+    const unreachable = pacedWhileBusy({ ...cluster.database, port: 1 });
+    assert.equal(await unreachable.pauseAfter(80), 160);
   });
 });
