@@ -22,7 +22,8 @@
  * for the default), of the load's p99 transaction latency during the backfill (goal <= 1.5x) and a
  * deploy (goal <= 2x) against the load alone, the batch sizes the tuning chose, and the failed
  * transactions (goal 0). The deploy's p99 is also split in two: the transactions started while
- * its migrations ran (from its history) and the others, while its snapshot and checks ran.
+ * its migrations ran (from its history) and the others, while its snapshot and checks ran; and
+ * its time under the load is printed (its snapshot's fingerprints pause while the load is busy).
  */
 import { once } from 'node:events';
 import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -253,6 +254,8 @@ async function main(): Promise<void> {
       deploy: [],
     };
     const underLoadSeconds: number[] = [];
+    /** How long each deploy under the load took: its snapshot waits while the load is busy. */
+    const deploySeconds: number[] = [];
     const deployWindows: [number, number][] = [];
     /** Per counted deploy: the p99 of the transactions started while its migrations ran, and of the others. */
     const deployParts: { migrations: number[]; rest: number[] } = { migrations: [], rest: [] };
@@ -270,7 +273,7 @@ async function main(): Promise<void> {
         underLoadSeconds.push(await timed(tunedBackfill));
       }),
       deploy: loaded('deploy', async () => {
-        await run(deployMigration, { instanceId: instance.instanceId });
+        deploySeconds.push(await timed(() => run(deployMigration, { instanceId: instance.instanceId })));
         deployWindows.push(await migrationWindow(env.client.workflow.getHandle(`bench-${id}`)));
       }),
     });
@@ -290,6 +293,12 @@ async function main(): Promise<void> {
     line(`backfill workflow, batch ${BATCH}`, fills.backfillTuned);
     line(`runbook loop (IN (SELECT ... LIMIT ${BATCH}))`, fills.loop);
     line('backfill under the load, self-tuned', underLoadSeconds.slice(1));
+    record('deploy under the load', deploySeconds.slice(1), { unit: 's' });
+    console.log(
+      `${'deploy under the load (snapshot, migrations)'.padEnd(44)} median ${median(deploySeconds.slice(1))
+        .toFixed(1)
+        .padStart(7)} s`,
+    );
     const sizes = (values: number[]) =>
       `median ${median(values)}, ${Math.min(...values)} to ${Math.max(...values)}`;
     console.log(

@@ -67,6 +67,13 @@ export const BACKUP_MAX_RATE_ENV = 'DBOPS_LOCAL_BACKUP_MAX_RATE';
  */
 export const PRE_MIGRATION_MAX_RATE = '100M';
 
+/**
+ * The settings of a copy of a backup started only to be read (fingerprints, an export) and then
+ * removed: no archiving, and nothing of it needs to reach the disk (with fsync on, its start alone
+ * would flush every file just copied, stalling the commits of the instance that shares the disk).
+ */
+const SCRATCH_COPY_SETTINGS = { archive_mode: 'off', fsync: 'off', full_page_writes: 'off' };
+
 /** A snapshot's fingerprints are read this many pages (8 kB) at a time: 4 MB, about 0.1 s of hashing. */
 const FINGERPRINT_PIECE_PAGES = 512;
 /** While the instance is busy, the pause after each piece, in multiples of the piece's time. */
@@ -240,14 +247,7 @@ async function fingerprintBackup(
     const port = await freePort();
     await writeClusterSettings(dataDir, {
       port,
-      // A scratch copy, read once and removed: nothing of it needs to reach the disk (with fsync
-      // on, its start alone would flush every file just copied, stalling the instance's commits).
-      extraConf: {
-        archive_mode: 'off',
-        default_transaction_read_only: 'on',
-        fsync: 'off',
-        full_page_writes: 'off',
-      },
+      extraConf: { ...SCRATCH_COPY_SETTINGS, default_transaction_read_only: 'on' },
     });
     await startCluster(dataDir, path.join(workDir, 'server.log'));
     for (const database of await listDatabases(port)) {
@@ -576,8 +576,8 @@ async function sha256(file: string): Promise<string> {
 
 /**
  * Logical export of a snapshot: starts a temporary cluster from a copy of the backup on a free
- * port (archiving off), dumps every database with pg_dump (plain SQL), writes a manifest with row
- * counts and checksums last, then removes the temporary cluster.
+ * port (a scratch copy: archiving and fsync off), dumps every database with pg_dump (plain SQL),
+ * writes a manifest with row counts and checksums last, then removes the temporary cluster.
  */
 async function exportSnapshot(layout: StateLayout, exportId: string): Promise<void> {
   const file = layout.record('exports', exportId);
@@ -590,7 +590,7 @@ async function exportSnapshot(layout: StateLayout, exportId: string): Promise<vo
     await makePostgresDir(work);
     await copyCluster(layout.backupDir(record.snapshotId), dataDir);
     const port = await freePort();
-    await writeClusterSettings(dataDir, { port, extraConf: { archive_mode: 'off' } });
+    await writeClusterSettings(dataDir, { port, extraConf: SCRATCH_COPY_SETTINGS });
     await startCluster(dataDir, path.join(work, 'server.log'));
     await updateRecord<ExportRecord>(file, (r) => ({ ...r, status: 'in-progress', percentProgress: 10 }));
 
