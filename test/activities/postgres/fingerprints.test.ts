@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
-
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { Client } from 'pg';
 
 import { pacedWhileBusy } from '../../../activities/control-plane/local-jobs';
-
 import { withClient } from '../../../activities/postgres/connect';
 import {
   beginFingerprints,
