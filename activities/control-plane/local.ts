@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -148,13 +148,18 @@ function killJobGroup(job: JobRecord): void {
 
 /**
  * Kills what a dead job left running on a directory: server binaries run through runuser, which
- * gives them a session of their own, so they outlive the job's process group.
+ * gives them a session of their own, so they outlive the job's process group. A server is named
+ * by its command line (`postgres -D <dir>`), its children by their working directory (the data
+ * directory): killed with it, a child would otherwise live on for a moment, e.g. a walsender
+ * dropping a backup's replication slot inside the directory while it is being removed.
  */
 async function killProcessesUsing(dir: string): Promise<void> {
+  const inDir = (file: string) => file === dir || file.startsWith(`${dir}/`);
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const args = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
-    if (!args.some((arg) => arg === dir || arg.startsWith(`${dir}/`))) continue;
+    const cwd = await readlink(`/proc/${entry}/cwd`).catch(() => '');
+    if (!args.some(inDir) && !inDir(cwd)) continue;
     try {
       process.kill(Number(entry), 'SIGKILL');
     } catch {
