@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmod, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, open, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -849,6 +849,49 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
       const [count] = await query<{ n: string }>(again.endpoint!, 'SELECT count(*) AS n FROM chunks');
       assert.equal(Number(count?.n), tableRowCounts?.['mcp_db.public.chunks']);
       await plane.deleteInstance('raced-restore', { skipFinalSnapshot: true });
+    });
+  });
+
+  describe("a delete while the instance's automated snapshot is streaming", () => {
+    /** The processes working in a directory (or in it after a rename): pid and command line. */
+    async function processesIn(name: string): Promise<[number, string][]> {
+      const found: [number, string][] = [];
+      for (const entry of await readdir('/proc')) {
+        if (!/^\d+$/.test(entry)) continue;
+        const cwd = await readlink(`/proc/${entry}/cwd`).catch(() => '');
+        if (!cwd.startsWith(stateDir) || !cwd.includes(name)) continue;
+        const args = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+        found.push([Number(entry), args.replace(/\0/g, ' ').trim()]);
+      }
+      return found;
+    }
+
+    it('stops the server and every child of it, one slow to notice too, then removes the instance', async () => {
+      // Its backups read at 32 kB/s: the restore's automated snapshot streams for minutes.
+      const slow = new LocalControlPlane({ stateDir, backupMaxRate: '32k' });
+      await slow.restoreFromSnapshot('snap-t1', 'slow-backup');
+      assert.equal((await settledInstance(slow, 'slow-backup')).status, 'available');
+      let walsender: [number, string] | undefined;
+      for (let i = 0; i < 600 && walsender === undefined; i++) {
+        walsender = (await processesIn('slow-backup')).find(([, args]) => args.includes('walsender'));
+        await sleep(100);
+      }
+      assert.ok(walsender, 'the automated snapshot never streamed');
+      // Held, it stands for a child slow to notice that its server died (and to drop its
+      // replication slot in the directory then).
+      process.kill(walsender[0], 'SIGSTOP');
+      try {
+        await slow.deleteInstance('slow-backup', { skipFinalSnapshot: true });
+        assert.deepEqual(await processesIn('slow-backup'), []);
+      } finally {
+        for (const [pid] of await processesIn('slow-backup')) process.kill(pid, 'SIGKILL');
+      }
+      await assert.rejects(slow.describeInstance('slow-backup'), NotFoundError);
+      const trash = await readdir(path.join(stateDir, 'trash')).catch(() => []);
+      assert.deepEqual(
+        trash.filter((name) => name.startsWith('slow-backup')),
+        [],
+      );
     });
   });
 });
