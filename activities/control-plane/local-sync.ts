@@ -3,21 +3,15 @@
  * writes every file into the page cache and then syncs them all at once: hundreds of megabytes
  * flushed in one go, during which the instance's own commits (which wait for their WAL to reach
  * the same disk) stall. With `--no-sync`, syncAsWritten syncs each file pg_basebackup changed every
- * tenth of a second instead (less often when the backup has so many files that looking at them all
- * would take more than a tenth of the time), so the disk takes a little at a time; once it has
- * finished, every file and directory once more: the backup is then as durable as pg_basebackup's
- * own sync makes it.
+ * tenth of a second instead, so the disk takes a little at a time, and once it has finished, every
+ * file and directory once more: the backup is then as durable as pg_basebackup's own sync makes it.
  */
 import { open, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-/**
- * How often the files written since the last look are synced: every tenth of a second, but a look
- * (a stat of every file) may take no more than a tenth of the time, however many files there are.
- */
+/** How often the files written since the last look are synced. */
 const EVERY_MS = 100;
-const LOOK_SHARE = 0.1;
 
 /** fsync of a file or directory; one that is gone (removed meanwhile) is skipped. */
 export async function syncPath(file: string): Promise<void> {
@@ -48,24 +42,15 @@ export async function syncAsWritten<T>(
   });
   /** Each file's modification time when it was last synced. */
   const synced = new Map<string, number>();
-  let lookMs = 0;
   for (;;) {
-    const wait = Math.max(EVERY_MS, (lookMs * (1 - LOOK_SHARE)) / LOOK_SHARE);
-    await Promise.race([finished.catch(() => undefined), sleep(wait)]);
+    await Promise.race([finished.catch(() => undefined), sleep(EVERY_MS)]);
     if (done) break;
-    const started = performance.now();
-    const changed: [string, number][] = [];
     for (const name of await readdir(dir, { recursive: true }).catch(() => [])) {
       const file = path.join(dir, name);
       const info = await stat(file).catch(() => undefined);
-      if (info !== undefined && info.isFile() && synced.get(file) !== info.mtimeMs) {
-        changed.push([file, info.mtimeMs]);
-      }
-    }
-    lookMs = performance.now() - started; // the look alone: the syncs wait on the disk, not the CPU
-    for (const [file, mtimeMs] of changed) {
+      if (info === undefined || !info.isFile() || synced.get(file) === info.mtimeMs) continue;
       await sync(file);
-      synced.set(file, mtimeMs);
+      synced.set(file, info.mtimeMs);
     }
   }
   const result = await finished;
