@@ -65,8 +65,11 @@ export async function userTables(client: Client): Promise<UserTable[]> {
  */
 export interface FingerprintPace {
   blocks: number;
-  /** How long to wait after a piece that took `pieceMs`, in ms (0: go on at once). */
-  pauseAfter(pieceMs: number): Promise<number>;
+  /**
+   * How long to wait after a piece of `pages` pages that took `pieceMs`, in ms (0: go on at once).
+   * Asked after every piece, the last one of a table too, so the next table waits its turn.
+   */
+  pauseAfter(pieceMs: number, pages: number): Promise<number>;
 }
 
 /**
@@ -78,28 +81,30 @@ export async function fingerprintTable(
   table: UserTable,
   pace?: FingerprintPace,
 ): Promise<TableFingerprint> {
-  const qualified = `${client.escapeIdentifier(table.schema)}.${client.escapeIdentifier(table.name)}`;
-  const pages = pace === undefined ? 0 : await tablePages(client, qualified);
-  const pieces: string[] = [];
+  const pages = pace === undefined ? 0 : await tablePages(client, table);
+  const pieces: { where: string; pages: number }[] = [];
   for (let first = 0; first < pages; first += pace!.blocks) {
-    pieces.push(`WHERE ctid >= '(${first},0)'::tid AND ctid < '(${first + pace!.blocks},0)'::tid`);
+    pieces.push({
+      where: `WHERE ctid >= '(${first},0)'::tid AND ctid < '(${first + pace!.blocks},0)'::tid`,
+      pages: Math.min(pace!.blocks, pages - first),
+    });
   }
-  if (pieces.length === 0) pieces.push('');
+  if (pieces.length === 0) pieces.push({ where: '', pages: 0 });
   const total = { rows: 0n, a: 0n, b: 0n };
-  for (const [i, piece] of pieces.entries()) {
+  for (const piece of pieces) {
     const started = performance.now();
     const { rows } = await client.query<{ rows: string; a: string; b: string }>(
       `SELECT count(*) AS rows, coalesce(sum(a), 0) AS a, coalesce(sum(b), 0) AS b
          FROM (SELECT ('x' || encode(substring(h FROM 1 FOR 8), 'hex'))::bit(64)::bigint AS a,
                       ('x' || encode(substring(h FROM 9 FOR 8), 'hex'))::bit(64)::bigint AS b
                  FROM (SELECT sha256(convert_to(ROW(fingerprinted.*)::text, 'UTF8')) AS h
-                         FROM ${qualified} AS fingerprinted ${piece}) hashed) halves`,
+                         FROM ${qualified(client, table)} AS fingerprinted ${piece.where}) hashed) halves`,
     );
     total.rows += BigInt(rows[0]!.rows);
     total.a += BigInt(rows[0]!.a);
     total.b += BigInt(rows[0]!.b);
-    if (pace !== undefined && i < pieces.length - 1) {
-      const pause = await pace.pauseAfter(performance.now() - started);
+    if (pace !== undefined) {
+      const pause = await pace.pauseAfter(performance.now() - started, piece.pages);
       if (pause > 0) await sleep(pause);
     }
   }
@@ -107,11 +112,15 @@ export async function fingerprintTable(
   return { rows: Number(total.rows), hash };
 }
 
-/** The table's pages now (0 for a partitioned parent). */
-async function tablePages(client: Client, qualified: string): Promise<number> {
+/** The table's pages now (0 for a partitioned parent): what a paced read of it goes through. */
+export async function tablePages(client: Client, table: UserTable): Promise<number> {
   const { rows } = await client.query<{ pages: string }>(
     `SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint AS pages`,
-    [qualified],
+    [qualified(client, table)],
   );
   return Number(rows[0]!.pages);
+}
+
+function qualified(client: Client, table: UserTable): string {
+  return `${client.escapeIdentifier(table.schema)}.${client.escapeIdentifier(table.name)}`;
 }

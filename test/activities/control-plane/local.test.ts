@@ -894,4 +894,48 @@ describe('local control plane (real PostgreSQL 15 clusters)', () => {
       );
     });
   });
+
+  describe("a snapshot's progress while its fingerprints are read", () => {
+    it('moves from 70% towards 95% with the share of pages read, never back, then 100%', async () => {
+      await plane.createInstance('progress-db');
+      const created = await settledInstance(plane, 'progress-db');
+      assert.equal(created.status, 'available', created.providerStatus);
+      for (let i = 0; i < 600; i++) {
+        const snapshots = await plane.listSnapshots('progress-db');
+        if (snapshots.length > 0 && snapshots.every((s) => s.status !== 'creating')) break;
+        await sleep(100);
+      }
+      // About 24 MB: six pieces of 4 MB, each a few percents.
+      await query(
+        created.endpoint!,
+        `CREATE TABLE wide (id bigint, body text);
+         INSERT INTO wide SELECT g, repeat('x', 200) FROM generate_series(1, 100000) g;`,
+      );
+      // A session of the application in a statement: the reading pauses after every piece.
+      const application = new Client({ ...created.endpoint! });
+      await application.connect();
+      const statement = application.query('SELECT pg_sleep(120)').catch(() => undefined);
+      const seen: number[] = [];
+      try {
+        await plane.createSnapshot('progress-db', 'progress-snap', { purpose: 'test' });
+        for (let i = 0; i < 12_000; i++) {
+          const snapshot = await plane.describeSnapshot('progress-snap');
+          if (seen.at(-1) !== snapshot.percentProgress) seen.push(snapshot.percentProgress);
+          if (snapshot.status !== 'creating') break;
+          await sleep(10);
+        }
+      } finally {
+        await application.end();
+        await statement;
+      }
+      assert.equal(seen.at(-1), 100, `progress seen: ${seen.join(', ')}`);
+      assert.deepEqual(
+        seen,
+        [...seen].sort((a, b) => a - b),
+        `progress went back: ${seen.join(', ')}`,
+      );
+      const reading = seen.filter((percent) => percent > 70 && percent <= 95);
+      assert.ok(reading.length >= 4, `progress seen while reading: ${seen.join(', ')}`);
+    });
+  });
 });

@@ -48,13 +48,13 @@ describe('table fingerprints read in pieces (real PostgreSQL 15)', function () {
       }
     });
 
-  /** A pace of `blocks` pages that records every piece's duration and asks for no pause. */
+  /** A pace of `blocks` pages that records every piece's duration and pages and asks for no pause. */
   const recording = (blocks: number) => {
-    const pieces: number[] = [];
+    const pieces: { ms: number; pages: number }[] = [];
     const pace: FingerprintPace = {
       blocks,
-      pauseAfter: (ms) => {
-        pieces.push(ms);
+      pauseAfter: (ms, pages) => {
+        pieces.push({ ms, pages });
         return Promise.resolve(0);
       },
     };
@@ -70,8 +70,12 @@ describe('table fingerprints read in pieces (real PostgreSQL 15)', function () {
     const whole = await read(notes);
     const { pace, pieces } = recording(10);
     assert.deepEqual(await read(notes, pace), whole);
-    // A pause is asked after every piece but the last.
-    assert.equal(pieces.length, Math.ceil(pages / 10) - 1);
+    // A pause is asked after every piece, the last one too, with the pages each piece covered.
+    assert.equal(pieces.length, Math.ceil(pages / 10));
+    assert.equal(
+      pieces.reduce((sum, piece) => sum + piece.pages, 0),
+      pages,
+    );
     assert.equal(whole.rows, 20000);
     // The hash as one statement computed it before the pieces (the formula of the snapshots
     // already on disk, which later restores are compared with).
@@ -130,7 +134,10 @@ describe('table fingerprints read in pieces (real PostgreSQL 15)', function () {
       const table = { schema: 'public', name };
       const { pace, pieces } = recording(1);
       assert.deepEqual(await read(table, pace), await read(table));
-      assert.deepEqual(pieces, []);
+      assert.deepEqual(
+        pieces.map((piece) => piece.pages),
+        [0],
+      );
     }
     assert.equal((await read({ schema: 'public', name: 'parted' })).rows, 3000);
   });
@@ -142,15 +149,15 @@ describe('table fingerprints read in pieces (real PostgreSQL 15)', function () {
     try {
       const statement = application.query('SELECT pg_sleep(1.5)');
       await sleep(200);
-      assert.equal(await pace.pauseAfter(80), 160);
+      assert.equal(await pace.pauseAfter(80, 512), 160);
       await statement;
     } finally {
       await application.end();
     }
     await sleep(1200); // its statement ended more than a second ago, and so did the last reading
-    assert.equal(await pace.pauseAfter(80), 0);
+    assert.equal(await pace.pauseAfter(80, 512), 0);
     // An instance that cannot be reached counts as busy.
     const unreachable = pacedWhileBusy({ ...cluster.database, port: 1 });
-    assert.equal(await unreachable.pauseAfter(80), 160);
+    assert.equal(await unreachable.pauseAfter(80, 512), 160);
   });
 });
