@@ -12,6 +12,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 /** How often the files written since the last look are synced. */
 const EVERY_MS = 100;
+/**
+ * A file unchanged for this long is done (pg_basebackup writes files one after another) and is
+ * not looked at again: each look stats only new and recently written files, however many the
+ * backup has. Should one change after all, the final pass syncs it.
+ */
+const SETTLED_MS = 1000;
 
 /** fsync of a file or directory; one that is gone (removed meanwhile) is skipped. */
 export async function syncPath(file: string): Promise<void> {
@@ -40,17 +46,19 @@ export async function syncAsWritten<T>(
   const finished = writing.finally(() => {
     done = true;
   });
-  /** Each file's modification time when it was last synced. */
-  const synced = new Map<string, number>();
+  /** Each file's modification time when it was last synced, and when it was seen to change. */
+  const synced = new Map<string, { mtimeMs: number; changedAt: number }>();
   for (;;) {
     await Promise.race([finished.catch(() => undefined), sleep(EVERY_MS)]);
     if (done) break;
     for (const name of await readdir(dir, { recursive: true }).catch(() => [])) {
       const file = path.join(dir, name);
+      const last = synced.get(file);
+      if (last !== undefined && Date.now() - last.changedAt > SETTLED_MS) continue;
       const info = await stat(file).catch(() => undefined);
-      if (info === undefined || !info.isFile() || synced.get(file) === info.mtimeMs) continue;
+      if (info === undefined || !info.isFile() || last?.mtimeMs === info.mtimeMs) continue;
       await sync(file);
-      synced.set(file, info.mtimeMs);
+      synced.set(file, { mtimeMs: info.mtimeMs, changedAt: Date.now() });
     }
   }
   const result = await finished;

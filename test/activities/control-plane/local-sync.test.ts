@@ -57,6 +57,39 @@ describe('a backup synced as it is written (real files; the sync calls recorded)
     ]);
   });
 
+  it('looks no more at a file left alone for over a second; the final pass syncs its late change', async () => {
+    const calls: [string, number][] = [];
+    const record = (file: string) => {
+      calls.push([path.relative(dir, file), performance.now()]);
+      return Promise.resolve();
+    };
+    let changedAgainAt = 0;
+    const writing = (async () => {
+      for (const [name, steps] of [
+        ['first', 3],
+        ['second', 15],
+      ] as const) {
+        for (let step = 0; step < steps; step++) {
+          await appendFile(path.join(dir, name), Buffer.alloc(1024, step));
+          await sleep(100);
+        }
+      }
+      changedAgainAt = performance.now();
+      await appendFile(path.join(dir, 'first'), 'late');
+      await sleep(500);
+      return performance.now();
+    })();
+    const finishedAt = await syncAsWritten(dir, writing, record);
+    const first = calls.filter(([name]) => name === 'first').map(([, at]) => at);
+    assert.ok(first[0]! < changedAgainAt, 'first was not synced while written');
+    assert.deepEqual(
+      first.filter((at) => at >= changedAgainAt && at < finishedAt),
+      [],
+      'first was looked at again after it had settled',
+    );
+    assert.ok(first.at(-1)! >= finishedAt, 'the final pass did not sync first');
+  });
+
   it("fails with the writer's error and syncs nothing more", async () => {
     const calls: string[] = [];
     const failing = (async () => {
