@@ -15,8 +15,9 @@
  *    at BENCH_BATCH.
  * Then a read/write load (short transactions on a few connections, in a thread of its own) runs
  * alone, during a self-tuned backfill with no delay set (while the load's sessions are busy its
- * batches aim at the shorter contended target and each is followed by a pause twice its length), and during a deploy that adds a column and builds
- * an index concurrently (undone between rounds). Each part: a warm-up, then BENCH_ROUNDS (>= 5)
+ * batches aim at the shorter contended target and each is followed by a pause three times its
+ * length), and during a deploy that adds a column and builds an index concurrently (undone between
+ * rounds). Each part: a warm-up, then BENCH_ROUNDS (>= 5)
  * rounds in alternating order (bench/lib/rounds.ts). Printed: the median and spread of backfill /
  * single UPDATE throughput (goal >= 0.9 for the default), of backfill vs runbook loop (goal >= 4x
  * for the default), of the load's p99 transaction latency during the backfill (goal <= 1.5x) and a
@@ -53,7 +54,12 @@ const ROWS = Number(process.env.BENCH_ROWS ?? 1_000_000);
 /** The runbook's batch size: the runbook loop's, and the backfill's tuned one. */
 const BATCH = Number(process.env.BENCH_BATCH ?? 10_000);
 const LOAD_CONNECTIONS = 3;
-const LOAD_ALONE_MS = 10_000;
+/**
+ * About as long as a backfill under the load takes: both windows start right after a reset of the
+ * table and hold as many of the load's slow moments (writeback, autovacuum), so the p99 alone is a
+ * fair yardstick for the p99 during.
+ */
+const LOAD_ALONE_MS = 30_000;
 
 /**
  * The bench's own session (resets, checkpoints), named like the worker's: a backfill counts other

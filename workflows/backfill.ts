@@ -46,12 +46,12 @@ export interface BackfillInput {
   targetBatchMs?: number;
   /**
    * The shorter duration self-tuned batches aim at while other sessions of the database are busy
-   * (the application), in ms (10 to 60000); not above `targetBatchMs`. Default 50.
+   * (the application), in ms (10 to 60000); not above `targetBatchMs`. Default 25.
    */
   contendedTargetBatchMs?: number;
   /**
    * While other sessions of the database are busy, self-tuned batches pause after each batch this
-   * many times as long as it took (0 to 10; 0: no pause). Default 2: batches run a third of the
+   * many times as long as it took (0 to 10; 0: no pause). Default 3: batches run a quarter of the
    * time, and the application keeps most of the machine.
    */
   contendedPauseFactor?: number;
@@ -188,8 +188,8 @@ const DELAY_TIMERS_PATCH = 'backfill-delay-timers';
 const SELF_TUNING_PATCH = 'backfill-self-tuning';
 /** Runs started before batches aimed shorter while the application is busy keep one target. */
 const CONTENDED_TARGET_PATCH = 'backfill-contended-target';
-const DEFAULT_CONTENDED_TARGET_BATCH_MS = 50;
-const DEFAULT_CONTENDED_PAUSE_FACTOR = 2;
+const DEFAULT_CONTENDED_TARGET_BATCH_MS = 25;
+const DEFAULT_CONTENDED_PAUSE_FACTOR = 3;
 const DEFAULT_BATCH_SIZE = 1000;
 const DEFAULT_TARGET_BATCH_MS = 200;
 const DEFAULT_STREAMS = 2;
