@@ -74,7 +74,7 @@ export interface FingerprintPace {
 
 /**
  * Reads the whole table once: its row count and content hash. Paced, a table is read a range of
- * pages at a time (a partitioned parent, which has no pages of its own, in one piece).
+ * pages at a time (a partitioned table that range of every partition at a time).
  */
 export async function fingerprintTable(
   client: Client,
@@ -112,10 +112,15 @@ export async function fingerprintTable(
   return { rows: Number(total.rows), hash };
 }
 
-/** The table's pages now (0 for a partitioned parent): what a paced read of it goes through. */
+/**
+ * The pages a paced read of the table walks: the table's own, or for a partitioned table its
+ * largest partition's (a range of ctids reads that range of every partition).
+ */
 export async function tablePages(client: Client, table: UserTable): Promise<number> {
   const { rows } = await client.query<{ pages: string }>(
-    `SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint AS pages`,
+    `SELECT greatest(pg_relation_size($1::regclass),
+                     (SELECT max(pg_relation_size(relid)) FROM pg_partition_tree($1::regclass) WHERE isleaf))
+              / current_setting('block_size')::bigint AS pages`,
     [qualified(client, table)],
   );
   return Number(rows[0]!.pages);
