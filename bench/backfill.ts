@@ -17,8 +17,8 @@
  * alone, during a self-tuned backfill with no delay set (while the load's sessions are busy its
  * batches aim at the shorter contended target and each is followed by a pause three times its
  * length), and during a deploy that adds a column and builds an index concurrently (undone between
- * rounds). Each part: a warm-up, then BENCH_ROUNDS (>= 5)
- * rounds in alternating order (bench/lib/rounds.ts). Printed: the median and spread of backfill /
+ * rounds). Each part: a warm-up, then BENCH_ROUNDS (>= 5) rounds in alternating order
+ * (bench/lib/rounds.ts). Printed: the median and spread of backfill /
  * single UPDATE throughput (goal >= 0.9 for the default), of backfill vs runbook loop (goal >= 4x
  * for the default), of the load's p99 transaction latency during the backfill (goal <= 1.5x) and a
  * deploy (goal <= 2x) against the load alone, the batch sizes the tuning chose, and the failed

@@ -67,7 +67,7 @@ describe('a backup synced as it is written (real files; the sync calls recorded)
     const writing = (async () => {
       for (const [name, steps] of [
         ['first', 3],
-        ['second', 15],
+        ['second', 20],
       ] as const) {
         for (let step = 0; step < steps; step++) {
           await appendFile(path.join(dir, name), Buffer.alloc(1024, step));
