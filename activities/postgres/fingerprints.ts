@@ -81,6 +81,7 @@ export async function fingerprintTable(
   table: UserTable,
   pace?: FingerprintPace,
 ): Promise<TableFingerprint> {
+  const name = qualified(client, table);
   const pages = pace === undefined ? 0 : await tablePages(client, table);
   const pieces: { where: string; pages: number }[] = [];
   for (let first = 0; first < pages; first += pace!.blocks) {
@@ -98,7 +99,7 @@ export async function fingerprintTable(
          FROM (SELECT ('x' || encode(substring(h FROM 1 FOR 8), 'hex'))::bit(64)::bigint AS a,
                       ('x' || encode(substring(h FROM 9 FOR 8), 'hex'))::bit(64)::bigint AS b
                  FROM (SELECT sha256(convert_to(ROW(fingerprinted.*)::text, 'UTF8')) AS h
-                         FROM ${qualified(client, table)} AS fingerprinted ${piece.where}) hashed) halves`,
+                         FROM ${name} AS fingerprinted ${piece.where}) hashed) halves`,
     );
     total.rows += BigInt(rows[0]!.rows);
     total.a += BigInt(rows[0]!.a);
